@@ -1,0 +1,131 @@
+/**
+ * Typed errors of bloom-lss. Every class carries a stable `code` that callers may switch on;
+ * messages are for people and may change.
+ *
+ * @module
+ */
+
+/** Base class of every error bloom-lss throws on purpose. */
+export class LssError extends Error {
+  /** Stable machine-readable code, e.g. `"LSS_CORRUPTION"`. */
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** The store file is locked by another opener (another process, or this one). */
+export class StoreLockedError extends LssError {
+  constructor(message: string) {
+    super("LSS_STORE_LOCKED", message);
+  }
+}
+
+/** Bytes read from the file failed their checksum, or the file's structure is invalid. */
+export class CorruptionError extends LssError {
+  constructor(message: string) {
+    super("LSS_CORRUPTION", message);
+  }
+}
+
+/** A seid outside `[1, 2^64 - 1]`, or not a bigint. */
+export class InvalidSeidError extends LssError {
+  constructor(message: string) {
+    super("LSS_INVALID_SEID", message);
+  }
+}
+
+/** An argument of the wrong type, size or range. */
+export class InvalidArgumentError extends LssError {
+  constructor(message: string) {
+    super("LSS_INVALID_ARGUMENT", message);
+  }
+}
+
+/** A transaction used after it ended, or a commit that cannot proceed. */
+export class TransactionError extends LssError {
+  constructor(message: string) {
+    super("LSS_TRANSACTION", message);
+  }
+}
+
+/** An operation on a store or backend that has been closed. */
+export class StoreClosedError extends LssError {
+  constructor(message: string) {
+    super("LSS_CLOSED", message);
+  }
+}
+
+/** A write on a store opened with `readOnly: true` (or made read-only by a fatal I/O error). */
+export class ReadOnlyError extends LssError {
+  constructor(message: string) {
+    super("LSS_READ_ONLY", message);
+  }
+}
+
+/** The disk (or the configured `maxFileBytes`) is full. */
+export class NoSpaceError extends LssError {
+  constructor(message: string) {
+    super("LSS_NO_SPACE", message);
+  }
+}
+
+/** The requested I/O backend cannot work here (io_uring disabled, shim missing, no O_DIRECT…). */
+export class IoUnavailableError extends LssError {
+  constructor(message: string) {
+    super("LSS_IO_UNAVAILABLE", message);
+  }
+}
+
+/** An I/O call failed with an errno (other than ENOSPC, which is {@link NoSpaceError}). */
+export class IoError extends LssError {
+  /** Positive errno value, e.g. 5 for EIO. */
+  readonly errno: number;
+  /** Symbolic errno name, e.g. `"EIO"`. */
+  readonly errnoName: string;
+  constructor(errno: number, what: string) {
+    const name = errnoName(errno);
+    super("LSS_IO", `${what} failed: ${name} (errno ${errno})`);
+    this.errno = errno;
+    this.errnoName = name;
+  }
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  5: "EIO",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  21: "EISDIR",
+  22: "EINVAL",
+  24: "EMFILE",
+  27: "EFBIG",
+  28: "ENOSPC",
+  30: "EROFS",
+  38: "ENOSYS",
+  61: "ENODATA",
+  62: "ETIME",
+  95: "EOPNOTSUPP",
+  122: "EDQUOT",
+};
+
+/** Symbolic name of a positive errno. */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `E${errno}`;
+}
+
+/** Map a negative-errno result (as the shim and backends return them) to a typed error. */
+export function errorFromErrno(negErrno: number, what: string): LssError {
+  const errno = -negErrno;
+  if (errno === 28 || errno === 122) return new NoSpaceError(`${what} failed: disk full (${errnoName(errno)})`);
+  return new IoError(errno, what);
+}

@@ -1,0 +1,109 @@
+/**
+ * The I/O backend interface: everything `src/log` needs from the operating system.
+ *
+ * Two implementations keep the same semantics: `uring` (bun:ffi over the liburing shim, O_DIRECT
+ * through io_uring) and `portable` (node:fs positional I/O plus fdatasync). A fault-injecting
+ * wrapper for tests implements the same interface.
+ *
+ * Submission is asynchronous and batched: `submit` queues operations, each tagged with caller
+ * user data; completions come back, in whatever order the kernel finishes them, through `reap`
+ * (never blocks) and `wait` (resolves once at least N completions are ready, or on timeout).
+ *
+ * @module
+ */
+
+/** Alignment of every I/O buffer, file offset and length under O_DIRECT. */
+export const ALIGNMENT_BYTES = 4096;
+
+/** Largest queue depth a backend accepts (io_uring's own limit is 32768; we keep it smaller). */
+export const MAX_QUEUE_DEPTH = 4096;
+
+/** Which backend is really in use. */
+export type IoKind = "io_uring" | "portable";
+
+/** What the caller asks for at open: `auto` probes io_uring and O_DIRECT and falls back. */
+export type IoChoice = "auto" | "uring" | "portable";
+
+/**
+ * Native memory, aligned to {@link ALIGNMENT_BYTES}, freed only by {@link IoBackend.free}.
+ * `bytes` is a view of it from JS; `ptr` is its address as a plain number (it keeps nothing alive).
+ */
+export interface NativeBuffer {
+  readonly ptr: number;
+  readonly sizeBytes: number;
+  readonly bytes: Uint8Array;
+}
+
+/** One operation of a batch. `userData` comes back, unchanged, in its completion. */
+export type IoOp =
+  | {
+      readonly op: "write" | "read";
+      readonly fd: number;
+      readonly buffer: NativeBuffer;
+      /** Offset inside `buffer` where the transfer starts. */
+      readonly bufferOffset: number;
+      readonly lengthBytes: number;
+      readonly fileOffset: number;
+      readonly userData: number;
+    }
+  | { readonly op: "datasync"; readonly fd: number; readonly userData: number };
+
+/** A finished operation: `result` is bytes transferred (≥ 0) or a negative errno. */
+export interface IoCompletion {
+  userData: number;
+  result: number;
+}
+
+/** How to open a file. */
+export interface OpenFileOptions {
+  /** Create the file when missing (default false). */
+  create?: boolean;
+  /** Open for reading only (default false). */
+  readOnly?: boolean;
+  /** Ask for O_DIRECT; the backend reports whether it got it (default: the backend's own choice). */
+  direct?: boolean;
+}
+
+/** An open file of a backend. */
+export interface FileHandle {
+  readonly fd: number;
+  readonly path: string;
+  /** True when the file was opened with O_DIRECT. */
+  readonly direct: boolean;
+}
+
+/** The contract every backend keeps. All failures are typed errors from `src/errors.ts`. */
+export interface IoBackend {
+  readonly kind: IoKind;
+  /** Operations that may be in flight at once. */
+  readonly queueDepth: number;
+  /** Why `auto` fell back to this backend, when it did. */
+  readonly fallbackReason: string | undefined;
+
+  openFile(path: string, options?: OpenFileOptions): FileHandle;
+  closeFile(file: FileHandle): void;
+  /** Take an exclusive advisory lock on the whole file; `StoreLockedError` if another holds it. */
+  lockFile(file: FileHandle): void;
+  fileSizeBytes(file: FileHandle): number;
+  /** Reserve space (fallocate, keep size unchanged when `keepSize`). */
+  allocateSpace(file: FileHandle, offset: number, lengthBytes: number): void;
+  truncate(file: FileHandle, sizeBytes: number): void;
+  /** Synchronous datasync, for rare paths (open, close); hot paths submit `datasync` ops. */
+  syncNow(file: FileHandle): void;
+
+  alloc(sizeBytes: number): NativeBuffer;
+  free(buffer: NativeBuffer): void;
+
+  /** Queue a batch. Throws `InvalidArgumentError` if it would exceed `queueDepth` in flight. */
+  submit(ops: readonly IoOp[]): void;
+  /** Operations submitted and not yet reaped. */
+  readonly inFlight: number;
+  /** Move up to `max` ready completions into `out` (appended); returns how many. Never blocks. */
+  reap(out: IoCompletion[], max?: number): number;
+  /** Resolve once at least `minReady` completions are ready to reap, or after `timeoutMs`. */
+  wait(minReady: number, timeoutMs: number): Promise<void>;
+
+  /** Free the backend's own resources. Files must be closed and buffers freed by their owners. */
+  close(): void;
+  readonly closed: boolean;
+}

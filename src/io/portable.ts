@@ -1,0 +1,255 @@
+/**
+ * The portable backend: node:fs positional reads and writes plus fdatasync, O_DIRECT where the
+ * filesystem allows it, aligned native memory from libc. Same semantics as the io_uring backend:
+ * batched submission, completions tagged with user data, in whatever order the threads finish.
+ *
+ * @module
+ */
+import fs from "node:fs";
+import os from "node:os";
+import {
+  ALIGNMENT_BYTES,
+  MAX_QUEUE_DEPTH,
+  type FileHandle,
+  type IoBackend,
+  type IoCompletion,
+  type IoOp,
+  type NativeBuffer,
+  type OpenFileOptions,
+} from "./backend.ts";
+import { allocAligned, EWOULDBLOCK, fallocate, freeAligned, tryLockExclusive } from "./libc.ts";
+import {
+  errorFromErrno,
+  InvalidArgumentError,
+  IoError,
+  StoreClosedError,
+  StoreLockedError,
+} from "../errors.ts";
+
+/** Positive errno of a node:fs error (EIO when it carries none we know). */
+export function errnoOf(error: unknown): number {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string") {
+    const value = (os.constants.errno as Record<string, number | undefined>)[code];
+    if (value !== undefined) return value;
+  }
+  const errno = (error as { errno?: unknown } | null)?.errno;
+  if (typeof errno === "number" && errno !== 0) return Math.abs(errno);
+  return 5;
+}
+
+const O_DIRECT = fs.constants.O_DIRECT ?? 0o40000;
+
+/** Options of {@link PortableBackend}. */
+export interface PortableBackendOptions {
+  queueDepth?: number;
+  fallbackReason?: string;
+}
+
+/** node:fs backend. */
+export class PortableBackend implements IoBackend {
+  readonly kind = "portable" as const;
+  readonly queueDepth: number;
+  readonly fallbackReason: string | undefined;
+  private readonly ready: IoCompletion[] = [];
+  private readonly liveBuffers = new Set<number>();
+  private inFlightCount = 0;
+  private waiter: { minReady: number; resolve: () => void; timer: ReturnType<typeof setTimeout> } | undefined;
+  private isClosed = false;
+
+  constructor(options: PortableBackendOptions = {}) {
+    const queueDepth = options.queueDepth ?? 256;
+    if (!Number.isInteger(queueDepth) || queueDepth < 1 || queueDepth > MAX_QUEUE_DEPTH) {
+      throw new InvalidArgumentError(`queueDepth must be an integer in [1, ${MAX_QUEUE_DEPTH}], got ${queueDepth}`);
+    }
+    this.queueDepth = queueDepth;
+    this.fallbackReason = options.fallbackReason;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  get inFlight(): number {
+    return this.inFlightCount;
+  }
+
+  private assertOpen(): void {
+    if (this.isClosed) throw new StoreClosedError("the I/O backend is closed");
+  }
+
+  openFile(path: string, options: OpenFileOptions = {}): FileHandle {
+    this.assertOpen();
+    const base = (options.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (options.create ? fs.constants.O_CREAT : 0);
+    const wantDirect = options.direct ?? true;
+    if (wantDirect) {
+      try {
+        return { fd: fs.openSync(path, base | O_DIRECT, 0o644), path, direct: true };
+      } catch (error) {
+        // tmpfs and some others refuse O_DIRECT with EINVAL: fall back to buffered I/O.
+        if (errnoOf(error) !== 22) throw errorFromErrno(-errnoOf(error), `open ${path}`);
+      }
+    }
+    try {
+      return { fd: fs.openSync(path, base, 0o644), path, direct: false };
+    } catch (error) {
+      throw errorFromErrno(-errnoOf(error), `open ${path}`);
+    }
+  }
+
+  closeFile(file: FileHandle): void {
+    try {
+      fs.closeSync(file.fd);
+    } catch (error) {
+      throw errorFromErrno(-errnoOf(error), `close ${file.path}`);
+    }
+  }
+
+  lockFile(file: FileHandle): void {
+    this.assertOpen();
+    const errno = tryLockExclusive(file.fd);
+    if (errno === EWOULDBLOCK) throw new StoreLockedError(`${file.path} is locked by another opener`);
+    if (errno !== 0) throw errorFromErrno(-errno, `flock ${file.path}`);
+  }
+
+  fileSizeBytes(file: FileHandle): number {
+    this.assertOpen();
+    try {
+      return fs.fstatSync(file.fd).size;
+    } catch (error) {
+      throw errorFromErrno(-errnoOf(error), `fstat ${file.path}`);
+    }
+  }
+
+  allocateSpace(file: FileHandle, offset: number, lengthBytes: number): void {
+    this.assertOpen();
+    const errno = fallocate(file.fd, 0, offset, lengthBytes);
+    if (errno === 95 /* EOPNOTSUPP */) {
+      // Filesystems without fallocate: extend by truncation, which still reserves the range's size.
+      const size = this.fileSizeBytes(file);
+      if (size < offset + lengthBytes) this.truncate(file, offset + lengthBytes);
+      return;
+    }
+    if (errno !== 0) throw errorFromErrno(-errno, `fallocate ${file.path}`);
+  }
+
+  truncate(file: FileHandle, sizeBytes: number): void {
+    this.assertOpen();
+    try {
+      fs.ftruncateSync(file.fd, sizeBytes);
+    } catch (error) {
+      throw errorFromErrno(-errnoOf(error), `ftruncate ${file.path}`);
+    }
+  }
+
+  syncNow(file: FileHandle): void {
+    this.assertOpen();
+    try {
+      fs.fdatasyncSync(file.fd);
+    } catch (error) {
+      throw errorFromErrno(-errnoOf(error), `fdatasync ${file.path}`);
+    }
+  }
+
+  alloc(sizeBytes: number): NativeBuffer {
+    this.assertOpen();
+    const buffer = allocAligned(sizeBytes);
+    this.liveBuffers.add(buffer.ptr);
+    return buffer;
+  }
+
+  free(buffer: NativeBuffer): void {
+    if (!this.liveBuffers.delete(buffer.ptr)) {
+      throw new InvalidArgumentError(`free of a buffer this backend does not own (ptr ${buffer.ptr})`);
+    }
+    freeAligned(buffer);
+  }
+
+  submit(ops: readonly IoOp[]): void {
+    this.assertOpen();
+    if (this.inFlightCount + ops.length > this.queueDepth) {
+      throw new InvalidArgumentError(
+        `submitting ${ops.length} ops would put ${this.inFlightCount + ops.length} in flight, over queueDepth ${this.queueDepth}`,
+      );
+    }
+    for (const op of ops) this.validate(op);
+    for (const op of ops) this.start(op);
+  }
+
+  private validate(op: IoOp): void {
+    if (op.op === "datasync") return;
+    if (!this.liveBuffers.has(op.buffer.ptr)) {
+      throw new InvalidArgumentError(`${op.op} uses a buffer this backend does not own`);
+    }
+    if (op.bufferOffset < 0 || op.lengthBytes < 0 || op.bufferOffset + op.lengthBytes > op.buffer.sizeBytes) {
+      throw new InvalidArgumentError(
+        `${op.op} range [${op.bufferOffset}, +${op.lengthBytes}) is outside its ${op.buffer.sizeBytes}-byte buffer`,
+      );
+    }
+    if (op.fileOffset < 0 || !Number.isSafeInteger(op.fileOffset)) {
+      throw new InvalidArgumentError(`${op.op} file offset ${op.fileOffset} is invalid`);
+    }
+  }
+
+  private start(op: IoOp): void {
+    this.inFlightCount += 1;
+    const finish = (result: number): void => {
+      this.inFlightCount -= 1;
+      this.ready.push({ userData: op.userData, result });
+      this.wake();
+    };
+    if (op.op === "datasync") {
+      fs.fdatasync(op.fd, (error) => finish(error ? -errnoOf(error) : 0));
+      return;
+    }
+    const view = op.buffer.bytes;
+    if (op.op === "write") {
+      fs.write(op.fd, view, op.bufferOffset, op.lengthBytes, op.fileOffset, (error, written) =>
+        finish(error ? -errnoOf(error) : written),
+      );
+    } else {
+      fs.read(op.fd, view, op.bufferOffset, op.lengthBytes, op.fileOffset, (error, bytesRead) =>
+        finish(error ? -errnoOf(error) : bytesRead),
+      );
+    }
+  }
+
+  private wake(): void {
+    const waiter = this.waiter;
+    if (waiter !== undefined && this.ready.length >= waiter.minReady) {
+      this.waiter = undefined;
+      clearTimeout(waiter.timer);
+      waiter.resolve();
+    }
+  }
+
+  reap(out: IoCompletion[], max = Number.MAX_SAFE_INTEGER): number {
+    const count = Math.min(max, this.ready.length);
+    for (let i = 0; i < count; i++) out.push(this.ready[i] as IoCompletion);
+    this.ready.splice(0, count);
+    return count;
+  }
+
+  wait(minReady: number, timeoutMs: number): Promise<void> {
+    this.assertOpen();
+    if (this.ready.length >= minReady) return Promise.resolve();
+    if (this.waiter !== undefined) throw new InvalidArgumentError("only one wait() may be pending at a time");
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiter = undefined;
+        resolve();
+      }, timeoutMs);
+      this.waiter = { minReady, resolve, timer };
+    });
+  }
+
+  close(): void {
+    if (this.isClosed) return;
+    if (this.inFlightCount > 0) throw new IoError(16, `close with ${this.inFlightCount} operations in flight`);
+    for (const address of this.liveBuffers) freeAligned({ ptr: address, sizeBytes: 0, bytes: new Uint8Array(0) });
+    this.liveBuffers.clear();
+    this.isClosed = true;
+  }
+}
+
+export { ALIGNMENT_BYTES };

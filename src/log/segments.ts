@@ -1,0 +1,141 @@
+/**
+ * Segments of the one file: which physical segment holds each segment sequence number of the log,
+ * and the allocator of free segments.
+ *
+ * Reuse rule (the FASTER lesson): a segment given back by the cleaner is only *pending*; it joins
+ * the free list when a checkpoint that no longer points into it is durable
+ * ({@link SegmentTable.promotePending}). Between checkpoints the allocator hands out segments in
+ * a deterministic order (lowest free index first, then new segments at the end of the file), and
+ * each unit header names the segment that follows its own, so recovery can walk the log.
+ *
+ * @module
+ */
+import { InvalidArgumentError } from "../errors.ts";
+
+/** Largest segment count a file may have (u32 indices in unit headers). */
+export const MAX_SEGMENTS = 0x7fffffff;
+
+/** Serializable allocator state, part of every checkpoint. */
+export interface SegmentTableState {
+  /** seq → physical index for every segment that still holds log. */
+  live: Array<[number, number]>;
+  /** Free physical indices (includes those pending at checkpoint time: the checkpoint frees them). */
+  free: number[];
+  /** Segments the file has room for. */
+  fileSegments: number;
+}
+
+/** The seq → index map and the free-segment allocator. */
+export class SegmentTable {
+  private readonly bySeq = new Map<number, number>();
+  private free: number[] = [];
+  private readonly pending = new Set<number>();
+  /** Number of segment slots in the file so far. */
+  fileSegments = 0;
+
+  /** Physical index of segment `seq`, or undefined when it is not part of the log. */
+  indexOf(seq: number): number | undefined {
+    return this.bySeq.get(seq);
+  }
+
+  /** Record that `seq` lives at `index`. */
+  assign(seq: number, index: number): void {
+    const existing = this.bySeq.get(seq);
+    if (existing !== undefined && existing !== index) {
+      throw new Error(`segment seq ${seq} assigned twice (${existing}, ${index})`);
+    }
+    this.bySeq.set(seq, index);
+    this.removeFree(index);
+    if (index >= this.fileSegments) this.fileSegments = index + 1;
+  }
+
+  /** Take the next segment: the lowest free index, else a new one at the end of the file. */
+  take(): { index: number; grows: boolean } {
+    if (this.free.length > 0) return { index: this.free.shift() as number, grows: false };
+    if (this.fileSegments >= MAX_SEGMENTS) throw new InvalidArgumentError(`the file already has ${MAX_SEGMENTS} segments`);
+    const index = this.fileSegments;
+    this.fileSegments += 1;
+    return { index, grows: true };
+  }
+
+  /** Mark `index` taken (recovery: the log's walk found it in use, or reserved as the next one). */
+  claim(index: number): void {
+    this.removeFree(index);
+    if (index >= this.fileSegments) this.fileSegments = index + 1;
+  }
+
+  /** The cleaner gives `seq` back; its index is reusable after the next durable checkpoint. */
+  release(seq: number): void {
+    const index = this.bySeq.get(seq);
+    if (index === undefined) throw new Error(`release of segment seq ${seq} that is not live`);
+    this.bySeq.delete(seq);
+    this.pending.add(index);
+  }
+
+  /** A checkpoint that no longer references the pending segments is durable: free them. */
+  promotePending(): number {
+    const count = this.pending.size;
+    for (const index of this.pending) this.insertFree(index);
+    this.pending.clear();
+    return count;
+  }
+
+  get liveCount(): number {
+    return this.bySeq.size;
+  }
+
+  get freeCount(): number {
+    return this.free.length;
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** Live sequence numbers, ascending. */
+  liveSeqs(): number[] {
+    return [...this.bySeq.keys()].sort((a, b) => a - b);
+  }
+
+  /** State for a checkpoint; pending segments count as free, since that checkpoint frees them. */
+  snapshot(): SegmentTableState {
+    const free = [...this.free, ...this.pending].sort((a, b) => a - b);
+    return { live: [...this.bySeq.entries()], free, fileSegments: this.fileSegments };
+  }
+
+  /** Load a checkpoint's state. */
+  restore(state: SegmentTableState): void {
+    this.bySeq.clear();
+    for (const [seq, index] of state.live) this.bySeq.set(seq, index);
+    this.free = [...state.free].sort((a, b) => a - b);
+    this.pending.clear();
+    this.fileSegments = state.fileSegments;
+  }
+
+  /** Drop free indices at or above `segments` (after the file was truncated to that many). */
+  shrinkTo(segments: number): void {
+    this.free = this.free.filter((index) => index < segments);
+    this.fileSegments = segments;
+  }
+
+  /** Free indices, ascending (for shrinking the file). */
+  freeIndices(): readonly number[] {
+    return this.free;
+  }
+
+  private removeFree(index: number): void {
+    const at = this.free.indexOf(index);
+    if (at >= 0) this.free.splice(at, 1);
+  }
+
+  private insertFree(index: number): void {
+    let lo = 0;
+    let hi = this.free.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.free[mid] as number) < index) lo = mid + 1;
+      else hi = mid;
+    }
+    if (this.free[lo] !== index) this.free.splice(lo, 0, index);
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * Shared test helpers: scratch directories on the project's own filesystem (not /tmp, which may
+ * be tmpfs and refuse O_DIRECT), seeded randomness, and the list of backends every I/O test runs on.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { IoChoice } from "../src/io/backend.ts";
+
+const ROOT = path.resolve(import.meta.dir, "..", ".test-data");
+
+/** A fresh directory for one test; removed by the returned cleanup. */
+export function scratchDir(name: string): { dir: string; cleanup: () => void } {
+  fs.mkdirSync(ROOT, { recursive: true });
+  const dir = fs.mkdtempSync(path.join(ROOT, `${name.replace(/[^a-z0-9]+/gi, "-")}-`));
+  return { dir, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Both real backends: every I/O-level test runs on each. */
+export const BACKENDS: readonly Exclude<IoChoice, "auto">[] = ["portable", "uring"];
+
+/** xorshift128+: small, fast, deterministic from a seed. */
+export function rng(seed: number): () => number {
+  let s0 = (seed ^ 0x9e3779b9) >>> 0 || 1;
+  let s1 = (seed * 0x85ebca6b) >>> 0 || 2;
+  return () => {
+    let x = s0;
+    const y = s1;
+    s0 = y;
+    x ^= x << 23;
+    x ^= x >>> 17;
+    x ^= y ^ (y >>> 26);
+    s1 = x >>> 0;
+    return ((s0 + s1) >>> 0) / 0x100000000;
+  };
+}
+
+/** Fill `bytes` with a pattern derived from `seed`, so a mix-up of two payloads is caught. */
+export function fillPattern(bytes: Uint8Array, seed: number): void {
+  const next = rng(seed);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (next() * 256) | 0;
+}
+
+/** Current resident set size in bytes. */
+export function rssBytes(): number {
+  return process.memoryUsage().rss;
+}
