@@ -144,6 +144,7 @@ export class LogStructuredStore extends RingWriter {
   private writesInFlight = 0;
   private readonly serializedQueue: number[] = [];
   private syncInFlight = false;
+  private flushWhenIdle = false;
   private durabilityWaiters: Array<{ address: number; resolve: () => void; reject: (e: Error) => void }> = [];
   private failure: LssError | undefined;
   private isOpen = true;
@@ -565,6 +566,7 @@ export class LogStructuredStore extends RingWriter {
         this.stability.completeSync(ids);
         this.wakeDurabilityWaiters();
         this.scheduleSync();
+        if (this.flushWhenIdle && this.writesInFlight === 0 && !this.syncInFlight) this.sealOpenBuffer();
       },
       (error: unknown) => {
         this.syncInFlight = false;
@@ -616,6 +618,30 @@ export class LogStructuredStore extends RingWriter {
       this.pump();
     }
     await this.waitDurable(this.lastUnitEnd);
+  }
+
+  /**
+   * Group commit: ask for everything reserved so far to become durable, without forcing a flush
+   * of its own while another write or datasync is in flight. If the pipeline is idle the open
+   * buffer is sealed now; otherwise it is sealed as soon as the pipeline drains, so every commit
+   * that arrived meanwhile shares one write and one datasync. Pair with {@link waitDurable}.
+   */
+  requestFlush(): void {
+    if (!this.isOpen || this.readOnly || this.failure !== undefined) return;
+    if (this.writesInFlight > 0 || this.syncInFlight) {
+      this.flushWhenIdle = true;
+      return;
+    }
+    this.sealOpenBuffer();
+  }
+
+  private sealOpenBuffer(): void {
+    this.flushWhenIdle = false;
+    const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
+    if (this.pendingOpen === undefined && !current.isFree && current.offsetBytes > 0 && current.seal()) {
+      if (current.startFlush) this.readyToFlush.add(current.slot);
+      this.pump();
+    }
   }
 
   /** Address where the next unit will start; meaningful right after `flush()` (nothing buffered). */

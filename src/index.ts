@@ -1,0 +1,35 @@
+/**
+ * bloom-lss: a Bun-native embedded log-structured persistent heap.
+ *
+ * ```ts
+ * import { Store } from "bloom-lss";
+ * await using store = await Store.open("app.lss");
+ * const seid = store.allocateSeid();
+ * await store.transaction((tx) => tx.write(seid, new Uint8Array([1, 2, 3])));
+ * await store.read(seid); // Uint8Array [1, 2, 3]
+ * ```
+ *
+ * @module
+ */
+export { Store, type StoreStats } from "./store/store.ts";
+export { Transaction, type ElementValue } from "./store/transaction.ts";
+export type { StoreOptions, Durability } from "./store/config.ts";
+export type { RecoveryReport } from "./store/recovery.ts";
+export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/seids.ts";
+export { LogStructuredStore, type LogOptions, type WriteMode, type LogStats } from "./log/lss.ts";
+export { RingWriter, type Reservation, type RingDescriptor } from "./log/ring.ts";
+export type { IoBackend, IoChoice, IoKind, IoOp, IoCompletion, NativeBuffer, FileHandle } from "./io/backend.ts";
+export { openBackend, type OpenBackendOptions } from "./io/open.ts";
+export {
+  LssError,
+  StoreLockedError,
+  CorruptionError,
+  InvalidSeidError,
+  InvalidArgumentError,
+  TransactionError,
+  StoreClosedError,
+  ReadOnlyError,
+  NoSpaceError,
+  IoUnavailableError,
+  IoError,
+} from "./errors.ts";

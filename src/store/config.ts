@@ -1,0 +1,101 @@
+/**
+ * Options of `Store.open`, their defaults and their limits. Every limit is explicit and checked;
+ * a bad option is an `InvalidArgumentError` before anything touches the file.
+ *
+ * @module
+ */
+import type { IoBackend, IoChoice } from "../io/backend.ts";
+import type { WriteMode } from "../log/lss.ts";
+import { InvalidArgumentError } from "../errors.ts";
+
+/** When a transaction's promise resolves. */
+export type Durability = "sync" | "relaxed";
+
+/** Options of `Store.open`. */
+export interface StoreOptions {
+  /** Create the file when missing (default true). */
+  create?: boolean;
+  /** Open for reads only: nothing is written, not even recovery's bookkeeping (default false). */
+  readOnly?: boolean;
+  /** Bytes per segment for a new file (default 8 MiB). An existing file keeps its own. */
+  segmentSize?: number;
+  /** Bytes per flush buffer (default 1 MiB). */
+  bufferSize?: number;
+  /** Flush buffers in the ring (default 4). */
+  ringSize?: number;
+  /** Bytes of element values the read cache may hold (default 64 MiB; 0 disables it). */
+  cacheBytes?: number;
+  /** `"sync"` (default): a commit resolves once durable. `"relaxed"`: once applied. */
+  durability?: Durability;
+  /** With `"relaxed"`, the longest time a commit stays only in memory (default 100 ms). */
+  flushTimeMs?: number;
+  /** I/O backend (default `"auto"`). */
+  io?: IoChoice;
+  /** Use this backend instead of opening one (tests inject fault wrappers). */
+  backend?: IoBackend;
+  /** How the log dispatches flushes (default `"tailLocalized"`). */
+  writeMode?: WriteMode;
+  /** Take a checkpoint after the log has moved through this many segments (default 16). */
+  numSegmentsPerCheckpoint?: number;
+  /** Largest element `read()` returns whole (default 1 GiB); larger ones need `readStream()`. */
+  maxReadBytes?: number;
+  /** Largest file the store may grow to (default unlimited). */
+  maxFileBytes?: number;
+}
+
+/** Options with every default filled in. */
+export interface ResolvedOptions {
+  create: boolean;
+  readOnly: boolean;
+  segmentSize: number | undefined;
+  bufferSize: number | undefined;
+  ringSize: number | undefined;
+  cacheBytes: number;
+  durability: Durability;
+  flushTimeMs: number;
+  io: IoChoice;
+  backend: IoBackend | undefined;
+  writeMode: WriteMode;
+  numSegmentsPerCheckpoint: number;
+  maxReadBytes: number;
+  maxFileBytes: number | undefined;
+}
+
+export const DEFAULT_CACHE_BYTES = 64 << 20;
+export const MAX_CACHE_BYTES = 2 ** 40;
+export const DEFAULT_FLUSH_TIME_MS = 100;
+export const MAX_FLUSH_TIME_MS = 60_000;
+export const DEFAULT_SEGMENTS_PER_CHECKPOINT = 16;
+export const DEFAULT_MAX_READ_BYTES = 1 << 30;
+
+function integerIn(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Check options and fill defaults. */
+export function resolveOptions(options: StoreOptions = {}): ResolvedOptions {
+  if (typeof options !== "object" || options === null) throw new InvalidArgumentError("options must be an object");
+  const durability = options.durability ?? "sync";
+  if (durability !== "sync" && durability !== "relaxed") {
+    throw new InvalidArgumentError(`durability must be "sync" or "relaxed", got ${JSON.stringify(durability)}`);
+  }
+  return {
+    create: options.create ?? true,
+    readOnly: options.readOnly ?? false,
+    segmentSize: options.segmentSize,
+    bufferSize: options.bufferSize,
+    ringSize: options.ringSize,
+    cacheBytes: integerIn("cacheBytes", options.cacheBytes ?? DEFAULT_CACHE_BYTES, 0, MAX_CACHE_BYTES),
+    durability,
+    flushTimeMs: integerIn("flushTimeMs", options.flushTimeMs ?? DEFAULT_FLUSH_TIME_MS, 1, MAX_FLUSH_TIME_MS),
+    io: options.io ?? "auto",
+    backend: options.backend,
+    writeMode: options.writeMode ?? "tailLocalized",
+    numSegmentsPerCheckpoint: integerIn("numSegmentsPerCheckpoint", options.numSegmentsPerCheckpoint ?? DEFAULT_SEGMENTS_PER_CHECKPOINT, 1, 1 << 20),
+    maxReadBytes: integerIn("maxReadBytes", options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES, 0, DEFAULT_MAX_READ_BYTES),
+    maxFileBytes: options.maxFileBytes,
+  };
+}

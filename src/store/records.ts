@@ -1,0 +1,135 @@
+/**
+ * Records of the seid store, as they sit inside the log's flush units (format: docs/FORMAT.md).
+ *
+ * Every record starts with a 32-byte header and is padded to 8 bytes:
+ * ```
+ *  0  u32 recordBytes   header + body, unpadded
+ *  4  u8  type          RecordType
+ *  5  u8  flags
+ *  6  u16 reserved (0)
+ *  8  u32 crc32         of the whole record with this field zero
+ * 12  u32 aux           part index (DATA), record count (COMMIT), chunk index (CHECKPOINT)
+ * 16  f64 txId          transaction sequence number (0 for system records)
+ * 24  u64 seid          element key (0 where none)
+ * 32  body
+ * ```
+ *
+ * @module
+ */
+import { CorruptionError } from "../errors.ts";
+
+export const RECORD_HEADER_BYTES = 32;
+
+export const enum RecordType {
+  /** A whole small element, or one part of a large one. */
+  Data = 1,
+  /** The element is deleted. */
+  Delete = 2,
+  /** The atomic point of a transaction: everything of `txId` before it takes effect. */
+  Commit = 3,
+  /** The list of parts of a large element: body = [f64 address, u32 bytes, u32 pad] per part. */
+  Extents = 4,
+  /** Seid allocation high-water marks: body = [u32 space, u32 pad, f64 next] per space. */
+  Alloc = 5,
+  /** One chunk of a checkpoint blob. */
+  Checkpoint = 6,
+}
+
+/** Decoded header of a record. */
+export interface RecordHeader {
+  recordBytes: number;
+  type: RecordType;
+  flags: number;
+  aux: number;
+  txId: number;
+  seid: bigint;
+}
+
+/** Padding every record is rounded up to inside a unit. */
+export const RECORD_PAD_BYTES = 8;
+
+export function paddedRecordBytes(recordBytes: number): number {
+  return Math.ceil(recordBytes / RECORD_PAD_BYTES) * RECORD_PAD_BYTES;
+}
+
+/**
+ * Write a record header (and the CRC, over the body already in place) into `target`, which
+ * spans exactly the record: header then body.
+ */
+export function sealRecord(target: Uint8Array, type: RecordType, txId: number, seid: bigint, aux: number, flags = 0): void {
+  const view = new DataView(target.buffer, target.byteOffset, RECORD_HEADER_BYTES);
+  view.setUint32(0, target.length, true);
+  view.setUint8(4, type);
+  view.setUint8(5, flags);
+  view.setUint16(6, 0, true);
+  view.setUint32(8, 0, true);
+  view.setUint32(12, aux >>> 0, true);
+  view.setFloat64(16, txId, true);
+  view.setBigUint64(24, seid, true);
+  view.setUint32(8, Bun.hash.crc32(target) >>> 0, true);
+}
+
+/**
+ * Check a record read back from the log: its length, its CRC, and (when given) its type and
+ * seid. Anything off is a `CorruptionError`; never wrong bytes.
+ */
+export function verifyRecord(record: Uint8Array, expect?: { type: RecordType; seid?: bigint }): RecordHeader {
+  if (record.length < RECORD_HEADER_BYTES) throw new CorruptionError(`record of ${record.length} bytes is shorter than its header`);
+  const view = new DataView(record.buffer, record.byteOffset, RECORD_HEADER_BYTES);
+  const recordBytes = view.getUint32(0, true);
+  if (recordBytes !== record.length) {
+    throw new CorruptionError(`record claims ${recordBytes} bytes where ${record.length} were expected`);
+  }
+  const stored = view.getUint32(8, true);
+  view.setUint32(8, 0, true);
+  const actual = Bun.hash.crc32(record) >>> 0;
+  view.setUint32(8, stored, true);
+  if (stored !== actual) throw new CorruptionError(`record checksum mismatch (stored ${stored}, computed ${actual})`);
+  const header = decodeHeader(view);
+  if (expect !== undefined) {
+    if (header.type !== expect.type) throw new CorruptionError(`record type ${header.type} where ${expect.type} was expected`);
+    if (expect.seid !== undefined && header.seid !== expect.seid) {
+      throw new CorruptionError(`record of seid ${header.seid} where ${expect.seid} was expected`);
+    }
+  }
+  return header;
+}
+
+function decodeHeader(view: DataView): RecordHeader {
+  return {
+    recordBytes: view.getUint32(0, true),
+    type: view.getUint8(4) as RecordType,
+    flags: view.getUint8(5),
+    aux: view.getUint32(12, true),
+    txId: view.getFloat64(16, true),
+    seid: view.getBigUint64(24, true),
+  };
+}
+
+/** A record found while scanning a unit's payload. */
+export interface ScannedRecord {
+  header: RecordHeader;
+  /** Offset of the record inside the payload. */
+  offset: number;
+  body: Uint8Array;
+}
+
+/**
+ * Iterate the records of one unit payload (already verified as a whole by the unit checksum;
+ * each record is verified again). A record that does not check out is a `CorruptionError`.
+ */
+export function* scanRecords(payload: Uint8Array): Generator<ScannedRecord> {
+  let offset = 0;
+  while (offset + RECORD_HEADER_BYTES <= payload.length) {
+    const view = new DataView(payload.buffer, payload.byteOffset + offset, RECORD_HEADER_BYTES);
+    const recordBytes = view.getUint32(0, true);
+    if (recordBytes === 0) return; // padding at the end of a unit
+    if (recordBytes < RECORD_HEADER_BYTES || offset + recordBytes > payload.length) {
+      throw new CorruptionError(`record at unit offset ${offset} claims ${recordBytes} bytes, past the unit's end`);
+    }
+    const record = payload.subarray(offset, offset + recordBytes);
+    const header = verifyRecord(record);
+    yield { header, offset, body: record.subarray(RECORD_HEADER_BYTES) };
+    offset += paddedRecordBytes(recordBytes);
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * Recovery at open: the newest valid root block (the log layer picks it), its checkpoint, then
+ * the log written after it, in order. Records are grouped by transaction; a transaction takes
+ * effect only when its Commit record is read intact, and the log walk itself stops at the first
+ * damaged or missing unit, so what survives is always a prefix of committed transactions.
+ *
+ * The cost is the checkpoint plus the log since it, not the whole store.
+ *
+ * @module
+ */
+import type { WalkedUnit } from "../log/recovery.ts";
+import { UNIT_HEADER_BYTES } from "../log/format.ts";
+import type { SegmentTableState } from "../log/segments.ts";
+import { CorruptionError } from "../errors.ts";
+import { decodeCheckpoint } from "./checkpoint.ts";
+import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./records.ts";
+import type { SeidSpaces } from "./seids.ts";
+import { applyCommitted, decodeExtents, FLAG_PART, type AppliedOp, type StoreCore } from "./write-path.ts";
+
+/** What recovery found. */
+export interface RecoveryReport {
+  checkpointLoaded: boolean;
+  unitsReplayed: number;
+  bytesReplayed: number;
+  transactionsReplayed: number;
+  /** Transactions whose records were found without a Commit (cut off by the crash, or aborted). */
+  transactionsDiscarded: number;
+  lastTxId: number;
+  commits: number;
+  durationMs: number;
+}
+
+/** Decode Alloc record bodies: (u32 space, u32 pad, f64 next) entries. */
+export function decodeAlloc(body: Uint8Array): Array<[number, number]> {
+  const view = new DataView(body.buffer, body.byteOffset, body.length);
+  const out: Array<[number, number]> = [];
+  for (let at = 0; at + 16 <= body.length; at += 16) out.push([view.getUint32(at, true), view.getFloat64(at + 8, true)]);
+  return out;
+}
+
+/** Encode Alloc entries. */
+export function encodeAlloc(entries: ReadonlyArray<readonly [number, number]>): Uint8Array {
+  const body = new Uint8Array(entries.length * 16);
+  const view = new DataView(body.buffer);
+  entries.forEach(([space, next], i) => {
+    view.setUint32(i * 16, space, true);
+    view.setFloat64(i * 16 + 8, next, true);
+  });
+  return body;
+}
+
+/** Load the checkpoint (if any) into `core`, returning the log's segment state from it. */
+export async function loadCheckpoint(
+  core: StoreCore,
+  spaces: SeidSpaces,
+): Promise<{ segments: SegmentTableState; lastTxId: number; commits: number } | undefined> {
+  const payloads = await core.log.readCheckpoint();
+  if (payloads === undefined) return undefined;
+  const chunks: Uint8Array[] = [];
+  for (const payload of payloads) {
+    for (const record of scanRecords(payload)) {
+      if (record.header.type !== RecordType.Checkpoint) continue;
+      if (record.header.aux !== chunks.length) throw new CorruptionError(`checkpoint chunk ${record.header.aux} out of order`);
+      chunks.push(record.body);
+    }
+  }
+  const blob = Buffer.concat(chunks);
+  const multipart: bigint[] = [];
+  const decoded = decodeCheckpoint(blob, (seid, location) => {
+    core.map.set(seid, location);
+    core.liveValueBytes += location.sizeBytes;
+    if (location.multipart) multipart.push(seid);
+  });
+  core.sut.restore(decoded.sut);
+  spaces.apply(decoded.spaces);
+  // Multipart elements keep their part lists in memory: read them back from their Extents records.
+  for (const seid of multipart) {
+    const location = core.map.get(seid);
+    if (location === undefined) continue;
+    const record = await core.log.read(location.address, RECORD_HEADER_BYTES);
+    const recordBytes = new DataView(record.buffer, record.byteOffset).getUint32(0, true);
+    const whole = await core.log.read(location.address, recordBytes);
+    const [extents] = [...scanRecords(whole)];
+    if (extents === undefined || extents.header.type !== RecordType.Extents || extents.header.seid !== seid) {
+      throw new CorruptionError(`seid ${seid}: extents record at ${location.address} is damaged`);
+    }
+    core.parts.set(seid, decodeExtents(extents.body));
+  }
+  return { segments: decoded.segments, lastTxId: decoded.lastTxId, commits: decoded.commits };
+}
+
+/** Replays units: groups records by transaction and applies each at its Commit. */
+export class Replayer {
+  private txId = -1;
+  private ops: AppliedOp[] = [];
+  private pendingParts = new Map<bigint, Array<{ address: number; bodyBytes: number }>>();
+  transactionsReplayed = 0;
+  transactionsDiscarded = 0;
+  lastTxId: number;
+  commits: number;
+
+  constructor(
+    private readonly core: StoreCore,
+    private readonly spaces: SeidSpaces,
+    lastTxId: number,
+    commits: number,
+  ) {
+    this.lastTxId = lastTxId;
+    this.commits = commits;
+  }
+
+  /** Visit one unit of the log walk. */
+  readonly visit = (unit: WalkedUnit): void => {
+    const base = unit.header.address + UNIT_HEADER_BYTES;
+    for (const record of scanRecords(unit.payload)) {
+      const { header } = record;
+      const address = base + record.offset;
+      switch (header.type) {
+        case RecordType.Alloc:
+          this.spaces.apply(decodeAlloc(record.body));
+          break;
+        case RecordType.Checkpoint:
+          break;
+        case RecordType.Data:
+        case RecordType.Delete:
+        case RecordType.Extents:
+          this.enter(header.txId);
+          this.collect(header.type, header.seid, header.flags, address, record.body);
+          break;
+        case RecordType.Commit:
+          this.commit(header.txId);
+          break;
+        default:
+          throw new CorruptionError(`unknown record type ${header.type} at log address ${address}`);
+      }
+    }
+  };
+
+  private enter(txId: number): void {
+    if (txId === this.txId) return;
+    if (this.ops.length > 0 || this.pendingParts.size > 0) this.transactionsDiscarded += 1;
+    this.txId = txId;
+    this.ops = [];
+    this.pendingParts = new Map();
+  }
+
+  private collect(type: RecordType, seid: bigint, flags: number, address: number, body: Uint8Array): void {
+    if (type === RecordType.Delete) {
+      this.ops.push({ kind: "delete", seid });
+      return;
+    }
+    if (type === RecordType.Extents) {
+      const parts = decodeExtents(body);
+      const sizeBytes = parts.reduce((sum, part) => sum + part.bodyBytes, 0);
+      this.pendingParts.delete(seid);
+      this.ops.push({ kind: "write", seid, address, sizeBytes, recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + body.length), parts, value: undefined });
+      return;
+    }
+    if ((flags & FLAG_PART) !== 0) {
+      // A part: the Extents record that follows names it; nothing to apply on its own.
+      const list = this.pendingParts.get(seid) ?? [];
+      list.push({ address, bodyBytes: body.length });
+      this.pendingParts.set(seid, list);
+      return;
+    }
+    this.ops.push({
+      kind: "write",
+      seid,
+      address,
+      sizeBytes: body.length,
+      recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + body.length),
+      parts: undefined,
+      value: undefined,
+    });
+  }
+
+  private commit(txId: number): void {
+    if (txId !== this.txId) this.enter(txId);
+    applyCommitted(this.core, this.ops);
+    this.ops = [];
+    this.pendingParts = new Map();
+    this.transactionsReplayed += 1;
+    this.commits += 1;
+    this.lastTxId = Math.max(this.lastTxId, txId);
+  }
+
+  /** After the walk: a transaction still open at the end was cut off. */
+  finish(): void {
+    if (this.ops.length > 0 || this.pendingParts.size > 0) this.transactionsDiscarded += 1;
+    this.ops = [];
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * Seids and seid spaces. A seid is a 64-bit key: its high 32 bits name a *space*, its low 32 bits
+ * count inside it. Space 0 holds the fixed seids (ROOT_SEID); `allocateSeid()` uses space 1;
+ * `createSeidSpace()` hands out 2, 3, … Allocation high-water marks are logged (Alloc records)
+ * before the next commit and saved in every checkpoint, so a seid handed out and then used by a
+ * durable transaction is never handed out again.
+ *
+ * @module
+ */
+import { InvalidArgumentError, InvalidSeidError } from "../errors.ts";
+
+/** The seid of the application's root element, by convention. */
+export const ROOT_SEID = 1n;
+/** Never a valid seid: the "no element" value. */
+export const NULL_SEID = 0n;
+/** Largest valid seid. */
+export const MAX_SEID = 0xffff_ffff_ffff_ffffn;
+/** The space `allocateSeid()` uses when none is given. */
+export const DEFAULT_SPACE = 1;
+/** Spaces are u32 high halves. */
+export const MAX_SPACE = 0xffff_ffff;
+/** Seids per space: the low half, never 0. */
+export const MAX_SEIDS_PER_SPACE = 0xffff_ffff;
+
+/** Throw `InvalidSeidError` unless `seid` is a bigint in [1, 2^64 − 1]. */
+export function checkSeid(seid: unknown): bigint {
+  if (typeof seid !== "bigint") {
+    throw new InvalidSeidError(`a seid must be a bigint in [1, 2^64 - 1], got ${typeof seid} ${describe(seid)}`);
+  }
+  if (seid < 1n || seid > MAX_SEID) throw new InvalidSeidError(`seid ${seid} is outside [1, 2^64 - 1]`);
+  return seid;
+}
+
+function describe(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** Next free counter per space, and the next space number. */
+export class SeidSpaces {
+  /** space → next low half to hand out (starts at 1). */
+  private readonly next = new Map<number, number>([[DEFAULT_SPACE, 1]]);
+  private nextSpace = DEFAULT_SPACE + 1;
+  /** Spaces whose counter moved since the last Alloc record / checkpoint. */
+  private readonly dirty = new Set<number>();
+
+  createSpace(): number {
+    if (this.nextSpace > MAX_SPACE) throw new InvalidArgumentError(`all ${MAX_SPACE} seid spaces are in use`);
+    const space = this.nextSpace++;
+    this.next.set(space, 1);
+    this.dirty.add(space);
+    return space;
+  }
+
+  allocate(space: number): bigint {
+    if (!Number.isInteger(space) || space < 1 || space > MAX_SPACE) {
+      throw new InvalidArgumentError(`space must be an integer in [1, ${MAX_SPACE}], got ${space}`);
+    }
+    const counter = this.next.get(space);
+    if (counter === undefined) throw new InvalidArgumentError(`seid space ${space} was never created`);
+    if (counter > MAX_SEIDS_PER_SPACE) throw new InvalidArgumentError(`seid space ${space} is exhausted`);
+    this.next.set(space, counter + 1);
+    this.dirty.add(space);
+    return (BigInt(space) << 32n) | BigInt(counter);
+  }
+
+  get spaceCount(): number {
+    return this.next.size;
+  }
+
+  /** Counters changed since the last call: for an Alloc record. Includes the next space number. */
+  takeDirty(): Array<[number, number]> | undefined {
+    if (this.dirty.size === 0) return undefined;
+    const out: Array<[number, number]> = [[0, this.nextSpace]];
+    for (const space of this.dirty) out.push([space, this.next.get(space) as number]);
+    this.dirty.clear();
+    return out;
+  }
+
+  /** Apply an Alloc record (replay) or a checkpoint's list: counters only move forward. */
+  apply(entries: ReadonlyArray<readonly [number, number]>): void {
+    for (const [space, value] of entries) {
+      if (space === 0) {
+        this.nextSpace = Math.max(this.nextSpace, value);
+        continue;
+      }
+      this.next.set(space, Math.max(this.next.get(space) ?? 1, value));
+    }
+  }
+
+  /** Everything, for a checkpoint. */
+  snapshot(): Array<[number, number]> {
+    return [[0, this.nextSpace], ...this.next.entries()];
+  }
+}

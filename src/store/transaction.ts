@@ -1,0 +1,149 @@
+/**
+ * A transaction: the only way to write or delete. Operations are validated and copied when
+ * called (the caller may reuse its buffers at once); they reach the log when the transaction
+ * commits, or earlier in the background once they pass {@link SPILL_BYTES}, so a large
+ * transaction does not hold all its bytes in memory. Nothing is visible to readers before commit.
+ *
+ * @module
+ */
+import { InvalidArgumentError, TransactionError } from "../errors.ts";
+import type { LogStructuredStore } from "../log/lss.ts";
+import { RecordType } from "./records.ts";
+import { checkSeid } from "./seids.ts";
+import { appendElement, appendRecord, type AppliedOp } from "./write-path.ts";
+
+/** Buffered bytes past which a transaction starts writing its operations to the log. */
+export const SPILL_BYTES = 4 << 20;
+
+/** Values a transaction accepts for an element. */
+export type ElementValue = Uint8Array | ArrayBufferView | ArrayBuffer;
+
+type PendingOp = { kind: "write"; seid: bigint; value: Uint8Array } | { kind: "delete"; seid: bigint };
+
+/** Copy `value` into a fresh Uint8Array, or throw `InvalidArgumentError`. */
+export function toBytes(value: unknown): Uint8Array {
+  if (value instanceof Uint8Array) return value.slice();
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice();
+  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value.slice(0));
+  const kind = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+  throw new InvalidArgumentError(`an element value must be a Uint8Array, another ArrayBufferView or an ArrayBuffer, got ${kind}`);
+}
+
+/** Handed to the function given to `store.transaction()`. */
+export class Transaction {
+  /** Sequence number of this transaction in the log. */
+  readonly id: number;
+  private readonly log: LogStructuredStore;
+  private readonly keepValues: boolean;
+  private pending: PendingOp[] = [];
+  private pendingBytes = 0;
+  private readonly applied: AppliedOp[] = [];
+  private spilling: Promise<void> = Promise.resolve();
+  private spillError: unknown;
+  private active = true;
+  private openStreams = 0;
+
+  /** @internal */
+  constructor(id: number, log: LogStructuredStore, keepValues: boolean) {
+    this.id = id;
+    this.log = log;
+    this.keepValues = keepValues;
+  }
+
+  private assertActive(): void {
+    if (!this.active) throw new TransactionError(`transaction ${this.id} has ended: it can no longer be used`);
+  }
+
+  /** Create or replace the whole element `seid` with `value`. */
+  write(seid: bigint, value: ElementValue): void {
+    this.assertActive();
+    checkSeid(seid);
+    const bytes = toBytes(value);
+    this.pending.push({ kind: "write", seid, value: bytes });
+    this.pendingBytes += bytes.length;
+    if (this.pendingBytes >= SPILL_BYTES) this.spill();
+  }
+
+  /** Delete element `seid` (deleting a missing element is allowed and changes nothing). */
+  delete(seid: bigint): void {
+    this.assertActive();
+    checkSeid(seid);
+    this.pending.push({ kind: "delete", seid });
+  }
+
+  /** Operations so far (writes and deletes). */
+  get operationCount(): number {
+    return this.applied.length + this.pending.length;
+  }
+
+  /** @internal A stream of this transaction opened / closed. */
+  trackStream(delta: 1 | -1): void {
+    this.openStreams += delta;
+  }
+
+  /** @internal */
+  get isActive(): boolean {
+    return this.active;
+  }
+
+  /** @internal Append `op` produced elsewhere (a stream) after what is pending, in order. */
+  enqueueApplied(producer: () => Promise<AppliedOp>): Promise<void> {
+    const batch = this.takePending();
+    const run = this.spilling.then(async () => {
+      await this.appendBatch(batch);
+      this.applied.push(await producer());
+    });
+    this.spilling = run.catch((error: unknown) => {
+      this.spillError ??= error;
+    });
+    return run;
+  }
+
+  private takePending(): PendingOp[] {
+    const batch = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    return batch;
+  }
+
+  private spill(): void {
+    const batch = this.takePending();
+    this.spilling = this.spilling
+      .then(() => this.appendBatch(batch))
+      .catch((error: unknown) => {
+        this.spillError ??= error;
+      });
+  }
+
+  private async appendBatch(batch: PendingOp[]): Promise<void> {
+    if (this.spillError !== undefined) return;
+    for (const op of batch) {
+      if (op.kind === "delete") {
+        await appendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, new Uint8Array(0));
+        this.applied.push({ kind: "delete", seid: op.seid });
+      } else {
+        this.applied.push(await appendElement(this.log, this.id, op.seid, op.value, this.keepValues));
+      }
+    }
+  }
+
+  /** @internal End the transaction: no more calls. */
+  end(): void {
+    this.active = false;
+  }
+
+  /**
+   * @internal Write everything still pending to the log and return the operations to apply, in
+   * order. Fails (and nothing is applied) if a stream is still open or a background append failed.
+   */
+  async finish(): Promise<AppliedOp[]> {
+    this.end();
+    if (this.openStreams > 0) {
+      throw new TransactionError(`transaction ${this.id} ended with ${this.openStreams} write stream(s) still open: close them before returning`);
+    }
+    this.spill();
+    await this.spilling;
+    if (this.spillError !== undefined) throw this.spillError;
+    return this.applied;
+  }
+}
