@@ -145,6 +145,7 @@ export class LogStructuredStore extends RingWriter {
   private readonly serializedQueue: number[] = [];
   private syncInFlight = false;
   private flushWhenIdle = false;
+  private sealScheduled = false;
   private durabilityWaiters: Array<{ address: number; resolve: () => void; reject: (e: Error) => void }> = [];
   private failure: LssError | undefined;
   private isOpen = true;
@@ -191,7 +192,8 @@ export class LogStructuredStore extends RingWriter {
 
   /** Open (or create) the log file at `path`. */
   static async open(path: string, options: LogOptions = {}): Promise<LogStructuredStore> {
-    const bufferSize = options.bufferSize ?? DEFAULT_BUFFER_BYTES;
+    const requestedBufferSize = options.bufferSize;
+    let bufferSize = requestedBufferSize ?? DEFAULT_BUFFER_BYTES;
     const ringSize = options.ringSize ?? DEFAULT_RING_SIZE;
     checkSize("bufferSize", bufferSize, MIN_BUFFER_BYTES, MAX_BUFFER_BYTES);
     if (!Number.isInteger(ringSize) || ringSize < MIN_RING_SIZE || ringSize > MAX_RING_SIZE) {
@@ -211,6 +213,8 @@ export class LogStructuredStore extends RingWriter {
       const rootBuffer = backend.alloc(ROOT_REGION_BYTES);
       buffers.push(rootBuffer);
       const root = await loadOrCreateRoot(backend, file, rootBuffer, options, bufferSize);
+      // An existing file keeps its segment size; an unspecified buffer size fits inside it.
+      if (requestedBufferSize === undefined) bufferSize = Math.min(bufferSize, root.segmentSize);
       if (bufferSize > root.segmentSize) {
         throw new InvalidArgumentError(`bufferSize ${bufferSize} exceeds the file's segmentSize ${root.segmentSize}`);
       }
@@ -306,17 +310,25 @@ export class LogStructuredStore extends RingWriter {
    */
   async recover(state: SegmentTableState | undefined, onUnit: (unit: WalkedUnit) => void | Promise<void>): Promise<{ units: number; bytes: number }> {
     if (this.recovered) throw new InvalidArgumentError("recover() runs once, at open");
-    if (state !== undefined) {
-      const assigned = this.segments.liveSeqs().map((seq) => [seq, this.segments.indexOf(seq) as number] as const);
-      this.segments.restore(state);
-      for (const [seq, index] of assigned) this.segments.assign(seq, index);
-    }
+    if (state !== undefined) this.restoreSegments(state);
     const start = this.root.replayFrom;
     const walked = await walkLog(this.walkContext(), start, onUnit);
     for (const [seq, index] of walked.segments) this.segments.assign(seq, index);
     this.recovered = true;
     await this.startWriting(walked.end);
     return { units: walked.units, bytes: walked.bytes };
+  }
+
+  /**
+   * Load the checkpoint's segment table (keeping the segments the checkpoint walk itself found),
+   * so that reads of checkpointed addresses work before the replay. Called by `recover(state)`,
+   * or earlier by the layer above when it must read elements while loading its checkpoint.
+   */
+  restoreSegments(state: SegmentTableState): void {
+    if (this.recovered) throw new InvalidArgumentError("restoreSegments() runs before recovery");
+    const assigned = this.segments.liveSeqs().map((seq) => [seq, this.segments.indexOf(seq) as number] as const);
+    this.segments.restore(state);
+    for (const [seq, index] of assigned) this.segments.assign(seq, index);
   }
 
   private async startWriting(end: LogPosition): Promise<void> {
@@ -628,11 +640,15 @@ export class LogStructuredStore extends RingWriter {
    */
   requestFlush(): void {
     if (!this.isOpen || this.readOnly || this.failure !== undefined) return;
-    if (this.writesInFlight > 0 || this.syncInFlight) {
-      this.flushWhenIdle = true;
-      return;
-    }
-    this.sealOpenBuffer();
+    this.flushWhenIdle = true;
+    if (this.writesInFlight > 0 || this.syncInFlight || this.sealScheduled) return;
+    // Seal on the next turn of the event loop, not now: every commit made in this turn (their
+    // promise chains run as microtasks) joins the same unit and the same datasync.
+    this.sealScheduled = true;
+    setImmediate(() => {
+      this.sealScheduled = false;
+      if (this.flushWhenIdle && this.writesInFlight === 0 && !this.syncInFlight) this.sealOpenBuffer();
+    });
   }
 
   private sealOpenBuffer(): void {

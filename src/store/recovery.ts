@@ -10,7 +10,6 @@
  */
 import type { WalkedUnit } from "../log/recovery.ts";
 import { UNIT_HEADER_BYTES } from "../log/format.ts";
-import type { SegmentTableState } from "../log/segments.ts";
 import { CorruptionError } from "../errors.ts";
 import { decodeCheckpoint } from "./checkpoint.ts";
 import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./records.ts";
@@ -53,7 +52,7 @@ export function encodeAlloc(entries: ReadonlyArray<readonly [number, number]>): 
 export async function loadCheckpoint(
   core: StoreCore,
   spaces: SeidSpaces,
-): Promise<{ segments: SegmentTableState; lastTxId: number; commits: number } | undefined> {
+): Promise<{ lastTxId: number; commits: number } | undefined> {
   const payloads = await core.log.readCheckpoint();
   if (payloads === undefined) return undefined;
   const chunks: Uint8Array[] = [];
@@ -73,6 +72,7 @@ export async function loadCheckpoint(
   });
   core.sut.restore(decoded.sut);
   spaces.apply(decoded.spaces);
+  core.log.restoreSegments(decoded.segments);
   // Multipart elements keep their part lists in memory: read them back from their Extents records.
   for (const seid of multipart) {
     const location = core.map.get(seid);
@@ -86,7 +86,7 @@ export async function loadCheckpoint(
     }
     core.parts.set(seid, decodeExtents(extents.body));
   }
-  return { segments: decoded.segments, lastTxId: decoded.lastTxId, commits: decoded.commits };
+  return { lastTxId: decoded.lastTxId, commits: decoded.commits };
 }
 
 /** Replays units: groups records by transaction and applies each at its Commit. */

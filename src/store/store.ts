@@ -152,7 +152,7 @@ export class Store {
     const spaces = new SeidSpaces();
     const checkpoint = await loadCheckpoint(core, spaces);
     const replayer = new Replayer(core, spaces, checkpoint?.lastTxId ?? 0, checkpoint?.commits ?? 0);
-    const walked = await log.recover(checkpoint?.segments, replayer.visit);
+    const walked = await log.recover(undefined, replayer.visit);
     replayer.finish();
     const report: RecoveryReport = {
       checkpointLoaded: checkpoint !== undefined,
