@@ -25,7 +25,7 @@ import {
   ReadOnlyError,
   StoreClosedError,
 } from "../errors.ts";
-import { FlushBuffer, FREE_STATE, MAX_BUFFER_BYTES, SEALED } from "./flush-buffer.ts";
+import { FlushBuffer, FLUSHING, FREE_STATE, MAX_BUFFER_BYTES, OFFSET_MASK, SEALED } from "./flush-buffer.ts";
 import {
   decodeRootBlock,
   encodeRootBlock,
@@ -455,6 +455,9 @@ export class LogStructuredStore extends RingWriter {
     const buffer = this.slots[counter % this.ringSize] as FlushBuffer;
     const state = buffer.state;
     if ((state & SEALED) === 0 || state === FREE_STATE || buffer.counter !== counter) return;
+    // A reservation that overran the capacity lowers the fill limit only after its CAS (another
+    // thread may be between the two): the fill is final once no writer is left (FLUSHING).
+    if ((state & OFFSET_MASK) > buffer.capacityWords && (state & FLUSHING) === 0) return;
     const info = this.slotInfo[buffer.slot] as SlotInfo;
     const fill = buffer.finalFillBytes;
     const base = buffer.baseAddress;
@@ -629,6 +632,15 @@ export class LogStructuredStore extends RingWriter {
       if (current.startFlush) this.readyToFlush.add(current.slot);
       this.pump();
     }
+    // Sealed but not finalized (a Worker's overrunning reservation still holds a writer): its
+    // end is not known yet; wait for that writer's release, signalled through the doorbell.
+    while (this.sealedUnfinalized()) {
+      const seen = this.doorbell;
+      this.pollCompletions();
+      if (!this.sealedUnfinalized()) break;
+      if (this.failure !== undefined) throw this.failure;
+      await this.waitDoorbell(seen, 5);
+    }
     await this.waitDurable(this.lastUnitEnd);
   }
 
@@ -658,6 +670,13 @@ export class LogStructuredStore extends RingWriter {
       if (current.startFlush) this.readyToFlush.add(current.slot);
       this.pump();
     }
+  }
+
+  /** The open buffer is sealed but its unit's extent is not fixed yet (see finalizeSealed). */
+  private sealedUnfinalized(): boolean {
+    if (!this.isOpen || this.pendingOpen !== undefined || this.currentCounter <= this.finalizedCounter) return false;
+    const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
+    return (current.state & SEALED) !== 0 && !current.isFree;
   }
 
   /** Address where the next unit will start; meaningful right after `flush()` (nothing buffered). */
@@ -726,7 +745,9 @@ export class LogStructuredStore extends RingWriter {
       if (buffer.isFree) continue;
       const base = buffer.baseAddress;
       const start = address - base;
-      if (start < UNIT_HEADER_BYTES || start + lengthBytes > UNIT_HEADER_BYTES + buffer.offsetBytes) continue;
+      // The fill, not the offset: a reservation that did not fit pushed the offset past the fill,
+      // and those addresses belong to the next unit (possibly open in another slot).
+      if (start < UNIT_HEADER_BYTES || start + lengthBytes > UNIT_HEADER_BYTES + buffer.finalFillBytes) continue;
       if (start + lengthBytes > this.bufferSize) continue;
       return (this.views[buffer.slot] as Uint8Array).slice(start, start + lengthBytes);
     }

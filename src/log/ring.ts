@@ -16,7 +16,7 @@
  * @module
  */
 import { toArrayBuffer } from "bun:ffi";
-import { FlushBuffer, ReserveOutcome, SLOT_WORDS, WORD_BYTES } from "./flush-buffer.ts";
+import { FlushBuffer, ReserveOutcome, SEALED, SLOT_WORDS, WORD_BYTES } from "./flush-buffer.ts";
 import { RECORD_ALIGNMENT_BYTES, UNIT_HEADER_BYTES, roundUp } from "./format.ts";
 import { InvalidArgumentError, StoreClosedError } from "../errors.ts";
 
@@ -168,6 +168,13 @@ export class RingWriter {
       const counter = this.currentCounter;
       const reservation = this.tryReserve(lengthBytes);
       if (reservation !== undefined) return reservation;
+      const slot = this.slots[counter % this.ringSize] as FlushBuffer;
+      if (this.currentCounter === counter && (slot.state & SEALED) === 0) {
+        // Refused only because every writer place of the open buffer is taken (Busy): no
+        // rotation may ever come, so retry shortly, once a writer has left.
+        await Bun.sleep(1);
+        continue;
+      }
       await this.waitForRotation(counter);
     }
   }

@@ -1,0 +1,248 @@
+/**
+ * A wrapping IoBackend for log tests: forwards everything to a real backend, records every write
+ * (decoding the unit header it carries), counts unit writes in flight, and — when shuffling is
+ * on — holds completions back and hands them to `reap` in a seeded shuffled order, so the layer
+ * above sees writes finish out of order.
+ *
+ * Completions are held until `batch` of them are waiting, or until nothing else is in flight in
+ * the real backend (so nothing can deadlock waiting for a held completion), then released all at
+ * once in a shuffled order.
+ */
+import type {
+  FileHandle,
+  IoBackend,
+  IoCompletion,
+  IoKind,
+  IoOp,
+  NativeBuffer,
+  OpenFileOptions,
+} from "../../src/io/backend.ts";
+import { decodeUnitHeader, ROOT_REGION_BYTES, UNIT_HEADER_BYTES, unitFileBytes, type UnitHeader } from "../../src/log/format.ts";
+import { InvalidArgumentError } from "../../src/errors.ts";
+import { rng } from "../helpers.ts";
+
+/** One unit write seen by the wrapper. */
+export interface UnitWrite {
+  /** Physical file offset. */
+  fileOffset: number;
+  lengthBytes: number;
+  /** Decoded header (the unit's logical address, payload size, prevEnd, ...). */
+  header: UnitHeader;
+  /** Logical end address of the unit (address + its 4 KiB-rounded size). */
+  end: number;
+  /** Order of submission and of delivery to the caller (-1 until delivered). */
+  submitSeq: number;
+  completeSeq: number;
+  result: number | undefined;
+}
+
+export interface ShufflingOptions {
+  /** Hold and shuffle completions (default false: a pure recorder). */
+  shuffle?: boolean;
+  /** Seed of the shuffle. */
+  seed?: number;
+  /** Completions held before a shuffled release (default 4). */
+  batch?: number;
+  /** Called on every reap, before completions are delivered (tests check invariants here). */
+  onReap?: () => void;
+}
+
+export class ShufflingBackend implements IoBackend {
+  readonly inner: IoBackend;
+  private readonly shuffle: boolean;
+  private readonly random: () => number;
+  private readonly batch: number;
+  /** Called on every reap, before completions are delivered (settable after construction). */
+  onReap: (() => void) | undefined;
+  private held: IoCompletion[] = [];
+  private readonly scratch: IoCompletion[] = [];
+  private readonly unitByUserData = new Map<number, UnitWrite>();
+  /** Every unit write submitted, in submission order. */
+  readonly unitWrites: UnitWrite[] = [];
+  /** Unit writes in flight now, and the most ever seen at once. */
+  unitWritesInFlight = 0;
+  maxUnitWritesInFlight = 0;
+  /** Root-block writes and datasyncs submitted. */
+  rootWrites = 0;
+  datasyncs = 0;
+  private completeSeq = 0;
+
+  constructor(inner: IoBackend, options: ShufflingOptions = {}) {
+    this.inner = inner;
+    this.shuffle = options.shuffle ?? false;
+    this.random = rng(options.seed ?? 1);
+    this.batch = options.batch ?? 4;
+    this.onReap = options.onReap;
+  }
+
+  get kind(): IoKind {
+    return this.inner.kind;
+  }
+  get queueDepth(): number {
+    return this.inner.queueDepth;
+  }
+  get fallbackReason(): string | undefined {
+    return this.inner.fallbackReason;
+  }
+  get inFlight(): number {
+    return this.inner.inFlight + this.held.length;
+  }
+  get closed(): boolean {
+    return this.inner.closed;
+  }
+
+  openFile(path: string, options?: OpenFileOptions): FileHandle {
+    return this.inner.openFile(path, options);
+  }
+  closeFile(file: FileHandle): void {
+    this.inner.closeFile(file);
+  }
+  lockFile(file: FileHandle): void {
+    this.inner.lockFile(file);
+  }
+  fileSizeBytes(file: FileHandle): number {
+    return this.inner.fileSizeBytes(file);
+  }
+  allocateSpace(file: FileHandle, offset: number, lengthBytes: number): void {
+    this.inner.allocateSpace(file, offset, lengthBytes);
+  }
+  truncate(file: FileHandle, sizeBytes: number): void {
+    this.inner.truncate(file, sizeBytes);
+  }
+  syncNow(file: FileHandle): void {
+    this.inner.syncNow(file);
+  }
+  alloc(sizeBytes: number): NativeBuffer {
+    return this.inner.alloc(sizeBytes);
+  }
+  free(buffer: NativeBuffer): void {
+    this.inner.free(buffer);
+  }
+
+  submit(ops: readonly IoOp[]): void {
+    if (this.inner.inFlight + this.held.length + ops.length > this.inner.queueDepth) {
+      // Held completions still occupy queue room from the caller's point of view.
+      throw new InvalidArgumentError(`submitting ${ops.length} ops would exceed queueDepth ${this.inner.queueDepth}`);
+    }
+    this.inner.submit(ops);
+    for (const op of ops) {
+      if (op.op === "datasync") {
+        this.datasyncs += 1;
+        continue;
+      }
+      if (op.op !== "write") continue;
+      if (op.fileOffset < ROOT_REGION_BYTES) {
+        this.rootWrites += 1;
+        continue;
+      }
+      const header = decodeUnitHeader(op.buffer.bytes.subarray(op.bufferOffset, op.bufferOffset + UNIT_HEADER_BYTES));
+      if (header === undefined) throw new Error(`write at ${op.fileOffset} carries no valid unit header`);
+      if (unitFileBytes(header.payloadBytes) !== op.lengthBytes) {
+        throw new Error(`unit at ${header.address}: ${op.lengthBytes} bytes written for ${header.payloadBytes} payload bytes`);
+      }
+      const write: UnitWrite = {
+        fileOffset: op.fileOffset,
+        lengthBytes: op.lengthBytes,
+        header,
+        end: header.address + op.lengthBytes,
+        submitSeq: this.unitWrites.length,
+        completeSeq: -1,
+        result: undefined,
+      };
+      this.unitWrites.push(write);
+      this.unitByUserData.set(op.userData, write);
+      this.unitWritesInFlight += 1;
+      if (this.unitWritesInFlight > this.maxUnitWritesInFlight) this.maxUnitWritesInFlight = this.unitWritesInFlight;
+    }
+  }
+
+  /** Pull what the real backend has finished into the held list. */
+  private pull(): void {
+    this.scratch.length = 0;
+    this.inner.reap(this.scratch);
+    for (const c of this.scratch) this.held.push(c);
+  }
+
+  /** How many held completions may be released now. */
+  private releasable(): number {
+    if (!this.shuffle) return this.held.length;
+    if (this.held.length >= this.batch || this.inner.inFlight === 0) return this.held.length;
+    return 0;
+  }
+
+  reap(out: IoCompletion[], max = Number.MAX_SAFE_INTEGER): number {
+    this.onReap?.();
+    this.pull();
+    const count = Math.min(max, this.releasable());
+    if (count === 0) return 0;
+    if (this.shuffle) {
+      for (let i = this.held.length - 1; i > 0; i--) {
+        const j = Math.floor(this.random() * (i + 1));
+        const t = this.held[i] as IoCompletion;
+        this.held[i] = this.held[j] as IoCompletion;
+        this.held[j] = t;
+      }
+    }
+    const released = this.held.splice(0, count);
+    for (const c of released) {
+      const write = this.unitByUserData.get(c.userData);
+      if (write !== undefined) {
+        this.unitByUserData.delete(c.userData);
+        write.completeSeq = this.completeSeq++;
+        write.result = c.result;
+        this.unitWritesInFlight -= 1;
+      }
+      out.push(c);
+    }
+    return count;
+  }
+
+  async wait(minReady: number, timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      this.pull();
+      if (this.releasable() >= minReady) return;
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return;
+      await this.inner.wait(1, Math.min(remaining, 2));
+    }
+  }
+
+  close(): void {
+    this.inner.close();
+  }
+
+  /** Unit writes in the order they were delivered to the caller. */
+  completionOrder(): UnitWrite[] {
+    return this.unitWrites.filter((w) => w.completeSeq >= 0).sort((a, b) => a.completeSeq - b.completeSeq);
+  }
+
+  /** Pairs of unit writes delivered in the opposite order of their log addresses. */
+  inversions(): number {
+    const order = this.completionOrder().map((w) => w.header.address);
+    let count = 0;
+    for (let i = 0; i < order.length; i++) {
+      for (let j = i + 1; j < order.length; j++) if ((order[i] as number) > (order[j] as number)) count += 1;
+    }
+    return count;
+  }
+
+  /**
+   * End of the gap-free prefix of the log whose unit writes have all been delivered as
+   * completed, starting from `start`: follows each unit's prevEnd chain in address order.
+   * Also returns every end address on that prefix (where stableAddress may legitimately sit).
+   */
+  completedPrefix(start: number): { end: number; ends: Set<number> } {
+    const byPrevEnd = new Map<number, UnitWrite>();
+    for (const w of this.unitWrites) if (w.header.address >= start) byPrevEnd.set(w.header.prevEnd, w);
+    const ends = new Set<number>([start]);
+    let end = start;
+    for (;;) {
+      const next = byPrevEnd.get(end);
+      if (next === undefined || next.completeSeq < 0 || next.result !== next.lengthBytes) break;
+      end = next.end;
+      ends.add(end);
+    }
+    return { end, ends };
+  }
+}
