@@ -30,8 +30,11 @@ function bunWorks() {
 }
 
 if (!fs.existsSync(BUN) || !fs.existsSync(ZIG)) {
-  console.log("setup: installing npm dependencies (Bun, Zig, benchmarks' peers) from the lockfile…");
-  run("npm", ["ci", "--no-audit", "--no-fund"], "npm ci");
+  console.log("setup: installing npm dependencies (Bun, Zig, benchmark peers) from the lockfile…");
+  // `npm install` rather than `npm ci`: npm's ci refuses this lockfile over optional
+  // platform packages of a dependency (msgpackr-extract) it never recorded; install still
+  // takes the pinned versions from package-lock.json.
+  run("npm", ["install", "--no-audit", "--no-fund"], "npm install");
 }
 if (!bunWorks()) {
   console.log("setup: running the bun package's installer…");
