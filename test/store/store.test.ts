@@ -337,3 +337,50 @@ describe("store locking across processes", () => {
     }
   });
 });
+
+describe("recovery cost and close", () => {
+  test("recovery replays only the log since the last checkpoint", async () => {
+    const { dir, cleanup } = scratchDir("replay-cost");
+    try {
+      const file = path.join(dir, "r.lss");
+      const store = await Store.open(file, { ...SMALL, numSegmentsPerCheckpoint: 1000 });
+      for (let t = 0; t < 300; t++) await store.transaction((tx) => { for (let i = 0; i < 10; i++) tx.write(BigInt(t * 10 + i + 1), new Uint8Array(200).fill(t & 255)); });
+      await store.checkpoint();
+      for (let t = 0; t < 3; t++) await store.transaction((tx) => tx.write(BigInt(90_000 + t), new Uint8Array(10)));
+      await store.flush();
+      fs.copyFileSync(file, path.join(dir, "crashed.lss"));
+      await store.close();
+      const crashed = await Store.open(path.join(dir, "crashed.lss"));
+      const report = crashed.stats().recovery;
+      expect(report.checkpointLoaded).toBe(true);
+      expect(report.transactionsReplayed).toBe(3);
+      expect(report.unitsReplayed).toBeLessThanOrEqual(4);
+      expect(crashed.stats().elements).toBe(3003);
+      expect(crashed.stats().uncleanShutdowns).toBe(1);
+      expect((await crashed.read(1234n))?.[0]).toBe(123);
+      await crashed.close();
+    } finally {
+      cleanup();
+    }
+  });
+
+  test("close() waits for transactions in flight", async () => {
+    const { dir, cleanup } = scratchDir("close-wait");
+    try {
+      const file = path.join(dir, "c.lss");
+      const store = await Store.open(file, SMALL);
+      const pending = Array.from({ length: 20 }, (_, i) => store.transaction(async (tx) => {
+        await Bun.sleep(1);
+        tx.write(BigInt(i + 1), new Uint8Array([i]));
+      }));
+      await store.close();
+      await Promise.all(pending);
+      const again = await Store.open(file);
+      for (let i = 0; i < 20; i++) expect((await again.read(BigInt(i + 1)))?.[0]).toBe(i);
+      expect(again.stats().uncleanShutdowns).toBe(0);
+      await again.close();
+    } finally {
+      cleanup();
+    }
+  });
+});

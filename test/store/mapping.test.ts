@@ -1,0 +1,54 @@
+import { describe, expect, test } from "bun:test";
+import { MappingTable } from "../../src/store/mapping.ts";
+import { rng } from "../helpers.ts";
+
+describe("mapping table", () => {
+  test("1 M seids take at most 32 bytes of RAM each", () => {
+    const table = new MappingTable();
+    Bun.gc(true);
+    const before = process.memoryUsage().rss;
+    for (let i = 1; i <= 1_000_000; i++) table.set((1n << 32n) | BigInt(i), { address: i * 136, sizeBytes: 100, multipart: false });
+    Bun.gc(true);
+    const rssPerSeid = (process.memoryUsage().rss - before) / 1_000_000;
+    expect(table.size).toBe(1_000_000);
+    expect(table.memoryBytes / 1_000_000).toBeLessThanOrEqual(32);
+    // RSS agrees (arrays from before growth may not be returned to the OS at once: allow slack).
+    expect(rssPerSeid).toBeLessThan(64);
+    for (let i = 1; i <= 1_000_000; i += 9973) {
+      expect(table.get((1n << 32n) | BigInt(i))).toEqual({ address: i * 136, sizeBytes: 100, multipart: false });
+    }
+  });
+
+  test("random inserts, overwrites and deletes equal a Map", () => {
+    const table = new MappingTable();
+    const model = new Map<bigint, number>();
+    const next = rng(99);
+    for (let i = 0; i < 200_000; i++) {
+      const seid = BigInt(1 + Math.floor(next() * 5000)) | (BigInt(Math.floor(next() * 3)) << 32n);
+      if (next() < 0.3) {
+        expect(table.delete(seid)?.address).toBe(model.get(seid));
+        model.delete(seid);
+      } else {
+        const address = Math.floor(next() * 2 ** 40);
+        table.set(seid, { address, sizeBytes: i, multipart: next() < 0.1 });
+        model.set(seid, address);
+      }
+    }
+    expect(table.size).toBe(model.size);
+    for (const [seid, address] of model) expect(table.get(seid)?.address).toBe(address);
+    let seen = 0;
+    for (const [seid, location] of table.entries()) {
+      expect(model.get(seid)).toBe(location.address);
+      seen += 1;
+    }
+    expect(seen).toBe(model.size);
+  });
+
+  test("sizes of 4 GiB and more are kept exactly", () => {
+    const table = new MappingTable();
+    table.set(5n, { address: 1, sizeBytes: 2 ** 33 + 5, multipart: true });
+    expect(table.sizeOf(5n)).toBe(2 ** 33 + 5);
+    table.set(5n, { address: 2, sizeBytes: 7, multipart: false });
+    expect(table.sizeOf(5n)).toBe(7);
+  });
+});
