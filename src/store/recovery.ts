@@ -14,7 +14,18 @@ import { CorruptionError } from "../errors.ts";
 import { decodeCheckpoint } from "./checkpoint.ts";
 import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./records.ts";
 import type { SeidSpaces } from "./seids.ts";
-import { applyCommitted, decodeExtents, FLAG_PART, type AppliedOp, type StoreCore } from "./write-path.ts";
+import { loadMultipart } from "./read-path.ts";
+import {
+  applyCommitted,
+  decodeExtents,
+  FLAG_EXTENTS_CHUNK,
+  FLAG_EXTENTS_INDIRECT,
+  FLAG_PART,
+  type AppliedOp,
+  type MetaRecord,
+  type Part,
+  type StoreCore,
+} from "./write-path.ts";
 
 /** What recovery found. */
 export interface RecoveryReport {
@@ -76,15 +87,7 @@ export async function loadCheckpoint(
   // Multipart elements keep their part lists in memory: read them back from their Extents records.
   for (const seid of multipart) {
     const location = core.map.get(seid);
-    if (location === undefined) continue;
-    const record = await core.log.read(location.address, RECORD_HEADER_BYTES);
-    const recordBytes = new DataView(record.buffer, record.byteOffset).getUint32(0, true);
-    const whole = await core.log.read(location.address, recordBytes);
-    const [extents] = [...scanRecords(whole)];
-    if (extents === undefined || extents.header.type !== RecordType.Extents || extents.header.seid !== seid) {
-      throw new CorruptionError(`seid ${seid}: extents record at ${location.address} is damaged`);
-    }
-    core.parts.set(seid, decodeExtents(extents.body));
+    if (location !== undefined) core.parts.set(seid, await loadMultipart(core.log, seid, location.address));
   }
   return { lastTxId: decoded.lastTxId, commits: decoded.commits };
 }
@@ -93,7 +96,9 @@ export async function loadCheckpoint(
 export class Replayer {
   private txId = -1;
   private ops: AppliedOp[] = [];
-  private pendingParts = new Map<bigint, Array<{ address: number; bodyBytes: number }>>();
+  private pendingParts = new Map<bigint, Part[]>();
+  /** Extents chunk records of the current transaction, by address. */
+  private chunks = new Map<number, { parts: Part[]; recordBytes: number }>();
   transactionsReplayed = 0;
   transactionsDiscarded = 0;
   lastTxId: number;
@@ -142,6 +147,7 @@ export class Replayer {
     this.txId = txId;
     this.ops = [];
     this.pendingParts = new Map();
+    this.chunks = new Map();
   }
 
   private collect(type: RecordType, seid: bigint, flags: number, address: number, body: Uint8Array): void {
@@ -150,10 +156,26 @@ export class Replayer {
       return;
     }
     if (type === RecordType.Extents) {
-      const parts = decodeExtents(body);
+      const recordBytes = paddedRecordBytes(RECORD_HEADER_BYTES + body.length);
+      const entries = decodeExtents(body);
+      if ((flags & FLAG_EXTENTS_CHUNK) !== 0) {
+        this.chunks.set(address, { parts: entries, recordBytes });
+        return;
+      }
+      const meta: MetaRecord[] = [{ address, recordBytes }];
+      let parts = entries;
+      if ((flags & FLAG_EXTENTS_INDIRECT) !== 0) {
+        parts = [];
+        for (const entry of entries) {
+          const chunk = this.chunks.get(entry.address);
+          if (chunk === undefined) throw new CorruptionError(`seid ${seid}: extents chunk at ${entry.address} was not found before its root`);
+          meta.push({ address: entry.address, recordBytes: chunk.recordBytes });
+          parts.push(...chunk.parts);
+        }
+      }
       const sizeBytes = parts.reduce((sum, part) => sum + part.bodyBytes, 0);
       this.pendingParts.delete(seid);
-      this.ops.push({ kind: "write", seid, address, sizeBytes, recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + body.length), parts, value: undefined });
+      this.ops.push({ kind: "write", seid, address, sizeBytes, recordBytes: 0, multipart: { parts, meta }, value: undefined });
       return;
     }
     if ((flags & FLAG_PART) !== 0) {
@@ -169,7 +191,7 @@ export class Replayer {
       address,
       sizeBytes: body.length,
       recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + body.length),
-      parts: undefined,
+      multipart: undefined,
       value: undefined,
     });
   }
@@ -179,6 +201,7 @@ export class Replayer {
     applyCommitted(this.core, this.ops);
     this.ops = [];
     this.pendingParts = new Map();
+    this.chunks = new Map();
     this.transactionsReplayed += 1;
     this.commits += 1;
     this.lastTxId = Math.max(this.lastTxId, txId);

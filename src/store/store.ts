@@ -25,8 +25,9 @@ import { encodeAlloc, loadCheckpoint, Replayer, type RecoveryReport } from "./re
 import { RECORD_HEADER_BYTES, RecordType } from "./records.ts";
 import { checkSeid, DEFAULT_SPACE, SeidSpaces } from "./seids.ts";
 import { SegmentUtilisation } from "./sut.ts";
+import { createReadStream, SegmentPins } from "./streams.ts";
 import { Transaction } from "./transaction.ts";
-import { appendRecord, applyCommitted, type Part, type StoreCore } from "./write-path.ts";
+import { appendRecord, applyCommitted, type Multipart, type StoreCore } from "./write-path.ts";
 
 /** What `store.stats()` returns. */
 export interface StoreStats {
@@ -78,6 +79,8 @@ export class Store {
   private readonly log: LogStructuredStore;
   private readonly core: StoreCore;
   private readonly spaces = new SeidSpaces();
+  /** Segments read streams are reading: never released under them. */
+  private readonly pins = new SegmentPins();
   private readonly recoveryReport: RecoveryReport;
   private lastTxId: number;
   private commitCount: number;
@@ -136,7 +139,7 @@ export class Store {
         map: new MappingTable(),
         sut: new SegmentUtilisation(log.segmentSize),
         cache: new ElementCache(resolved.cacheBytes),
-        parts: new Map<bigint, Part[]>(),
+        parts: new Map<bigint, Multipart>(),
         liveValueBytes: 0,
       };
       const store = await Store.recover(path, resolved, log, core);
@@ -306,9 +309,9 @@ export class Store {
     if (cached !== undefined) return cached.slice();
     let value: Uint8Array;
     if (location.multipart) {
-      const parts = this.core.parts.get(seid);
-      if (parts === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
-      value = await readMultipart(this.log, seid, location, parts);
+      const multipart = this.core.parts.get(seid);
+      if (multipart === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
+      value = await readMultipart(this.log, seid, location, multipart.parts);
     } else {
       value = await readSingle(this.log, seid, location);
     }
@@ -316,6 +319,21 @@ export class Store {
     const now = this.core.map.get(seid);
     if (now !== undefined && now.address === location.address && this.options.cacheBytes > 0) this.core.cache.set(seid, value.slice());
     return value;
+  }
+
+  /**
+   * The element's committed bytes as a stream, read ahead with bounded memory, every part
+   * verified (`CorruptionError` otherwise). The version being read stays readable even if it is
+   * overwritten or deleted meanwhile. `InvalidArgumentError` if there is no such element.
+   */
+  readStream(seid: bigint): ReadableStream<Uint8Array> {
+    this.assertOpen();
+    checkSeid(seid);
+    const location = this.core.map.get(seid);
+    if (location === undefined) throw new InvalidArgumentError(`seid ${seid} has no element to stream`);
+    const parts = location.multipart ? this.core.parts.get(seid)?.parts : undefined;
+    if (location.multipart && parts === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
+    return createReadStream(this.log, this.pins, seid, location, parts);
   }
 
   /** True if the element exists (as last committed). */
@@ -410,7 +428,7 @@ export class Store {
   private releaseEmptySegments(checkpointSeq: number): void {
     for (const seq of this.log.liveSegmentSeqs()) {
       if (seq >= checkpointSeq) break;
-      if (this.core.sut.liveBytesOf(seq) === 0) this.log.releaseSegment(seq);
+      if (this.core.sut.liveBytesOf(seq) === 0 && !this.pins.isPinned(seq)) this.log.releaseSegment(seq);
     }
   }
 

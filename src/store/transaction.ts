@@ -10,6 +10,7 @@ import { InvalidArgumentError, TransactionError } from "../errors.ts";
 import type { LogStructuredStore } from "../log/lss.ts";
 import { RecordType } from "./records.ts";
 import { checkSeid } from "./seids.ts";
+import { createWriteStream } from "./streams.ts";
 import { appendElement, appendRecord, type AppliedOp } from "./write-path.ts";
 
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
@@ -62,6 +63,18 @@ export class Transaction {
     this.pending.push({ kind: "write", seid, value: bytes });
     this.pendingBytes += bytes.length;
     if (this.pendingBytes >= SPILL_BYTES) this.spill();
+  }
+
+  /**
+   * Write element `seid` as a stream: bytes go to the log as they arrive, in parts, never held
+   * whole in memory. Close the stream before the transaction's function returns; the element
+   * replaces any earlier version when the transaction commits. Aborting the stream (or throwing
+   * from the transaction) leaves the earlier version in place.
+   */
+  writeStream(seid: bigint): WritableStream<Uint8Array> {
+    this.assertActive();
+    checkSeid(seid);
+    return createWriteStream(this, this.log, seid);
   }
 
   /** Delete element `seid` (deleting a missing element is allowed and changes nothing). */

@@ -23,11 +23,30 @@ export const MAX_PART_BYTES = 512 << 10;
 /** Bytes of an Extents record entry: f64 address, u32 body bytes, u32 pad. */
 export const EXTENT_ENTRY_BYTES = 16;
 
+/** Extents record flag: the record lists parts of a larger list (a chunk of an indirect element). */
+export const FLAG_EXTENTS_CHUNK = 2;
+/** Extents record flag: the record lists chunk records, not parts (elements with very many parts). */
+export const FLAG_EXTENTS_INDIRECT = 4;
+
 /** One part of a multipart element as it sits in the log. */
 export interface Part {
   address: number;
   /** Body bytes of the part (the element's bytes it carries). */
   bodyBytes: number;
+}
+
+/** A record of a multipart element other than its parts: the extents record(s). */
+export interface MetaRecord {
+  address: number;
+  /** Padded record bytes, as the utilisation table counts them. */
+  recordBytes: number;
+}
+
+/** Where a multipart element's bytes are. */
+export interface Multipart {
+  parts: Part[];
+  /** Its Extents records: the root (first) and, for indirect elements, the chunks. */
+  meta: MetaRecord[];
 }
 
 /** A committed operation, ready to apply (runtime) or replayed (recovery). */
@@ -38,9 +57,9 @@ export type AppliedOp =
       /** Address of the Data record (single part) or of the Extents record (multipart). */
       address: number;
       sizeBytes: number;
-      /** Record bytes (padded) of a single-part element, or of the Extents record. */
+      /** Record bytes (padded) of a single-part element (0 for multipart: see `multipart.meta`). */
       recordBytes: number;
-      parts: Part[] | undefined;
+      multipart: Multipart | undefined;
       /** The value, when the writer still has it (for the cache). */
       value: Uint8Array | undefined;
     }
@@ -53,7 +72,7 @@ export interface StoreCore {
   readonly sut: SegmentUtilisation;
   readonly cache: ElementCache;
   /** Parts of every multipart element (kept in memory: few, and each large). */
-  readonly parts: Map<bigint, Part[]>;
+  readonly parts: Map<bigint, Multipart>;
   liveValueBytes: number;
 }
 
@@ -101,7 +120,7 @@ export async function appendElement(log: LogStructuredStore, txId: number, seid:
       address,
       sizeBytes: value.length,
       recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + value.length),
-      parts: undefined,
+      multipart: undefined,
       value: keepValue ? value : undefined,
     };
   }
@@ -114,37 +133,52 @@ export async function appendElement(log: LogStructuredStore, txId: number, seid:
   return appendExtents(log, txId, seid, parts, value.length);
 }
 
-/** Largest number of parts one Extents record can list. */
+/** Largest number of entries one Extents record can list. */
 export function maxPartsFor(log: LogStructuredStore): number {
   return Math.floor((log.maxReservationBytes - RECORD_HEADER_BYTES) / EXTENT_ENTRY_BYTES);
 }
 
-/** Append the Extents record that makes `parts` one element. */
-export async function appendExtents(log: LogStructuredStore, txId: number, seid: bigint, parts: Part[], sizeBytes: number): Promise<AppliedOp> {
-  if (parts.length > maxPartsFor(log)) {
-    throw new InvalidArgumentError(
-      `an element of ${sizeBytes} bytes needs ${parts.length} parts, over the ${maxPartsFor(log)} one extents record can list with this bufferSize`,
-    );
-  }
-  const body = new Uint8Array(parts.length * EXTENT_ENTRY_BYTES);
+function encodeEntries(entries: ReadonlyArray<{ address: number; bytes: number }>): Uint8Array {
+  const body = new Uint8Array(entries.length * EXTENT_ENTRY_BYTES);
   const view = new DataView(body.buffer);
-  parts.forEach((part, i) => {
-    view.setFloat64(i * EXTENT_ENTRY_BYTES, part.address, true);
-    view.setUint32(i * EXTENT_ENTRY_BYTES + 8, part.bodyBytes, true);
+  entries.forEach((entry, i) => {
+    view.setFloat64(i * EXTENT_ENTRY_BYTES, entry.address, true);
+    view.setUint32(i * EXTENT_ENTRY_BYTES + 8, entry.bytes, true);
   });
-  const address = await appendRecord(log, RecordType.Extents, txId, seid, parts.length, body);
-  return {
-    kind: "write",
-    seid,
-    address,
-    sizeBytes,
-    recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + body.length),
-    parts,
-    value: undefined,
-  };
+  return body;
 }
 
-/** Decode an Extents record body. */
+/**
+ * Append the Extents record(s) that make `parts` one element: one record listing the parts, or,
+ * past what one record holds, chunk records listing the parts and a root record (INDIRECT)
+ * listing the chunks. Two levels reach far past any disk (65 k × 65 k parts of 512 KiB).
+ */
+export async function appendExtents(log: LogStructuredStore, txId: number, seid: bigint, parts: Part[], sizeBytes: number): Promise<AppliedOp> {
+  const perRecord = maxPartsFor(log);
+  const meta: MetaRecord[] = [];
+  let rootEntries = parts.map((part) => ({ address: part.address, bytes: part.bodyBytes }));
+  let flags = 0;
+  if (parts.length > perRecord) {
+    const chunks: Array<{ address: number; bytes: number }> = [];
+    for (let first = 0; first < parts.length; first += perRecord) {
+      const body = encodeEntries(rootEntries.slice(first, first + perRecord));
+      const address = await appendRecord(log, RecordType.Extents, txId, seid, chunks.length, body, FLAG_EXTENTS_CHUNK);
+      meta.push({ address, recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + body.length) });
+      chunks.push({ address, bytes: body.length });
+    }
+    if (chunks.length > perRecord) {
+      throw new InvalidArgumentError(`an element of ${sizeBytes} bytes needs ${parts.length} parts: more than two levels of extents hold`);
+    }
+    rootEntries = chunks;
+    flags = FLAG_EXTENTS_INDIRECT;
+  }
+  const body = encodeEntries(rootEntries);
+  const address = await appendRecord(log, RecordType.Extents, txId, seid, rootEntries.length, body, flags);
+  meta.unshift({ address, recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + body.length) });
+  return { kind: "write", seid, address, sizeBytes, recordBytes: 0, multipart: { parts, meta }, value: undefined };
+}
+
+/** Decode an Extents record body: (address, bytes) entries — parts, or chunks if INDIRECT. */
 export function decodeExtents(body: Uint8Array): Part[] {
   const view = new DataView(body.buffer, body.byteOffset, body.length);
   const parts: Part[] = [];
@@ -165,13 +199,20 @@ function forget(core: StoreCore, seid: bigint): void {
   if (previous === undefined) return;
   core.liveValueBytes -= previous.sizeBytes;
   if (previous.multipart) {
-    const parts = core.parts.get(seid) ?? [];
-    for (const part of parts) core.sut.remove(part.address, partRecordBytes(part));
-    core.sut.remove(previous.address, paddedRecordBytes(RECORD_HEADER_BYTES + parts.length * EXTENT_ENTRY_BYTES));
+    const multipart = core.parts.get(seid);
+    if (multipart === undefined) throw new Error(`seid ${seid} is multipart but its parts are unknown`);
+    for (const part of multipart.parts) core.sut.remove(part.address, partRecordBytes(part));
+    for (const record of multipart.meta) core.sut.remove(record.address, record.recordBytes);
     core.parts.delete(seid);
   } else {
     core.sut.remove(previous.address, paddedRecordBytes(RECORD_HEADER_BYTES + previous.sizeBytes));
   }
+}
+
+/** Count a multipart element's records in the utilisation table. */
+function countMultipart(core: StoreCore, multipart: Multipart): void {
+  for (const part of multipart.parts) core.sut.add(part.address, partRecordBytes(part));
+  for (const record of multipart.meta) core.sut.add(record.address, record.recordBytes);
 }
 
 /** Apply committed operations, in order, all at once (no await: readers see all or none). */
@@ -183,11 +224,12 @@ export function applyCommitted(core: StoreCore, ops: readonly AppliedOp[]): void
       core.cache.invalidate(op.seid);
       continue;
     }
-    core.map.set(op.seid, { address: op.address, sizeBytes: op.sizeBytes, multipart: op.parts !== undefined });
-    core.sut.add(op.address, op.recordBytes);
-    if (op.parts !== undefined) {
-      for (const part of op.parts) core.sut.add(part.address, partRecordBytes(part));
-      core.parts.set(op.seid, op.parts);
+    core.map.set(op.seid, { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined });
+    if (op.multipart !== undefined) {
+      countMultipart(core, op.multipart);
+      core.parts.set(op.seid, op.multipart);
+    } else {
+      core.sut.add(op.address, op.recordBytes);
     }
     core.liveValueBytes += op.sizeBytes;
     if (op.value !== undefined) core.cache.set(op.seid, op.value);

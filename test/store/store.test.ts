@@ -306,7 +306,7 @@ for (const io of BACKENDS) {
       const bytes = fs.readFileSync(file);
       const at = bytes.indexOf(Buffer.alloc(64, 0x5a));
       expect(at).toBeGreaterThan(0);
-      bytes[at + 100] ^= 0x10;
+      bytes[at + 100] = (bytes[at + 100] as number) ^ 0x10;
       fs.writeFileSync(file, bytes);
       store = await Store.open(file, { io, cacheBytes: 0 });
       await expect(store.read(7n)).rejects.toBeInstanceOf(CorruptionError);

@@ -1,0 +1,194 @@
+/**
+ * Serial elements larger than memory: `tx.writeStream(seid)` and `store.readStream(seid)`.
+ *
+ * Writing: bytes are gathered into one part at a time (at most {@link MAX_PART_BYTES}), and each
+ * full part goes to the log at once as a PART Data record. Memory stays bounded whatever the
+ * element's size. `close()` appends the Extents record(s) and queues the element into the
+ * transaction. It becomes visible, replacing any earlier version, only when the transaction
+ * commits. An aborted or failed stream leaves nothing reachable: its parts are garbage for the
+ * cleaner.
+ *
+ * Reading: parts are read ahead a few at a time through the backend, and each part's checksum is
+ * verified before its bytes are enqueued. The segments the stream reads are pinned while it runs,
+ * so an overwrite, a delete or the cleaner cannot reclaim them under the reader.
+ *
+ * @module
+ */
+import { CorruptionError, TransactionError } from "../errors.ts";
+import type { LogStructuredStore } from "../log/lss.ts";
+import type { Location } from "./mapping.ts";
+import { readPart, readSingle } from "./read-path.ts";
+import { RecordType } from "./records.ts";
+import type { Transaction } from "./transaction.ts";
+import { appendExtents, appendRecord, FLAG_PART, partBytesFor, type Part } from "./write-path.ts";
+
+/** Parts a read stream keeps in flight ahead of its consumer. */
+export const READ_AHEAD_PARTS = 4;
+
+/** Counts of readers per segment seq: pinned segments are not released. */
+export class SegmentPins {
+  private readonly counts = new Map<number, number>();
+
+  pin(seqs: Iterable<number>): void {
+    for (const seq of seqs) this.counts.set(seq, (this.counts.get(seq) ?? 0) + 1);
+  }
+
+  unpin(seqs: Iterable<number>): void {
+    for (const seq of seqs) {
+      const left = (this.counts.get(seq) ?? 0) - 1;
+      if (left <= 0) this.counts.delete(seq);
+      else this.counts.set(seq, left);
+    }
+  }
+
+  isPinned(seq: number): boolean {
+    return this.counts.has(seq);
+  }
+
+  get pinnedSegments(): number {
+    return this.counts.size;
+  }
+}
+
+/** Build the WritableStream behind `tx.writeStream(seid)`. */
+export function createWriteStream(tx: Transaction, log: LogStructuredStore, seid: bigint): WritableStream<Uint8Array> {
+  const partBytes = partBytesFor(log);
+  let part = new Uint8Array(partBytes);
+  let filled = 0;
+  const parts: Part[] = [];
+  let sizeBytes = 0;
+  let open = true;
+  tx.trackStream(1);
+
+  const finishStream = () => {
+    if (open) {
+      open = false;
+      tx.trackStream(-1);
+    }
+  };
+  const flushPart = async () => {
+    if (filled === 0) return;
+    const address = await appendRecord(log, RecordType.Data, tx.id, seid, parts.length, part.subarray(0, filled), FLAG_PART);
+    parts.push({ address, bodyBytes: filled });
+    filled = 0;
+  };
+
+  return new WritableStream<Uint8Array>(
+    {
+      async write(chunk) {
+        if (!tx.isActive) throw new TransactionError(`transaction ${tx.id} has ended: its write stream can no longer be written`);
+        if (!(chunk instanceof Uint8Array)) throw new TypeError("writeStream() takes Uint8Array chunks");
+        let offset = 0;
+        while (offset < chunk.length) {
+          const take = Math.min(partBytes - filled, chunk.length - offset);
+          part.set(chunk.subarray(offset, offset + take), filled);
+          filled += take;
+          offset += take;
+          sizeBytes += take;
+          if (filled === partBytes) {
+            await flushPart();
+          }
+        }
+      },
+      async close() {
+        try {
+          if (!tx.isActive) throw new TransactionError(`transaction ${tx.id} ended before its write stream was closed`);
+          if (parts.length === 0) {
+            // Small enough for one record: a plain element.
+            const value = part.slice(0, filled);
+            tx.write(seid, value);
+          } else {
+            await flushPart();
+            await tx.enqueueApplied(() => appendExtents(log, tx.id, seid, parts, sizeBytes));
+          }
+        } finally {
+          part = new Uint8Array(0);
+          finishStream();
+        }
+      },
+      abort() {
+        part = new Uint8Array(0);
+        finishStream();
+      },
+    },
+    // Backpressure by bytes: one part's worth buffered ahead of the log.
+    new ByteLengthQueuingStrategy({ highWaterMark: partBytes }),
+  );
+}
+
+/** Build the ReadableStream behind `store.readStream(seid)`. */
+export function createReadStream(
+  log: LogStructuredStore,
+  pins: SegmentPins,
+  seid: bigint,
+  location: Location,
+  parts: readonly Part[] | undefined,
+): ReadableStream<Uint8Array> {
+  const seqs =
+    parts === undefined ? [log.segmentSeqOf(location.address)] : [...new Set(parts.map((part) => log.segmentSeqOf(part.address)))];
+  pins.pin(seqs);
+  let pinned = true;
+  const unpin = () => {
+    if (pinned) {
+      pinned = false;
+      pins.unpin(seqs);
+    }
+  };
+  if (parts === undefined) {
+    let done = false;
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          if (done) return;
+          done = true;
+          const body = await readSingle(log, seid, location);
+          if (body.length > 0) controller.enqueue(body);
+          controller.close();
+        } catch (error) {
+          controller.error(error);
+        } finally {
+          unpin();
+        }
+      },
+      cancel: unpin,
+    });
+  }
+  let next = 0;
+  let delivered = 0;
+  const inFlight: Array<Promise<Uint8Array>> = [];
+  const fill = () => {
+    while (inFlight.length < READ_AHEAD_PARTS && next < parts.length) {
+      const index = next++;
+      const read = readPart(log, seid, parts[index] as Part, index);
+      read.catch(() => {}); // surfaced when its turn comes
+      inFlight.push(read);
+    }
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          fill();
+          const head = inFlight.shift();
+          if (head === undefined) {
+            if (delivered !== location.sizeBytes) {
+              throw new CorruptionError(`seid ${seid}: parts add up to ${delivered} bytes, expected ${location.sizeBytes}`);
+            }
+            unpin();
+            controller.close();
+            return;
+          }
+          const body = await head;
+          delivered += body.length;
+          fill();
+          controller.enqueue(body);
+        } catch (error) {
+          unpin();
+          controller.error(error);
+        }
+      },
+      cancel: unpin,
+    },
+    { highWaterMark: 1 },
+  );
+}
