@@ -12,12 +12,16 @@
  *   FLUSHING: that thread starts the flush.
  * - `seal` sets SEALED; if no writer is active, the same CAS sets FLUSHING: the sealer starts it.
  * So the flush of a buffer starts exactly once: only the CAS that sets FLUSHING starts it.
- * A free slot (flushed, not yet reopened) is SEALED|FLUSHING with no writers.
+ * A free slot (flushed, not yet reopened) is SEALED|FLUSHING with no writers and the offset field
+ * all ones, a value no live buffer reaches (offsets saturate one below it): a buffer sealed while
+ * empty and idle is SEALED|FLUSHING with offset 0, and must not pass for a free slot.
  *
- * A reservation can pass the capacity (capacity is read only after the CAS, so that a slot reused
- * between the read and the CAS cannot fool the check); such a reservation lowers `fillLimit` to
- * its own start, seals the buffer and releases. The buffer's final fill is
- * `min(offset at seal, fillLimit)`.
+ * A reservation that does not fit seals the buffer in its CAS without adding its words, so the
+ * offset at seal time is the fill. Capacity is checked again after a successful reserving CAS (a
+ * slot reused between the read and the CAS could have fooled the first check); a reservation that
+ * then does not fit has passed the capacity: it lowers `fillLimit` to its own start, seals the
+ * buffer and releases. The buffer's final fill is `min(offset at seal, fillLimit)`, final once no
+ * writer is left while the offset is past the capacity.
  *
  * @module
  */
@@ -45,7 +49,7 @@ const PREV_END_LO = 5;
 const PREV_END_HI = 6;
 const COUNTER = 7;
 
-export const FREE_STATE = (SEALED | FLUSHING) | 0;
+export const FREE_STATE = (SEALED | FLUSHING | OFFSET_MASK) | 0;
 
 /** Decoded state word, for tests and assertions. */
 export interface StateView {
@@ -107,11 +111,24 @@ export class FlushBuffer {
       if ((current & (SEALED | FLUSHING)) !== 0) return ReserveOutcome.Sealed;
       if ((current & WRITER_MASK) === WRITER_MASK) return ReserveOutcome.Busy;
       const offset = current & OFFSET_MASK;
+      if (offset + words > this.capacityWords) {
+        // Does not fit: seal in the same CAS, without adding the words, so the offset at seal
+        // time is the final fill and the owner can fix the unit's extent at once, even while
+        // other writers are still copying. (The capacity may be a newer incarnation's if the
+        // slot was reused since the load above; then the CAS fails, or is the ABA case below.)
+        const idle = (current & WRITER_MASK) === 0;
+        const sealed = current | SEALED | (idle ? FLUSHING : 0);
+        if (Atomics.compareExchange(this.words, index, current, sealed | 0) !== current) continue;
+        this.startFlush = idle;
+        return ReserveOutcome.Full;
+      }
       // Saturate instead of overflowing into the writer bits; the capacity check below fails it.
-      const nextOffset = Math.min(offset + words, OFFSET_MASK);
+      // One below OFFSET_MASK: an offset of all ones marks a free slot (FREE_STATE).
+      const nextOffset = Math.min(offset + words, OFFSET_MASK - 1);
       const next = ((current & ~OFFSET_MASK) | nextOffset) + WRITER_ONE;
       if (Atomics.compareExchange(this.words, index, current, next | 0) !== current) continue;
       // We hold a writer: the slot cannot be flushed or reused, so its metadata is stable now.
+      // Checked again: the slot may have been reused (same state word, ABA) since the check above.
       if (offset + words <= this.capacityWords) {
         this.reservedOffsetWords = offset;
         return ReserveOutcome.Ok;

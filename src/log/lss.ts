@@ -80,9 +80,11 @@ export const DEFAULT_RING_SIZE = 4;
 export const DEFAULT_SEGMENT_BYTES = 8 << 20;
 export const MIN_SEGMENT_BYTES = 64 << 10;
 export const MIN_BUFFER_BYTES = 8 << 10;
+/** Written units that trigger a datasync even when nobody waits for durability yet. */
+const SYNC_EVERY_UNITS = 16;
 /** Reads up to this size reuse pooled native buffers; larger ones allocate their own. */
 const READ_SCRATCH_BYTES = 64 << 10;
-/** Pooled read buffers kept at most (explicit bound on idle native memory: 1 MiB). */
+/** Pooled read buffers kept at most, per pool (idle native memory ≤ 16 × (64 KiB + bufferSize)). */
 const READ_POOL_MAX = 16;
 
 /** Counters the log keeps. */
@@ -130,6 +132,7 @@ export class LogStructuredStore extends RingWriter {
   private rootBuffer: NativeBuffer;
   private readScratch: NativeBuffer | undefined;
   private readonly readPool: NativeBuffer[] = [];
+  private readonly largeReadPool: NativeBuffer[] = [];
 
   // Writer position, owner only.
   private currentSeq = 0;
@@ -570,8 +573,15 @@ export class LogStructuredStore extends RingWriter {
     );
   }
 
+  /**
+   * Issue a datasync covering every unit written so far, if one is wanted: someone waits for
+   * durability, a flush was asked for, or {@link SYNC_EVERY_UNITS} units have piled up. Streaming
+   * writes nobody waits on thus run at device speed, not at datasync speed.
+   */
   private scheduleSync(): void {
     if (this.syncInFlight || this.stability.unsyncedUnits === 0 || this.failure !== undefined) return;
+    const wanted = this.durabilityWaiters.length > 0 || this.flushWhenIdle || this.stability.unsyncedUnits >= SYNC_EVERY_UNITS;
+    if (!wanted) return;
     const ids = this.stability.beginSync();
     this.syncInFlight = true;
     this.queue.datasync(this.file).then(
@@ -614,7 +624,9 @@ export class LogStructuredStore extends RingWriter {
   waitDurable(address: number): Promise<void> {
     if (address <= this.stableAddress) return Promise.resolve();
     if (this.failure !== undefined) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => this.durabilityWaiters.push({ address, resolve, reject }));
+    const waiting = new Promise<void>((resolve, reject) => this.durabilityWaiters.push({ address, resolve, reject }));
+    this.scheduleSync();
+    return waiting;
   }
 
   /**
@@ -728,13 +740,20 @@ export class LogStructuredStore extends RingWriter {
     const physical = physicalOffset(this.segmentSize, index, address);
     const alignedStart = Math.floor(physical / ALIGNMENT_BYTES) * ALIGNMENT_BYTES;
     const alignedBytes = Math.ceil((physical + lengthBytes) / ALIGNMENT_BYTES) * ALIGNMENT_BYTES - alignedStart;
-    const pooled = alignedBytes <= READ_SCRATCH_BYTES;
-    const scratch = pooled ? (this.readPool.pop() ?? this.backend.alloc(READ_SCRATCH_BYTES)) : this.backend.alloc(alignedBytes);
+    // Two pools: small reads (≤ 64 KiB) and reads up to a whole unit (streams read parts of
+    // half a buffer); anything larger allocates its own buffer.
+    const largeBytes = this.bufferSize + 2 * ALIGNMENT_BYTES;
+    const pool = alignedBytes <= READ_SCRATCH_BYTES ? this.readPool : alignedBytes <= largeBytes ? this.largeReadPool : undefined;
+    const pooled = pool !== undefined;
+    const scratch =
+      pool === undefined
+        ? this.backend.alloc(alignedBytes)
+        : (pool.pop() ?? this.backend.alloc(pool === this.readPool ? READ_SCRATCH_BYTES : largeBytes));
     try {
       await this.queue.read(this.file, scratch, 0, alignedBytes, alignedStart);
       return scratch.bytes.slice(physical - alignedStart, physical - alignedStart + lengthBytes);
     } finally {
-      if (pooled && this.readPool.length < READ_POOL_MAX && this.isOpen) this.readPool.push(scratch);
+      if (pooled && pool.length < READ_POOL_MAX && this.isOpen) pool.push(scratch);
       else this.backend.free(scratch);
     }
   }
@@ -811,6 +830,7 @@ export class LogStructuredStore extends RingWriter {
     this.backend.free(this.rootBuffer);
     if (this.readScratch !== undefined) this.backend.free(this.readScratch);
     for (const buffer of this.readPool.splice(0)) this.backend.free(buffer);
+    for (const buffer of this.largeReadPool.splice(0)) this.backend.free(buffer);
     this.backend.closeFile(this.file);
     if (this.ownsBackend) this.backend.close();
     if (error !== undefined) throw error;

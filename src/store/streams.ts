@@ -23,7 +23,7 @@ import type { Transaction } from "./transaction.ts";
 import { appendExtents, appendRecord, FLAG_PART, partBytesFor, type Part } from "./write-path.ts";
 
 /** Parts a read stream keeps in flight ahead of its consumer. */
-export const READ_AHEAD_PARTS = 4;
+export const READ_AHEAD_PARTS = 8;
 
 /** Counts of readers per segment seq: pinned segments are not released. */
 export class SegmentPins {

@@ -17,8 +17,8 @@ import type { SegmentUtilisation } from "./sut.ts";
 /** Data record flag: this is one part of a multipart element (an Extents record follows). */
 export const FLAG_PART = 1;
 
-/** Largest part of a multipart element. */
-export const MAX_PART_BYTES = 512 << 10;
+/** Largest part of a multipart element (see {@link partBytesFor}). */
+export const MAX_PART_BYTES = 4 << 20;
 
 /** Bytes of an Extents record entry: f64 address, u32 body bytes, u32 pad. */
 export const EXTENT_ENTRY_BYTES = 16;
@@ -76,9 +76,13 @@ export interface StoreCore {
   liveValueBytes: number;
 }
 
-/** Bytes of one part's Data record body that fit a log reservation. */
+/**
+ * Body bytes of one part: two part records fill a flush buffer exactly, so streamed units are
+ * full, and a segment's tail that cannot take a part wastes less than half a buffer.
+ */
 export function partBytesFor(log: LogStructuredStore): number {
-  return Math.min(MAX_PART_BYTES, log.maxReservationBytes - RECORD_HEADER_BYTES);
+  const half = Math.floor((log.maxReservationBytes / 2 - RECORD_HEADER_BYTES) / 8) * 8;
+  return Math.min(MAX_PART_BYTES, half);
 }
 
 /** Reserve room for one record, waiting if every flush buffer is busy. */
@@ -151,7 +155,7 @@ function encodeEntries(entries: ReadonlyArray<{ address: number; bytes: number }
 /**
  * Append the Extents record(s) that make `parts` one element: one record listing the parts, or,
  * past what one record holds, chunk records listing the parts and a root record (INDIRECT)
- * listing the chunks. Two levels reach far past any disk (65 k × 65 k parts of 512 KiB).
+ * listing the chunks. Two levels reach far past any disk (65 k × 65 k parts of about half a buffer).
  */
 export async function appendExtents(log: LogStructuredStore, txId: number, seid: bigint, parts: Part[], sizeBytes: number): Promise<AppliedOp> {
   const perRecord = maxPartsFor(log);
