@@ -36,7 +36,7 @@ import type {
   NativeBuffer,
   OpenFileOptions,
 } from "./backend.ts";
-import { PortableBackend } from "./portable.ts";
+import { errnoOf, PortableBackend } from "./portable.ts";
 import { errorFromErrno, InvalidArgumentError, StoreClosedError } from "../errors.ts";
 
 /** Sector size at which a power cut tears a write. */
@@ -88,6 +88,14 @@ export interface FaultBackendOptions {
    * durable image). Durability is simulated anyway, so this only makes tests faster.
    */
   simulateSync?: boolean;
+  /**
+   * Do each transfer synchronously at submit (node:fs positional calls on the inner backend's
+   * descriptors) and hand completions back in a seeded order, some held for later reaps so that
+   * they still finish out of order. With no thread pool in the way, a seed replays exactly.
+   */
+  syncIo?: boolean;
+  /** With `syncIo`: probability that a completion is held back at each reap (default 0.3). */
+  holdProbability?: number;
   /** Override the O_DIRECT request of every openFile (false: buffered I/O, faster for tests). */
   direct?: boolean;
   /** Fate of non-durable writes at a power cut (default keep 2, drop 1, torn 1). */
@@ -147,23 +155,16 @@ export interface PowerCutFile {
   torn: number;
 }
 
-/** xorshift128+ → [0, 1): small, fast, deterministic from a seed. */
+/** mulberry32 → [0, 1): small, fast, deterministic from a seed. */
 export function seededRandom(seed: number): () => number {
-  let s0 = (seed ^ 0x9e3779b9) >>> 0 || 1;
-  let s1 = Math.imul(seed | 0, 0x85ebca6b) >>> 0 || 2;
-  // Warm up so that close seeds diverge.
-  const next = (): number => {
-    let x = s0;
-    const y = s1;
-    s0 = y;
-    x ^= x << 23;
-    x ^= x >>> 17;
-    x ^= y ^ (y >>> 26);
-    s1 = x >>> 0;
-    return ((s0 + s1) >>> 0) / 0x100000000;
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
-  for (let i = 0; i < 8; i++) next();
-  return next;
 }
 
 interface PendingWrite {
@@ -306,6 +307,10 @@ export class FaultBackend implements IoBackend {
   private readonly ownsInner: boolean;
   private readonly random: () => number;
   private readonly simulateSync: boolean;
+  private readonly syncIo: boolean;
+  private readonly holdProbability: number;
+  /** syncIo: completions of transfers already done, not yet released to `ready`. */
+  private held: IoCompletion[] = [];
   private readonly directOverride: boolean | undefined;
   private readonly weights: PowerCutWeights;
   private readonly keepSizeProbability: number;
@@ -344,6 +349,8 @@ export class FaultBackend implements IoBackend {
     this.inner = options.inner ?? new PortableBackend();
     this.random = seededRandom(options.seed ?? 1);
     this.simulateSync = options.simulateSync ?? false;
+    this.syncIo = options.syncIo ?? false;
+    this.holdProbability = options.holdProbability ?? 0.3;
     this.directOverride = options.direct;
     this.weights = { keep: 2, drop: 1, torn: 1, ...options.powerCut };
     if (this.weights.keep < 0 || this.weights.drop < 0 || this.weights.torn < 0 || this.weights.keep + this.weights.drop + this.weights.torn <= 0) {
@@ -525,7 +532,7 @@ export class FaultBackend implements IoBackend {
 
   /** Real operations in flight, plus completions waiting to be reaped. */
   get inFlight(): number {
-    return this.inner.inFlight + this.ready.length;
+    return this.inner.inFlight + this.ready.length + this.held.length;
   }
 
   private assertOpen(): void {
@@ -654,11 +661,15 @@ export class FaultBackend implements IoBackend {
         pass.push(op);
       }
     }
-    if (pass.length > 0) this.inner.submit(pass);
+    if (pass.length > 0) {
+      if (this.syncIo) for (const op of pass) validateTransfer(op);
+      else this.inner.submit(pass);
+    }
     for (const [userData, tracked] of passTracked) {
       this.tracked.set(userData, tracked);
       if (tracked.kind === "write") tracked.shadow.pending.push(tracked.write);
     }
+    if (this.syncIo) for (const op of pass) this.held.push({ userData: op.userData, result: this.execute(op) });
     for (const [userData, tracked] of ownSyncs) this.tracked.set(userData, tracked);
     if (own.length > 0) {
       this.ready.push(...own);
@@ -666,10 +677,32 @@ export class FaultBackend implements IoBackend {
     }
   }
 
-  /** Move completions from the inner backend into `ready`, marking writes done. */
+  /** syncIo: do the transfer now; its result (bytes or −errno). */
+  private execute(op: IoOp): number {
+    try {
+      if (op.op === "datasync") {
+        if (!this.simulateSync) fs.fdatasyncSync(op.fd);
+        return 0;
+      }
+      if (op.op === "write") return fs.writeSync(op.fd, op.buffer.bytes, op.bufferOffset, op.lengthBytes, op.fileOffset);
+      return fs.readSync(op.fd, op.buffer.bytes, op.bufferOffset, op.lengthBytes, op.fileOffset);
+    } catch (error) {
+      return -errnoOf(error);
+    }
+  }
+
+  /** Move completions from the inner backend (or, with syncIo, the held ones) into `ready`, marking writes done. */
   private pull(): void {
     this.scratch.length = 0;
-    this.inner.reap(this.scratch);
+    if (this.syncIo) {
+      const still: IoCompletion[] = [];
+      for (const completion of this.held) (this.random() < this.holdProbability ? still : this.scratch).push(completion);
+      // Never hold everything back when nothing else is ready: progress is guaranteed.
+      if (this.scratch.length === 0 && this.ready.length === 0 && still.length > 0) this.scratch.push(still.shift() as IoCompletion);
+      this.held = still;
+    } else {
+      this.inner.reap(this.scratch);
+    }
     for (const completion of this.scratch) {
       const tracked = this.tracked.get(completion.userData);
       if (tracked !== undefined && tracked.kind === "write" && !this.dead) {
@@ -731,6 +764,11 @@ export class FaultBackend implements IoBackend {
       if (this.ready.length >= minReady || this.isClosed) return;
       const left = deadline - performance.now();
       if (left <= 0) return;
+      if (this.held.length > 0) {
+        // syncIo: the rest is done already, only held back; release more on the next pull.
+        await Promise.resolve();
+        continue;
+      }
       let resolveWake!: () => void;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const woken = new Promise<void>((resolve) => {
@@ -767,4 +805,13 @@ export class FaultBackend implements IoBackend {
       this.inner.close();
     }
   }
+}
+
+/** syncIo: the checks the portable backend makes before a transfer. */
+function validateTransfer(op: IoOp): void {
+  if (op.op === "datasync") return;
+  if (op.bufferOffset < 0 || op.lengthBytes < 0 || op.bufferOffset + op.lengthBytes > op.buffer.sizeBytes) {
+    throw new InvalidArgumentError(`${op.op} range [${op.bufferOffset}, +${op.lengthBytes}) is outside its ${op.buffer.sizeBytes}-byte buffer`);
+  }
+  if (op.fileOffset < 0 || !Number.isSafeInteger(op.fileOffset)) throw new InvalidArgumentError(`${op.op} file offset ${op.fileOffset} is invalid`);
 }

@@ -27,6 +27,7 @@ import {
 } from "../errors.ts";
 import { FlushBuffer, FLUSHING, FREE_STATE, MAX_BUFFER_BYTES, OFFSET_MASK, SEALED } from "./flush-buffer.ts";
 import {
+  decodeUnitHeader,
   decodeRootBlock,
   encodeRootBlock,
   encodeUnitHeader,
@@ -395,6 +396,11 @@ export class LogStructuredStore extends RingWriter {
     return this.segments.liveSeqs();
   }
 
+  /** True while segment `seq` holds log (it has not been given back). */
+  isLiveSegment(seq: number): boolean {
+    return this.segments.indexOf(seq) !== undefined;
+  }
+
   /** Give segment `seq` back (the cleaner emptied it); reusable after the next durable root. */
   releaseSegment(seq: number): void {
     if (seq === this.currentSeq) throw new InvalidArgumentError(`segment seq ${seq} is the log's tail`);
@@ -405,7 +411,7 @@ export class LogStructuredStore extends RingWriter {
 
   /** Claim `lengthBytes` of log, waiting when every buffer is sealed or flushing. */
   async reserveSpace(lengthBytes: number): Promise<import("./ring.ts").Reservation> {
-    this.assertWritable();
+    this.assertCanReserve();
     const reservation = this.tryReserve(lengthBytes);
     if (reservation !== undefined) return reservation;
     return this.reserve(lengthBytes);
@@ -416,6 +422,12 @@ export class LogStructuredStore extends RingWriter {
     if (this.readOnly) throw new ReadOnlyError(`the log ${this.path} is open read-only`);
     if (this.failure !== undefined) throw new ReadOnlyError(`the log is read-only after an I/O failure: ${this.failure.message}`);
     if (!this.recovered) throw new InvalidArgumentError("the log has not been recovered yet");
+  }
+
+  /** A reservation waiting for a rotation gives up once the log has failed or closed. */
+  protected override assertCanReserve(): void {
+    if (this.failure !== undefined && this.isOpen) throw this.failure;
+    this.assertWritable();
   }
 
   protected override onFlushReady(slot: number): void {
@@ -604,6 +616,7 @@ export class LogStructuredStore extends RingWriter {
   /** A write or datasync failed: nothing more is acknowledged; the log is read-only until reopened. */
   private fail(error: LssError): void {
     if (this.failure === undefined) this.failure = error;
+    this.wakeReservers();
     const waiters = this.durabilityWaiters;
     this.durabilityWaiters = [];
     for (const waiter of waiters) waiter.reject(error);
@@ -712,14 +725,107 @@ export class LogStructuredStore extends RingWriter {
    */
   async writeRoot(patch: Partial<Omit<RootBlock, "formatVersion" | "generation" | "segmentSize">>): Promise<void> {
     if (this.readOnly) throw new ReadOnlyError("writeRoot on a read-only log");
-    const next: RootBlock = { ...this.root, ...patch, generation: this.root.generation + 1 };
+    const movesAnchor = patch.checkpoint !== undefined || patch.replayFrom !== undefined;
+    await this.writeRootCopy({ ...this.root, ...patch, generation: this.root.generation + 1 });
+    if (!movesAnchor) return;
+    // A new anchor goes into both copies (one after the other, each synced, so one is always
+    // intact): then no copy can lead recovery to an older checkpoint, and segments given back
+    // before this checkpoint are safe to reuse.
+    await this.writeRootCopy({ ...this.root, generation: this.root.generation + 1 });
+    this.segments.promotePending();
+  }
+
+  private async writeRootCopy(next: RootBlock): Promise<void> {
     const copy = next.generation % 2;
     const view = this.rootBuffer.bytes.subarray(0, ROOT_BLOCK_BYTES);
     encodeRootBlock(view, next);
     await this.queue.write(this.file, this.rootBuffer, 0, ROOT_BLOCK_BYTES, copy * ROOT_BLOCK_BYTES);
     await this.queue.datasync(this.file);
     this.root = next;
-    if (patch.checkpoint !== undefined || patch.replayFrom !== undefined) this.segments.promotePending();
+  }
+
+  /**
+   * Read every intact unit of segment `seq` (for the cleaner), in address order: units are read
+   * from the segment's start while their headers check out and claim the expected address.
+   */
+  async readSegmentUnits(seq: number): Promise<Array<{ address: number; payload: Uint8Array }>> {
+    if (!this.isOpen) throw new StoreClosedError(`the log ${this.path} is closed`);
+    const index = this.segments.indexOf(seq);
+    if (index === undefined) throw new InvalidArgumentError(`segment seq ${seq} is not live`);
+    const scratch = this.backend.alloc(this.segmentSize);
+    try {
+      const physical = physicalOffset(this.segmentSize, index, seq * this.segmentSize);
+      const fileBytes = this.backend.fileSizeBytes(this.file);
+      const readable = Math.min(this.segmentSize, Math.floor((fileBytes - physical) / ALIGNMENT_BYTES) * ALIGNMENT_BYTES);
+      if (readable <= 0) return [];
+      await this.queue.read(this.file, scratch, 0, readable, physical);
+      const units: Array<{ address: number; payload: Uint8Array }> = [];
+      let offset = 0;
+      while (offset + MIN_UNIT_ROOM_BYTES <= readable) {
+        const header = decodeUnitHeader(scratch.bytes.subarray(offset, offset + UNIT_HEADER_BYTES));
+        const address = seq * this.segmentSize + offset;
+        if (header === undefined || header.address !== address || header.segmentIndex !== index) break;
+        const fileBytesOfUnit = unitFileBytes(header.payloadBytes);
+        if (offset + fileBytesOfUnit > readable) break;
+        const payload = scratch.bytes.slice(offset + UNIT_HEADER_BYTES, offset + UNIT_HEADER_BYTES + header.payloadBytes);
+        if (Bun.hash.crc32(payload) >>> 0 !== header.payloadCrc) break;
+        units.push({ address, payload });
+        offset += fileBytesOfUnit;
+      }
+      return units;
+    } finally {
+      this.backend.free(scratch);
+    }
+  }
+
+  /**
+   * Move the log's tail to the start of the next segment (taking the lowest free segment for the
+   * one after), so that high segments can later be cut off the file. Needs an empty open buffer
+   * (`flush()` first), and a unit written before it is called again: the recovery walk follows
+   * one skipped segment tail at a time, never a whole empty segment.
+   */
+  async advanceSegment(): Promise<void> {
+    await this.flush();
+    const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
+    if (this.pendingOpen !== undefined || current.offsetBytes !== 0) throw new InvalidArgumentError("advanceSegment() needs an empty open buffer");
+    // Sealed empty, a buffer hands the log on to the next segment's start (see finalizeSealed).
+    if (current.seal() && current.startFlush) this.readyToFlush.add(current.slot);
+    this.pump();
+    if (this.pendingOpen !== undefined) await this.waitForRotation(this.currentCounter);
+  }
+
+  /** Sequence number of the segment the log is writing. */
+  get tailSegmentSeq(): number {
+    return this.currentSeq;
+  }
+
+  /** Free segments (reusable now), and those given back but waiting for a checkpoint. */
+  get freeSegments(): number {
+    return this.segments.freeCount;
+  }
+
+  get pendingSegments(): number {
+    return this.segments.pendingCount;
+  }
+
+  /** Segments the file has room for. */
+  get fileSegments(): number {
+    return this.segments.fileSegments;
+  }
+
+  /**
+   * Truncate free segments at the end of the file. Returns the bytes given back. Safe at any
+   * time: only segments on the free list are cut, and nothing durable points into them.
+   */
+  shrinkFile(): number {
+    if (this.readOnly) throw new ReadOnlyError("shrinkFile on a read-only log");
+    const keep = Math.max(this.currentIndex, this.nextIndex, this.segments.highestHeldIndex()) + 1;
+    const before = this.backend.fileSizeBytes(this.file);
+    const after = ROOT_REGION_BYTES + keep * this.segmentSize;
+    if (after >= before) return 0;
+    this.segments.shrinkTo(keep);
+    this.backend.truncate(this.file, after);
+    return before - after;
   }
 
   // ───────────────────────────── read path ─────────────────────────────

@@ -19,7 +19,7 @@ import {
   type LogPosition,
   type UnitHeader,
 } from "./format.ts";
-import { LssError } from "../errors.ts";
+import { CorruptionError } from "../errors.ts";
 
 /** Smallest room worth opening a unit in; less than this at a segment's end is skipped. */
 export const MIN_UNIT_ROOM_BYTES = UNIT_HEADER_BYTES + 4096;
@@ -62,7 +62,9 @@ async function readUnitAt(ctx: WalkContext, position: LogPosition, minEpoch: num
   try {
     await ctx.queue.read(ctx.file, ctx.scratch, 0, ALIGNMENT_BYTES, offset);
   } catch (error) {
-    if (error instanceof LssError) return undefined; // past the end of the file: nothing there
+    // Past the end of the file (a short read): nothing there. Any other failure (EIO…) is not
+    // the end of the log: taking it for one would drop durable transactions, so it propagates.
+    if (error instanceof CorruptionError) return undefined;
     throw error;
   }
   const header = decodeUnitHeader(ctx.scratch.bytes.subarray(0, UNIT_HEADER_BYTES));
@@ -70,17 +72,28 @@ async function readUnitAt(ctx: WalkContext, position: LogPosition, minEpoch: num
   if (header.address !== position.address || header.prevEnd !== position.prevEnd) return undefined;
   if (header.segmentIndex !== position.segmentIndex || header.epoch < minEpoch) return undefined;
   const fileBytes = unitFileBytes(header.payloadBytes);
-  if (fileBytes > ctx.scratch.sizeBytes || position.address + fileBytes > segmentEnd) return undefined;
-  if (fileBytes > ALIGNMENT_BYTES) {
-    try {
-      await ctx.queue.read(ctx.file, ctx.scratch, ALIGNMENT_BYTES, fileBytes - ALIGNMENT_BYTES, offset + ALIGNMENT_BYTES);
-    } catch (error) {
-      if (error instanceof LssError) return undefined;
-      throw error;
+  if (position.address + fileBytes > segmentEnd) return undefined;
+  // A unit larger than the scratch was written by an open with a larger bufferSize than this
+  // one's: read it into a buffer of its own (skipping it would drop it and all the log after it).
+  const temporary = fileBytes > ctx.scratch.sizeBytes ? ctx.backend.alloc(fileBytes) : undefined;
+  let payload: Uint8Array;
+  try {
+    const buffer = temporary ?? ctx.scratch;
+    if (temporary !== undefined) temporary.bytes.set(ctx.scratch.bytes.subarray(0, ALIGNMENT_BYTES));
+    if (fileBytes > ALIGNMENT_BYTES) {
+      try {
+        await ctx.queue.read(ctx.file, buffer, ALIGNMENT_BYTES, fileBytes - ALIGNMENT_BYTES, offset + ALIGNMENT_BYTES);
+      } catch (error) {
+        if (error instanceof CorruptionError) return undefined;
+        throw error;
+      }
     }
+    payload = buffer.bytes.subarray(UNIT_HEADER_BYTES, UNIT_HEADER_BYTES + header.payloadBytes);
+    if (Bun.hash.crc32(payload) >>> 0 !== header.payloadCrc) return undefined;
+    if (temporary !== undefined) payload = payload.slice();
+  } finally {
+    if (temporary !== undefined) ctx.backend.free(temporary);
   }
-  const payload = ctx.scratch.bytes.subarray(UNIT_HEADER_BYTES, UNIT_HEADER_BYTES + header.payloadBytes);
-  if (Bun.hash.crc32(payload) >>> 0 !== header.payloadCrc) return undefined;
   const end = position.address + fileBytes;
   // A unit that fills its segment exactly: the next position is the start of the next segment,
   // whose own successor is not known until a unit there is read.

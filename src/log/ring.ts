@@ -162,9 +162,21 @@ export class RingWriter {
     }
   }
 
+  /**
+   * Hook: checked before every attempt of {@link reserve}; throwing gives up the wait. The owner
+   * throws once its log can no longer take writes (an I/O failure stops rotation for good).
+   */
+  protected assertCanReserve(): void {}
+
+  /** Owner: wake reservers waiting for a rotation, so they check {@link assertCanReserve} now. */
+  protected wakeReservers(): void {
+    Atomics.notify(this.words, this.control + CURRENT);
+  }
+
   /** Reserve, waiting for a free buffer when every buffer is sealed or flushing. */
   async reserve(lengthBytes: number): Promise<Reservation> {
     for (;;) {
+      this.assertCanReserve();
       const counter = this.currentCounter;
       const reservation = this.tryReserve(lengthBytes);
       if (reservation !== undefined) return reservation;
@@ -175,7 +187,9 @@ export class RingWriter {
         await Bun.sleep(1);
         continue;
       }
-      await this.waitForRotation(counter);
+      // One bounded wait, then check again: a rotation that will never come must not hang us.
+      const result = Atomics.waitAsync(this.words, this.control + CURRENT, counter, 100);
+      if (result.async) await result.value;
     }
   }
 

@@ -112,8 +112,17 @@ export class SegmentTable {
     this.fileSegments = state.fileSegments;
   }
 
+  /** Highest index that is live or pending (−1 if none). */
+  highestHeldIndex(): number {
+    let highest = -1;
+    for (const index of this.bySeq.values()) highest = Math.max(highest, index);
+    for (const index of this.pending) highest = Math.max(highest, index);
+    return highest;
+  }
+
   /** Drop free indices at or above `segments` (after the file was truncated to that many). */
   shrinkTo(segments: number): void {
+    if (this.highestHeldIndex() >= segments) throw new Error(`shrink to ${segments} segments would cut a held one`);
     this.free = this.free.filter((index) => index < segments);
     this.fileSegments = segments;
   }

@@ -41,6 +41,14 @@ export interface StoreOptions {
   maxReadBytes?: number;
   /** Largest file the store may grow to (default unlimited). */
   maxFileBytes?: number;
+  /** Segments below this live percentage are cleaning candidates (default 80; 1 to 99). */
+  cleanerUtilisationPercent?: number;
+  /** Below this many free segments, writers wait for the cleaner (default 2). */
+  cleanerLowWaterSegments?: number;
+  /** The background cleaner works until this many segments are free (default 4). */
+  cleanerHighWaterSegments?: number;
+  /** Clean in the background by itself (default true); `compact()` works either way. */
+  autoClean?: boolean;
 }
 
 /** Options with every default filled in. */
@@ -59,6 +67,10 @@ export interface ResolvedOptions {
   numSegmentsPerCheckpoint: number;
   maxReadBytes: number;
   maxFileBytes: number | undefined;
+  cleanerUtilisationPercent: number;
+  cleanerLowWaterSegments: number;
+  cleanerHighWaterSegments: number;
+  autoClean: boolean;
 }
 
 export const DEFAULT_CACHE_BYTES = 64 << 20;
@@ -96,6 +108,11 @@ export function resolveOptions(options: StoreOptions = {}): ResolvedOptions {
     writeMode: options.writeMode ?? "tailLocalized",
     numSegmentsPerCheckpoint: integerIn("numSegmentsPerCheckpoint", options.numSegmentsPerCheckpoint ?? DEFAULT_SEGMENTS_PER_CHECKPOINT, 1, 1 << 20),
     maxReadBytes: integerIn("maxReadBytes", options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES, 0, DEFAULT_MAX_READ_BYTES),
-    maxFileBytes: options.maxFileBytes,
+    maxFileBytes:
+      options.maxFileBytes === undefined ? undefined : integerIn("maxFileBytes", options.maxFileBytes, 1 << 20, Number.MAX_SAFE_INTEGER),
+    cleanerUtilisationPercent: integerIn("cleanerUtilisationPercent", options.cleanerUtilisationPercent ?? 80, 1, 99),
+    cleanerLowWaterSegments: integerIn("cleanerLowWaterSegments", options.cleanerLowWaterSegments ?? 2, 0, 1 << 16),
+    cleanerHighWaterSegments: integerIn("cleanerHighWaterSegments", options.cleanerHighWaterSegments ?? 4, 1, 1 << 16),
+    autoClean: options.autoClean ?? true,
   };
 }

@@ -143,6 +143,7 @@ export class Replayer {
 
   private enter(txId: number): void {
     if (txId === this.txId) return;
+    this.lastTxId = Math.max(this.lastTxId, txId); // never reuse the id of a transaction cut off
     if (this.ops.length > 0 || this.pendingParts.size > 0) this.transactionsDiscarded += 1;
     this.txId = txId;
     this.ops = [];

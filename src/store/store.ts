@@ -25,6 +25,7 @@ import { encodeAlloc, loadCheckpoint, Replayer, type RecoveryReport } from "./re
 import { RECORD_HEADER_BYTES, RecordType } from "./records.ts";
 import { checkSeid, DEFAULT_SPACE, SeidSpaces } from "./seids.ts";
 import { SegmentUtilisation } from "./sut.ts";
+import { Cleaner, type CleanerStats } from "./cleaner.ts";
 import { createReadStream, SegmentPins } from "./streams.ts";
 import { Transaction } from "./transaction.ts";
 import { appendRecord, applyCommitted, type Multipart, type StoreCore } from "./write-path.ts";
@@ -64,6 +65,10 @@ export interface StoreStats {
   mappingTableBytes: number;
   /** What recovery did at open. */
   recovery: RecoveryReport;
+  /** The cleaner's counters: segments cleaned, bytes relocated, time writers were throttled. */
+  cleaner: CleanerStats;
+  /** Segments given back by the cleaner, free after the next checkpoint. */
+  segmentsPending: number;
   durability: Durability;
   readOnly: boolean;
 }
@@ -94,6 +99,7 @@ export class Store {
   private lastCheckpointSeq: number;
   private checkpointQueued = false;
   private dirtySinceCheckpoint = false;
+  private readonly cleaner: Cleaner;
 
   private constructor(path: string, options: ResolvedOptions, log: LogStructuredStore, core: StoreCore, report: RecoveryReport) {
     this.path = path;
@@ -106,6 +112,31 @@ export class Store {
     this.lastCheckpointSeq = log.segmentSeqOf(log.rootBlock.replayFrom.address);
     // Replayed log is folded into a checkpoint at close, so the next open replays less.
     this.dirtySinceCheckpoint = report.unitsReplayed > 0;
+    this.cleaner = new Cleaner(
+      {
+        log,
+        core,
+        pins: this.pins,
+        exclusive: (fn) => this.exclusive(fn),
+        nextTxId: () => this.lastTxId + 1,
+        commitSystem: (txId) => {
+          this.lastTxId = txId;
+          this.dirtySinceCheckpoint = true;
+        },
+        checkpointLocked: () => this.writeCheckpoint(),
+        maxFileBytes: options.maxFileBytes,
+        get isOpen() {
+          return isOpen();
+        },
+      },
+      {
+        cleanerUtilisationPercent: options.cleanerUtilisationPercent,
+        cleanerLowWaterSegments: options.cleanerLowWaterSegments,
+        cleanerHighWaterSegments: options.cleanerHighWaterSegments,
+        autoClean: options.autoClean && !options.readOnly,
+      },
+    );
+    const isOpen = () => this.isOpen && this.closing === undefined && this.log.failedReason === undefined;
     if (options.durability === "relaxed" && !options.readOnly) {
       this.flushTimer = setInterval(() => this.log.requestFlush(), options.flushTimeMs);
       this.flushTimer.unref?.();
@@ -241,7 +272,9 @@ export class Store {
     await previous;
     try {
       this.assertWritable();
+      await this.cleaner.throttle();
       const tx = new Transaction(this.lastTxId + 1, this.log, this.options.cacheBytes > 0);
+      this.lastTxId = tx.id; // consumed even if it aborts: its records may be in the log already
       try {
         result = await fn(tx);
       } catch (error) {
@@ -264,6 +297,7 @@ export class Store {
         await this.log.waitDurable(commitEnd);
       }
       this.maybeCheckpoint();
+      this.cleaner.nudge();
     }
     return result;
   }
@@ -432,6 +466,32 @@ export class Store {
     }
   }
 
+  /**
+   * Clean now: relocate the live data of every segment below `cleanerUtilisationPercent` (or
+   * `utilisationPercent`), checkpoint so the emptied segments are free, and with `shrink: true`
+   * move the log's tail to the lowest free segments and truncate the free segments at the end
+   * of the file. Resolves with what it did.
+   */
+  async compact(options: { shrink?: boolean; utilisationPercent?: number } = {}): Promise<{ segmentsCleaned: number; bytesFreed: number }> {
+    this.assertWritable();
+    const threshold = options.utilisationPercent ?? this.options.cleanerUtilisationPercent;
+    if (!Number.isInteger(threshold) || threshold < 1 || threshold > 100) {
+      throw new InvalidArgumentError(`utilisationPercent must be an integer in [1, 100], got ${threshold}`);
+    }
+    const result = await this.cleaner.compact(threshold, false);
+    if (options.shrink !== true) return result;
+    // Move the tail down to low free segments (each move followed by a checkpoint, so the log
+    // never skips a whole segment), free what the old tail held, then cut the file's end.
+    for (let step = 0; step < 2; step++) {
+      await this.exclusive(async () => {
+        await this.log.advanceSegment();
+        await this.writeCheckpoint();
+      });
+    }
+    const again = await this.cleaner.compact(threshold, true);
+    return { segmentsCleaned: result.segmentsCleaned + again.segmentsCleaned, bytesFreed: again.bytesFreed };
+  }
+
   // ───────────────────────────── stats and close ─────────────────────────────
 
   /** A plain-object snapshot of the store's counters. */
@@ -447,7 +507,7 @@ export class Store {
       fileBytes: logStats.fileBytes,
       segmentSize: this.log.segmentSize,
       segmentsUsed: logStats.segmentsLive,
-      segmentsFree: logStats.segmentsFree + logStats.segmentsPending,
+      segmentsFree: logStats.segmentsFree,
       cacheHits: this.core.cache.hits,
       cacheMisses: this.core.cache.misses,
       cacheBytes: this.core.cache.bytes,
@@ -461,6 +521,8 @@ export class Store {
       uncleanShutdowns: this.log.rootBlock.uncleanShutdowns,
       mappingTableBytes: this.core.map.memoryBytes,
       recovery: { ...this.recoveryReport },
+      cleaner: { ...this.cleaner.counters },
+      segmentsPending: logStats.segmentsPending,
       durability: this.options.durability,
       readOnly: this.options.readOnly,
     };
@@ -478,6 +540,7 @@ export class Store {
   private async closeOnce(): Promise<void> {
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
     await Promise.allSettled([...this.inFlight]);
+    await this.cleaner.idle();
     await this.turn;
     let error: unknown;
     try {

@@ -53,6 +53,8 @@ export interface PowerCutTortureOptions {
   cycles?: number;
   /** Stop after this many seconds. */
   seconds?: number;
+  /** Stop once this many power cuts were simulated. */
+  powerCuts?: number;
   /** Probability that a cycle injects an I/O error instead of only cutting the power (default 0.3). */
   faultProbability?: number;
   /** Start a new file after this many cycles (default 40), so creation and small files recur. */
@@ -66,6 +68,16 @@ export interface PowerCutTortureOptions {
   /** Called every `progressEveryMs` (default 10 s) with the report so far. */
   onProgress?: (report: PowerCutReport) => void;
   progressEveryMs?: number;
+  /**
+   * Real asynchronous I/O through the portable backend's thread pool (default false: transfers
+   * run synchronously at submit and complete in a seeded order, so a seed replays exactly).
+   */
+  asyncIo?: boolean;
+  /**
+   * Self-test of the harness only: open every store with `durability: "relaxed"` yet count each
+   * resolved commit as a durable ack, which the checks must then catch as lost acknowledgements.
+   */
+  unsafeCountRelaxedAcks?: boolean;
   /** Stop at the first violation (default false). */
   stopOnViolation?: boolean;
 }
@@ -210,6 +222,20 @@ class PowerCutTorture {
 
   private violation(message: string, file?: string): void {
     this.report.violations.push({ cycle: this.cycle, cycleSeed: this.cycleSeed, message, file });
+    if (process.env.TORTURE_DEBUG) {
+      console.error(`VIOLATION cycle ${this.cycle}: ${message}`);
+      for (const line of this.traceLines) console.error(`  ${line}`);
+    }
+  }
+
+  /** Recent events (debugging aid: printed with violations when TORTURE_DEBUG is set). */
+  private readonly traceLines: string[] = [];
+
+  private trace(line: string): void {
+    if (process.env.TORTURE_TRACE) console.error(`[${this.cycle}] ${line}`);
+    if (!process.env.TORTURE_DEBUG) return;
+    this.traceLines.push(`[${this.cycle}] ${line}`);
+    if (this.traceLines.length > 400) this.traceLines.splice(0, this.traceLines.length - 400);
   }
 
   private check(ok: boolean, message: () => string): boolean {
@@ -222,15 +248,17 @@ class PowerCutTorture {
     fs.mkdirSync(this.options.dir, { recursive: true });
     this.started = performance.now();
     const deadline = this.options.seconds === undefined ? Number.POSITIVE_INFINITY : this.started + this.options.seconds * 1000;
-    const maxCycles = this.options.cycles ?? (this.options.seconds === undefined ? 100 : Number.POSITIVE_INFINITY);
+    const maxCycles = this.options.cycles ?? (this.options.seconds === undefined && this.options.powerCuts === undefined ? 100 : Number.POSITIVE_INFINITY);
+    const maxCuts = this.options.powerCuts ?? Number.POSITIVE_INFINITY;
     let lastProgress = this.started;
     const progressEvery = this.options.progressEveryMs ?? 10_000;
     this.newFile();
-    while (this.report.cycles < maxCycles && performance.now() < deadline) {
+    while (this.report.cycles < maxCycles && this.report.powerCuts < maxCuts && performance.now() < deadline) {
       if (this.cyclesOnFile >= (this.options.cyclesPerFile ?? 40)) this.newFile();
       this.cycle = this.report.cycles + 1;
       this.cycleSeed = (this.rand() * 0x7fffffff) | 0;
       const violationsBefore = this.report.violations.length;
+      if (process.env.TORTURE_DEBUG) console.error(`cycle ${this.cycle} seed ${this.cycleSeed}`);
       await this.runCycle();
       this.report.cycles += 1;
       this.cyclesOnFile += 1;
@@ -266,7 +294,7 @@ class PowerCutTorture {
   }
 
   private storeOptions(fault: FaultBackend): StoreOptions {
-    const relaxed = this.rand() < 0.15;
+    const relaxed = this.rand() < 0.15 || this.options.unsafeCountRelaxedAcks === true;
     return {
       backend: fault,
       segmentSize: SEGMENT_BYTES,
@@ -274,7 +302,8 @@ class PowerCutTorture {
       ringSize: 2 + this.int(3),
       cacheBytes: [0, 64 << 10, 4 << 20][this.int(3)] as number,
       durability: relaxed ? "relaxed" : "sync",
-      flushTimeMs: 2 + this.int(20),
+      // The relaxed flush timer fires by the clock: only with real async I/O (no exact replay anyway).
+      flushTimeMs: this.options.asyncIo === true ? 2 + this.int(20) : 60_000,
       writeMode: this.rand() < 0.7 ? "tailLocalized" : "serialized",
       numSegmentsPerCheckpoint: 1 + this.int(4),
     };
@@ -296,9 +325,17 @@ class PowerCutTorture {
       { keep: 1, drop: 3, torn: 1 },
       { keep: 1, drop: 1, torn: 3 },
     ][this.int(4)] as { keep: number; drop: number; torn: number };
-    const fault = new FaultBackend({ seed: this.cycleSeed, simulateSync: true, direct: false, powerCut: weights });
+    const fault = new FaultBackend({
+      seed: this.cycleSeed,
+      simulateSync: true,
+      syncIo: this.options.asyncIo !== true,
+      direct: false,
+      powerCut: weights,
+    });
     const options = this.storeOptions(fault);
-    this.sync = options.durability === "sync";
+    this.sync = options.durability === "sync" || this.options.unsafeCountRelaxedAcks === true;
+    this.trace(`options ${JSON.stringify({ ...options, backend: undefined })} weights ${JSON.stringify(weights)}`);
+    fault.onInject = (site, errno, call) => this.trace(`injected errno ${errno} at ${site}, call ${call}`);
     let store: Store | undefined;
     try {
       store = await this.openAndVerify(fault, options);
@@ -434,6 +471,7 @@ class PowerCutTorture {
       if (last !== undefined && copy !== undefined) last.file = copy;
       return false;
     }
+    this.trace(`verified: recovered through ${number} (last durable ${history.lastDurable})`);
     history.rebase(number);
     return true;
   }
@@ -441,6 +479,7 @@ class PowerCutTorture {
   /** Cut the power under the store (unless already cut), let it settle, write the image. */
   private async abandon(fault: FaultBackend, store: Store, outstanding: Promise<unknown>[]): Promise<void> {
     fault.cutPower();
+    this.trace(`power cut at call ${fault.calls}: ${JSON.stringify(fault.lastCut)}`);
     await this.settle(outstanding, "operations in flight at the power cut");
     await fault.powerCut();
     try {
@@ -466,6 +505,7 @@ class PowerCutTorture {
     const mode: "cutAt" | "explicit" | "fault" =
       roll < (this.options.faultProbability ?? 0.3) ? "fault" : roll < 0.75 ? "cutAt" : "explicit";
     if (mode === "cutAt") fault.cutPowerAtCall(1 + Math.floor(this.rand() * this.rand() * 500));
+    this.trace(`mode ${mode} at call ${fault.calls}`);
     let faultArmed = false;
     if (mode === "fault") {
       faultArmed = true;
@@ -506,7 +546,7 @@ class PowerCutTorture {
         await this.flush(fault, store);
       } else if (r < 0.92) {
         await this.liveReads(fault, store);
-      } else if (!fault.isCut && fault.counts.injectedErrors === 0) {
+      } else if (!fault.isCut && !fault.faultArmed && fault.counts.injectedErrors === 0) {
         const reopened = await this.cleanReopen(fault, store, options);
         if (reopened === undefined) return;
         store = reopened;
@@ -547,7 +587,8 @@ class PowerCutTorture {
       for (let i = 1 + this.int(6); i > 0; i--) await new Promise<void>((resolve) => setImmediate(resolve));
       return;
     }
-    await Bun.sleep(this.rand() * 4);
+    // Longer: many event-loop turns (not the clock, so that a seed replays).
+    for (let i = 10 + this.int(80); i > 0; i--) await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   /** Run `fn`; errors are fine only after a fault. */
@@ -568,6 +609,7 @@ class PowerCutTorture {
   private async flush(fault: FaultBackend, store: Store): Promise<void> {
     const last = this.history.txs.at(-1);
     const ok = await this.guard(fault, () => store.flush(), "flush");
+    this.trace(`flush ${ok ? "ok" : "failed"} after tx ${last?.number}`);
     if (ok && last !== undefined) this.history.durableThrough(last);
   }
 
@@ -601,7 +643,18 @@ class PowerCutTorture {
     try {
       await withTimeout(store.close(), this.timeoutMs, "close");
     } catch (error) {
+      if (fault.isCut && !(error instanceof HangError)) {
+        // The armed power cut hit during the close.
+        await fault.powerCut();
+        fault.close();
+        return undefined;
+      }
       this.violation(`clean close failed: ${describe(error)}`);
+      fault.close();
+      return undefined;
+    }
+    if (fault.isCut) {
+      await fault.powerCut();
       fault.close();
       return undefined;
     }
@@ -641,7 +694,13 @@ class PowerCutTorture {
   /** After an injected fault cleared: a transaction either commits or fails with ReadOnlyError. */
   private async afterFaultCleared(fault: FaultBackend, store: Store): Promise<void> {
     const batch = this.issueBatch(fault, store, 1);
-    const results = await Promise.allSettled(batch.map((entry) => entry.promise));
+    let results: PromiseSettledResult<void>[];
+    try {
+      results = await withTimeout(Promise.allSettled(batch.map((entry) => entry.promise)), this.timeoutMs, "a transaction after the fault cleared");
+    } catch (error) {
+      this.violation(describe(error));
+      return;
+    }
     for (const [i, result] of results.entries()) {
       const entry = batch[i] as IssuedTx;
       this.record(fault, entry, result);
@@ -733,6 +792,7 @@ class PowerCutTorture {
 
   private record(fault: FaultBackend, entry: IssuedTx, result: PromiseSettledResult<void>): void {
     const { tx } = entry;
+    this.trace(`tx ${tx?.number ?? "(aborted)"} ${result.status}${result.status === "rejected" ? ` ${describe(result.reason)}` : ""} cut=${fault.isCut} call=${fault.calls}`);
     if (result.status === "fulfilled") {
       if (entry.abort) {
         this.violation("an aborted transaction resolved");
@@ -756,6 +816,7 @@ class PowerCutTorture {
     if (tx !== undefined) tx.outcome = "unknown";
     if (!(isFaultError(error) && (fault.isCut || fault.counts.injectedErrors > 0))) {
       this.violation(`transaction ${tx?.number} rejected without a fault: ${describe(error)}`);
+      if (process.env.TORTURE_DEBUG && error instanceof Error) console.error(error.stack);
     }
   }
 

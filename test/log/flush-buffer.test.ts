@@ -10,10 +10,12 @@ import {
   FlushBuffer,
   FREE_STATE,
   MAX_WRITERS,
+  OFFSET_MASK,
   ReserveOutcome,
   SLOT_WORDS,
   WORD_BYTES,
 } from "../../src/log/flush-buffer.ts";
+import { staleCapacityOnce } from "./util.ts";
 
 /** A fresh slot, opened with `capacityBytes` of payload room. */
 function openBuffer(capacityBytes: number, base = 0x1_0000_2000, slots = 1): FlushBuffer {
@@ -37,7 +39,7 @@ describe("FlushBuffer state machine", () => {
     buffer.markFree();
     expect(buffer.isFree).toBe(true);
     expect(buffer.state).toBe(FREE_STATE);
-    expect(decodeState(FREE_STATE)).toEqual({ offsetWords: 0, writers: 0, sealed: true, flushing: true });
+    expect(decodeState(FREE_STATE)).toEqual({ offsetWords: OFFSET_MASK, writers: 0, sealed: true, flushing: true });
     buffer.open(0, 4096, 0, 8); // a free slot reopens
     // Opening a slot that is not free is a programming error.
     expect(() => buffer.open(0, 4096, 0, 9)).toThrow(/not free/);
@@ -98,25 +100,42 @@ describe("FlushBuffer state machine", () => {
     expect(buffer.finalFillBytes).toBe(1024);
   });
 
-  test("a reservation that does not fit lowers the fill to its own start", () => {
+  test("a reservation that does not fit seals the buffer without touching its offset", () => {
     const buffer = openBuffer(1024);
     expect(buffer.reserve(10)).toBe(ReserveOutcome.Ok);
     expect(buffer.reserve(1000)).toBe(ReserveOutcome.Full);
-    expect(buffer.offsetBytes).toBe(1010 * WORD_BYTES); // the offset ran past capacity...
-    expect(buffer.finalFillBytes).toBe(10 * WORD_BYTES); // ...but the fill stops at the failed one
+    expect(buffer.startFlush).toBe(false); // the first writer is still active
+    expect(decodeState(buffer.state)).toEqual({ offsetWords: 10, writers: 1, sealed: true, flushing: false });
+    expect(buffer.finalFillBytes).toBe(10 * WORD_BYTES); // final at seal time
     buffer.release();
     expect(buffer.startFlush).toBe(true);
+    expect(buffer.reserve(0x7fffffff)).toBe(ReserveOutcome.Sealed);
   });
 
-  test("a huge reservation saturates the offset instead of spilling into the writer bits", () => {
+  test("a reservation too big for an empty, idle buffer seals it, and that is not the free state", () => {
     const buffer = openBuffer(1024);
-    expect(buffer.reserve(1)).toBe(ReserveOutcome.Ok);
-    expect(buffer.reserve(0x7fffffff)).toBe(ReserveOutcome.Full);
+    expect(buffer.reserve(129)).toBe(ReserveOutcome.Full);
+    expect(buffer.startFlush).toBe(true); // nobody else will: the refused reserver starts it
+    expect(decodeState(buffer.state)).toEqual({ offsetWords: 0, writers: 0, sealed: true, flushing: true });
+    expect(buffer.isFree).toBe(false); // the owner must still finalize it (an empty unit)
+    expect(buffer.finalFillBytes).toBe(0);
+    buffer.markFree();
+    expect(buffer.isFree).toBe(true);
+  });
+
+  test("fallback when the slot was reused between the capacity check and the CAS: fill limit lowered, offset saturates below the free marker", () => {
+    const buffer = openBuffer(1024);
+    expect(buffer.reserve(10)).toBe(ReserveOutcome.Ok);
+    staleCapacityOnce(buffer, 1 << 30);
+    expect(buffer.reserve(OFFSET_MASK - 5)).toBe(ReserveOutcome.Full); // passed the first check, failed the second
     const state = decodeState(buffer.state);
-    expect(state.writers).toBe(1);
-    expect(state.sealed).toBe(true);
-    expect(state.flushing).toBe(false);
-    expect(buffer.finalFillBytes).toBe(WORD_BYTES);
+    expect(state).toEqual({ offsetWords: OFFSET_MASK - 1, writers: 1, sealed: true, flushing: false });
+    expect(buffer.finalFillBytes).toBe(10 * WORD_BYTES); // the fill stops where the overrun began
+    expect(buffer.startFlush).toBe(false);
+    buffer.release();
+    expect(buffer.startFlush).toBe(true);
+    expect(buffer.state).not.toBe(FREE_STATE);
+    expect(buffer.isFree).toBe(false);
   });
 
   test("sealing twice: the second seal returns false and never starts a flush", () => {

@@ -129,7 +129,22 @@ for (const io of BACKENDS) {
                 check();
               }
             };
+            const watchdog = process.env.LOG_TEST_DEBUG
+              ? setTimeout(() => {
+                  const l = log as unknown as Record<string, unknown>;
+                  console.log("STUCK", {
+                    current: log.currentCounter,
+                    finalized: l.finalizedCounter,
+                    pendingOpen: l.pendingOpen,
+                    ready: [...(l.readyToFlush as Set<number>)],
+                    states: log.slots.map((b) => [b.counter, b.state.toString(16), b.offsetBytes, b.capacityWords * 8, b.baseAddress]),
+                    held: [...held].map((r) => [r.address, r.slot]),
+                    inFlight: backend.inFlight,
+                  });
+                }, 3000)
+              : undefined;
             await Promise.all(tasks.map((ops) => runTask(ops)));
+            clearTimeout(watchdog);
             if (process.env.LOG_TEST_DEBUG) console.log(writeMode, ringSize, tasks.length, written.length, backend.unitWrites.length, log.stableAddress);
             await log.flush();
             check();
@@ -162,7 +177,7 @@ for (const io of BACKENDS) {
             cleanup();
           }
         }),
-        { numRuns: Number(process.env.LOG_RUNS ?? 12), seed: Number(process.env.LOG_SEED ?? (io === "uring" ? 0xb100 : 0xb10f)), endOnFailure: process.env.LOG_SHRINK === undefined },
+        { numRuns: Number(process.env.LOG_RUNS ?? 20), seed: Number(process.env.LOG_SEED ?? (io === "uring" ? 0xb100 : 0xb10f)), endOnFailure: process.env.LOG_SHRINK === undefined },
       );
     });
   });

@@ -8,21 +8,26 @@ import path from "node:path";
 import { FlushBuffer, MAX_WRITERS, SLOT_WORDS, WORD_BYTES } from "../../src/log/flush-buffer.ts";
 import { RingWriter, type Reservation } from "../../src/log/ring.ts";
 import { BACKENDS, scratchDir } from "../helpers.ts";
-import { append, closeRecorded, expectIntact, KiB, openRecorded, payload, type Written } from "./util.ts";
+import { append, closeRecorded, expectIntact, KiB, openRecorded, payload, staleCapacityOnce, type Written } from "./util.ts";
 
 const BUFFER = 16 * KiB;
 const SEGMENT = 256 * KiB;
 
 for (const io of BACKENDS) {
   describe(`log regressions: ${io}`, () => {
-    test("a read is not served from a flushing buffer whose offset ran past its fill (Full reservation)", async () => {
+    test("a read is not served from a flushing buffer whose offset ran past its fill (overrun reservation)", async () => {
       const { dir, cleanup } = scratchDir(`log-reg-read-${io}`);
       try {
         const { log, backend } = await openRecorded(path.join(dir, "a.lss"), io, { bufferSize: BUFFER, segmentSize: SEGMENT, ringSize: 4 });
         const worker = new RingWriter(log.ringDescriptor);
         const first = await append(log, payload(100, 1)); // unit X, slot 0, at address 64
-        // The "worker" asks for more than X has left: X is sealed with its offset past capacity.
+        // The "worker" asks for more than X has left, and (as if X's slot had been reused between
+        // its capacity check and its CAS) takes the overrun path: X is sealed with its offset
+        // past its fill.
+        staleCapacityOnce(worker.slots[log.currentCounter % log.ringSize] as FlushBuffer, 1 << 30);
         expect(worker.tryReserve(BUFFER - 64)).toBeUndefined(); // the owner has not rotated yet
+        const x = log.slots[log.currentCounter % log.ringSize] as FlushBuffer;
+        expect(x.offsetBytes).toBeGreaterThan(x.finalFillBytes);
         log.pollCompletions(); // owner: finalize X (fill 104), start its write, open Y right after it
         const second = await append(log, payload(62, 2)); // lands in Y, inside X's stale window
         expect(second.address).toBeGreaterThan(first.address);
@@ -54,9 +59,10 @@ for (const io of BACKENDS) {
           written.push({ address: r.address, length, seed: seed++ });
         };
         await add(100);
-        // A Worker in the middle of FlushBuffer.reserve: its CAS has added its words and a writer
-        // to the open buffer, but it has not yet compared against capacity, lowered the fill
-        // limit, sealed and released. Reproduce exactly that state in the shared words.
+        // A Worker in the middle of FlushBuffer.reserve on its overrun path (the slot was reused
+        // between its capacity check and its CAS): its CAS has added its words and a writer to
+        // the open buffer, but it has not yet re-checked the capacity, lowered the fill limit,
+        // sealed and released. Reproduce exactly that state in the shared words.
         const { shared } = log.ringDescriptor;
         const words = new Int32Array(shared);
         const slot = log.currentCounter % log.ringSize;

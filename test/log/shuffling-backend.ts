@@ -5,8 +5,8 @@
  * above sees writes finish out of order.
  *
  * Completions are held until `batch` of them are waiting, or until nothing else is in flight in
- * the real backend (so nothing can deadlock waiting for a held completion), then released all at
- * once in a shuffled order.
+ * the real backend (so nothing can deadlock waiting for a held completion) and the oldest has
+ * waited `holdMs`; then up to `batch` of them, picked at random, are released.
  */
 import type {
   FileHandle,
@@ -34,6 +34,10 @@ export interface UnitWrite {
   submitSeq: number;
   completeSeq: number;
   result: number | undefined;
+  /** Event number of the delivery of its completion (-1 until delivered). */
+  deliveredAt: number;
+  /** A datasync submitted after that delivery has been delivered as completed. */
+  durable: boolean;
 }
 
 export interface ShufflingOptions {
@@ -43,6 +47,12 @@ export interface ShufflingOptions {
   seed?: number;
   /** Completions held before a shuffled release (default 4). */
   batch?: number;
+  /**
+   * When fewer than `batch` are held and the real backend has nothing else in flight, release
+   * them only once the oldest has been held this long (default 0). Lets more writes pile up
+   * behind a fast device, whose completions would otherwise come back one at a time.
+   */
+  holdMs?: number;
   /** Called on every reap, before completions are delivered (tests check invariants here). */
   onReap?: () => void;
 }
@@ -52,6 +62,8 @@ export class ShufflingBackend implements IoBackend {
   private readonly shuffle: boolean;
   private readonly random: () => number;
   private readonly batch: number;
+  private readonly holdMs: number;
+  private oldestHeldAt = 0;
   /** Called on every reap, before completions are delivered (settable after construction). */
   onReap: (() => void) | undefined;
   private held: IoCompletion[] = [];
@@ -66,12 +78,16 @@ export class ShufflingBackend implements IoBackend {
   rootWrites = 0;
   datasyncs = 0;
   private completeSeq = 0;
+  /** Submissions and deliveries, numbered in the order they happen. */
+  private events = 0;
+  private readonly syncByUserData = new Map<number, number>();
 
   constructor(inner: IoBackend, options: ShufflingOptions = {}) {
     this.inner = inner;
     this.shuffle = options.shuffle ?? false;
     this.random = rng(options.seed ?? 1);
     this.batch = options.batch ?? 4;
+    this.holdMs = options.holdMs ?? 0;
     this.onReap = options.onReap;
   }
 
@@ -128,6 +144,7 @@ export class ShufflingBackend implements IoBackend {
     for (const op of ops) {
       if (op.op === "datasync") {
         this.datasyncs += 1;
+        this.syncByUserData.set(op.userData, this.events++);
         continue;
       }
       if (op.op !== "write") continue;
@@ -148,6 +165,8 @@ export class ShufflingBackend implements IoBackend {
         submitSeq: this.unitWrites.length,
         completeSeq: -1,
         result: undefined,
+        deliveredAt: -1,
+        durable: false,
       };
       this.unitWrites.push(write);
       this.unitByUserData.set(op.userData, write);
@@ -160,41 +179,77 @@ export class ShufflingBackend implements IoBackend {
   private pull(): void {
     this.scratch.length = 0;
     this.inner.reap(this.scratch);
+    if (this.held.length === 0 && this.scratch.length > 0) this.oldestHeldAt = performance.now();
     for (const c of this.scratch) this.held.push(c);
   }
 
-  /** How many held completions may be released now. */
+  private isSync(c: IoCompletion): boolean {
+    return this.syncByUserData.has(c.userData);
+  }
+
+  /** How many held write/read completions may be released now (besides datasyncs). */
+  private releasableOthers(others: number): number {
+    if (!this.shuffle) return others;
+    if (others >= this.batch) return this.batch;
+    if (this.inner.inFlight === 0 && performance.now() - this.oldestHeldAt >= this.holdMs) return others;
+    return 0;
+  }
+
+  /** How many held completions a reap would hand out now. */
   private releasable(): number {
     if (!this.shuffle) return this.held.length;
-    if (this.held.length >= this.batch || this.inner.inFlight === 0) return this.held.length;
-    return 0;
+    const syncs = this.held.filter((c) => this.isSync(c)).length;
+    return syncs + Math.min(1, this.releasableOthers(this.held.length - syncs));
   }
 
   reap(out: IoCompletion[], max = Number.MAX_SAFE_INTEGER): number {
     this.onReap?.();
     this.pull();
-    const count = Math.min(max, this.releasable());
-    if (count === 0) return 0;
-    if (this.shuffle) {
-      for (let i = this.held.length - 1; i > 0; i--) {
+    let released: IoCompletion[];
+    if (!this.shuffle) {
+      released = this.held.splice(0, max);
+    } else {
+      // Datasync completions are never held: a datasync may then complete while writes
+      // submitted before it are still held back, which the log's stability rule must survive.
+      const syncs = this.held.filter((c) => this.isSync(c));
+      const others = this.held.filter((c) => !this.isSync(c));
+      for (let i = others.length - 1; i > 0; i--) {
         const j = Math.floor(this.random() * (i + 1));
-        const t = this.held[i] as IoCompletion;
-        this.held[i] = this.held[j] as IoCompletion;
-        this.held[j] = t;
+        const t = others[i] as IoCompletion;
+        others[i] = others[j] as IoCompletion;
+        others[j] = t;
       }
+      // One other (a random one) per reap, and only when `batch` are held or nothing else can
+      // come; the rest stay held, so completions of neighbouring units reach the caller in
+      // different reaps, datasyncs completing between. One per reap also keeps the durability
+      // bookkeeping exact: the caller has processed that completion before its next reap, so a
+      // datasync it submits meanwhile covers it. The write goes before the datasyncs, whose
+      // completion may make the caller submit a new datasync.
+      const picked = others.splice(0, Math.min(1, this.releasableOthers(others.length)));
+      released = [...picked, ...syncs];
+      this.held = [...released.splice(max), ...others];
     }
-    const released = this.held.splice(0, count);
     for (const c of released) {
       const write = this.unitByUserData.get(c.userData);
       if (write !== undefined) {
         this.unitByUserData.delete(c.userData);
         write.completeSeq = this.completeSeq++;
         write.result = c.result;
+        write.deliveredAt = this.events++;
         this.unitWritesInFlight -= 1;
+      }
+      const syncSubmittedAt = this.syncByUserData.get(c.userData);
+      if (syncSubmittedAt !== undefined) {
+        this.syncByUserData.delete(c.userData);
+        if (c.result === 0) {
+          for (const w of this.unitWrites) {
+            if (!w.durable && w.deliveredAt >= 0 && w.deliveredAt < syncSubmittedAt && w.result === w.lengthBytes) w.durable = true;
+          }
+        }
       }
       out.push(c);
     }
-    return count;
+    return released.length;
   }
 
   async wait(minReady: number, timeoutMs: number): Promise<void> {
@@ -233,13 +288,25 @@ export class ShufflingBackend implements IoBackend {
    * Also returns every end address on that prefix (where stableAddress may legitimately sit).
    */
   completedPrefix(start: number): { end: number; ends: Set<number> } {
+    return this.prefix(start, (w) => w.completeSeq >= 0 && w.result === w.lengthBytes);
+  }
+
+  /**
+   * The same over units that are durable: written, and covered by a datasync that was submitted
+   * after their write completion reached the caller and that has completed.
+   */
+  durablePrefix(start: number): { end: number; ends: Set<number> } {
+    return this.prefix(start, (w) => w.durable);
+  }
+
+  private prefix(start: number, done: (w: UnitWrite) => boolean): { end: number; ends: Set<number> } {
     const byPrevEnd = new Map<number, UnitWrite>();
     for (const w of this.unitWrites) if (w.header.address >= start) byPrevEnd.set(w.header.prevEnd, w);
     const ends = new Set<number>([start]);
     let end = start;
     for (;;) {
       const next = byPrevEnd.get(end);
-      if (next === undefined || next.completeSeq < 0 || next.result !== next.lengthBytes) break;
+      if (next === undefined || !done(next)) break;
       end = next.end;
       ends.add(end);
     }

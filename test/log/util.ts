@@ -7,6 +7,7 @@ import type { FileHandle, IoBackend } from "../../src/io/backend.ts";
 import { openBackend } from "../../src/io/open.ts";
 import { LogStructuredStore, type LogOptions } from "../../src/log/lss.ts";
 import type { Reservation } from "../../src/log/ring.ts";
+import { FlushBuffer } from "../../src/log/flush-buffer.ts";
 import { fillPattern } from "../helpers.ts";
 import { ShufflingBackend, type ShufflingOptions } from "./shuffling-backend.ts";
 
@@ -69,15 +70,20 @@ export async function append(log: LogStructuredStore, bytes: Uint8Array): Promis
   return reservation;
 }
 
-/** Every payload reads back byte for byte. */
+/** Every payload reads back byte for byte (up to 32 reads in flight at once). */
 export async function expectIntact(log: LogStructuredStore, written: readonly Written[]): Promise<void> {
-  for (const w of written) {
-    const got = await log.read(w.address, w.length);
-    const want = payload(w.length, w.seed);
-    if (!Buffer.from(got).equals(Buffer.from(want))) {
-      throw new Error(`payload seed ${w.seed} at ${w.address} (+${w.length}) does not read back intact`);
+  let next = 0;
+  const reader = async (): Promise<void> => {
+    while (next < written.length) {
+      const w = written[next++] as Written;
+      const got = await log.read(w.address, w.length);
+      const want = payload(w.length, w.seed);
+      if (!Buffer.from(got).equals(Buffer.from(want))) {
+        throw new Error(`payload seed ${w.seed} at ${w.address} (+${w.length}) does not read back intact`);
+      }
     }
-  }
+  };
+  await Promise.all(Array.from({ length: Math.min(32, written.length) }, reader));
 }
 
 /** No two reservations overlap. */
@@ -89,4 +95,21 @@ export function expectDisjoint(ranges: ReadonlyArray<{ address: number; length: 
     // Zero-length reservations still take one 8-byte word, so addresses are distinct too.
     expect(cur.address).toBeGreaterThanOrEqual(prev.address + Math.max(prev.length, 1));
   }
+}
+
+/**
+ * Make the next read of `buffer.capacityWords` return `stale`, as if the slot had been reused by
+ * another incarnation between the reserver's capacity check and its CAS; later reads are real.
+ */
+export function staleCapacityOnce(buffer: FlushBuffer, stale: number): void {
+  const real = Object.getOwnPropertyDescriptor(FlushBuffer.prototype, "capacityWords")?.get as () => number;
+  let first = true;
+  Object.defineProperty(buffer, "capacityWords", {
+    configurable: true,
+    get(this: FlushBuffer) {
+      if (!first) return real.call(this);
+      first = false;
+      return stale;
+    },
+  });
 }

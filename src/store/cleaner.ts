@@ -1,0 +1,339 @@
+/**
+ * The segment cleaner: keeps the one file from growing without bound.
+ *
+ * Victims are chosen from the segment utilisation table by the LFS cost-benefit policy (Rosenblum
+ * & Ousterhout 1992): the score is (1 − u) × age / (1 + u), where `u` is the segment's live
+ * fraction and `age` is how many segments the log has written since. Only segments below
+ * `cleanerUtilisationPercent` are candidates; never the tail; never a segment a read stream is
+ * reading; never one the log may still be writing.
+ *
+ * Cleaning a victim:
+ * 1. read the victim whole, outside the transaction turn;
+ * 2. in small batches, each holding the turn only briefly, relocate its live records to the tail
+ *    as system transactions (records plus a Commit, applied like any transaction). A record is
+ *    live only if the mapping table still points at it when its batch runs;
+ * 3. give the emptied segment back to the log.
+ *
+ * A segment given back is only *pending*. It becomes free at the next checkpoint, whose root
+ * block is written to both copies. From then on neither copy, nor any log replayed after them,
+ * points into it (FASTER's lesson). A crash at any moment loses nothing: relocations are ordinary
+ * committed transactions. Space a crash leaks goes to a later cleaning.
+ *
+ * Deletes are never "dropped by a merge" (Bitcask's bug): liveness comes from the mapping table
+ * and recovery starts from a checkpoint of it, so an old version of a deleted element is never
+ * live again.
+ *
+ * @module
+ */
+import type { LogStructuredStore } from "../log/lss.ts";
+import { NoSpaceError } from "../errors.ts";
+import type { SegmentPins } from "./streams.ts";
+import { RecordType, scanRecords, paddedRecordBytes, RECORD_HEADER_BYTES } from "./records.ts";
+import {
+  appendExtents,
+  appendRecord,
+  applyCommitted,
+  FLAG_PART,
+  type AppliedOp,
+  type Part,
+  type StoreCore,
+} from "./write-path.ts";
+import { UNIT_HEADER_BYTES } from "../log/format.ts";
+
+/** Cleaner settings (public options of `Store.open`). */
+export interface CleanerSettings {
+  /** Segments whose live bytes are below this percentage of the segment are candidates (default 80). */
+  cleanerUtilisationPercent: number;
+  /** Below this many free segments, writers wait for the cleaner rather than grow the file (default 2). */
+  cleanerLowWaterSegments: number;
+  /** The cleaner works in the background until this many segments are free (default 4). */
+  cleanerHighWaterSegments: number;
+  /** Run the cleaner by itself in the background (default true). */
+  autoClean: boolean;
+}
+
+/** Bytes of records relocated per batch: the longest a batch holds the transaction turn. */
+export const RELOCATE_BATCH_BYTES = 1 << 20;
+
+/** Counters the cleaner keeps. */
+export interface CleanerStats {
+  segmentsCleaned: number;
+  bytesRelocated: number;
+  recordsRelocated: number;
+  throttledMs: number;
+  cleanerRuns: number;
+}
+
+/** What the cleaner needs of the store. */
+export interface CleanerHost {
+  readonly log: LogStructuredStore;
+  readonly core: StoreCore;
+  readonly pins: SegmentPins;
+  /** Run `fn` holding the transaction turn. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** Id for a new (system) transaction; `commitSystem` must follow. */
+  nextTxId(): number;
+  /** Record a committed system transaction. */
+  commitSystem(txId: number): void;
+  /** Write a checkpoint; the caller holds the turn. */
+  checkpointLocked(): Promise<void>;
+  /** Largest file allowed, or undefined. */
+  readonly maxFileBytes: number | undefined;
+  readonly isOpen: boolean;
+}
+
+interface VictimRecord {
+  type: RecordType;
+  flags: number;
+  seid: bigint;
+  address: number;
+  body: Uint8Array;
+}
+
+/** The cleaner of one store. */
+export class Cleaner {
+  readonly settings: CleanerSettings;
+  private readonly host: CleanerHost;
+  private running: Promise<void> | undefined;
+  private readonly cleaning = new Set<number>();
+  private releasedSinceCheckpoint = 0;
+  readonly counters: CleanerStats = { segmentsCleaned: 0, bytesRelocated: 0, recordsRelocated: 0, throttledMs: 0, cleanerRuns: 0 };
+
+  constructor(host: CleanerHost, settings: CleanerSettings) {
+    this.host = host;
+    this.settings = settings;
+  }
+
+  /** Candidate victims, best first. */
+  candidates(thresholdPercent = this.settings.cleanerUtilisationPercent): number[] {
+    const { log, core, pins } = this.host;
+    const tail = log.tailSegmentSeq;
+    const stable = log.stableAddress;
+    const scored: Array<{ seq: number; score: number }> = [];
+    for (const seq of log.liveSegmentSeqs()) {
+      if (seq >= tail || pins.isPinned(seq) || stable < (seq + 1) * log.segmentSize) continue;
+      const utilisation = core.sut.liveBytesOf(seq) / log.segmentSize;
+      if (utilisation * 100 >= thresholdPercent) continue;
+      const age = tail - seq;
+      scored.push({ seq, score: ((1 - utilisation) * age) / (1 + utilisation) });
+    }
+    scored.sort((a, b) => b.score - a.score);
+    return scored.map((entry) => entry.seq);
+  }
+
+  /** Clean `seq`: relocate its live records and give it back. `locked`: the caller holds the turn. */
+  async cleanSegment(seq: number, locked: boolean): Promise<boolean> {
+    const { log, core, pins } = this.host;
+    // The background cleaner and a throttled writer may pick the same victim; a checkpoint may
+    // also have given it back already (it was empty).
+    if (this.cleaning.has(seq) || !log.isLiveSegment(seq)) return false;
+    this.cleaning.add(seq);
+    try {
+      return await this.cleanSegmentOnce(seq, locked);
+    } finally {
+      this.cleaning.delete(seq);
+    }
+  }
+
+  private async cleanSegmentOnce(seq: number, locked: boolean): Promise<boolean> {
+    const { log, core, pins } = this.host;
+    const records = await this.readVictim(seq);
+    const batches = this.batch(records);
+    for (const batch of batches) {
+      if (locked) await this.relocate(seq, batch);
+      else await this.host.exclusive(() => this.relocate(seq, batch));
+    }
+    if (!log.isLiveSegment(seq) || core.sut.liveBytesOf(seq) !== 0 || pins.isPinned(seq) || seq >= log.tailSegmentSeq) return false;
+    log.releaseSegment(seq);
+    this.releasedSinceCheckpoint += 1;
+    this.counters.segmentsCleaned += 1;
+    return true;
+  }
+
+  private async readVictim(seq: number): Promise<VictimRecord[]> {
+    const units = await this.host.log.readSegmentUnits(seq);
+    const records: VictimRecord[] = [];
+    for (const unit of units) {
+      const base = unit.address + UNIT_HEADER_BYTES;
+      for (const record of scanRecords(unit.payload)) {
+        const { type, flags, seid } = record.header;
+        if (type !== RecordType.Data && type !== RecordType.Extents) continue;
+        records.push({ type, flags, seid, address: base + record.offset, body: record.body });
+      }
+    }
+    return records;
+  }
+
+  /** Group records into batches of about RELOCATE_BATCH_BYTES, keeping each element's records together. */
+  private batch(records: VictimRecord[]): VictimRecord[][] {
+    const bySeid = new Map<bigint, VictimRecord[]>();
+    for (const record of records) {
+      const list = bySeid.get(record.seid) ?? [];
+      list.push(record);
+      bySeid.set(record.seid, list);
+    }
+    const batches: VictimRecord[][] = [];
+    let current: VictimRecord[] = [];
+    let bytes = 0;
+    for (const list of bySeid.values()) {
+      current.push(...list);
+      for (const record of list) bytes += record.body.length;
+      if (bytes >= RELOCATE_BATCH_BYTES) {
+        batches.push(current);
+        current = [];
+        bytes = 0;
+      }
+    }
+    if (current.length > 0) batches.push(current);
+    return batches;
+  }
+
+  /** Relocate the live records of one batch as a system transaction. The turn is held. */
+  private async relocate(seq: number, batch: VictimRecord[]): Promise<void> {
+    const { log, core } = this.host;
+    const txId = this.host.nextTxId();
+    const ops: AppliedOp[] = [];
+    const bodies = new Map<number, Uint8Array>();
+    const multipart = new Set<bigint>();
+    let relocatedBytes = 0;
+    for (const record of batch) {
+      const location = core.map.get(record.seid);
+      if (location === undefined) continue;
+      if (record.type === RecordType.Data && (record.flags & FLAG_PART) === 0) {
+        if (location.multipart || location.address !== record.address) continue;
+        const address = await appendRecord(log, RecordType.Data, txId, record.seid, 0, record.body);
+        const recordBytes = paddedRecordBytes(RECORD_HEADER_BYTES + record.body.length);
+        ops.push({ kind: "write", seid: record.seid, address, sizeBytes: record.body.length, recordBytes, multipart: undefined, value: undefined });
+        relocatedBytes += recordBytes;
+        continue;
+      }
+      if (!location.multipart) continue;
+      bodies.set(record.address, record.body);
+      multipart.add(record.seid);
+    }
+    for (const seid of multipart) {
+      const location = core.map.get(seid);
+      const current = core.parts.get(seid);
+      if (location === undefined || current === undefined) continue;
+      const touched =
+        current.parts.some((part) => log.segmentSeqOf(part.address) === seq) ||
+        current.meta.some((record) => log.segmentSeqOf(record.address) === seq);
+      if (!touched) continue;
+      const parts: Part[] = [];
+      for (const [index, part] of current.parts.entries()) {
+        if (log.segmentSeqOf(part.address) !== seq) {
+          parts.push(part);
+          continue;
+        }
+        const body = bodies.get(part.address);
+        // A part of this segment the scan did not see cannot be moved: leave the element as is.
+        if (body === undefined) {
+          parts.length = 0;
+          break;
+        }
+        const address = await appendRecord(log, RecordType.Data, txId, seid, index, body, FLAG_PART);
+        parts.push({ address, bodyBytes: body.length });
+        relocatedBytes += paddedRecordBytes(RECORD_HEADER_BYTES + body.length);
+      }
+      if (parts.length !== current.parts.length) continue;
+      ops.push(await appendExtents(log, txId, seid, parts, location.sizeBytes));
+    }
+    if (ops.length === 0) return;
+    await appendRecord(log, RecordType.Commit, txId, 0n, ops.length, new Uint8Array(0));
+    applyCommitted(core, ops);
+    this.host.commitSystem(txId);
+    this.counters.bytesRelocated += relocatedBytes;
+    this.counters.recordsRelocated += ops.length;
+  }
+
+  /**
+   * Writers' throttle (CEDA's BlockUntilLowWaterMark), called with the turn held before a
+   * transaction runs: while fewer than the low-water mark of segments are free and cleaning can
+   * free some, clean and checkpoint instead of growing the file. With `maxFileBytes`, a store
+   * whose live data fills it gets `NoSpaceError` here, before anything is written.
+   */
+  async throttle(): Promise<void> {
+    const { log } = this.host;
+    if (log.freeSegments >= this.settings.cleanerLowWaterSegments) return;
+    const started = performance.now();
+    try {
+      for (let round = 0; round < 4 && log.freeSegments < this.settings.cleanerLowWaterSegments; round++) {
+        const victims = this.candidates();
+        if (victims.length === 0 && log.pendingSegments === 0) break;
+        for (const seq of victims.slice(0, this.settings.cleanerLowWaterSegments * 2)) await this.cleanSegment(seq, true);
+        if (log.pendingSegments > 0) await this.checkpointLocked();
+      }
+    } finally {
+      this.counters.throttledMs += performance.now() - started;
+    }
+    const maxFileBytes = this.host.maxFileBytes;
+    if (maxFileBytes !== undefined && log.freeSegments === 0) {
+      const segmentsAllowed = Math.floor((maxFileBytes - 8192) / log.segmentSize);
+      if (log.fileSegments >= segmentsAllowed) {
+        throw new NoSpaceError(
+          `the store is full: ${log.fileSegments} segments of ${log.segmentSize} bytes reach maxFileBytes ${maxFileBytes}, and cleaning frees none`,
+        );
+      }
+    }
+  }
+
+  private async checkpointLocked(): Promise<void> {
+    await this.host.checkpointLocked();
+    this.releasedSinceCheckpoint = 0;
+  }
+
+  /** After a commit: start background cleaning if free segments ran below the high-water mark. */
+  nudge(): void {
+    if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen) return;
+    if (this.host.log.freeSegments >= this.settings.cleanerHighWaterSegments) return;
+    if (this.candidates().length === 0) return;
+    this.running = this.background().finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  private async background(): Promise<void> {
+    this.counters.cleanerRuns += 1;
+    try {
+      while (this.host.isOpen && this.host.log.freeSegments < this.settings.cleanerHighWaterSegments) {
+        // Yield to the event loop between victims: cleaning runs in small steps.
+        await new Promise((resolve) => setImmediate(resolve));
+        const [victim] = this.candidates();
+        if (victim === undefined) break;
+        await this.cleanSegment(victim, false);
+        if (this.releasedSinceCheckpoint >= Math.max(1, Math.floor(this.settings.cleanerHighWaterSegments / 2))) {
+          await this.host.exclusive(() => this.checkpointLocked());
+        }
+      }
+      if (this.releasedSinceCheckpoint > 0 && this.host.isOpen) await this.host.exclusive(() => this.checkpointLocked());
+    } catch {
+      // Background cleaning gives up quietly: a closed store, or an I/O failure that the log
+      // already turned into read-only mode. Nothing it did is half-applied.
+    }
+  }
+
+  /** Wait for background cleaning to finish. */
+  async idle(): Promise<void> {
+    await this.running;
+  }
+
+  /**
+   * Clean every candidate below `thresholdPercent` now, then checkpoint so their space is free;
+   * with `shrink`, truncate free segments at the end of the file. The caller holds no turn.
+   */
+  async compact(thresholdPercent: number, shrink: boolean): Promise<{ segmentsCleaned: number; bytesFreed: number }> {
+    await this.idle();
+    const before = this.counters.segmentsCleaned;
+    for (let pass = 0; pass < 3; pass++) {
+      const victims = this.candidates(thresholdPercent);
+      if (victims.length === 0) break;
+      for (const seq of victims) await this.cleanSegment(seq, false);
+      // Relocations land in the tail; a checkpoint makes the emptied segments free.
+      await this.host.exclusive(() => this.checkpointLocked());
+    }
+    await this.host.exclusive(() => this.checkpointLocked());
+    let bytesFreed = 0;
+    if (shrink) bytesFreed = await this.host.exclusive(async () => this.host.log.shrinkFile());
+    return { segmentsCleaned: this.counters.segmentsCleaned - before, bytesFreed };
+  }
+}
