@@ -137,17 +137,23 @@ export class Cleaner {
 
   private async cleanSegmentOnce(seq: number, locked: boolean): Promise<boolean> {
     const { log, core, pins } = this.host;
+    // With the turn held (throttle), the transaction about to run has written nothing yet.
     const records = await this.readVictim(seq);
     const batches = this.batch(records);
     for (const batch of batches) {
       if (locked) await this.relocate(seq, batch);
       else await this.host.exclusive(() => this.relocate(seq, batch));
     }
-    if (!log.isLiveSegment(seq) || core.sut.liveBytesOf(seq) !== 0 || pins.isPinned(seq) || seq >= log.tailSegmentSeq) return false;
-    log.releaseSegment(seq);
-    this.releasedSinceCheckpoint += 1;
-    this.counters.segmentsCleaned += 1;
-    return true;
+    // Give the segment back only while holding the turn: a transaction in progress may have
+    // written records into it that are not counted yet (they count at its commit).
+    const release = async (): Promise<boolean> => {
+      if (!log.isLiveSegment(seq) || core.sut.liveBytesOf(seq) !== 0 || pins.isPinned(seq) || seq >= log.tailSegmentSeq) return false;
+      log.releaseSegment(seq);
+      this.releasedSinceCheckpoint += 1;
+      this.counters.segmentsCleaned += 1;
+      return true;
+    };
+    return locked ? release() : this.host.exclusive(release);
   }
 
   private async readVictim(seq: number): Promise<VictimRecord[]> {

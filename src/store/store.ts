@@ -22,7 +22,7 @@ import { resolveOptions, type Durability, type ResolvedOptions, type StoreOption
 import { MappingTable } from "./mapping.ts";
 import { readMultipart, readSingle } from "./read-path.ts";
 import { encodeAlloc, loadCheckpoint, Replayer, type RecoveryReport } from "./recovery.ts";
-import { RECORD_HEADER_BYTES, RecordType } from "./records.ts";
+import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType } from "./records.ts";
 import { checkSeid, DEFAULT_SPACE, SeidSpaces } from "./seids.ts";
 import { SegmentUtilisation } from "./sut.ts";
 import { Cleaner, type CleanerStats } from "./cleaner.ts";
@@ -490,6 +490,41 @@ export class Store {
     }
     const again = await this.cleaner.compact(threshold, true);
     return { segmentsCleaned: result.segmentsCleaned + again.segmentsCleaned, bytesFreed: again.bytesFreed };
+  }
+
+  /**
+   * Check the store's in-memory invariants (for tests and torture runs): the segment utilisation
+   * table equals what the mapping table implies, and every location lies in a live segment.
+   * Returns the problems found (empty when all hold).
+   */
+  checkInvariants(): string[] {
+    const problems: string[] = [];
+    const expected = new Map<number, number>();
+    const count = (address: number, bytes: number, what: string) => {
+      const seq = this.log.segmentSeqOf(address);
+      if (!this.log.isLiveSegment(seq)) problems.push(`${what} at ${address} lies in segment ${seq}, which is not live`);
+      expected.set(seq, (expected.get(seq) ?? 0) + bytes);
+    };
+    for (const [seid, location] of this.core.map.entries()) {
+      if (!location.multipart) {
+        count(location.address, paddedRecordBytes(RECORD_HEADER_BYTES + location.sizeBytes), `seid ${seid}`);
+        continue;
+      }
+      const multipart = this.core.parts.get(seid);
+      if (multipart === undefined) {
+        problems.push(`seid ${seid} is multipart without a part list`);
+        continue;
+      }
+      for (const part of multipart.parts) count(part.address, paddedRecordBytes(RECORD_HEADER_BYTES + part.bodyBytes), `seid ${seid} part`);
+      for (const record of multipart.meta) count(record.address, record.recordBytes, `seid ${seid} extents`);
+    }
+    const actual = new Map(this.core.sut.entries());
+    for (const seq of new Set([...expected.keys(), ...actual.keys()])) {
+      if ((expected.get(seq) ?? 0) !== (actual.get(seq) ?? 0)) {
+        problems.push(`segment ${seq}: utilisation table says ${actual.get(seq) ?? 0} live bytes, the mapping table implies ${expected.get(seq) ?? 0}`);
+      }
+    }
+    return problems;
   }
 
   // ───────────────────────────── stats and close ─────────────────────────────

@@ -230,3 +230,30 @@ describe("SIGKILL during cleaning", () => {
     }
   }, 180_000);
 });
+
+describe("cleaner and transactions in progress", () => {
+  test("segments holding a running transaction's spilled records are never given back (regression)", async () => {
+    const { dir, cleanup } = scratchDir("clean-spill");
+    try {
+      await using store = await Store.open(path.join(dir, "s.lss"), { segmentSize: 256 << 10, bufferSize: 64 << 10, cleanerHighWaterSegments: 64 });
+      for (let round = 0; round < 6; round++) {
+        // Garbage, so the background cleaner has work and runs while the big transaction below awaits.
+        for (let i = 0; i < 20; i++) await store.transaction((tx) => tx.write(BigInt(1 + (i % 4)), new Uint8Array(40_000).fill(i)));
+        await store.transaction((tx) => { for (let k = 1; k <= 4; k++) tx.delete(BigInt(k)); });
+        const big = new Uint8Array(1_500_000).fill(round + 1);
+        await store.transaction(async (tx) => {
+          for (let k = 0; k < 4; k++) {
+            tx.write(BigInt(100 + k), big); // past the spill threshold: goes to the log at once
+            for (let turn = 0; turn < 50; turn++) await new Promise((resolve) => setImmediate(resolve));
+          }
+        });
+        expect(store.checkInvariants()).toEqual([]);
+        await store.checkpoint();
+        for (let k = 0; k < 4; k++) expect((await store.read(BigInt(100 + k)))?.[1_000_000]).toBe(round + 1);
+      }
+      expect(store.stats().cleaner.segmentsCleaned).toBeGreaterThan(0);
+    } finally {
+      cleanup();
+    }
+  });
+});

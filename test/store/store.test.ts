@@ -343,7 +343,7 @@ describe("recovery cost and close", () => {
     const { dir, cleanup } = scratchDir("replay-cost");
     try {
       const file = path.join(dir, "r.lss");
-      const store = await Store.open(file, { ...SMALL, numSegmentsPerCheckpoint: 1000 });
+      const store = await Store.open(file, { ...SMALL, numSegmentsPerCheckpoint: 1000, autoClean: false });
       for (let t = 0; t < 300; t++) await store.transaction((tx) => { for (let i = 0; i < 10; i++) tx.write(BigInt(t * 10 + i + 1), new Uint8Array(200).fill(t & 255)); });
       await store.checkpoint();
       for (let t = 0; t < 3; t++) await store.transaction((tx) => tx.write(BigInt(90_000 + t), new Uint8Array(10)));
