@@ -342,12 +342,19 @@ export class Store {
     const cached = this.core.cache.get(seid);
     if (cached !== undefined) return cached.slice();
     let value: Uint8Array;
-    if (location.multipart) {
-      const multipart = this.core.parts.get(seid);
-      if (multipart === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
-      value = await readMultipart(this.log, seid, location, multipart.parts);
-    } else {
-      value = await readSingle(this.log, seid, location);
+    // Pin what the read touches: the cleaner may relocate the element meanwhile, and must not give
+    // its old segments back (and a checkpoint then reuse them) under a read still in flight.
+    const multipart = location.multipart ? this.core.parts.get(seid) : undefined;
+    if (location.multipart && multipart === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
+    const seqs =
+      multipart === undefined
+        ? [this.log.segmentSeqOf(location.address)]
+        : [...new Set(multipart.parts.map((part) => this.log.segmentSeqOf(part.address)))];
+    this.pins.pin(seqs);
+    try {
+      value = multipart === undefined ? await readSingle(this.log, seid, location) : await readMultipart(this.log, seid, location, multipart.parts);
+    } finally {
+      this.pins.unpin(seqs);
     }
     // Cache only if the element was not replaced while we read it.
     const now = this.core.map.get(seid);
