@@ -150,10 +150,13 @@ export class LogStructuredStore extends RingWriter {
   private syncInFlight = false;
   private flushWhenIdle = false;
   private sealScheduled = false;
+  /** A flush was asked for up to here: sync until stable reaches it, waiters or not. */
+  private syncTarget = 0;
   private durabilityWaiters: Array<{ address: number; resolve: () => void; reject: (e: Error) => void }> = [];
   private failure: LssError | undefined;
   private isOpen = true;
   private recovered = false;
+  private checkpointEpoch: number | undefined;
   private doorbellSeen = 0;
   private ownerLoopRunning = false;
   private workersAttached = 0;
@@ -297,14 +300,39 @@ export class LogStructuredStore extends RingWriter {
     const checkpoint = this.root.checkpoint;
     if (checkpoint === undefined) return undefined;
     const payloads: Uint8Array[] = [];
-    const walked = await walkLog(this.walkContext(), checkpoint.start, (unit) => void payloads.push(unit.payload.slice()), checkpoint.endAddress);
+    let epoch = 0;
+    const walked = await walkLog(
+      this.walkContext(),
+      checkpoint.start,
+      (unit) => {
+        payloads.push(unit.payload.slice());
+        epoch = unit.header.epoch;
+      },
+      checkpoint.endAddress,
+    );
     if (walked.end.address < checkpoint.endAddress) {
       throw new CorruptionError(
         `checkpoint at log address ${checkpoint.start.address} is damaged: readable up to ${walked.end.address}, expected ${checkpoint.endAddress}`,
       );
     }
     for (const [seq, index] of walked.segments) this.segments.assign(seq, index);
+    this.checkpointEpoch = epoch;
     return payloads;
+  }
+
+  /**
+   * Epoch of the open that wrote the checkpoint (and set `replayFrom`): every unit after
+   * `replayFrom` was written by it or a later open. A unit of an older epoch at `replayFrom` is
+   * stale — left beyond the tail an earlier crash recovered to, where the log has since been
+   * rewritten up to exactly its address — and must not be replayed. 0 without a checkpoint.
+   */
+  private async replayMinEpoch(): Promise<number> {
+    if (this.checkpointEpoch !== undefined) return this.checkpointEpoch;
+    const checkpoint = this.root.checkpoint;
+    if (checkpoint === undefined) return 0;
+    let epoch = 0;
+    await walkLog(this.walkContext(), checkpoint.start, (unit) => void (epoch = unit.header.epoch), checkpoint.start.address + 1);
+    return epoch;
   }
 
   /**
@@ -316,7 +344,7 @@ export class LogStructuredStore extends RingWriter {
     if (this.recovered) throw new InvalidArgumentError("recover() runs once, at open");
     if (state !== undefined) this.restoreSegments(state);
     const start = this.root.replayFrom;
-    const walked = await walkLog(this.walkContext(), start, onUnit);
+    const walked = await walkLog(this.walkContext(), start, onUnit, Number.POSITIVE_INFINITY, await this.replayMinEpoch());
     for (const [seq, index] of walked.segments) this.segments.assign(seq, index);
     this.recovered = true;
     await this.startWriting(walked.end);
@@ -403,8 +431,24 @@ export class LogStructuredStore extends RingWriter {
 
   /** Give segment `seq` back (the cleaner emptied it); reusable after the next durable root. */
   releaseSegment(seq: number): void {
-    if (seq === this.currentSeq) throw new InvalidArgumentError(`segment seq ${seq} is the log's tail`);
-    this.segments.release(seq);
+    if (seq >= this.currentSeq) throw new InvalidArgumentError(`segment seq ${seq} is not behind the log's tail (${this.currentSeq})`);
+    this.segments.release(seq, this.appendedEnd);
+    this.promotePending();
+  }
+
+  /** Address just past everything reserved so far (the open buffer's fill included). */
+  get appendedEnd(): number {
+    if (this.pendingOpen !== undefined) return this.pendingOpen.base;
+    const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
+    return current.baseAddress + UNIT_HEADER_BYTES + current.offsetBytes;
+  }
+
+  /** Free the pending segments the reuse rule allows now (see SegmentTable). */
+  private promotePending(): void {
+    if (this.segments.pendingCount === 0) return;
+    const checkpoint = this.root.checkpoint;
+    if (checkpoint === undefined) return;
+    this.segments.promotePending(this.stableAddress, Math.floor(checkpoint.start.address / this.segmentSize));
   }
 
   // ───────────────────────────── write path ─────────────────────────────
@@ -546,6 +590,7 @@ export class LogStructuredStore extends RingWriter {
   }
 
   private dispatchWrite(slot: number): void {
+    if (!this.isOpen) return;
     const info = this.slotInfo[slot] as SlotInfo;
     const buffer = this.slots[slot] as FlushBuffer;
     const native = this.buffers[slot] as NativeBuffer;
@@ -592,7 +637,11 @@ export class LogStructuredStore extends RingWriter {
    */
   private scheduleSync(): void {
     if (this.syncInFlight || this.stability.unsyncedUnits === 0 || this.failure !== undefined) return;
-    const wanted = this.durabilityWaiters.length > 0 || this.flushWhenIdle || this.stability.unsyncedUnits >= SYNC_EVERY_UNITS;
+    const wanted =
+      this.durabilityWaiters.length > 0 ||
+      this.flushWhenIdle ||
+      this.stableAddress < this.syncTarget ||
+      this.stability.unsyncedUnits >= SYNC_EVERY_UNITS;
     if (!wanted) return;
     const ids = this.stability.beginSync();
     this.syncInFlight = true;
@@ -601,6 +650,7 @@ export class LogStructuredStore extends RingWriter {
         this.syncInFlight = false;
         this.counters.datasyncs += 1;
         this.stability.completeSync(ids);
+        this.promotePending();
         this.wakeDurabilityWaiters();
         this.scheduleSync();
         if (this.flushWhenIdle && this.writesInFlight === 0 && !this.syncInFlight) this.sealOpenBuffer();
@@ -675,10 +725,16 @@ export class LogStructuredStore extends RingWriter {
    * buffer is sealed now; otherwise it is sealed as soon as the pipeline drains, so every commit
    * that arrived meanwhile shares one write and one datasync. Pair with {@link waitDurable}.
    */
-  requestFlush(): void {
+  requestFlush(immediate = false): void {
     if (!this.isOpen || this.readOnly || this.failure !== undefined) return;
     this.flushWhenIdle = true;
-    if (this.writesInFlight > 0 || this.syncInFlight || this.sealScheduled) return;
+    if (this.writesInFlight > 0 || this.syncInFlight) return;
+    if (immediate) {
+      // The caller knows no other commit is coming in this turn: no reason to wait for one.
+      this.sealOpenBuffer();
+      return;
+    }
+    if (this.sealScheduled) return;
     // Seal on the next turn of the event loop, not now: every commit made in this turn (their
     // promise chains run as microtasks) joins the same unit and the same datasync.
     this.sealScheduled = true;
@@ -695,6 +751,9 @@ export class LogStructuredStore extends RingWriter {
       if (current.startFlush) this.readyToFlush.add(current.slot);
       this.pump();
     }
+    // Whatever was sealed must also be synced, even if nobody waits on it (relaxed durability).
+    this.syncTarget = Math.max(this.syncTarget, this.lastUnitEnd);
+    this.scheduleSync();
   }
 
   /** The open buffer is sealed but its unit's extent is not fixed yet (see finalizeSealed). */
@@ -732,7 +791,7 @@ export class LogStructuredStore extends RingWriter {
     // intact): then no copy can lead recovery to an older checkpoint, and segments given back
     // before this checkpoint are safe to reuse.
     await this.writeRootCopy({ ...this.root, generation: this.root.generation + 1 });
-    this.segments.promotePending();
+    this.promotePending();
   }
 
   private async writeRootCopy(next: RootBlock): Promise<void> {
@@ -929,7 +988,10 @@ export class LogStructuredStore extends RingWriter {
     } catch (caught) {
       error = caught;
     }
-    while (this.queue.outstanding > 0) await this.backend.wait(1, 10);
+    // Also until the completion callbacks have run (settling a write resolves its promise a
+    // microtask before its callback, which may dispatch a queued write or a datasync): freeing
+    // the buffers under them would be a use-after-free.
+    while (this.queue.outstanding > 0 || this.writesInFlight > 0 || this.syncInFlight) await this.backend.wait(1, 10);
     this.isOpen = false;
     this.markClosed();
     for (const buffer of this.buffers) this.backend.free(buffer);

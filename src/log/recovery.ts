@@ -114,9 +114,11 @@ export async function walkLog(
   start: LogPosition,
   visit: (unit: WalkedUnit) => void | Promise<void>,
   stopAt = Number.POSITIVE_INFINITY,
+  minEpoch = 0,
 ): Promise<{ end: LogPosition; segments: Array<[number, number]>; units: number; bytes: number }> {
   let position = start;
-  let epoch = 0;
+  // The first unit too must not be older than what led here (see LogStructuredStore.recover).
+  let epoch = minEpoch;
   const segments: Array<[number, number]> = [[Math.floor(start.address / ctx.segmentSize), start.segmentIndex]];
   let units = 0;
   let bytes = 0;

@@ -2,9 +2,14 @@
  * Segments of the one file: which physical segment holds each segment sequence number of the log,
  * and the allocator of free segments.
  *
- * Reuse rule (the FASTER lesson): a segment given back by the cleaner is only *pending*; it joins
- * the free list when a checkpoint that no longer points into it is durable
- * ({@link SegmentTable.promotePending}). Between checkpoints the allocator hands out segments in
+ * Reuse rule (the FASTER lesson): a segment given back by the cleaner is only *pending*. It joins
+ * the free list ({@link SegmentTable.promotePending}) once nothing recovery could read points
+ * into it:
+ * - everything the log holds up to the moment it was given back is durable (so the relocations
+ *   that emptied it survive a crash), and
+ * - it lies wholly before the newest checkpoint's start, which both root copies name. Recovery
+ *   reads the checkpoint and the log after it, never a segment before it; a checkpoint entry that
+ *   still points into the segment is replaced when the relocation is replayed. Between checkpoints the allocator hands out segments in
  * a deterministic order (lowest free index first, then new segments at the end of the file), and
  * each unit header names the segment that follows its own, so recovery can walk the log.
  *
@@ -29,7 +34,8 @@ export interface SegmentTableState {
 export class SegmentTable {
   private readonly bySeq = new Map<number, number>();
   private free: number[] = [];
-  private readonly pending = new Set<number>();
+  /** Pending index → [seq it held, log address that must be durable first]. */
+  private readonly pending = new Map<number, { seq: number; durableAt: number }>();
   /** Number of segment slots in the file so far. */
   fileSegments = 0;
 
@@ -64,19 +70,23 @@ export class SegmentTable {
     if (index >= this.fileSegments) this.fileSegments = index + 1;
   }
 
-  /** The cleaner gives `seq` back; its index is reusable after the next durable checkpoint. */
-  release(seq: number): void {
+  /** The cleaner gives `seq` back once the log up to `durableAt` is durable (see the rule above). */
+  release(seq: number, durableAt: number): void {
     const index = this.bySeq.get(seq);
     if (index === undefined) throw new Error(`release of segment seq ${seq} that is not live`);
     this.bySeq.delete(seq);
-    this.pending.add(index);
+    this.pending.set(index, { seq, durableAt });
   }
 
-  /** A checkpoint that no longer references the pending segments is durable: free them. */
-  promotePending(): number {
-    const count = this.pending.size;
-    for (const index of this.pending) this.insertFree(index);
-    this.pending.clear();
+  /** Free the pending segments that the rule allows: returns how many. */
+  promotePending(stableAddress: number, checkpointStartSeq: number): number {
+    let count = 0;
+    for (const [index, entry] of this.pending) {
+      if (entry.seq >= checkpointStartSeq || entry.durableAt > stableAddress) continue;
+      this.pending.delete(index);
+      this.insertFree(index);
+      count += 1;
+    }
     return count;
   }
 
@@ -99,7 +109,7 @@ export class SegmentTable {
 
   /** State for a checkpoint; pending segments count as free, since that checkpoint frees them. */
   snapshot(): SegmentTableState {
-    const free = [...this.free, ...this.pending].sort((a, b) => a - b);
+    const free = [...this.free, ...this.pending.keys()].sort((a, b) => a - b);
     return { live: [...this.bySeq.entries()], free, fileSegments: this.fileSegments };
   }
 
@@ -116,7 +126,7 @@ export class SegmentTable {
   highestHeldIndex(): number {
     let highest = -1;
     for (const index of this.bySeq.values()) highest = Math.max(highest, index);
-    for (const index of this.pending) highest = Math.max(highest, index);
+    for (const index of this.pending.keys()) highest = Math.max(highest, index);
     return highest;
   }
 

@@ -14,9 +14,9 @@
  *    live only if the mapping table still points at it when its batch runs;
  * 3. give the emptied segment back to the log.
  *
- * A segment given back is only *pending*. It becomes free at the next checkpoint, whose root
- * block is written to both copies. From then on neither copy, nor any log replayed after them,
- * points into it (FASTER's lesson). A crash at any moment loses nothing: relocations are ordinary
+ * A segment given back is only *pending* (FASTER's lesson). It becomes free once the relocations
+ * that emptied it are durable, if it lies before the newest checkpoint's start (recovery reads
+ * nothing there), or else at the next checkpoint, whose root block goes to both copies. A crash at any moment loses nothing: relocations are ordinary
  * committed transactions. Space a crash leaks goes to a later cleaning.
  *
  * Deletes are never "dropped by a merge" (Bitcask's bug): liveness comes from the mapping table
@@ -51,6 +51,9 @@ export interface CleanerSettings {
   /** Run the cleaner by itself in the background (default true). */
   autoClean: boolean;
 }
+
+/** Segments behind the tail a victim must be (outside `compact()`). */
+export const MIN_VICTIM_AGE_SEGMENTS = 2;
 
 /** Bytes of records relocated per batch: the longest a batch holds the transaction turn. */
 export const RELOCATE_BATCH_BYTES = 1 << 20;
@@ -96,7 +99,6 @@ export class Cleaner {
   private readonly host: CleanerHost;
   private running: Promise<void> | undefined;
   private readonly cleaning = new Set<number>();
-  private releasedSinceCheckpoint = 0;
   readonly counters: CleanerStats = { segmentsCleaned: 0, bytesRelocated: 0, recordsRelocated: 0, throttledMs: 0, cleanerRuns: 0 };
 
   constructor(host: CleanerHost, settings: CleanerSettings) {
@@ -104,14 +106,17 @@ export class Cleaner {
     this.settings = settings;
   }
 
-  /** Candidate victims, best first. */
-  candidates(thresholdPercent = this.settings.cleanerUtilisationPercent): number[] {
+  /**
+   * Candidate victims, best first. `minAge` keeps the youngest segments out (background and
+   * throttle): their garbage is still growing, and cleaning them early moves data twice.
+   */
+  candidates(thresholdPercent = this.settings.cleanerUtilisationPercent, minAge = MIN_VICTIM_AGE_SEGMENTS): number[] {
     const { log, core, pins } = this.host;
     const tail = log.tailSegmentSeq;
     const stable = log.stableAddress;
     const scored: Array<{ seq: number; score: number }> = [];
     for (const seq of log.liveSegmentSeqs()) {
-      if (seq >= tail || pins.isPinned(seq) || stable < (seq + 1) * log.segmentSize) continue;
+      if (tail - seq < minAge || pins.isPinned(seq) || stable < (seq + 1) * log.segmentSize) continue;
       const utilisation = core.sut.liveBytesOf(seq) / log.segmentSize;
       if (utilisation * 100 >= thresholdPercent) continue;
       const age = tail - seq;
@@ -119,6 +124,14 @@ export class Cleaner {
     }
     scored.sort((a, b) => b.score - a.score);
     return scored.map((entry) => entry.seq);
+  }
+
+  /** Bytes cleaning the candidates would reclaim. */
+  private reclaimableBytes(victims: readonly number[]): number {
+    const { log, core } = this.host;
+    let bytes = 0;
+    for (const seq of victims) bytes += log.segmentSize - core.sut.liveBytesOf(seq);
+    return bytes;
   }
 
   /** Clean `seq`: relocate its live records and give it back. `locked`: the caller holds the turn. */
@@ -149,7 +162,6 @@ export class Cleaner {
     const release = async (): Promise<boolean> => {
       if (!log.isLiveSegment(seq) || core.sut.liveBytesOf(seq) !== 0 || pins.isPinned(seq) || seq >= log.tailSegmentSeq) return false;
       log.releaseSegment(seq);
-      this.releasedSinceCheckpoint += 1;
       this.counters.segmentsCleaned += 1;
       return true;
     };
@@ -260,14 +272,18 @@ export class Cleaner {
    */
   async throttle(): Promise<void> {
     const { log } = this.host;
-    if (log.freeSegments >= this.settings.cleanerLowWaterSegments) return;
+    const floor = this.settings.cleanerLowWaterSegments + this.reserveSegments();
+    if (log.freeSegments >= floor || !this.mayGrowShort()) return;
     const started = performance.now();
     try {
-      for (let round = 0; round < 4 && log.freeSegments < this.settings.cleanerLowWaterSegments; round++) {
+      for (let round = 0; round < 8 && log.freeSegments < floor; round++) {
         const victims = this.candidates();
         if (victims.length === 0 && log.pendingSegments === 0) break;
-        for (const seq of victims.slice(0, this.settings.cleanerLowWaterSegments * 2)) await this.cleanSegment(seq, true);
-        if (log.pendingSegments > 0) await this.checkpointLocked();
+        for (const seq of victims.slice(0, Math.max(2, this.settings.cleanerLowWaterSegments))) await this.cleanSegment(seq, true);
+        // Emptied segments become free once the relocations are durable (if they lie before the
+        // newest checkpoint); only those after it need a new checkpoint.
+        if (log.pendingSegments > 0) await log.flush();
+        if (log.freeSegments < floor && log.pendingSegments > 0) await this.checkpointLocked();
       }
     } finally {
       this.counters.throttledMs += performance.now() - started;
@@ -283,16 +299,42 @@ export class Cleaner {
     }
   }
 
-  private async checkpointLocked(): Promise<void> {
-    await this.host.checkpointLocked();
-    this.releasedSinceCheckpoint = 0;
+  /**
+   * Segments kept back for the cleaner's own writes: a checkpoint (about 24 bytes per seid) and
+   * one batch of relocations. Writers are throttled before they eat into it.
+   */
+  reserveSegments(): number {
+    const { log, core } = this.host;
+    const checkpointBytes = core.map.size * 24 + core.sut.entries().length * 16 + (64 << 10);
+    return Math.ceil(checkpointBytes / log.segmentSize) + Math.ceil(RELOCATE_BATCH_BYTES / log.segmentSize) + 1;
   }
 
-  /** After a commit: start background cleaning if free segments ran below the high-water mark. */
+  /**
+   * Whether writers should wait for cleaning rather than grow the file: always under
+   * `maxFileBytes`; otherwise only when cleaning would reclaim at least two segments.
+   */
+  private mayGrowShort(): boolean {
+    if (this.host.maxFileBytes !== undefined) return true;
+    return this.reclaimableBytes(this.candidates()) >= 2 * this.host.log.segmentSize;
+  }
+
+  private async checkpointLocked(): Promise<void> {
+    await this.host.checkpointLocked();
+  }
+
+  /** Free segments the background cleaner aims for: the high-water mark, above the writers' floor. */
+  private freeTarget(): number {
+    return Math.max(this.settings.cleanerHighWaterSegments, this.settings.cleanerLowWaterSegments + this.reserveSegments() + 1);
+  }
+
+  /**
+   * After a commit: start background cleaning when free segments are below the target and the
+   * candidates hold at least two segments' worth of garbage (less is not worth moving data for).
+   */
   nudge(): void {
     if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen) return;
-    if (this.host.log.freeSegments >= this.settings.cleanerHighWaterSegments) return;
-    if (this.candidates().length === 0) return;
+    if (this.host.log.freeSegments >= this.freeTarget()) return;
+    if (this.reclaimableBytes(this.candidates()) < 2 * this.host.log.segmentSize) return;
     this.running = this.background().finally(() => {
       this.running = undefined;
     });
@@ -300,18 +342,28 @@ export class Cleaner {
 
   private async background(): Promise<void> {
     this.counters.cleanerRuns += 1;
+    const { log } = this.host;
+    const relocatedAtStart = this.counters.bytesRelocated;
+    const cleanedAtStart = this.counters.segmentsCleaned;
     try {
-      while (this.host.isOpen && this.host.log.freeSegments < this.settings.cleanerHighWaterSegments) {
+      while (this.host.isOpen && log.freeSegments < this.freeTarget()) {
         // Yield to the event loop between victims: cleaning runs in small steps.
         await new Promise((resolve) => setImmediate(resolve));
         const [victim] = this.candidates();
         if (victim === undefined) break;
         await this.cleanSegment(victim, false);
-        if (this.releasedSinceCheckpoint >= Math.max(1, Math.floor(this.settings.cleanerHighWaterSegments / 2))) {
+        // Durable relocations free the segments before the newest checkpoint; those after it
+        // wait for a checkpoint, taken while there is still room for one.
+        if (log.pendingSegments > 0) await log.flush();
+        if (log.pendingSegments >= Math.max(1, Math.floor(this.settings.cleanerHighWaterSegments / 2))) {
           await this.host.exclusive(() => this.checkpointLocked());
         }
+        // Progress guard: stop when relocation eats most of what cleaning frees.
+        const cleaned = this.counters.segmentsCleaned - cleanedAtStart;
+        const relocated = this.counters.bytesRelocated - relocatedAtStart;
+        if (cleaned >= 2 && relocated > 0.8 * cleaned * log.segmentSize) break;
       }
-      if (this.releasedSinceCheckpoint > 0 && this.host.isOpen) await this.host.exclusive(() => this.checkpointLocked());
+      log.requestFlush();
     } catch {
       // Background cleaning gives up quietly: a closed store, or an I/O failure that the log
       // already turned into read-only mode. Nothing it did is half-applied.
@@ -331,7 +383,7 @@ export class Cleaner {
     await this.idle();
     const before = this.counters.segmentsCleaned;
     for (let pass = 0; pass < 3; pass++) {
-      const victims = this.candidates(thresholdPercent);
+      const victims = this.candidates(thresholdPercent, 1);
       if (victims.length === 0) break;
       for (const seq of victims) await this.cleanSegment(seq, false);
       // Relocations land in the tail; a checkpoint makes the emptied segments free.

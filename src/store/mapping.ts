@@ -185,6 +185,16 @@ export class MappingTable {
     }
   }
 
+  /**
+   * Make room for `count` entries at once (checkpoint load): inserting many keys that arrive in
+   * hash order into a small table that grows would pile them into one long probe run.
+   */
+  reserve(count: number): void {
+    const capacity = Math.ceil(count / MAX_LOAD) + 1;
+    if (capacity <= this.capacity) return;
+    this.growTo(capacity);
+  }
+
   clear(): void {
     this.capacity = INITIAL_CAPACITY;
     this.keysLo = new Uint32Array(INITIAL_CAPACITY);
@@ -196,12 +206,16 @@ export class MappingTable {
   }
 
   private grow(): void {
+    this.growTo(Math.ceil(this.capacity * GROWTH));
+  }
+
+  private growTo(capacity: number): void {
     const oldLo = this.keysLo;
     const oldHi = this.keysHi;
     const oldAddresses = this.addresses;
     const oldSizes = this.sizes;
     const oldCapacity = this.capacity;
-    this.capacity = Math.ceil(oldCapacity * GROWTH);
+    this.capacity = capacity;
     this.keysLo = new Uint32Array(this.capacity);
     this.keysHi = new Uint32Array(this.capacity);
     this.addresses = new Float64Array(this.capacity);

@@ -9,8 +9,7 @@ import type { LogStructuredStore } from "../log/lss.ts";
 import { CorruptionError } from "../errors.ts";
 import type { Location } from "./mapping.ts";
 import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "./records.ts";
-import { decodeExtents, FLAG_EXTENTS_CHUNK, FLAG_EXTENTS_INDIRECT, FLAG_PART, type MetaRecord, type Multipart, type Part } from "./write-path.ts";
-import { paddedRecordBytes } from "./records.ts";
+import { FLAG_PART, type Part } from "./write-path.ts";
 
 /** Read and verify a single-part element's Data record; returns its body. */
 export async function readSingle(log: LogStructuredStore, seid: bigint, location: Location): Promise<Uint8Array> {
@@ -47,32 +46,4 @@ export async function readMultipart(log: LogStructuredStore, seid: bigint, locat
   }
   if (offset !== out.length) throw new CorruptionError(`seid ${seid}: parts add up to ${offset} bytes, expected ${out.length}`);
   return out;
-}
-
-/** Read a whole record of unknown length at `address` (header first, then the rest), verified. */
-async function readRecordAt(log: LogStructuredStore, seid: bigint, address: number, type: RecordType): Promise<{ flags: number; body: Uint8Array; recordBytes: number }> {
-  const head = await log.read(address, RECORD_HEADER_BYTES);
-  const recordBytes = new DataView(head.buffer, head.byteOffset, RECORD_HEADER_BYTES).getUint32(0, true);
-  if (recordBytes < RECORD_HEADER_BYTES || recordBytes > log.maxReservationBytes) {
-    throw new CorruptionError(`seid ${seid}: record at ${address} claims ${recordBytes} bytes`);
-  }
-  const record = await log.read(address, recordBytes);
-  const header = verifyRecord(record, { type, seid });
-  return { flags: header.flags, body: record.subarray(RECORD_HEADER_BYTES), recordBytes };
-}
-
-/** Rebuild a multipart element's part list from its Extents record(s) (checkpoint load). */
-export async function loadMultipart(log: LogStructuredStore, seid: bigint, address: number): Promise<Multipart> {
-  const root = await readRecordAt(log, seid, address, RecordType.Extents);
-  const meta: MetaRecord[] = [{ address, recordBytes: paddedRecordBytes(root.recordBytes) }];
-  const entries = decodeExtents(root.body);
-  if ((root.flags & FLAG_EXTENTS_INDIRECT) === 0) return { parts: entries, meta };
-  const parts: Part[] = [];
-  for (const chunk of entries) {
-    const record = await readRecordAt(log, seid, chunk.address, RecordType.Extents);
-    if ((record.flags & FLAG_EXTENTS_CHUNK) === 0) throw new CorruptionError(`seid ${seid}: extents chunk at ${chunk.address} is not a chunk`);
-    meta.push({ address: chunk.address, recordBytes: paddedRecordBytes(record.recordBytes) });
-    parts.push(...decodeExtents(record.body));
-  }
-  return { parts, meta };
 }

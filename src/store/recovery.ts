@@ -14,7 +14,6 @@ import { CorruptionError } from "../errors.ts";
 import { decodeCheckpoint } from "./checkpoint.ts";
 import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./records.ts";
 import type { SeidSpaces } from "./seids.ts";
-import { loadMultipart } from "./read-path.ts";
 import {
   applyCommitted,
   decodeExtents,
@@ -75,20 +74,18 @@ export async function loadCheckpoint(
     }
   }
   const blob = Buffer.concat(chunks);
-  const multipart: bigint[] = [];
-  const decoded = decodeCheckpoint(blob, (seid, location) => {
-    core.map.set(seid, location);
-    core.liveValueBytes += location.sizeBytes;
-    if (location.multipart) multipart.push(seid);
-  });
+  if (blob.length >= 48) core.map.reserve(new DataView(blob.buffer, blob.byteOffset, blob.length).getUint32(44, true));
+  const decoded = decodeCheckpoint(
+    blob,
+    (seid, location) => {
+      core.map.set(seid, location);
+      core.liveValueBytes += location.sizeBytes;
+    },
+    (seid, multipart) => void core.parts.set(seid, multipart),
+  );
   core.sut.restore(decoded.sut);
   spaces.apply(decoded.spaces);
   core.log.restoreSegments(decoded.segments);
-  // Multipart elements keep their part lists in memory: read them back from their Extents records.
-  for (const seid of multipart) {
-    const location = core.map.get(seid);
-    if (location !== undefined) core.parts.set(seid, await loadMultipart(core.log, seid, location.address));
-  }
   return { lastTxId: decoded.lastTxId, commits: decoded.commits };
 }
 

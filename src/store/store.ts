@@ -99,6 +99,9 @@ export class Store {
   private lastCheckpointSeq: number;
   private checkpointQueued = false;
   private dirtySinceCheckpoint = false;
+  /** Transactions called and not yet past their commit (for group commit's decision to wait). */
+  private queuedTransactions = 0;
+  private lastRelaxedFlushMs = 0;
   private readonly cleaner: Cleaner;
 
   private constructor(path: string, options: ResolvedOptions, log: LogStructuredStore, core: StoreCore, report: RecoveryReport) {
@@ -259,7 +262,11 @@ export class Store {
     const previous = this.turn;
     let endTurn!: () => void;
     this.turn = new Promise<void>((resolve) => (endTurn = resolve));
-    const run = this.runTransaction(previous, endTurn, fn);
+    this.queuedTransactions += 1;
+    const run = this.runTransaction(previous, () => {
+      this.queuedTransactions -= 1;
+      endTurn();
+    }, fn);
     this.inFlight.add(run);
     const untrack = () => this.inFlight.delete(run);
     run.then(untrack, untrack);
@@ -293,8 +300,14 @@ export class Store {
     }
     if (commitEnd !== undefined) {
       if (this.options.durability === "sync") {
-        this.log.requestFlush();
+        // Seal at once when no other transaction is queued behind this one; otherwise let the
+        // queued ones join the same flush (group commit).
+        this.log.requestFlush(this.queuedTransactions === 0);
         await this.log.waitDurable(commitEnd);
+      } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
+        // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.
+        this.lastRelaxedFlushMs = performance.now();
+        this.log.requestFlush();
       }
       this.maybeCheckpoint();
       this.cleaner.nudge();
@@ -447,6 +460,7 @@ export class Store {
       segments: log.segmentState(),
       map: this.core.map.entries(),
       mapEntries: this.core.map.size,
+      parts: this.core.parts,
     });
     const chunkBytes = log.maxReservationBytes - RECORD_HEADER_BYTES;
     for (let offset = 0, index = 0; offset < blob.length || index === 0; offset += chunkBytes, index++) {
