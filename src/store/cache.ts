@@ -1,13 +1,21 @@
 /**
- * A bounded LRU cache of element bytes, by seid. `cacheBytes` is a hard limit on the bytes of
- * values held; an element larger than a quarter of it is never cached, so one big read cannot
- * flush everything else. Map insertion order is the recency order.
+ * A bounded cache of element bytes, by seid. `cacheBytes` is a hard limit on the bytes of values
+ * held; an element larger than a quarter of it is never cached, so one big read cannot flush
+ * everything else.
+ *
+ * Eviction is CLOCK (second chance) over Map insertion order: a hit only sets a flag, so the hot
+ * read path does one Map lookup and no reordering; eviction gives flagged entries one more round.
  *
  * @module
  */
 
+interface Entry {
+  value: Uint8Array;
+  referenced: boolean;
+}
+
 export class ElementCache {
-  private readonly entries = new Map<bigint, Uint8Array>();
+  private readonly entries = new Map<bigint, Entry>();
   private heldBytes = 0;
   readonly limitBytes: number;
   hits = 0;
@@ -22,34 +30,45 @@ export class ElementCache {
   }
 
   get(seid: bigint): Uint8Array | undefined {
-    const value = this.entries.get(seid);
-    if (value === undefined) {
+    const entry = this.entries.get(seid);
+    if (entry === undefined) {
       this.misses += 1;
       return undefined;
     }
     this.hits += 1;
-    this.entries.delete(seid);
-    this.entries.set(seid, value);
-    return value;
+    entry.referenced = true;
+    return entry.value;
   }
 
   set(seid: bigint, value: Uint8Array): void {
     this.invalidate(seid);
     if (value.length > this.limitBytes / 4) return;
-    this.entries.set(seid, value);
+    this.entries.set(seid, { value, referenced: false });
     this.heldBytes += value.length;
+    this.evict();
+  }
+
+  private evict(): void {
+    // Each pass either evicts or clears a flag, so this ends within two rounds of the entries.
     while (this.heldBytes > this.limitBytes) {
-      const oldest = this.entries.keys().next();
+      const oldest = this.entries.entries().next();
       if (oldest.done === true) break;
-      this.invalidate(oldest.value);
+      const [seid, entry] = oldest.value;
+      this.entries.delete(seid);
+      if (entry.referenced) {
+        entry.referenced = false;
+        this.entries.set(seid, entry);
+      } else {
+        this.heldBytes -= entry.value.length;
+      }
     }
   }
 
   invalidate(seid: bigint): void {
-    const value = this.entries.get(seid);
-    if (value === undefined) return;
+    const entry = this.entries.get(seid);
+    if (entry === undefined) return;
     this.entries.delete(seid);
-    this.heldBytes -= value.length;
+    this.heldBytes -= entry.value.length;
   }
 
   clear(): void {

@@ -280,7 +280,7 @@ export class Store {
     try {
       this.assertWritable();
       await this.cleaner.throttle();
-      const tx = new Transaction(this.lastTxId + 1, this.log, this.options.cacheBytes > 0);
+      const tx = new Transaction(this.lastTxId + 1, this.log, this.options.cacheBytes);
       this.lastTxId = tx.id; // consumed even if it aborts: its records may be in the log already
       try {
         result = await fn(tx);
@@ -345,6 +345,10 @@ export class Store {
   async read(seid: bigint): Promise<Uint8Array | undefined> {
     this.assertOpen();
     checkSeid(seid);
+    // The cache only holds committed values and is invalidated by every write and delete, so a
+    // hit needs no mapping-table lookup.
+    const hit = this.core.cache.get(seid);
+    if (hit !== undefined && hit.length <= this.options.maxReadBytes) return hit.slice();
     const location = this.core.map.get(seid);
     if (location === undefined) return undefined;
     if (location.sizeBytes > this.options.maxReadBytes) {
@@ -352,8 +356,6 @@ export class Store {
         `seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.options.maxReadBytes}: use readStream()`,
       );
     }
-    const cached = this.core.cache.get(seid);
-    if (cached !== undefined) return cached.slice();
     let value: Uint8Array;
     // Pin what the read touches: the cleaner may relocate the element meanwhile, and must not give
     // its old segments back (and a checkpoint then reuse them) under a read still in flight.

@@ -11,7 +11,7 @@ import type { LogStructuredStore } from "../log/lss.ts";
 import { RecordType } from "./records.ts";
 import { checkSeid } from "./seids.ts";
 import { createWriteStream } from "./streams.ts";
-import { appendElement, appendRecord, type AppliedOp } from "./write-path.ts";
+import { appendElement, appendRecord, tryAppendSmallElement, type AppliedOp } from "./write-path.ts";
 
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
 export const SPILL_BYTES = 4 << 20;
@@ -35,7 +35,8 @@ export class Transaction {
   /** Sequence number of this transaction in the log. */
   readonly id: number;
   private readonly log: LogStructuredStore;
-  private readonly keepValues: boolean;
+  /** Bytes of written values the transaction may hand to the cache (a small share of it). */
+  private cacheBudgetBytes: number;
   private pending: PendingOp[] = [];
   private pendingBytes = 0;
   private readonly applied: AppliedOp[] = [];
@@ -45,10 +46,11 @@ export class Transaction {
   private openStreams = 0;
 
   /** @internal */
-  constructor(id: number, log: LogStructuredStore, keepValues: boolean) {
+  constructor(id: number, log: LogStructuredStore, cacheBytes: number) {
     this.id = id;
     this.log = log;
-    this.keepValues = keepValues;
+    // A bulk transaction would only churn the cache (and pay for it on every write).
+    this.cacheBudgetBytes = Math.floor(cacheBytes / 8);
   }
 
   private assertActive(): void {
@@ -135,7 +137,10 @@ export class Transaction {
         await appendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, new Uint8Array(0));
         this.applied.push({ kind: "delete", seid: op.seid });
       } else {
-        this.applied.push(await appendElement(this.log, this.id, op.seid, op.value, this.keepValues));
+        const keep = op.value.length <= this.cacheBudgetBytes;
+        if (keep) this.cacheBudgetBytes -= op.value.length;
+        const fast = tryAppendSmallElement(this.log, this.id, op.seid, op.value, keep);
+        this.applied.push(fast ?? (await appendElement(this.log, this.id, op.seid, op.value, keep)));
       }
     }
   }

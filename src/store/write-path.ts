@@ -111,6 +111,31 @@ export async function appendRecord(
 }
 
 /**
+ * The synchronous fast path of {@link appendElement}: a single-part element when a flush buffer
+ * has room right now. Undefined when the caller must take the asynchronous path.
+ */
+export function tryAppendSmallElement(log: LogStructuredStore, txId: number, seid: bigint, value: Uint8Array, keepValue: boolean): AppliedOp | undefined {
+  if (value.length > partBytesFor(log)) return undefined;
+  const reservation = log.tryReserve(RECORD_HEADER_BYTES + value.length);
+  if (reservation === undefined) return undefined;
+  try {
+    reservation.bytes.set(value, RECORD_HEADER_BYTES);
+    sealRecord(reservation.bytes, RecordType.Data, txId, seid, 0);
+  } finally {
+    log.release(reservation);
+  }
+  return {
+    kind: "write",
+    seid,
+    address: reservation.address,
+    sizeBytes: value.length,
+    recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + value.length),
+    multipart: undefined,
+    value: keepValue ? value : undefined,
+  };
+}
+
+/**
  * Write an element's bytes: one Data record when it fits a part, else parts then an Extents
  * record. Returns the op to apply at commit.
  */
