@@ -96,6 +96,13 @@ export interface FaultBackendOptions {
   syncIo?: boolean;
   /** With `syncIo`: probability that a completion is held back at each reap (default 0.3). */
   holdProbability?: number;
+  /**
+   * Do not really free buffers given back with `free()`: fill them with a poison byte and keep
+   * them until {@link FaultBackend.close}, which checks the poison is intact. A write into a
+   * buffer after it was freed (by the store, or by I/O still in flight) is then counted in
+   * `counts.useAfterFree` instead of corrupting memory another allocation owns.
+   */
+  quarantineFrees?: boolean;
   /** Override the O_DIRECT request of every openFile (false: buffered I/O, faster for tests). */
   direct?: boolean;
   /** Fate of non-durable writes at a power cut (default keep 2, drop 1, torn 1). */
@@ -123,6 +130,8 @@ export interface FaultCounts {
   calls: number;
   /** Writes that reached the durable image through a completed datasync or syncNow. */
   durableWrites: number;
+  /** Quarantined buffers found written after they were freed (see `quarantineFrees`). */
+  useAfterFree: number;
 }
 
 /** An error injection: the `nth` matching call from now fails with `errno`. */
@@ -323,7 +332,8 @@ export class FaultBackend implements IoBackend {
   private nextWriteId = 1;
   private injections: ArmedInjection[] = [];
   private randomErrors: { probability: number; errno: number; sites: ReadonlySet<FaultSite> } | undefined;
-  private cutAtCall: number | undefined;
+  /** Matching calls left before the armed power cut, and the sites that count. */
+  private cutAfter: { remaining: number; sites: ReadonlySet<FaultSite> } | undefined;
   private dead = false;
   private cutImages: Array<{ path: string; image: Uint8Array }> | undefined;
   private cutFinished = false;
@@ -338,7 +348,12 @@ export class FaultBackend implements IoBackend {
     injectedErrors: 0,
     calls: 0,
     durableWrites: 0,
+    useAfterFree: 0,
   };
+  private readonly quarantineFrees: boolean;
+  private readonly quarantine: Array<{ buffer: NativeBuffer; freedAt: string }> = [];
+  /** Where each damaged quarantined buffer was freed (size and stack), for whoever investigates. */
+  readonly useAfterFreeReports: string[] = [];
   /** What the last power cut did, per file. */
   lastCut: PowerCutFile[] = [];
   /** Called when an injected error fires (site, errno, call number). */
@@ -357,6 +372,7 @@ export class FaultBackend implements IoBackend {
       throw new InvalidArgumentError("powerCut weights must be ≥ 0 and not all 0");
     }
     this.keepSizeProbability = options.keepSizeProbability ?? 0.5;
+    this.quarantineFrees = options.quarantineFrees ?? false;
   }
 
   // ───────────────────────────── control ─────────────────────────────
@@ -405,10 +421,14 @@ export class FaultBackend implements IoBackend {
     this.randomErrors = undefined;
   }
 
-  /** Cut the power just before the `nth` I/O call from now (1 = the next call), which fails. */
-  cutPowerAtCall(nth: number): void {
+  /**
+   * Cut the power just before the `nth` I/O call from now (1 = the next call), which fails.
+   * With `sites`, only calls at those sites count (e.g. `["datasync"]`: cut as the nth datasync
+   * is issued, when every write since the previous one is still in the air).
+   */
+  cutPowerAtCall(nth: number, sites: readonly FaultSite[] = ALL_FAULT_SITES): void {
     if (!Number.isInteger(nth) || nth < 1) throw new InvalidArgumentError(`nth must be an integer ≥ 1, got ${nth}`);
-    this.cutAtCall = this.counters.calls + nth;
+    this.cutAfter = { remaining: nth, sites: new Set(sites) };
   }
 
   /**
@@ -419,7 +439,7 @@ export class FaultBackend implements IoBackend {
   cutPower(): void {
     if (this.dead) return;
     this.dead = true;
-    this.cutAtCall = undefined;
+    this.cutAfter = undefined;
     this.counters.powerCuts += 1;
     const images: Array<{ path: string; image: Uint8Array }> = [];
     const files: PowerCutFile[] = [];
@@ -473,7 +493,7 @@ export class FaultBackend implements IoBackend {
   private enter(site: FaultSite): number {
     if (this.dead) return EIO;
     this.counters.calls += 1;
-    if (this.cutAtCall !== undefined && this.counters.calls >= this.cutAtCall) {
+    if (this.cutAfter !== undefined && this.cutAfter.sites.has(site) && --this.cutAfter.remaining <= 0) {
       this.cutPower();
       return EIO;
     }
@@ -622,7 +642,27 @@ export class FaultBackend implements IoBackend {
   }
 
   free(buffer: NativeBuffer): void {
-    this.inner.free(buffer);
+    if (!this.quarantineFrees) {
+      this.inner.free(buffer);
+      return;
+    }
+    buffer.bytes.fill(POISON);
+    this.quarantine.push({ buffer, freedAt: new Error("freed here").stack ?? "" });
+  }
+
+  /** Check the quarantined buffers are still all poison, then free them; returns how many were not. */
+  private releaseQuarantine(): number {
+    let damaged = 0;
+    for (const { buffer, freedAt } of this.quarantine.splice(0)) {
+      const first = buffer.bytes.findIndex((byte) => byte !== POISON);
+      if (first >= 0) {
+        damaged += 1;
+        this.useAfterFreeReports.push(`${buffer.sizeBytes}-byte buffer written at offset ${first} after free; ${freedAt}`);
+      }
+      this.inner.free(buffer);
+    }
+    this.counters.useAfterFree += damaged;
+    return damaged;
   }
 
   submit(ops: readonly IoOp[]): void {
@@ -792,6 +832,7 @@ export class FaultBackend implements IoBackend {
     if (this.isClosed) return;
     this.isClosed = true;
     this.wake();
+    if (this.inner.inFlight === 0) this.releaseQuarantine();
     if (this.ownsInner && !this.inner.closed && this.inner.inFlight === 0) {
       for (const record of this.openFiles.values()) {
         if (record.closedByCut) continue;
@@ -806,6 +847,9 @@ export class FaultBackend implements IoBackend {
     }
   }
 }
+
+/** Fill byte of quarantined buffers. */
+const POISON = 0xdb;
 
 /** syncIo: the checks the portable backend makes before a transfer. */
 function validateTransfer(op: IoOp): void {

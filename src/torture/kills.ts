@@ -144,7 +144,13 @@ export async function runKills(options: KillOptions): Promise<KillReport> {
       break;
     }
     try {
-      const counter = decodeCounter(await store.read(COUNTER_SEID));
+      let counter: number;
+      try {
+        counter = decodeCounter(await store.read(COUNTER_SEID));
+      } catch (error) {
+        report.violations.push(`kill ${kill}: reading the counter after recovery threw ${String(error)}`);
+        break;
+      }
       report.checks += 1;
       if (!Number.isInteger(counter) || counter < lastAck || counter < modelAt) {
         report.violations.push(`kill ${kill}: recovered through ${counter}, but ${lastAck} was acknowledged (and ${modelAt} recovered before)`);
@@ -155,7 +161,13 @@ export async function runKills(options: KillOptions): Promise<KillReport> {
       for (let i = 1; i <= FIXED_KEYS; i++) {
         const seid = BigInt(i);
         const expected = model.get(seid);
-        const got = await store.read(seid);
+        let got: Uint8Array | undefined;
+        try {
+          got = await store.read(seid);
+        } catch (error) {
+          report.violations.push(`kill ${kill}: after recovery through ${counter}, reading seid ${seid} threw ${String(error)}`);
+          continue;
+        }
         report.checks += 1;
         const ok = expected === undefined ? got === undefined : got !== undefined && sameBytes(got, expected);
         if (!ok) report.violations.push(`kill ${kill}: after recovery through ${counter}, seid ${seid} reads ${got?.length} bytes, expected ${expected?.length}`);

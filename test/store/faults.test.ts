@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { EIO, ENOSPC, FaultBackend, type FaultSite } from "../../src/io/fault.ts";
-import { IoError, LssError, NoSpaceError, ReadOnlyError, Store, type StoreOptions } from "../../src/index.ts";
+import { IoError, LogStructuredStore, LssError, NoSpaceError, ReadOnlyError, Store, type StoreOptions } from "../../src/index.ts";
 import { checkRecovered } from "../../src/torture/check.ts";
 import { COUNTER_SEID, encodeCounter, History, makeValue } from "../../src/torture/model.ts";
 import { scratchDir } from "../helpers.ts";
@@ -371,5 +371,85 @@ describe("regressions found by the fault harness", () => {
     }
     // Some cut points left B's records without their Commit (the case that used to merge).
     expect(reproduced).toBeGreaterThan(0);
+  });
+});
+
+describe("stale units at the replay start", () => {
+  let dir: string;
+  let cleanup: () => void;
+  beforeAll(() => {
+    ({ dir, cleanup } = scratchDir("fault-stale"));
+  });
+  afterAll(() => cleanup());
+
+  test("a unit of an older epoch right at replayFrom is not replayed (found by the long torture, seed 1)", async () => {
+    // Epoch 1 writes U0, U1, U2; a crash loses U1 but U2 lands (a hole before a surviving unit).
+    // Epoch 2 recovers up to U1's address, writes one unit of U1's size there and checkpoints:
+    // replayFrom is now U2's address, and the stale U2 (epoch 1) has a matching prevEnd.
+    const file = path.join(dir, "stale.lss");
+    const options = { io: "portable" as const, segmentSize: 256 << 10, bufferSize: 64 << 10 };
+    const put = async (log: LogStructuredStore, bytes: number, fill: number) => {
+      const reservation = await log.reserveSpace(bytes);
+      log.writePayload(new Uint8Array(bytes).fill(fill), reservation);
+      await log.flush();
+    };
+    let log = await LogStructuredStore.open(file, options);
+    await put(log, 1000, 1); // U0: 4 KiB
+    const u1 = log.tailPosition().address;
+    await put(log, 5000, 2); // U1: 8 KiB
+    const u2 = log.tailPosition().address;
+    await put(log, 1000, 3); // U2: 4 KiB
+    await log.close();
+    expect(u2 - u1).toBe(8192);
+    const bytes = fs.readFileSync(file);
+    bytes.fill(0, 8192 + u1, 8192 + u1 + 4096); // U1 lost
+    fs.writeFileSync(file, bytes);
+    log = await LogStructuredStore.open(file, options);
+    const start = log.tailPosition();
+    expect(start.address).toBe(u1);
+    await put(log, 5000, 4); // U1' (epoch 2), ends where U2 starts
+    const replayFrom = log.tailPosition();
+    expect(replayFrom.address).toBe(u2);
+    await log.writeRoot({ checkpoint: { start, endAddress: replayFrom.address }, replayFrom });
+    await log.close();
+    log = await LogStructuredStore.open(file, { ...options, deferRecovery: true });
+    await log.readCheckpoint();
+    const replayed: number[] = [];
+    await log.recover(undefined, (unit) => void replayed.push(unit.payload[0] as number));
+    await log.close();
+    expect(replayed).toEqual([]); // U2 (fill 3, epoch 1) must not come back
+  });
+});
+
+describe("native memory after close", () => {
+  let dir: string;
+  let cleanup: () => void;
+  beforeAll(() => {
+    ({ dir, cleanup } = scratchDir("fault-uaf"));
+  });
+  afterAll(() => cleanup());
+
+  test("closing after a datasync failure never writes into freed flush buffers (serialized writes still queued)", async () => {
+    let damaged = 0;
+    let runs = 0;
+    for (let seed = 1; seed <= 30; seed++) {
+      const file = path.join(dir, `uaf-${seed}.lss`);
+      // Real asynchronous completions (the thread pool): the race needs their timing.
+      const fault = new FaultBackend({ seed, simulateSync: true, direct: false, quarantineFrees: true });
+      const store = await Store.open(file, { ...OPTIONS, ringSize: 4, writeMode: "serialized", backend: fault });
+      await store.transaction((tx) => tx.write(1n, new Uint8Array(10)));
+      fault.injectError({ nth: 1, sites: ["datasync"] });
+      // Several units queued behind one another; the commit's datasync fails; close at once.
+      await Promise.all(
+        [2n, 3n, 4n].map((seid) => store.transaction((tx) => tx.write(seid, new Uint8Array(90 << 10).fill(Number(seid)))).catch(() => {})),
+      );
+      await withTimeout(store.close().catch(() => {}), 5000, "close");
+      await Bun.sleep(1);
+      fault.close();
+      damaged += fault.counts.useAfterFree;
+      runs += 1;
+    }
+    expect(runs).toBe(30);
+    expect(damaged).toBe(0);
   });
 });
