@@ -33,6 +33,8 @@ export interface SegmentTableState {
 /** The seq → index map and the free-segment allocator. */
 export class SegmentTable {
   private readonly bySeq = new Map<number, number>();
+  /** Reverse of bySeq: index → seq. */
+  private readonly byIndex = new Map<number, number>();
   private free: number[] = [];
   /** Pending index → [seq it held, log address that must be durable first]. */
   private readonly pending = new Map<number, { seq: number; durableAt: number }>();
@@ -44,29 +46,55 @@ export class SegmentTable {
     return this.bySeq.get(seq);
   }
 
-  /** Record that `seq` lives at `index`. */
+  /**
+   * Record that `seq` lives at `index`. If an older seq still claims the same index, that claim is
+   * stale: recovery restored it from a checkpoint, but the segment was emptied and reused after
+   * that checkpoint (the relocations that emptied it are replayed from the log), so it is dropped.
+   */
   assign(seq: number, index: number): void {
     const existing = this.bySeq.get(seq);
     if (existing !== undefined && existing !== index) {
       throw new Error(`segment seq ${seq} assigned twice (${existing}, ${index})`);
     }
+    const holder = this.byIndex.get(index);
+    if (holder !== undefined && holder !== seq) {
+      if (holder > seq) throw new Error(`segment index ${index} held by seq ${holder}, newer than seq ${seq}`);
+      this.bySeq.delete(holder);
+    }
     this.bySeq.set(seq, index);
+    this.byIndex.set(index, seq);
     this.removeFree(index);
+    this.pending.delete(index);
     if (index >= this.fileSegments) this.fileSegments = index + 1;
   }
 
   /** Take the next segment: the lowest free index, else a new one at the end of the file. */
   take(): { index: number; grows: boolean } {
-    if (this.free.length > 0) return { index: this.free.shift() as number, grows: false };
+    if (this.free.length > 0) {
+      const index = this.free.shift() as number;
+      // Invariant (cheap, kept on): a free segment is held by no live seq.
+      if (this.byIndex.has(index)) throw new Error(`free segment ${index} is still held by seq ${this.byIndex.get(index)}`);
+      return { index, grows: false };
+    }
     if (this.fileSegments >= MAX_SEGMENTS) throw new InvalidArgumentError(`the file already has ${MAX_SEGMENTS} segments`);
     const index = this.fileSegments;
     this.fileSegments += 1;
     return { index, grows: true };
   }
 
-  /** Mark `index` taken (recovery: the log's walk found it in use, or reserved as the next one). */
+  /**
+   * Mark `index` taken (recovery: the log's walk names it as the segment after the tail). At run
+   * time it was free when the log reserved it, so an older seq still claiming it in a restored
+   * checkpoint table is stale, and is dropped now, before the cleaner could give it back again.
+   */
   claim(index: number): void {
+    const holder = this.byIndex.get(index);
+    if (holder !== undefined) {
+      this.bySeq.delete(holder);
+      this.byIndex.delete(index);
+    }
     this.removeFree(index);
+    this.pending.delete(index);
     if (index >= this.fileSegments) this.fileSegments = index + 1;
   }
 
@@ -75,6 +103,7 @@ export class SegmentTable {
     const index = this.bySeq.get(seq);
     if (index === undefined) throw new Error(`release of segment seq ${seq} that is not live`);
     this.bySeq.delete(seq);
+    this.byIndex.delete(index);
     this.pending.set(index, { seq, durableAt });
   }
 
@@ -116,7 +145,11 @@ export class SegmentTable {
   /** Load a checkpoint's state. */
   restore(state: SegmentTableState): void {
     this.bySeq.clear();
-    for (const [seq, index] of state.live) this.bySeq.set(seq, index);
+    this.byIndex.clear();
+    for (const [seq, index] of state.live) {
+      this.bySeq.set(seq, index);
+      this.byIndex.set(index, seq);
+    }
     this.free = [...state.free].sort((a, b) => a - b);
     this.pending.clear();
     this.fileSegments = state.fileSegments;
