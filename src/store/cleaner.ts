@@ -283,7 +283,9 @@ export class Cleaner {
         // Emptied segments become free once the relocations are durable (if they lie before the
         // newest checkpoint); only those after it need a new checkpoint.
         if (log.pendingSegments > 0) await log.flush();
-        if (log.freeSegments < floor && log.pendingSegments > 0) await this.checkpointLocked();
+        // A checkpoint costs the whole mapping table: take one only when writers are down to the
+        // hard low-water mark, not merely inside the reserve.
+        if (log.freeSegments < this.settings.cleanerLowWaterSegments && log.pendingSegments > 0) await this.checkpointLocked();
       }
     } finally {
       this.counters.throttledMs += performance.now() - started;

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { Store, StoreLockedError } from "../../src/index.ts";
-import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
+import { BACKENDS, fillPattern, forEachLine, rng, scratchDir } from "../helpers.ts";
 
 const SEGMENT = 1 << 20;
 const OPTIONS = { segmentSize: SEGMENT, bufferSize: 128 << 10, numSegmentsPerCheckpoint: 8 } as const;
@@ -182,18 +182,10 @@ describe("SIGKILL during cleaning", () => {
         const child = Bun.spawn([process.execPath, writer, file], { stdout: "pipe", stderr: "pipe" });
         let lastAck = 0;
         let started = false;
-        const reader = (async () => {
-          let pending = "";
-          for await (const chunk of child.stdout) {
-            pending += new TextDecoder().decode(chunk);
-            const lines = pending.split("\n");
-            pending = lines.pop() as string;
-            for (const line of lines) {
-              if (line.startsWith("start")) started = true;
-              if (line.startsWith("ack ") && !child.killed) lastAck = Number(line.slice(4));
-            }
-          }
-        })();
+        const reader = forEachLine(child.stdout, (line) => {
+          if (line.startsWith("start")) started = true;
+          if (line.startsWith("ack ") && !child.killed) lastAck = Number(line.slice(4));
+        });
         const until = Date.now() + 10_000;
         while (!started && Date.now() < until) await Bun.sleep(2);
         await Bun.sleep(100 + Math.floor(next() * 400));

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { Store, StoreLockedError } from "../../src/index.ts";
-import { BACKENDS, rng, scratchDir } from "../helpers.ts";
+import { BACKENDS, forEachLine, rng, scratchDir } from "../helpers.ts";
 import { COUNTER_SEID, counterValue, modelAfter, WORKLOAD_KEYS } from "./crash-workload.ts";
 
 const WRITER = path.resolve(import.meta.dir, "crash-writer.ts");
@@ -52,33 +52,17 @@ async function runAndKill(file: string, io: string, delayMs: number, checkpointE
   let lastAck = 0;
   let acks = 0;
   let started = false;
-  const decoder = new TextDecoder();
-  const reader = child.stdout.getReader();
-  let pending = "";
   let killAt: number | undefined;
-  const readLoop = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      pending += decoder.decode(value);
-      let newline = pending.indexOf("\n");
-      while (newline >= 0) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        if (line.startsWith("start")) {
-          started = true;
-          killAt = Date.now() + delayMs;
-        } else if (line.startsWith("ack ")) {
-          // Only acks read before the kill count as acknowledged.
-          if (!child.killed) {
-            lastAck = Math.max(lastAck, Number(line.slice(4)));
-            acks += 1;
-          }
-        }
-        newline = pending.indexOf("\n");
-      }
+  const readLoop = forEachLine(child.stdout, (line) => {
+    if (line.startsWith("start")) {
+      started = true;
+      killAt = Date.now() + delayMs;
+    } else if (line.startsWith("ack ") && !child.killed) {
+      // Only acks read before the kill count as acknowledged.
+      lastAck = Math.max(lastAck, Number(line.slice(4)));
+      acks += 1;
     }
-  })();
+  });
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline && (killAt === undefined || Date.now() < killAt)) await Bun.sleep(2);
   child.kill("SIGKILL");
