@@ -272,11 +272,10 @@ export class Cleaner {
    */
   async throttle(): Promise<void> {
     const { log } = this.host;
-    const floor = this.settings.cleanerLowWaterSegments + this.reserveSegments();
-    if (log.freeSegments >= floor || !this.mayGrowShort()) return;
+    if (!this.needsThrottle()) return;
     const started = performance.now();
     try {
-      for (let round = 0; round < 8 && log.freeSegments < floor; round++) {
+      for (let round = 0; round < 8 && this.needsThrottle(); round++) {
         const victims = this.candidates();
         if (victims.length === 0 && log.pendingSegments === 0) break;
         for (const seq of victims.slice(0, Math.max(2, this.settings.cleanerLowWaterSegments))) await this.cleanSegment(seq, true);
@@ -285,7 +284,7 @@ export class Cleaner {
         if (log.pendingSegments > 0) await log.flush();
         // A checkpoint costs the whole mapping table: take one only when writers are down to the
         // hard low-water mark, not merely inside the reserve.
-        if (log.freeSegments < this.settings.cleanerLowWaterSegments && log.pendingSegments > 0) await this.checkpointLocked();
+        if (this.headroom() < this.settings.cleanerLowWaterSegments && log.pendingSegments > 0) await this.checkpointLocked();
       }
     } finally {
       this.counters.throttledMs += performance.now() - started;
@@ -311,13 +310,28 @@ export class Cleaner {
     return Math.ceil(checkpointBytes / log.segmentSize) + Math.ceil(RELOCATE_BATCH_BYTES / log.segmentSize) + 1;
   }
 
+  /** Segments the file may still have, under `maxFileBytes` (unbounded without it). */
+  private maxSegments(): number {
+    const maxFileBytes = this.host.maxFileBytes;
+    return maxFileBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor((maxFileBytes - 8192) / this.host.log.segmentSize);
+  }
+
+  /** Segments writers can still use: free ones plus room to grow under `maxFileBytes`. */
+  private headroom(): number {
+    const { log } = this.host;
+    return log.freeSegments + Math.max(0, this.maxSegments() - log.fileSegments);
+  }
+
   /**
-   * Whether writers should wait for cleaning rather than grow the file: always under
-   * `maxFileBytes`; otherwise only when cleaning would reclaim at least two segments.
+   * Whether writers should wait for cleaning before they run. Under `maxFileBytes`: when free
+   * segments plus room to grow fall below the low-water mark plus the cleaner's reserve. Without
+   * it: when free segments are that low and cleaning would reclaim at least two segments (the
+   * file does not grow while garbage is there to reclaim, and grows when there is none).
    */
-  private mayGrowShort(): boolean {
-    if (this.host.maxFileBytes !== undefined) return true;
-    return this.reclaimableBytes(this.candidates()) >= 2 * this.host.log.segmentSize;
+  private needsThrottle(): boolean {
+    const floor = this.settings.cleanerLowWaterSegments + this.reserveSegments();
+    if (this.host.maxFileBytes !== undefined) return this.headroom() < floor;
+    return this.host.log.freeSegments < floor && this.reclaimableBytes(this.candidates()) >= 2 * this.host.log.segmentSize;
   }
 
   private async checkpointLocked(): Promise<void> {

@@ -6,8 +6,12 @@ import { BACKENDS, fillPattern, forEachLine, rng, scratchDir } from "../helpers.
 
 const SEGMENT = 1 << 20;
 const OPTIONS = { segmentSize: SEGMENT, bufferSize: 128 << 10, numSegmentsPerCheckpoint: 8 } as const;
-/** Root blocks, the tail segment, its pre-allocated successor, a checkpoint's worth: fixed overhead. */
-const FIXED_OVERHEAD_BYTES = 8192 + 6 * SEGMENT;
+/**
+ * Fixed overhead, independent of the live data: root blocks, the tail segment and its
+ * pre-allocated successor, and the free segments the cleaner keeps (its target is the low-water
+ * mark plus a reserve for a checkpoint and a relocation batch, about 6 segments here).
+ */
+const FIXED_OVERHEAD_BYTES = 8192 + 12 * SEGMENT;
 
 function value(seid: number, version: number, length: number): Uint8Array {
   const bytes = new Uint8Array(length);
