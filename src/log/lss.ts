@@ -389,6 +389,9 @@ export class LogStructuredStore extends RingWriter {
     this.finalizedCounter = -1;
     this.pendingOpen = { base: end.address, prevEnd: end.prevEnd };
     this.openNext();
+    // Opening the first buffer may need a new segment (fallocate, fstat): if that failed, the
+    // open fails with it, rather than handing out a log that is already read-only.
+    if (this.failure !== undefined) throw this.failure;
   }
 
   // ───────────────────────────── segments ─────────────────────────────
