@@ -89,13 +89,22 @@ export async function loadCheckpoint(
   return { lastTxId: decoded.lastTxId, commits: decoded.commits };
 }
 
-/** Replays units: groups records by transaction and applies each at its Commit. */
+/** Records of one transaction seen so far in the replay. */
+interface OpenTransaction {
+  ops: AppliedOp[];
+  /** Extents chunk records, by address. */
+  chunks: Map<number, { parts: Part[]; recordBytes: number }>;
+}
+
+/**
+ * Replays units: groups records by transaction and applies each at its Commit, in the order the
+ * Commit records appear. Records of several transactions may interleave (an aborted
+ * transaction's last background append can land after the next one began), so each transaction
+ * keeps its own list; a Commit also drops every older transaction still open (they never
+ * committed).
+ */
 export class Replayer {
-  private txId = -1;
-  private ops: AppliedOp[] = [];
-  private pendingParts = new Map<bigint, Part[]>();
-  /** Extents chunk records of the current transaction, by address. */
-  private chunks = new Map<number, { parts: Part[]; recordBytes: number }>();
+  private readonly open = new Map<number, OpenTransaction>();
   transactionsReplayed = 0;
   transactionsDiscarded = 0;
   lastTxId: number;
@@ -117,6 +126,8 @@ export class Replayer {
     for (const record of scanRecords(unit.payload)) {
       const { header } = record;
       const address = base + record.offset;
+      // Every transaction id seen in the log is used up, committed or not.
+      if (header.txId > this.lastTxId) this.lastTxId = header.txId;
       switch (header.type) {
         case RecordType.Alloc:
           this.spaces.apply(decodeAlloc(record.body));
@@ -126,8 +137,7 @@ export class Replayer {
         case RecordType.Data:
         case RecordType.Delete:
         case RecordType.Extents:
-          this.enter(header.txId);
-          this.collect(header.type, header.seid, header.flags, address, record.body);
+          this.collect(this.transaction(header.txId), header.type, header.seid, header.flags, address, record.body);
           break;
         case RecordType.Commit:
           this.commit(header.txId);
@@ -138,26 +148,25 @@ export class Replayer {
     }
   };
 
-  private enter(txId: number): void {
-    if (txId === this.txId) return;
-    this.lastTxId = Math.max(this.lastTxId, txId); // never reuse the id of a transaction cut off
-    if (this.ops.length > 0 || this.pendingParts.size > 0) this.transactionsDiscarded += 1;
-    this.txId = txId;
-    this.ops = [];
-    this.pendingParts = new Map();
-    this.chunks = new Map();
+  private transaction(txId: number): OpenTransaction {
+    let open = this.open.get(txId);
+    if (open === undefined) {
+      open = { ops: [], chunks: new Map() };
+      this.open.set(txId, open);
+    }
+    return open;
   }
 
-  private collect(type: RecordType, seid: bigint, flags: number, address: number, body: Uint8Array): void {
+  private collect(tx: OpenTransaction, type: RecordType, seid: bigint, flags: number, address: number, body: Uint8Array): void {
     if (type === RecordType.Delete) {
-      this.ops.push({ kind: "delete", seid });
+      tx.ops.push({ kind: "delete", seid });
       return;
     }
     if (type === RecordType.Extents) {
       const recordBytes = paddedRecordBytes(RECORD_HEADER_BYTES + body.length);
       const entries = decodeExtents(body);
       if ((flags & FLAG_EXTENTS_CHUNK) !== 0) {
-        this.chunks.set(address, { parts: entries, recordBytes });
+        tx.chunks.set(address, { parts: entries, recordBytes });
         return;
       }
       const meta: MetaRecord[] = [{ address, recordBytes }];
@@ -165,25 +174,19 @@ export class Replayer {
       if ((flags & FLAG_EXTENTS_INDIRECT) !== 0) {
         parts = [];
         for (const entry of entries) {
-          const chunk = this.chunks.get(entry.address);
+          const chunk = tx.chunks.get(entry.address);
           if (chunk === undefined) throw new CorruptionError(`seid ${seid}: extents chunk at ${entry.address} was not found before its root`);
           meta.push({ address: entry.address, recordBytes: chunk.recordBytes });
           parts.push(...chunk.parts);
         }
       }
       const sizeBytes = parts.reduce((sum, part) => sum + part.bodyBytes, 0);
-      this.pendingParts.delete(seid);
-      this.ops.push({ kind: "write", seid, address, sizeBytes, recordBytes: 0, multipart: { parts, meta }, value: undefined });
+      tx.ops.push({ kind: "write", seid, address, sizeBytes, recordBytes: 0, multipart: { parts, meta }, value: undefined });
       return;
     }
-    if ((flags & FLAG_PART) !== 0) {
-      // A part: the Extents record that follows names it; nothing to apply on its own.
-      const list = this.pendingParts.get(seid) ?? [];
-      list.push({ address, bodyBytes: body.length });
-      this.pendingParts.set(seid, list);
-      return;
-    }
-    this.ops.push({
+    // A part: the Extents record that follows names it; nothing to apply on its own.
+    if ((flags & FLAG_PART) !== 0) return;
+    tx.ops.push({
       kind: "write",
       seid,
       address,
@@ -195,19 +198,22 @@ export class Replayer {
   }
 
   private commit(txId: number): void {
-    if (txId !== this.txId) this.enter(txId);
-    applyCommitted(this.core, this.ops);
-    this.ops = [];
-    this.pendingParts = new Map();
-    this.chunks = new Map();
+    const tx = this.open.get(txId);
+    this.open.delete(txId);
+    for (const older of [...this.open.keys()]) {
+      if (older < txId) {
+        this.open.delete(older);
+        this.transactionsDiscarded += 1;
+      }
+    }
+    if (tx !== undefined) applyCommitted(this.core, tx.ops);
     this.transactionsReplayed += 1;
     this.commits += 1;
-    this.lastTxId = Math.max(this.lastTxId, txId);
   }
 
-  /** After the walk: a transaction still open at the end was cut off. */
+  /** After the walk: transactions still open at the end were cut off, or aborted. */
   finish(): void {
-    if (this.ops.length > 0 || this.pendingParts.size > 0) this.transactionsDiscarded += 1;
-    this.ops = [];
+    this.transactionsDiscarded += this.open.size;
+    this.open.clear();
   }
 }

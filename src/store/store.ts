@@ -285,7 +285,7 @@ export class Store {
       try {
         result = await fn(tx);
       } catch (error) {
-        tx.end();
+        await tx.abandon();
         throw error;
       }
       const ops = await tx.finish();

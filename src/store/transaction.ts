@@ -151,12 +151,22 @@ export class Transaction {
   }
 
   /**
+   * @internal End an aborted transaction, and wait until its background appends (spills) have
+   * stopped: the next transaction's records must not interleave with them in the log.
+   */
+  async abandon(): Promise<void> {
+    this.end();
+    await this.spilling;
+  }
+
+  /**
    * @internal Write everything still pending to the log and return the operations to apply, in
    * order. Fails (and nothing is applied) if a stream is still open or a background append failed.
    */
   async finish(): Promise<AppliedOp[]> {
     this.end();
     if (this.openStreams > 0) {
+      await this.spilling;
       throw new TransactionError(`transaction ${this.id} ended with ${this.openStreams} write stream(s) still open: close them before returning`);
     }
     this.spill();

@@ -384,3 +384,39 @@ describe("recovery cost and close", () => {
     }
   });
 });
+
+describe("aborted transactions and replay", () => {
+  test("an aborted transaction's background spill never interleaves with the next transaction (regression)", async () => {
+    const { dir, cleanup } = scratchDir("abort-spill");
+    try {
+      const file = path.join(dir, "a.lss");
+      const store = await Store.open(file, { ...SMALL, autoClean: false, numSegmentsPerCheckpoint: 1000 });
+      await store.transaction((tx) => tx.write(7n, new Uint8Array([7])));
+      await store.checkpoint();
+      for (let round = 0; round < 5; round++) {
+        const aborted = store.transaction((tx) => {
+          // Past the spill threshold: records start going to the log while the function runs.
+          for (let i = 0; i < 6; i++) tx.write(BigInt(100 + i), new Uint8Array(900_000).fill(0xaa));
+          throw new Error("abort");
+        });
+        const next = store.transaction((tx) => {
+          tx.write(7n, new Uint8Array([round]));
+          tx.write(BigInt(200 + round), new Uint8Array(300_000).fill(round));
+        });
+        await expect(aborted).rejects.toThrow("abort");
+        await next;
+      }
+      await store.flush();
+      fs.copyFileSync(file, path.join(dir, "crashed.lss"));
+      await store.close();
+      const crashed = await Store.open(path.join(dir, "crashed.lss"));
+      expect((await crashed.read(7n))?.[0]).toBe(4);
+      for (let round = 0; round < 5; round++) expect((await crashed.read(BigInt(200 + round)))?.[299_999]).toBe(round);
+      for (let i = 0; i < 6; i++) expect(crashed.has(BigInt(100 + i))).toBe(false);
+      expect(crashed.checkInvariants()).toEqual([]);
+      await crashed.close();
+    } finally {
+      cleanup();
+    }
+  });
+});
