@@ -158,8 +158,6 @@ export class LogStructuredStore extends RingWriter {
   private recovered = false;
   private checkpointEpoch: number | undefined;
   private doorbellSeen = 0;
-  private ownerLoopRunning = false;
-  private workersAttached = 0;
   private readonly counters = { unitsWritten: 0, bytesWritten: 0, datasyncs: 0 };
 
   private constructor(init: {
@@ -397,7 +395,7 @@ export class LogStructuredStore extends RingWriter {
   // ───────────────────────────── segments ─────────────────────────────
 
   private takeSegment(): number {
-    const { index } = this.segments.take();
+    const index = this.segments.take();
     this.ensureFileHolds(index);
     return index;
   }
@@ -704,12 +702,7 @@ export class LogStructuredStore extends RingWriter {
     if (this.readOnly) return;
     if (this.failure !== undefined) throw this.failure;
     this.pollCompletions();
-    const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
-    if (this.pendingOpen === undefined && !current.isFree && current.offsetBytes > 0) {
-      current.seal();
-      if (current.startFlush) this.readyToFlush.add(current.slot);
-      this.pump();
-    }
+    this.sealCurrentBuffer(false);
     // Sealed but not finalized (a Worker's overrunning reservation still holds a writer): its
     // end is not known yet; wait for that writer's release, signalled through the doorbell.
     while (this.sealedUnfinalized()) {
@@ -747,13 +740,21 @@ export class LogStructuredStore extends RingWriter {
     });
   }
 
+  /**
+   * Seal the open buffer and hand it on: a non-empty one becomes a unit; with `evenIfEmpty`, an
+   * empty one moves the log to the next segment's start (see finalizeSealed).
+   */
+  private sealCurrentBuffer(evenIfEmpty: boolean): void {
+    const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
+    if (this.pendingOpen !== undefined || current.isFree) return;
+    if (!evenIfEmpty && current.offsetBytes === 0) return;
+    if (current.seal() && current.startFlush) this.readyToFlush.add(current.slot);
+    this.pump();
+  }
+
   private sealOpenBuffer(): void {
     this.flushWhenIdle = false;
-    const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
-    if (this.pendingOpen === undefined && !current.isFree && current.offsetBytes > 0 && current.seal()) {
-      if (current.startFlush) this.readyToFlush.add(current.slot);
-      this.pump();
-    }
+    this.sealCurrentBuffer(false);
     // Whatever was sealed must also be synced, even if nobody waits on it (relaxed durability).
     this.syncTarget = Math.max(this.syncTarget, this.lastUnitEnd);
     this.scheduleSync();
@@ -850,9 +851,7 @@ export class LogStructuredStore extends RingWriter {
     await this.flush();
     const current = this.slots[this.currentCounter % this.ringSize] as FlushBuffer;
     if (this.pendingOpen !== undefined || current.offsetBytes !== 0) throw new InvalidArgumentError("advanceSegment() needs an empty open buffer");
-    // Sealed empty, a buffer hands the log on to the next segment's start (see finalizeSealed).
-    if (current.seal() && current.startFlush) this.readyToFlush.add(current.slot);
-    this.pump();
+    this.sealCurrentBuffer(true);
     if (this.pendingOpen !== undefined) await this.waitForRotation(this.currentCounter);
   }
 
@@ -960,21 +959,16 @@ export class LogStructuredStore extends RingWriter {
     void stop.then(() => {
       stopped = true;
     });
-    this.workersAttached += 1;
-    try {
-      while (!stopped && this.isOpen) {
-        const seen = this.doorbell;
-        if (seen !== this.doorbellSeen) {
-          this.doorbellSeen = seen;
-          this.pollCompletions();
-          continue;
-        }
-        await this.waitDoorbell(seen, 5);
+    while (!stopped && this.isOpen) {
+      const seen = this.doorbell;
+      if (seen !== this.doorbellSeen) {
+        this.doorbellSeen = seen;
+        this.pollCompletions();
+        continue;
       }
-      this.pollCompletions();
-    } finally {
-      this.workersAttached -= 1;
+      await this.waitDoorbell(seen, 5);
     }
+    this.pollCompletions();
   }
 
   // ───────────────────────────── close ─────────────────────────────

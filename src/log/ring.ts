@@ -143,16 +143,6 @@ export class RingWriter {
     if (buffer.startFlush) this.onFlushReady(buffer.slot);
   }
 
-  /** Seal the open buffer if it holds anything; returns the counter of the buffer sealed, or -1. */
-  sealCurrent(): number {
-    const counter = this.currentCounter;
-    const buffer = this.slots[counter % this.ringSize] as FlushBuffer;
-    if (buffer.offsetBytes === 0 || !buffer.seal()) return -1;
-    if (buffer.startFlush) this.onFlushReady(buffer.slot);
-    this.onSealed(buffer.slot);
-    return counter;
-  }
-
   /** Resolve once the open buffer is no longer `counter` (or the ring closed). Cross-thread. */
   async waitForRotation(counter: number, timeoutMs = 1000): Promise<void> {
     const index = this.control + CURRENT;

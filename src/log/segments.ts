@@ -69,17 +69,17 @@ export class SegmentTable {
   }
 
   /** Take the next segment: the lowest free index, else a new one at the end of the file. */
-  take(): { index: number; grows: boolean } {
+  take(): number {
     if (this.free.length > 0) {
       const index = this.free.shift() as number;
       // Invariant (cheap, kept on): a free segment is held by no live seq.
       if (this.byIndex.has(index)) throw new Error(`free segment ${index} is still held by seq ${this.byIndex.get(index)}`);
-      return { index, grows: false };
+      return index;
     }
     if (this.fileSegments >= MAX_SEGMENTS) throw new InvalidArgumentError(`the file already has ${MAX_SEGMENTS} segments`);
     const index = this.fileSegments;
     this.fileSegments += 1;
-    return { index, grows: true };
+    return index;
   }
 
   /**
@@ -168,11 +168,6 @@ export class SegmentTable {
     if (this.highestHeldIndex() >= segments) throw new Error(`shrink to ${segments} segments would cut a held one`);
     this.free = this.free.filter((index) => index < segments);
     this.fileSegments = segments;
-  }
-
-  /** Free indices, ascending (for shrinking the file). */
-  freeIndices(): readonly number[] {
-    return this.free;
   }
 
   private removeFree(index: number): void {

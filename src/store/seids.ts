@@ -67,10 +67,6 @@ export class SeidSpaces {
     return (BigInt(space) << 32n) | BigInt(counter);
   }
 
-  get spaceCount(): number {
-    return this.next.size;
-  }
-
   /** Counters changed since the last call: for an Alloc record. Includes the next space number. */
   takeDirty(): Array<[number, number]> | undefined {
     if (this.dirty.size === 0) return undefined;

@@ -45,9 +45,6 @@ export class SegmentPins {
     return this.counts.has(seq);
   }
 
-  get pinnedSegments(): number {
-    return this.counts.size;
-  }
 }
 
 /** Build the WritableStream behind `tx.writeStream(seid)`. */
