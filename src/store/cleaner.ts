@@ -126,6 +126,25 @@ export class Cleaner {
     return scored.map((entry) => entry.seq);
   }
 
+  /**
+   * Whether the candidates hold at least two segments' worth of garbage. Asked after every
+   * commit, so the scan (every live segment, then a sort) runs again only when the log's tail,
+   * or the free or pending counts, have moved since the last one: within one tail segment the
+   * answer changes too little to pay for a scan per commit.
+   */
+  private worthCleaning(): boolean {
+    const { log } = this.host;
+    const memo = this.worthMemo;
+    if (memo.tail === log.tailSegmentSeq && memo.free === log.freeSegments && memo.pending === log.pendingSegments) return memo.worth;
+    memo.tail = log.tailSegmentSeq;
+    memo.free = log.freeSegments;
+    memo.pending = log.pendingSegments;
+    memo.worth = this.reclaimableBytes(this.candidates()) >= 2 * log.segmentSize;
+    return memo.worth;
+  }
+
+  private readonly worthMemo = { tail: -1, free: -1, pending: -1, worth: false };
+
   /** Bytes cleaning the candidates would reclaim. */
   private reclaimableBytes(victims: readonly number[]): number {
     const { log, core } = this.host;
@@ -306,7 +325,7 @@ export class Cleaner {
    */
   reserveSegments(): number {
     const { log, core } = this.host;
-    const checkpointBytes = core.map.size * 24 + core.sut.entries().length * 16 + (64 << 10);
+    const checkpointBytes = core.map.size * 24 + core.sut.segmentCount * 16 + (64 << 10);
     return Math.ceil(checkpointBytes / log.segmentSize) + Math.ceil(RELOCATE_BATCH_BYTES / log.segmentSize) + 1;
   }
 
@@ -331,7 +350,7 @@ export class Cleaner {
   private needsThrottle(): boolean {
     const floor = this.settings.cleanerLowWaterSegments + this.reserveSegments();
     if (this.host.maxFileBytes !== undefined) return this.headroom() < floor;
-    return this.host.log.freeSegments < floor && this.reclaimableBytes(this.candidates()) >= 2 * this.host.log.segmentSize;
+    return this.host.log.freeSegments < floor && this.worthCleaning();
   }
 
   private async checkpointLocked(): Promise<void> {
@@ -350,7 +369,7 @@ export class Cleaner {
   nudge(): void {
     if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen) return;
     if (this.host.log.freeSegments >= this.freeTarget()) return;
-    if (this.reclaimableBytes(this.candidates()) < 2 * this.host.log.segmentSize) return;
+    if (!this.worthCleaning()) return;
     this.running = this.background().finally(() => {
       this.running = undefined;
     });

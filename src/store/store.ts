@@ -26,7 +26,7 @@ import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType } from "./records.ts
 import { checkSeid, DEFAULT_SPACE, SeidSpaces } from "./seids.ts";
 import { SegmentUtilisation } from "./sut.ts";
 import { Cleaner, type CleanerStats } from "./cleaner.ts";
-import { createReadStream, SegmentPins } from "./streams.ts";
+import { createReadStream, elementSegments, SegmentPins } from "./streams.ts";
 import { Transaction } from "./transaction.ts";
 import { appendRecord, applyCommitted, type Multipart, type StoreCore } from "./write-path.ts";
 
@@ -361,10 +361,7 @@ export class Store {
     // its old segments back (and a checkpoint then reuse them) under a read still in flight.
     const multipart = location.multipart ? this.core.parts.get(seid) : undefined;
     if (location.multipart && multipart === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
-    const seqs =
-      multipart === undefined
-        ? [this.log.segmentSeqOf(location.address)]
-        : [...new Set(multipart.parts.map((part) => this.log.segmentSeqOf(part.address)))];
+    const seqs = elementSegments(this.log, location, multipart?.parts);
     this.pins.pin(seqs);
     try {
       value = multipart === undefined ? await readSingle(this.log, seid, location) : await readMultipart(this.log, seid, location, multipart.parts);

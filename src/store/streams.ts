@@ -44,7 +44,12 @@ export class SegmentPins {
   isPinned(seq: number): boolean {
     return this.counts.has(seq);
   }
+}
 
+/** The segments an element's bytes lie in (what a reader pins). */
+export function elementSegments(log: LogStructuredStore, location: Location, parts: readonly Part[] | undefined): number[] {
+  if (parts === undefined) return [log.segmentSeqOf(location.address)];
+  return [...new Set(parts.map((part) => log.segmentSeqOf(part.address)))];
 }
 
 /** Build the WritableStream behind `tx.writeStream(seid)`. */
@@ -121,8 +126,7 @@ export function createReadStream(
   location: Location,
   parts: readonly Part[] | undefined,
 ): ReadableStream<Uint8Array> {
-  const seqs =
-    parts === undefined ? [log.segmentSeqOf(location.address)] : [...new Set(parts.map((part) => log.segmentSeqOf(part.address)))];
+  const seqs = elementSegments(log, location, parts);
   pins.pin(seqs);
   let pinned = true;
   const unpin = () => {

@@ -44,6 +44,11 @@ export class SegmentUtilisation {
     return this.totalBytes;
   }
 
+  /** Segments holding any live bytes. */
+  get segmentCount(): number {
+    return this.live.size;
+  }
+
   entries(): Array<[number, number]> {
     return [...this.live.entries()];
   }
