@@ -45,15 +45,5 @@ export function rssBytes(): number {
   return process.memoryUsage().rss;
 }
 
-/** Call `onLine` for every line a child process writes to `stream`, until it closes. */
-export async function forEachLine(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
-  const decoder = new TextDecoder();
-  let pending = "";
-  for await (const chunk of stream) {
-    pending += decoder.decode(chunk);
-    const lines = pending.split("\n");
-    pending = lines.pop() as string;
-    for (const line of lines) onLine(line);
-  }
-  if (pending !== "") onLine(pending);
-}
+
+export { forEachLine } from "../src/torture/util.ts";

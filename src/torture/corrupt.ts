@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { describe, HangError, withTimeout } from "./util.ts";
 import fs from "node:fs";
 import path from "node:path";
 import { FaultBackend, seededRandom } from "../io/fault.ts";
@@ -64,21 +65,6 @@ interface Base {
   bytes: Uint8Array;
   /** states[k] = state after the first k transactions. */
   states: State[];
-}
-
-class HangError extends Error {}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HangError(`${what} did not settle within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) return `${error.constructor.name}: ${error.message}`;
-  return String(error);
 }
 
 const STORE_OPTIONS = { segmentSize: 256 << 10, bufferSize: 64 << 10, cacheBytes: 0, numSegmentsPerCheckpoint: 2 } as const;

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import { forEachLine, openAfterKill } from "./util.ts";
 import path from "node:path";
 import fs from "node:fs";
 import { Store } from "../store/store.ts";
@@ -72,19 +73,6 @@ export interface KillReport {
   elapsedMs: number;
 }
 
-async function openAfterKill(file: string, io: "uring" | "portable"): Promise<Store> {
-  // The kernel tears a dead process's io_uring down asynchronously; until then it holds the flock.
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      return await Store.open(file, { io, ...KILL_STORE_OPTIONS });
-    } catch (error) {
-      if (!(error instanceof StoreLockedError) || Date.now() > deadline) throw error;
-      await Bun.sleep(10);
-    }
-  }
-}
-
 /** Run the writer and SIGKILL it `kills` times, checking the store after each. */
 export async function runKills(options: KillOptions): Promise<KillReport> {
   const started = performance.now();
@@ -103,28 +91,16 @@ export async function runKills(options: KillOptions): Promise<KillReport> {
     let lastAck = 0;
     let started = false;
     let killed = false;
-    const reader = child.stdout.getReader();
-    const decoder = new TextDecoder();
-    let pending = "";
     let killAt: number | undefined;
-    const readLoop = (async () => {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        pending += decoder.decode(value);
-        for (let newline = pending.indexOf("\n"); newline >= 0; newline = pending.indexOf("\n")) {
-          const line = pending.slice(0, newline);
-          pending = pending.slice(newline + 1);
-          if (line.startsWith("start")) {
-            started = true;
-            killAt = Date.now() + delayMs;
-          } else if (line.startsWith("ack ") && !killed) {
-            lastAck = Math.max(lastAck, Number(line.slice(4)));
-            report.acks += 1;
-          }
-        }
+    const readLoop = forEachLine(child.stdout, (line) => {
+      if (line.startsWith("start")) {
+        started = true;
+        killAt = Date.now() + delayMs;
+      } else if (line.startsWith("ack ") && !killed) {
+        lastAck = Math.max(lastAck, Number(line.slice(4)));
+        report.acks += 1;
       }
-    })();
+    });
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline && (killAt === undefined || Date.now() < killAt) && child.exitCode === null) await Bun.sleep(2);
     killed = true;
@@ -138,7 +114,7 @@ export async function runKills(options: KillOptions): Promise<KillReport> {
     report.kills += 1;
     let store: Store;
     try {
-      store = await openAfterKill(file, io);
+      store = await openAfterKill(file, { io, ...KILL_STORE_OPTIONS });
     } catch (error) {
       report.violations.push(`kill ${kill}: reopen failed: ${String(error)}`);
       break;

@@ -25,6 +25,7 @@
  *
  * @module
  */
+import { describe, HangError, withTimeout } from "./util.ts";
 import fs from "node:fs";
 import path from "node:path";
 import { EIO, ENOSPC, FaultBackend, seededRandom, type FaultSite } from "../io/fault.ts";
@@ -128,17 +129,6 @@ export interface PowerCutReport {
 /** Thrown by aborted transactions of the workload (on purpose: not an error of the store). */
 class AbortMarker extends Error {}
 
-/** Thrown by {@link withTimeout}. */
-class HangError extends Error {}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HangError(`${what} did not settle within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
 /** Errors a store may give after an I/O fault or a power cut. */
 function isFaultError(error: unknown): boolean {
   return (
@@ -147,10 +137,6 @@ function isFaultError(error: unknown): boolean {
   );
 }
 
-function describe(error: unknown): string {
-  if (error instanceof Error) return `${error.constructor.name}: ${error.message}`;
-  return String(error);
-}
 
 const SEGMENT_BYTES = 256 << 10;
 const BUFFER_BYTES = 64 << 10;

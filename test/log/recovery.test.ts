@@ -11,7 +11,7 @@
 import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { StoreLockedError } from "../../src/errors.ts";
+import { retryWhileLocked } from "../../src/torture/util.ts";
 import { LogStructuredStore, type LogOptions, type WriteMode } from "../../src/log/lss.ts";
 import { physicalOffset } from "../../src/log/recovery.ts";
 import { BACKENDS, rng, scratchDir } from "../helpers.ts";
@@ -38,26 +38,9 @@ interface UnitOnDisk {
   fileBytes: number;
 }
 
-/**
- * Open after a SIGKILL. The kernel tears down a killed process's io_uring asynchronously, and
- * requests it still had in flight keep the file (and so its flock) alive a little longer than
- * the process: retry a lock refusal for a bounded time.
- */
-async function openAfterKill(file: string, options: LogOptions): Promise<LogStructuredStore> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      return await LogStructuredStore.open(file, options);
-    } catch (error) {
-      if (!(error instanceof StoreLockedError) || Date.now() > deadline) throw error;
-      await Bun.sleep(10);
-    }
-  }
-}
-
 /** Walk the log read-only (nothing is written): its intact units and where the walk ended. */
 async function listUnits(file: string, io: "portable" | "uring"): Promise<{ units: UnitOnDisk[]; end: number }> {
-  const log = await openAfterKill(file, { io, readOnly: true, deferRecovery: true, bufferSize: BUFFER });
+  const log = await retryWhileLocked(() => LogStructuredStore.open(file, { io, readOnly: true, deferRecovery: true, bufferSize: BUFFER }));
   try {
     const units: UnitOnDisk[] = [];
     await log.recover(undefined, (unit) => {

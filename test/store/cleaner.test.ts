@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { Store, StoreLockedError } from "../../src/index.ts";
+import { Store } from "../../src/index.ts";
+import { openAfterKill } from "../../src/torture/util.ts";
 import { BACKENDS, fillPattern, forEachLine, rng, scratchDir } from "../helpers.ts";
 
 const SEGMENT = 1 << 20;
@@ -197,15 +198,7 @@ describe("SIGKILL during cleaning", () => {
         await child.exited;
         await reader;
         kills += 1;
-        let store: Store | undefined;
-        for (let attempt = 0; store === undefined; attempt++) {
-          try {
-            store = await Store.open(file, { autoClean: false });
-          } catch (error) {
-            if (!(error instanceof StoreLockedError) || attempt > 500) throw error;
-            await Bun.sleep(10);
-          }
-        }
+        const store = await openAfterKill(file, { autoClean: false });
         const n = counterValue(await store.read(COUNTER_SEID));
         expect(n).toBeGreaterThanOrEqual(lastAck);
         const model = modelAfter(n);

@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { Store, StoreLockedError } from "../../src/index.ts";
+import { Store } from "../../src/index.ts";
+import { openAfterKill } from "../../src/torture/util.ts";
 import { BACKENDS, forEachLine, rng, scratchDir } from "../helpers.ts";
 import { COUNTER_SEID, counterValue, modelAfter, WORKLOAD_KEYS } from "./crash-workload.ts";
 
@@ -10,7 +11,7 @@ const KILLS_PER_BACKEND = 16;
 
 /** Reopen, check the state is the model after a committed prefix covering every ack; return n. */
 async function checkPrefix(file: string, io: "uring" | "portable", lastAck: number): Promise<number> {
-  const store = await openAfterKill(file, io);
+  const store = await openAfterKill(file, { io });
   try {
     const n = counterValue(await store.read(COUNTER_SEID));
     expect(n).toBeGreaterThanOrEqual(lastAck);
@@ -26,23 +27,6 @@ async function checkPrefix(file: string, io: "uring" | "portable", lastAck: numb
     return n;
   } finally {
     await store.close();
-  }
-}
-
-/**
- * Open after the writer was killed. The kernel tears a dead process's io_uring down
- * asynchronously, and until it has, the ring still references the file and its flock: retry
- * StoreLockedError for a short while (and only that).
- */
-async function openAfterKill(file: string, io: "uring" | "portable"): Promise<Store> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    try {
-      return await Store.open(file, { io });
-    } catch (error) {
-      if (!(error instanceof StoreLockedError) || Date.now() > deadline) throw error;
-      await Bun.sleep(10);
-    }
   }
 }
 
@@ -93,7 +77,7 @@ for (const io of BACKENDS) {
         }
         expect(kills).toBe(KILLS_PER_BACKEND);
         expect(totalAcks).toBeGreaterThan(KILLS_PER_BACKEND);
-        const store = await openAfterKill(file, io);
+        const store = await openAfterKill(file, { io });
         expect(store.stats().uncleanShutdowns).toBeGreaterThanOrEqual(KILLS_PER_BACKEND);
         await store.close();
       } finally {

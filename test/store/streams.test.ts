@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { InvalidArgumentError, Store, StoreLockedError, TransactionError } from "../../src/index.ts";
+import { InvalidArgumentError, Store, TransactionError } from "../../src/index.ts";
+import { openAfterKill } from "../../src/torture/util.ts";
 import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 
 const SEGMENT = 256 << 10;
@@ -163,15 +164,7 @@ for (const io of BACKENDS) {
       await Bun.sleep(50);
       child.kill("SIGKILL");
       await child.exited;
-      let reopened: Store | undefined;
-      for (let attempt = 0; reopened === undefined; attempt++) {
-        try {
-          reopened = await Store.open(file, { io });
-        } catch (error) {
-          if (!(error instanceof StoreLockedError) || attempt > 500) throw error;
-          await Bun.sleep(10);
-        }
-      }
+      const reopened = await openAfterKill(file, { io });
       expect(Buffer.compare((await reopened.read(5n)) as Uint8Array, original)).toBe(0);
       expect(reopened.stats().recovery.transactionsDiscarded).toBeGreaterThanOrEqual(0);
       await reopened.close();
