@@ -41,10 +41,20 @@ export class ElementCache {
   }
 
   set(seid: bigint, value: Uint8Array): void {
-    this.invalidate(seid);
-    if (value.length > this.limitBytes / 4) return;
-    this.entries.set(seid, { value, referenced: false });
-    this.heldBytes += value.length;
+    if (value.length > this.limitBytes / 4) {
+      this.invalidate(seid);
+      return;
+    }
+    const entry = this.entries.get(seid);
+    if (entry === undefined) {
+      this.entries.set(seid, { value, referenced: false });
+      this.heldBytes += value.length;
+    } else {
+      // Replaced in place: one lookup, and the new value starts without a second chance.
+      this.heldBytes += value.length - entry.value.length;
+      entry.value = value;
+      entry.referenced = false;
+    }
     this.evict();
   }
 

@@ -10,7 +10,7 @@ import type { LogStructuredStore } from "../log/lss.ts";
 import type { Reservation } from "../log/ring.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { ElementCache } from "./cache.ts";
-import type { MappingTable } from "./mapping.ts";
+import type { Location, MappingTable } from "./mapping.ts";
 import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, sealRecord } from "./records.ts";
 import type { SegmentUtilisation } from "./sut.ts";
 
@@ -223,8 +223,7 @@ export function partRecordBytes(part: Part): number {
 }
 
 /** Take an element's records out of the utilisation table (it was replaced or deleted). */
-function forget(core: StoreCore, seid: bigint): void {
-  const previous = core.map.get(seid);
+function forget(core: StoreCore, seid: bigint, previous: Location | undefined): void {
   if (previous === undefined) return;
   core.liveValueBytes -= previous.sizeBytes;
   if (previous.multipart) {
@@ -247,13 +246,13 @@ function countMultipart(core: StoreCore, multipart: Multipart): void {
 /** Apply committed operations, in order, all at once (no await: readers see all or none). */
 export function applyCommitted(core: StoreCore, ops: readonly AppliedOp[]): void {
   for (const op of ops) {
-    forget(core, op.seid);
+    // One mapping-table lookup per operation: set and delete hand back the location they replace.
     if (op.kind === "delete") {
-      core.map.delete(op.seid);
+      forget(core, op.seid, core.map.delete(op.seid));
       core.cache.invalidate(op.seid);
       continue;
     }
-    core.map.set(op.seid, { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined });
+    forget(core, op.seid, core.map.set(op.seid, { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined }));
     if (op.multipart !== undefined) {
       countMultipart(core, op.multipart);
       core.parts.set(op.seid, op.multipart);
