@@ -38,7 +38,7 @@ import {
   type Part,
   type StoreCore,
 } from "./write-path.ts";
-import { UNIT_HEADER_BYTES } from "../log/format.ts";
+import { ROOT_REGION_BYTES, UNIT_HEADER_BYTES } from "../log/format.ts";
 
 /** Cleaner settings (public options of `Store.open`). */
 export interface CleanerSettings {
@@ -308,14 +308,10 @@ export class Cleaner {
     } finally {
       this.counters.throttledMs += performance.now() - started;
     }
-    const maxFileBytes = this.host.maxFileBytes;
-    if (maxFileBytes !== undefined && log.freeSegments === 0) {
-      const segmentsAllowed = Math.floor((maxFileBytes - 8192) / log.segmentSize);
-      if (log.fileSegments >= segmentsAllowed) {
-        throw new NoSpaceError(
-          `the store is full: ${log.fileSegments} segments of ${log.segmentSize} bytes reach maxFileBytes ${maxFileBytes}, and cleaning frees none`,
-        );
-      }
+    if (this.host.maxFileBytes !== undefined && this.headroom() === 0) {
+      throw new NoSpaceError(
+        `the store is full: ${log.fileSegments} segments of ${log.segmentSize} bytes reach maxFileBytes ${this.host.maxFileBytes}, and cleaning frees none`,
+      );
     }
   }
 
@@ -332,7 +328,7 @@ export class Cleaner {
   /** Segments the file may still have, under `maxFileBytes` (unbounded without it). */
   private maxSegments(): number {
     const maxFileBytes = this.host.maxFileBytes;
-    return maxFileBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor((maxFileBytes - 8192) / this.host.log.segmentSize);
+    return maxFileBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor((maxFileBytes - ROOT_REGION_BYTES) / this.host.log.segmentSize);
   }
 
   /** Segments writers can still use: free ones plus room to grow under `maxFileBytes`. */
