@@ -50,6 +50,8 @@ const EXPORTS = [
   "lss_ftruncate",
   "lss_fallocate",
   "lss_lock",
+  "lss_ring_eventfd",
+  "lss_eventfd_signal",
   "lss_unlock",
 ];
 

@@ -88,3 +88,6 @@ LSSC_HIDDEN int lssc_wait_cqes(struct io_uring *ring, unsigned wait_nr, unsigned
 	ts.tv_nsec = (long long)(timeout_us % 1000000u) * 1000LL;
 	return io_uring_wait_cqes(ring, &cqe, wait_nr, &ts, NULL);
 }
+
+/* Register an eventfd the kernel signals on every posted completion: 0 or -errno. */
+LSSC_HIDDEN int lssc_register_eventfd(struct io_uring *ring, int fd) { return io_uring_register_eventfd(ring, fd); }

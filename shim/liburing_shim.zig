@@ -63,7 +63,7 @@ const IOSQE_IO_LINK: u32 = 1 << 2;
 const IORING_FSYNC_DATASYNC: u32 = 1;
 
 /// ABI version of this library; bump on any incompatible change of an export.
-const ABI_VERSION: i32 = 1;
+const ABI_VERSION: i32 = 2;
 
 /// Largest ring a caller may ask for (io_uring's own limit).
 const MAX_RING_ENTRIES: u32 = 32768;
@@ -98,6 +98,7 @@ extern fn lssc_submit(ring: *Ring) c_int;
 extern fn lssc_peek_cqe(ring: *Ring, cqe_ptr: *?*Cqe) c_int;
 extern fn lssc_cqe_seen(ring: *Ring, cqe: *Cqe) void;
 extern fn lssc_wait_cqes(ring: *Ring, wait_nr: c_uint, timeout_us: c_uint) c_int;
+extern fn lssc_register_eventfd(ring: *Ring, fd: c_int) c_int;
 
 extern "c" fn posix_memalign(memptr: *?*anyopaque, alignment: usize, size: usize) c_int;
 extern "c" fn free(ptr: ?*anyopaque) void;
@@ -326,6 +327,35 @@ export fn lss_wait(ring: i64, min: u32, timeout_us: u32) i32 {
     const rc = lssc_wait_cqes(r, min, timeout_us);
     if (rc < 0 and rc != neg(.TIME) and rc != neg(.INTR) and rc != neg(.AGAIN) and rc != neg(.BUSY)) return rc;
     return @intCast(@min(lssc_cq_ready(r), @as(c_uint, std.math.maxInt(i32))));
+}
+
+/// A new eventfd (EFD_CLOEXEC) registered with the ring: the kernel adds 1 to it for every
+/// completion it posts. JS waits for completions by reading it on Bun's thread pool, which keeps
+/// the JS thread free for other work while I/O is in flight (a blocking io_uring_enter would
+/// stall it). Returns the fd, or -errno; the ring's teardown unregisters it, lss_close closes it.
+export fn lss_ring_eventfd(ring: i64) i32 {
+    const r = lookupRing(ring) orelse return neg(.BADF);
+    const rc = linux.eventfd(0, linux.EFD.CLOEXEC);
+    const fd = sys32(rc);
+    if (fd < 0) return fd;
+    const reg = lssc_register_eventfd(r, fd);
+    if (reg < 0) {
+        _ = linux.close(fd);
+        return reg;
+    }
+    return fd;
+}
+
+/// Add 1 to an eventfd (wakes a reader blocked on it): 0 or -errno.
+export fn lss_eventfd_signal(fd: i32) i32 {
+    var one: u64 = 1;
+    while (true) {
+        const rc = linux.write(fd, @ptrCast(&one), 8);
+        if (!isErr(rc, .INTR)) {
+            const v = sys32(rc);
+            return if (v < 0) v else 0;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

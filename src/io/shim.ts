@@ -32,6 +32,8 @@
  * | `i32 lss_ftruncate(i32 fd, i64 len)` | 0 or -errno |
  * | `i32 lss_fallocate(i32 fd, i32 mode, i64 offset, i64 len)` | 0 or -errno |
  * | `i32 lss_lock(i32 fd, i32 exclusive, i32 nonblock)`, `i32 lss_unlock(i32 fd)` | 0 or -errno (flock) |
+ * | `i32 lss_ring_eventfd(i64 ring)` | a new eventfd registered with the ring (signalled per completion), or -errno |
+ * | `i32 lss_eventfd_signal(i32 fd)` | 0 or -errno (adds 1: wakes a blocked reader) |
  *
  * Submission entry, {@link SUBMISSION_ENTRY_BYTES} = 40 bytes:
  * `{ u32 op (0 write, 1 read, 2 datasync); i32 fd; u64 addr; u32 len; u32 flags (bit 0: link to
@@ -49,7 +51,7 @@ import { fileURLToPath } from "node:url";
 import { InvalidArgumentError, IoUnavailableError } from "../errors.ts";
 
 /** ABI version this code expects from `lss_abi_version()`. */
-export const SHIM_ABI_VERSION = 1;
+export const SHIM_ABI_VERSION = 2;
 
 /** Linux open(2) flags on x86_64 (O_DIRECT differs on other architectures). */
 export const O_RDONLY = 0;
@@ -100,6 +102,8 @@ const SHIM_FUNCTIONS = {
   lss_fallocate: { args: [FFIType.i32, FFIType.i32, FFIType.i64, FFIType.i64], returns: FFIType.i32 },
   lss_lock: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
   lss_unlock: { args: [FFIType.i32], returns: FFIType.i32 },
+  lss_ring_eventfd: { args: [FFIType.i64], returns: FFIType.i32 },
+  lss_eventfd_signal: { args: [FFIType.i32], returns: FFIType.i32 },
 } as const;
 
 /** The shim's functions as bun:ffi exposes them. Pointers travel as plain numbers (u64). */
@@ -279,6 +283,16 @@ export function shimReap(ring: number, out: number, max: number): number {
 /** Wait up to `timeoutUs` for `min` completions: the number ready, or -errno. */
 export function shimWait(ring: number, min: number, timeoutUs: number): number {
   return loadShim().lss_wait(ring, min, timeoutUs);
+}
+
+/** A new eventfd the ring signals on every completion it posts: the fd, or -errno. */
+export function shimRingEventfd(ring: number): number {
+  return loadShim().lss_ring_eventfd(ring);
+}
+
+/** Add 1 to an eventfd, waking a reader blocked on it: 0 or -errno. */
+export function shimEventfdSignal(fd: number): number {
+  return loadShim().lss_eventfd_signal(fd);
 }
 
 /** A NUL-terminated copy of `file` for the C side. */
