@@ -41,6 +41,7 @@ import {
 } from "./format.ts";
 import { MIN_UNIT_ROOM_BYTES, nextSegmentStart, physicalOffset, walkLog, type WalkContext, type WalkedUnit } from "./recovery.ts";
 import { createRingShared, MAX_RING_SIZE, MIN_RING_SIZE, RingWriter, type RingDescriptor } from "./ring.ts";
+import { SegmentPrewriter } from "./prewrite.ts";
 import { SegmentTable, type SegmentTableState } from "./segments.ts";
 import { StabilityTracker } from "./stability.ts";
 
@@ -97,6 +98,8 @@ export interface LogStats {
   segmentsLive: number;
   segmentsFree: number;
   segmentsPending: number;
+  /** Fresh segments zero-filled ahead of use (see prewrite.ts). */
+  segmentsPrewritten: number;
   fileBytes: number;
 }
 
@@ -123,6 +126,8 @@ export class LogStructuredStore extends RingWriter {
   private readonly ownsBackend: boolean;
   private readonly file: FileHandle;
   private readonly queue: IoQueue;
+  /** Zero-fills fresh segments so small durable commits pay a plain device flush. */
+  private readonly prewriter: SegmentPrewriter;
   private readonly buffers: NativeBuffer[];
   private readonly shared: SharedArrayBuffer;
   private readonly slotInfo: SlotInfo[];
@@ -185,6 +190,7 @@ export class LogStructuredStore extends RingWriter {
     this.ownsBackend = init.ownsBackend;
     this.file = init.file;
     this.queue = new IoQueue(init.backend);
+    this.prewriter = new SegmentPrewriter(init.backend, this.queue, init.file);
     this.buffers = init.buffers;
     this.shared = init.shared;
     this.root = init.root;
@@ -278,6 +284,7 @@ export class LogStructuredStore extends RingWriter {
       segmentsLive: this.segments.liveCount,
       segmentsFree: this.segments.freeCount,
       segmentsPending: this.segments.pendingCount,
+      segmentsPrewritten: this.prewriter.segmentsPrewritten,
       fileBytes: this.backend.closed ? 0 : this.backend.fileSizeBytes(this.file),
     };
   }
@@ -407,7 +414,9 @@ export class LogStructuredStore extends RingWriter {
     }
     const sizeBytes = this.backend.fileSizeBytes(this.file);
     if (sizeBytes >= needBytes) return;
-    this.backend.allocateSpace(this.file, ROOT_REGION_BYTES + index * this.segmentSize, this.segmentSize);
+    const offsetBytes = ROOT_REGION_BYTES + index * this.segmentSize;
+    this.backend.allocateSpace(this.file, offsetBytes, this.segmentSize);
+    this.prewriter.onFreshSegment(index, offsetBytes, this.segmentSize);
   }
 
   /** The segment table's state, for a checkpoint. */
@@ -523,6 +532,7 @@ export class LogStructuredStore extends RingWriter {
     const base = buffer.baseAddress;
     let nextBase: number;
     if (fill > 0) {
+      this.prewriter.noteUnit(fill, this.bufferSize);
       const end = base + unitFileBytes(fill);
       info.unitId = this.stability.register(end);
       this.lastUnitEnd = end;
@@ -612,7 +622,13 @@ export class LogStructuredStore extends RingWriter {
     const offset = physicalOffset(this.segmentSize, info.segmentIndex, base);
     const unitId = info.unitId;
     this.writesInFlight += 1;
-    this.queue.write(this.file, native, 0, fileBytes, offset).then(
+    // A segment being pre-written takes no unit until its zeros are down (see prewrite.ts).
+    const prewrite = this.prewriter.ready(info.segmentIndex);
+    const write =
+      prewrite === undefined
+        ? this.queue.write(this.file, native, 0, fileBytes, offset)
+        : prewrite.then(() => this.queue.write(this.file, native, 0, fileBytes, offset));
+    write.then(
       () => {
         this.writesInFlight -= 1;
         this.counters.unitsWritten += 1;
@@ -989,7 +1005,9 @@ export class LogStructuredStore extends RingWriter {
     // microtask before its callback, which may dispatch a queued write or a datasync): freeing
     // the buffers under them would be a use-after-free.
     while (this.queue.outstanding > 0 || this.writesInFlight > 0 || this.syncInFlight) await this.backend.wait(1, 10);
+    await this.prewriter.drain();
     this.isOpen = false;
+    this.prewriter.free();
     this.markClosed();
     for (const buffer of this.buffers) this.backend.free(buffer);
     this.backend.free(this.rootBuffer);
