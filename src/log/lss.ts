@@ -1004,8 +1004,11 @@ export class LogStructuredStore extends RingWriter {
     // Also until the completion callbacks have run (settling a write resolves its promise a
     // microtask before its callback, which may dispatch a queued write or a datasync): freeing
     // the buffers under them would be a use-after-free.
-    while (this.queue.outstanding > 0 || this.writesInFlight > 0 || this.syncInFlight) await this.backend.wait(1, 10);
-    await this.prewriter.drain();
+    // And until every pre-write has settled. No await between this loop and isOpen = false: a
+    // turn of the event loop there could start new I/O (a flush timer sealing a buffer).
+    while (this.queue.outstanding > 0 || this.writesInFlight > 0 || this.syncInFlight || this.prewriter.busy) {
+      await this.backend.wait(1, 10);
+    }
     this.isOpen = false;
     this.prewriter.free();
     this.markClosed();

@@ -89,12 +89,12 @@ export class SegmentPrewriter {
     return this.inFlight.get(index);
   }
 
-  /** Resolves once no pre-write is in flight (failed ones included). */
-  async drain(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight.values()]);
+  /** Whether a pre-write has not settled yet. */
+  get busy(): boolean {
+    return this.inFlight.size > 0;
   }
 
-  /** Free the zero buffer (after {@link drain}). */
+  /** Free the zero buffer (once not {@link busy}). */
   free(): void {
     if (this.inFlight.size > 0) throw new Error(`freeing the pre-writer with ${this.inFlight.size} segments in flight`);
     if (this.zeros !== undefined) this.backend.free(this.zeros);

@@ -68,10 +68,13 @@ export function createWriteStream(tx: Transaction, log: LogStructuredStore, seid
       tx.trackStream(-1);
     }
   };
+  const appendPart = async (body: Uint8Array) => {
+    const address = await appendRecord(log, RecordType.Data, tx.id, seid, parts.length, body, FLAG_PART);
+    parts.push({ address, bodyBytes: body.length });
+  };
   const flushPart = async () => {
     if (filled === 0) return;
-    const address = await appendRecord(log, RecordType.Data, tx.id, seid, parts.length, part.subarray(0, filled), FLAG_PART);
-    parts.push({ address, bodyBytes: filled });
+    await appendPart(part.subarray(0, filled));
     filled = 0;
   };
 
@@ -82,6 +85,13 @@ export function createWriteStream(tx: Transaction, log: LogStructuredStore, seid
         if (!(chunk instanceof Uint8Array)) throw new TypeError("writeStream() takes Uint8Array chunks");
         let offset = 0;
         while (offset < chunk.length) {
+          if (filled === 0 && chunk.length - offset >= partBytes) {
+            // A whole part straight from the chunk: one copy (into the flush buffer), not two.
+            await appendPart(chunk.subarray(offset, offset + partBytes));
+            offset += partBytes;
+            sizeBytes += partBytes;
+            continue;
+          }
           const take = Math.min(partBytes - filled, chunk.length - offset);
           part.set(chunk.subarray(offset, offset + take), filled);
           filled += take;
