@@ -6,8 +6,20 @@
  * Eviction is CLOCK (second chance) over Map insertion order: a hit only sets a flag, so the hot
  * read path does one Map lookup and no reordering; eviction gives flagged entries one more round.
  *
+ * Keys: a seid below 2^53 is keyed by its Number, which the engine hashes several times faster
+ * than a BigInt (the profile of a 1 M-write bulk load had a third of its time in BigInt-keyed
+ * Map lookups); larger seids keep their BigInt. The two kinds never collide: a Map compares a
+ * number and a bigint as different keys.
+ *
  * @module
  */
+
+/** The Map key of `seid`: its Number when exact, else the BigInt itself. */
+function keyOf(seid: bigint): number | bigint {
+  // One conversion and a number compare: past 2^53 the Number rounds to at least 2^53.
+  const key = Number(seid);
+  return key <= Number.MAX_SAFE_INTEGER ? key : seid;
+}
 
 interface Entry {
   value: Uint8Array;
@@ -15,7 +27,7 @@ interface Entry {
 }
 
 export class ElementCache {
-  private readonly entries = new Map<bigint, Entry>();
+  private readonly entries = new Map<number | bigint, Entry>();
   private heldBytes = 0;
   readonly limitBytes: number;
   hits = 0;
@@ -30,7 +42,7 @@ export class ElementCache {
   }
 
   get(seid: bigint): Uint8Array | undefined {
-    const entry = this.entries.get(seid);
+    const entry = this.entries.get(keyOf(seid));
     if (entry === undefined) {
       this.misses += 1;
       return undefined;
@@ -45,9 +57,10 @@ export class ElementCache {
       this.invalidate(seid);
       return;
     }
-    const entry = this.entries.get(seid);
+    const key = keyOf(seid);
+    const entry = this.entries.get(key);
     if (entry === undefined) {
-      this.entries.set(seid, { value, referenced: false });
+      this.entries.set(key, { value, referenced: false });
       this.heldBytes += value.length;
     } else {
       // Replaced in place: one lookup, and the new value starts without a second chance.
@@ -63,11 +76,11 @@ export class ElementCache {
     while (this.heldBytes > this.limitBytes) {
       const oldest = this.entries.entries().next();
       if (oldest.done === true) break;
-      const [seid, entry] = oldest.value;
-      this.entries.delete(seid);
+      const [key, entry] = oldest.value;
+      this.entries.delete(key);
       if (entry.referenced) {
         entry.referenced = false;
-        this.entries.set(seid, entry);
+        this.entries.set(key, entry);
       } else {
         this.heldBytes -= entry.value.length;
       }
@@ -75,9 +88,11 @@ export class ElementCache {
   }
 
   invalidate(seid: bigint): void {
-    const entry = this.entries.get(seid);
+    if (this.entries.size === 0) return;
+    const key = keyOf(seid);
+    const entry = this.entries.get(key);
     if (entry === undefined) return;
-    this.entries.delete(seid);
+    this.entries.delete(key);
     this.heldBytes -= entry.value.length;
   }
 

@@ -52,12 +52,16 @@ export function paddedRecordBytes(recordBytes: number): number {
   return Math.ceil(recordBytes / RECORD_PAD_BYTES) * RECORD_PAD_BYTES;
 }
 
+/** The header is built here and copied in: a DataView per record costs more than the copy. */
+const headerScratch = new Uint8Array(RECORD_HEADER_BYTES);
+const headerView = new DataView(headerScratch.buffer);
+
 /**
  * Write a record header (and the CRC, over the body already in place) into `target`, which
  * spans exactly the record: header then body.
  */
 export function sealRecord(target: Uint8Array, type: RecordType, txId: number, seid: bigint, aux: number, flags = 0): void {
-  const view = new DataView(target.buffer, target.byteOffset, RECORD_HEADER_BYTES);
+  const view = headerView;
   view.setUint32(0, target.length, true);
   view.setUint8(4, type);
   view.setUint8(5, flags);
@@ -66,7 +70,12 @@ export function sealRecord(target: Uint8Array, type: RecordType, txId: number, s
   view.setUint32(12, aux >>> 0, true);
   view.setFloat64(16, txId, true);
   view.setBigUint64(24, seid, true);
-  view.setUint32(8, Bun.hash.crc32(target) >>> 0, true);
+  target.set(headerScratch, 0);
+  const crc = Bun.hash.crc32(target) >>> 0;
+  target[8] = crc & 0xff;
+  target[9] = (crc >>> 8) & 0xff;
+  target[10] = (crc >>> 16) & 0xff;
+  target[11] = crc >>> 24;
 }
 
 /**

@@ -245,6 +245,8 @@ function countMultipart(core: StoreCore, multipart: Multipart): void {
 
 /** Apply committed operations, in order, all at once (no await: readers see all or none). */
 export function applyCommitted(core: StoreCore, ops: readonly AppliedOp[]): void {
+  // Room for every write at once: a bulk commit would otherwise rehash the table many times.
+  if (ops.length > 1024) core.map.reserve(core.map.size + ops.length);
   for (const op of ops) {
     // One mapping-table lookup per operation: set and delete hand back the location they replace.
     if (op.kind === "delete") {
