@@ -4,7 +4,7 @@
  *
  * `bun run bench` (= `node scripts/setup.mjs && bun bench/run.ts`). Environment:
  * `BENCH_SCALE` (default 1) scales time budgets and counts, `BENCH_REPS` (default 3) sets the
- * repetitions medians are taken over, `BENCH_ONLY=io,store,log` runs a subset.
+ * repetitions medians are taken over, `BENCH_ONLY=io,store,streams,log` runs a subset.
  *
  * @module
  */
@@ -29,8 +29,9 @@ import {
 } from "./common.ts";
 import { runIoBench } from "./io.ts";
 import { runStoreBench } from "./store.ts";
+import { runStreamsBench } from "./streams.ts";
 
-const only = new Set((process.env.BENCH_ONLY ?? "io,store,log").split(",").map((s) => s.trim()));
+const only = new Set((process.env.BENCH_ONLY ?? "io,store,streams,log").split(",").map((s) => s.trim()));
 
 function escapeXml(text: string): string {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
@@ -192,6 +193,13 @@ async function main(): Promise<void> {
         await runStoreBench(report);
       } catch (error) {
         report.error("store bench", error);
+      }
+    }
+    if (only.has("streams")) {
+      try {
+        await runStreamsBench(report);
+      } catch (error) {
+        report.error("streams bench", error);
       }
     }
     if (only.has("log")) await runLog(report);

@@ -1,52 +1,121 @@
 /**
  * Streams benchmark: MiB/s writing and reading one big element through `tx.writeStream` and
- * `store.readStream`, beside the raw sequential write figure of the I/O bench in the same run.
+ * `store.readStream`, and 1 MiB values through `tx.write` / `store.read`, beside the raw
+ * sequential write figure of the I/O bench measured in the same run.
  *
  *   bun bench/streams.ts                       (4 GiB; BENCH_STREAM_GIB=64 for the long run)
  *
- * The source is a generator of 1 MiB chunks (no hashing, no files), so the figure is the
- * store's own path: part records, checksums, flush units, O_DIRECT writes and reads.
+ * `bun bench/run.ts` runs it too (section "streams", BENCH_ONLY=streams alone). The source is a
+ * generator of 1 MiB chunks (no hashing, no files), so the figure is the store's own path: part
+ * records, checksums, flush units, O_DIRECT writes and reads.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../src/index.ts";
+import { Report } from "./common.ts";
 import { measureRawSequentialMiBps } from "./io.ts";
 
 const GIB = Number(process.env.BENCH_STREAM_GIB ?? "4");
-const sizeBytes = Math.round(GIB * 2 ** 30);
-const CHUNK = 1 << 20;
-const dir = path.join(import.meta.dir, ".data", `streams-${process.pid}`);
-fs.mkdirSync(dir, { recursive: true });
-const file = path.join(dir, "streams.lss");
+const CHUNK_BYTES = 1 << 20;
+/** 1 MiB values written and read back (256 MiB in all). */
+const VALUE_COUNT = 256;
+const SECTION = "6. big values";
 
-try {
-  const rawMiBps = await measureRawSequentialMiBps("uring");
-  const store = await Store.open(file, { cacheBytes: 0 });
-  const chunk = new Uint8Array(CHUNK);
-  for (let i = 0; i < CHUNK; i++) chunk[i] = (i * 2654435761) >>> 24;
+function mibPerSecond(bytes: number, startedMs: number): number {
+  return bytes / 2 ** 20 / ((performance.now() - startedMs) / 1000);
+}
+
+/** A stream of `sizeBytes` made of one reused, patterned 1 MiB chunk. */
+function source(sizeBytes: number): ReadableStream<Uint8Array> {
+  const chunk = new Uint8Array(CHUNK_BYTES);
+  for (let i = 0; i < CHUNK_BYTES; i++) chunk[i] = (i * 2654435761) >>> 24;
   let written = 0;
-  const source = new ReadableStream<Uint8Array>({
+  return new ReadableStream<Uint8Array>({
     pull(controller) {
       if (written >= sizeBytes) return controller.close();
-      const length = Math.min(CHUNK, sizeBytes - written);
+      const length = Math.min(CHUNK_BYTES, sizeBytes - written);
       written += length;
-      controller.enqueue(length === CHUNK ? chunk : chunk.subarray(0, length));
+      controller.enqueue(length === CHUNK_BYTES ? chunk : chunk.subarray(0, length));
     },
   });
+}
+
+/** One element of `sizeBytes` streamed in then out: MiB/s both ways. */
+async function measureStream(store: Store, sizeBytes: number): Promise<{ writeMiBps: number; readMiBps: number }> {
   let started = performance.now();
   await store.transaction(async (tx) => {
-    await source.pipeTo(tx.writeStream(1n));
+    await source(sizeBytes).pipeTo(tx.writeStream(1n));
   });
-  const writeMiBps = sizeBytes / 2 ** 20 / ((performance.now() - started) / 1000);
+  const writeMiBps = mibPerSecond(sizeBytes, started);
   started = performance.now();
   let read = 0;
   for await (const part of store.readStream(1n)) read += part.length;
-  const readMiBps = sizeBytes / 2 ** 20 / ((performance.now() - started) / 1000);
+  const readMiBps = mibPerSecond(sizeBytes, started);
   if (read !== sizeBytes) throw new Error(`read ${read} bytes, wrote ${sizeBytes}`);
-  await store.close();
-  console.log(`raw sequential (uring, 1 MiB O_DIRECT, QD16): ${rawMiBps.toFixed(0)} MiB/s`);
-  console.log(`writeStream ${GIB} GiB: ${writeMiBps.toFixed(0)} MiB/s = ${(writeMiBps / rawMiBps).toFixed(2)}× raw (target ≥ 0.6×)`);
-  console.log(`readStream  ${GIB} GiB: ${readMiBps.toFixed(0)} MiB/s = ${(readMiBps / rawMiBps).toFixed(2)}× raw (target ≥ 0.6×)`);
-} finally {
-  fs.rmSync(dir, { recursive: true, force: true });
+  return { writeMiBps, readMiBps };
+}
+
+/** Transactions (or reads) kept in flight in the concurrent rows of 1 MiB values. */
+const VALUES_IN_FLIGHT = 16;
+
+/** Run `op(0 … count-1)` with `width` in flight at a time. */
+async function inFlight(count: number, width: number, op: (i: number) => Promise<unknown>): Promise<void> {
+  for (let first = 0; first < count; first += width) {
+    const batch: Array<Promise<unknown>> = [];
+    for (let i = first; i < Math.min(count, first + width); i++) batch.push(op(i));
+    await Promise.all(batch);
+  }
+}
+
+/**
+ * {@link VALUE_COUNT} values of 1 MiB, one durable transaction each, then read back (cache off):
+ * with `width` transactions / reads in flight (1 = serial).
+ */
+async function measureMiBValues(store: Store, width: number): Promise<{ writeMiBps: number; readMiBps: number }> {
+  const value = new Uint8Array(CHUNK_BYTES).fill(7);
+  let started = performance.now();
+  await inFlight(VALUE_COUNT, width, (i) => store.transaction((tx) => tx.write(BigInt(100 + i), value)));
+  const writeMiBps = mibPerSecond(VALUE_COUNT * CHUNK_BYTES, started);
+  started = performance.now();
+  await inFlight(VALUE_COUNT, width, async (i) => {
+    const back = await store.read(BigInt(100 + i));
+    if (back?.length !== CHUNK_BYTES) throw new Error(`1 MiB value ${i} came back as ${back?.length} bytes`);
+  });
+  return { writeMiBps, readMiBps: mibPerSecond(VALUE_COUNT * CHUNK_BYTES, started) };
+}
+
+/** Run both measurements on a scratch store under bench/.data and put them in `report`. */
+export async function runStreamsBench(report: Report, gib = GIB): Promise<void> {
+  const dir = path.join(import.meta.dir, ".data", `streams-${process.pid}`);
+  fs.mkdirSync(dir, { recursive: true });
+  try {
+    const rawMiBps = await measureRawSequentialMiBps("uring");
+    report.figure(SECTION, "raw sequential write (uring, 1 MiB O_DIRECT, QD16)", rawMiBps, "MiB/s");
+    const store = await Store.open(path.join(dir, "streams.lss"), { cacheBytes: 0 });
+    try {
+      for (const width of [1, VALUES_IN_FLIGHT]) {
+        const values = await measureMiBValues(store, width);
+        const how = width === 1 ? "serial" : `${width} in flight`;
+        report.figure(SECTION, `1 MiB values, one durable transaction each, ${how}: write`, values.writeMiBps, "MiB/s");
+        report.figure(SECTION, `1 MiB values, ${how}: read (cache off)`, values.readMiBps, "MiB/s");
+        const target = width === 1 ? undefined : 0.6;
+        report.ratio(SECTION, `1 MiB values ${how}: write ÷ raw sequential`, values.writeMiBps / rawMiBps, target);
+        report.ratio(SECTION, `1 MiB values ${how}: read ÷ raw sequential`, values.readMiBps / rawMiBps, target);
+      }
+      const stream = await measureStream(store, Math.round(gib * 2 ** 30));
+      report.figure(SECTION, `writeStream of one ${gib} GiB element`, stream.writeMiBps, "MiB/s");
+      report.figure(SECTION, `readStream of one ${gib} GiB element`, stream.readMiBps, "MiB/s");
+      report.ratio(SECTION, `${gib} GiB writeStream ÷ raw sequential`, stream.writeMiBps / rawMiBps, 0.6);
+      report.ratio(SECTION, `${gib} GiB readStream ÷ raw sequential`, stream.readMiBps / rawMiBps, 0.6);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (import.meta.main) {
+  // The report prints every figure and ratio as it is measured.
+  await runStreamsBench(new Report());
 }
