@@ -69,16 +69,17 @@ async function inFlight(count: number, width: number, op: (i: number) => Promise
 
 /**
  * {@link VALUE_COUNT} values of 1 MiB, one durable transaction each, then read back (cache off):
- * with `width` transactions / reads in flight (1 = serial).
+ * with `width` transactions / reads in flight (1 = serial). Seids from `firstSeid` on are new:
+ * this measures inserts, not overwrites (overwrite churn is the cleaner benchmark's subject).
  */
-async function measureMiBValues(store: Store, width: number): Promise<{ writeMiBps: number; readMiBps: number }> {
+async function measureMiBValues(store: Store, width: number, firstSeid: number): Promise<{ writeMiBps: number; readMiBps: number }> {
   const value = new Uint8Array(CHUNK_BYTES).fill(7);
   let started = performance.now();
-  await inFlight(VALUE_COUNT, width, (i) => store.transaction((tx) => tx.write(BigInt(100 + i), value)));
+  await inFlight(VALUE_COUNT, width, (i) => store.transaction((tx) => tx.write(BigInt(firstSeid + i), value)));
   const writeMiBps = mibPerSecond(VALUE_COUNT * CHUNK_BYTES, started);
   started = performance.now();
   await inFlight(VALUE_COUNT, width, async (i) => {
-    const back = await store.read(BigInt(100 + i));
+    const back = await store.read(BigInt(firstSeid + i));
     if (back?.length !== CHUNK_BYTES) throw new Error(`1 MiB value ${i} came back as ${back?.length} bytes`);
   });
   return { writeMiBps, readMiBps: mibPerSecond(VALUE_COUNT * CHUNK_BYTES, started) };
@@ -94,7 +95,7 @@ export async function runStreamsBench(report: Report, gib = GIB): Promise<void> 
     const store = await Store.open(path.join(dir, "streams.lss"), { cacheBytes: 0 });
     try {
       for (const width of [1, VALUES_IN_FLIGHT]) {
-        const values = await measureMiBValues(store, width);
+        const values = await measureMiBValues(store, width, 100 + width * VALUE_COUNT);
         const how = width === 1 ? "serial" : `${width} in flight`;
         report.figure(SECTION, `1 MiB values, one durable transaction each, ${how}: write`, values.writeMiBps, "MiB/s");
         report.figure(SECTION, `1 MiB values, ${how}: read (cache off)`, values.readMiBps, "MiB/s");

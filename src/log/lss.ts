@@ -407,6 +407,12 @@ export class LogStructuredStore extends RingWriter {
     return index;
   }
 
+  /**
+   * Grow the file to hold segment `index`, allocating every segment between the old end and it:
+   * a segment skipped here would be a hole, and a write into a hole allocates, so its datasync
+   * would commit the filesystem journal too (see prewrite.ts). Whole new segments are offered to
+   * the pre-writer; one the old end cuts through is only allocated (it may hold log data).
+   */
   private ensureFileHolds(index: number): void {
     const needBytes = ROOT_REGION_BYTES + (index + 1) * this.segmentSize;
     if (needBytes > this.maxFileBytes) {
@@ -414,9 +420,14 @@ export class LogStructuredStore extends RingWriter {
     }
     const sizeBytes = this.backend.fileSizeBytes(this.file);
     if (sizeBytes >= needBytes) return;
-    const offsetBytes = ROOT_REGION_BYTES + index * this.segmentSize;
-    this.backend.allocateSpace(this.file, offsetBytes, this.segmentSize);
-    this.prewriter.onFreshSegment(index, offsetBytes, this.segmentSize);
+    const bytesPastRoot = Math.max(0, sizeBytes - ROOT_REGION_BYTES);
+    const firstPartial = Math.floor(bytesPastRoot / this.segmentSize);
+    const firstWhole = Math.ceil(bytesPastRoot / this.segmentSize);
+    for (let segment = firstPartial; segment <= index; segment++) {
+      const offsetBytes = ROOT_REGION_BYTES + segment * this.segmentSize;
+      this.backend.allocateSpace(this.file, offsetBytes, this.segmentSize);
+      if (segment >= firstWhole) this.prewriter.onFreshSegment(segment, offsetBytes, this.segmentSize);
+    }
   }
 
   /** The segment table's state, for a checkpoint. */

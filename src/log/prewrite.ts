@@ -66,7 +66,12 @@ export class SegmentPrewriter {
    */
   onFreshSegment(index: number, offsetBytes: number, segmentBytes: number): void {
     if (!this.wanted || this.inFlight.has(index)) return;
-    if (this.zeros === undefined) this.zeros = this.backend.alloc(PREWRITE_CHUNK_BYTES); // zeroed by alloc
+    if (this.zeros === undefined) {
+      // Zeroed here, not trusted to be: the portable backend's posix_memalign memory may hold a
+      // freed flush buffer's bytes, and those are valid units (of another log) if written out.
+      this.zeros = this.backend.alloc(PREWRITE_CHUNK_BYTES);
+      this.zeros.bytes.fill(0);
+    }
     const zeros = this.zeros;
     const writes: Array<Promise<void>> = [];
     for (let at = 0; at < segmentBytes; at += PREWRITE_CHUNK_BYTES) {
