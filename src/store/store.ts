@@ -348,7 +348,7 @@ export class Store {
     // The cache only holds committed values and is invalidated by every write and delete, so a
     // hit needs no mapping-table lookup.
     const hit = this.core.cache.get(seid);
-    if (hit !== undefined && hit.length <= this.options.maxReadBytes) return hit.slice();
+    if (hit !== undefined && hit.length <= this.options.maxReadBytes) return hit; // a copy already
     const location = this.core.map.get(seid);
     if (location === undefined) return undefined;
     if (location.sizeBytes > this.options.maxReadBytes) {
@@ -370,7 +370,7 @@ export class Store {
     }
     // Cache only if the element was not replaced while we read it.
     const now = this.core.map.get(seid);
-    if (now !== undefined && now.address === location.address && this.options.cacheBytes > 0) this.core.cache.set(seid, value.slice());
+    if (now !== undefined && now.address === location.address && this.options.cacheBytes > 0) this.core.cache.set(seid, value); // copied into the cache
     return value;
   }
 
