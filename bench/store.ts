@@ -495,6 +495,8 @@ async function openChildMain(path: string): Promise<void> {
 async function openAfterCrash(report: Report): Promise<void> {
   heading("store: (e) open after a crash, (f) RAM per seid");
   report.note(`(e) each crash image is opened by a fresh bun process (cacheBytes 0); an open over ${OPEN_TIMEOUT_MS / 1000} s is stopped and reported as timed out`);
+  /** RSS growth of the first checkpointed open, by store size: the slope is RAM per added seid. */
+  const rssDeltaBySize = new Map<number, number>();
   for (const size of OPEN_SIZES) {
     const label = size.toLocaleString("en-US");
     log(`  ${label} seids`);
@@ -553,6 +555,8 @@ async function openAfterCrash(report: Report): Promise<void> {
     report.figure(SECTION_E, `${label} seids, no checkpoint since creation`, reps.get("noCkpt"), "ms", describe("noCkpt"));
     report.figure(SECTION_E, `${label} seids, checkpoint() just before the crash`, reps.get("ckpt"), "ms", describe("ckpt"));
 
+    const checkpointed = first.get("ckpt");
+    if (checkpointed !== undefined) rssDeltaBySize.set(size, checkpointed.rssAfter - checkpointed.rssBefore);
     if (size === RAM_SEIDS) {
       const kind = first.has("ckpt") ? "ckpt" : "noCkpt";
       const r = first.get(kind);
@@ -564,6 +568,16 @@ async function openAfterCrash(report: Report): Promise<void> {
         report.figure(SECTION_F, `RSS after − before Store.open ÷ seids (fresh process, cacheBytes 0, ${how})`, (r.rssAfter - r.rssBefore) / size, "B/seid");
         report.ratio(SECTION_F, "mappingTableBytes per seid", r.mappingTableBytes / size, 32, { atMost: true, unit: "B" });
         report.ratio(SECTION_F, "RSS delta per seid", (r.rssAfter - r.rssBefore) / size, 32, { atMost: true, unit: "B" });
+        // The delta above includes what an open costs whatever the size (flush buffers, read
+        // scratch, compiled code: about 11 MiB here). The slope between two sizes is per seid.
+        const smaller = OPEN_SIZES.filter((n) => n < size && rssDeltaBySize.has(n)).at(-1);
+        const atSize = rssDeltaBySize.get(size);
+        if (smaller !== undefined && atSize !== undefined) {
+          const slope = (atSize - (rssDeltaBySize.get(smaller) as number)) / (size - smaller);
+          const range = `${smaller.toLocaleString("en-US")} → ${label} seids`;
+          report.figure(SECTION_F, `RSS growth per added seid (checkpointed opens, ${range})`, slope, "B/seid");
+          report.ratio(SECTION_F, `RSS per added seid (${range})`, slope, 32, { atMost: true, unit: "B" });
+        }
         const replay = kind === "ckpt" ? first.get("noCkpt") : undefined;
         if (replay !== undefined) {
           report.figure(SECTION_F, `RSS after − before Store.open ÷ seids (fresh process, cacheBytes 0, image without checkpoint: replay)`, (replay.rssAfter - replay.rssBefore) / size, "B/seid");

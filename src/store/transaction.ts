@@ -16,6 +16,12 @@ import { appendElement, appendRecord, tryAppendSmallElement, type AppliedOp } fr
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
 export const SPILL_BYTES = 4 << 20;
 
+/**
+ * Most bytes of written values one transaction hands to the cache. A bulk load that cached
+ * everything it wrote would only evict what readers use (and pay a copy per write for it).
+ */
+export const CACHE_BUDGET_MAX_BYTES = 1 << 20;
+
 /** Values a transaction accepts for an element. */
 export type ElementValue = Uint8Array | ArrayBufferView | ArrayBuffer;
 
@@ -50,7 +56,7 @@ export class Transaction {
     this.id = id;
     this.log = log;
     // A bulk transaction would only churn the cache (and pay for it on every write).
-    this.cacheBudgetBytes = Math.floor(cacheBytes / 8);
+    this.cacheBudgetBytes = Math.min(Math.floor(cacheBytes / 8), CACHE_BUDGET_MAX_BYTES);
   }
 
   private assertActive(): void {
