@@ -51,4 +51,20 @@ describe("mapping table", () => {
     table.set(5n, { address: 2, sizeBytes: 7, multipart: false });
     expect(table.sizeOf(5n)).toBe(7);
   });
+
+  test("addresses up to 2^53 − 1 and the multipart flag round-trip exactly; bad addresses are refused", () => {
+    const table = new MappingTable();
+    const cases = [0, 1, 2 ** 32 - 1, 2 ** 32, 2 ** 32 + 1, 2 ** 40 + 12345, 2 ** 52 + 3, Number.MAX_SAFE_INTEGER];
+    cases.forEach((address, i) => {
+      for (const multipart of [false, true]) {
+        const seid = BigInt(i * 2 + (multipart ? 1 : 0) + 1) << 20n;
+        table.set(seid, { address, sizeBytes: i, multipart });
+        expect(table.get(seid)).toEqual({ address, sizeBytes: i, multipart });
+      }
+    });
+    for (const bad of [-1, 0.5, Number.MAX_SAFE_INTEGER + 2, Number.NaN]) {
+      expect(() => table.set(99n, { address: bad, sizeBytes: 1, multipart: false })).toThrow(RangeError);
+    }
+    expect(table.has(99n)).toBe(false);
+  });
 });
