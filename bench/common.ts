@@ -88,6 +88,19 @@ export function log(line = ""): void {
 }
 
 /** Collect garbage thoroughly (Bun.gc is synchronous with `true`). */
+/** Figures of repeated measurements, by key (medians are taken by {@link Report.figure}). */
+export class Reps {
+  private readonly map = new Map<string, number[]>();
+  push(key: string, value: number): void {
+    const list = this.map.get(key) ?? [];
+    list.push(value);
+    this.map.set(key, list);
+  }
+  get(key: string): number[] {
+    return this.map.get(key) ?? [];
+  }
+}
+
 export function fullGc(): void {
   Bun.gc(true);
   Bun.gc(true);

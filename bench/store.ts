@@ -31,6 +31,7 @@ import {
   removeData,
   Report,
   REPS,
+  Reps,
   rssBytes,
   scaled,
   SCALE,
@@ -144,18 +145,6 @@ async function rate(max: number, ms: number, step: (i: number) => unknown): Prom
     if ((i & 7) === 0 && performance.now() >= deadline) break;
   }
   return i / ((performance.now() - start) / 1000);
-}
-
-class Reps {
-  private readonly map = new Map<string, number[]>();
-  push(key: string, value: number): void {
-    const list = this.map.get(key) ?? [];
-    list.push(value);
-    this.map.set(key, list);
-  }
-  get(key: string): number[] {
-    return this.map.get(key) ?? [];
-  }
 }
 
 /** Run `fn`, recording a failure in the report instead of ending the run. */

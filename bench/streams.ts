@@ -5,14 +5,15 @@
  *
  *   bun bench/streams.ts                       (4 GiB; BENCH_STREAM_GIB=64 for the long run)
  *
- * `bun bench/run.ts` runs it too (section "streams", BENCH_ONLY=streams alone). The source is a
+ * Each figure is the median of BENCH_REPS (default 3) reps, each on a fresh store, with its own
+ * raw figure. `bun bench/run.ts` runs it too (section "streams", BENCH_ONLY=streams alone). The source is a
  * generator of 1 MiB chunks (no hashing, no files), so the figure is the store's own path: part
  * records, checksums, flush units, O_DIRECT writes and reads.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../src/index.ts";
-import { Report } from "./common.ts";
+import { Report, REPS, Reps } from "./common.ts";
 import { measureRawSequentialMiBps } from "./io.ts";
 
 const GIB = Number(process.env.BENCH_STREAM_GIB ?? "4");
@@ -85,32 +86,44 @@ async function measureMiBValues(store: Store, width: number, firstSeid: number):
   return { writeMiBps, readMiBps: mibPerSecond(VALUE_COUNT * CHUNK_BYTES, started) };
 }
 
-/** Run both measurements on a scratch store under bench/.data and put them in `report`. */
+/** Median of each figure over {@link REPS} reps, each on a fresh store (no cleaning in the figures). */
 export async function runStreamsBench(report: Report, gib = GIB): Promise<void> {
   const dir = path.join(import.meta.dir, ".data", `streams-${process.pid}`);
   fs.mkdirSync(dir, { recursive: true });
+  const reps = new Reps();
   try {
-    const rawMiBps = await measureRawSequentialMiBps("uring");
-    report.figure(SECTION, "raw sequential write (uring, 1 MiB O_DIRECT, QD16)", rawMiBps, "MiB/s");
-    const store = await Store.open(path.join(dir, "streams.lss"), { cacheBytes: 0 });
-    try {
-      for (const width of [1, VALUES_IN_FLIGHT]) {
-        const values = await measureMiBValues(store, width, 100 + width * VALUE_COUNT);
-        const how = width === 1 ? "serial" : `${width} in flight`;
-        report.figure(SECTION, `1 MiB values, one durable transaction each, ${how}: write`, values.writeMiBps, "MiB/s");
-        report.figure(SECTION, `1 MiB values, ${how}: read (cache off)`, values.readMiBps, "MiB/s");
-        const target = width === 1 ? undefined : 0.6;
-        report.ratio(SECTION, `1 MiB values ${how}: write ÷ raw sequential`, values.writeMiBps / rawMiBps, target);
-        report.ratio(SECTION, `1 MiB values ${how}: read ÷ raw sequential`, values.readMiBps / rawMiBps, target);
+    for (let rep = 0; rep < REPS; rep++) {
+      reps.push("raw", await measureRawSequentialMiBps("uring"));
+      const file = path.join(dir, `streams-${rep}.lss`);
+      const store = await Store.open(file, { cacheBytes: 0 });
+      try {
+        for (const width of [1, VALUES_IN_FLIGHT]) {
+          const values = await measureMiBValues(store, width, 100 + width * VALUE_COUNT);
+          reps.push(`values${width}Write`, values.writeMiBps);
+          reps.push(`values${width}Read`, values.readMiBps);
+        }
+        const stream = await measureStream(store, Math.round(gib * 2 ** 30));
+        reps.push("streamWrite", stream.writeMiBps);
+        reps.push("streamRead", stream.readMiBps);
+      } finally {
+        await store.close();
+        fs.rmSync(file, { force: true });
       }
-      const stream = await measureStream(store, Math.round(gib * 2 ** 30));
-      report.figure(SECTION, `writeStream of one ${gib} GiB element`, stream.writeMiBps, "MiB/s");
-      report.figure(SECTION, `readStream of one ${gib} GiB element`, stream.readMiBps, "MiB/s");
-      report.ratio(SECTION, `${gib} GiB writeStream ÷ raw sequential`, stream.writeMiBps / rawMiBps, 0.6);
-      report.ratio(SECTION, `${gib} GiB readStream ÷ raw sequential`, stream.readMiBps / rawMiBps, 0.6);
-    } finally {
-      await store.close();
     }
+    const raw = report.figure(SECTION, "raw sequential write (uring, 1 MiB O_DIRECT, QD16)", reps.get("raw"), "MiB/s").value;
+    const ratioToRaw = (mibps: number | undefined) => (mibps === undefined || raw === undefined ? undefined : mibps / raw);
+    for (const width of [1, VALUES_IN_FLIGHT]) {
+      const how = width === 1 ? "serial" : `${width} in flight`;
+      const write = report.figure(SECTION, `1 MiB values, one durable transaction each, ${how}: write`, reps.get(`values${width}Write`), "MiB/s").value;
+      const read = report.figure(SECTION, `1 MiB values, ${how}: read (cache off)`, reps.get(`values${width}Read`), "MiB/s").value;
+      const target = width === 1 ? undefined : 0.6;
+      report.ratio(SECTION, `1 MiB values ${how}: write ÷ raw sequential`, ratioToRaw(write), target);
+      report.ratio(SECTION, `1 MiB values ${how}: read ÷ raw sequential`, ratioToRaw(read), target);
+    }
+    const write = report.figure(SECTION, `writeStream of one ${gib} GiB element`, reps.get("streamWrite"), "MiB/s").value;
+    const read = report.figure(SECTION, `readStream of one ${gib} GiB element`, reps.get("streamRead"), "MiB/s").value;
+    report.ratio(SECTION, `${gib} GiB writeStream ÷ raw sequential`, ratioToRaw(write), 0.6);
+    report.ratio(SECTION, `${gib} GiB readStream ÷ raw sequential`, ratioToRaw(read), 0.6);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
