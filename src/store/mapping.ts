@@ -209,7 +209,10 @@ export class MappingTable {
   reserve(count: number): void {
     const capacity = Math.ceil(count / MAX_LOAD) + 1;
     if (capacity <= this.capacity) return;
-    this.growTo(capacity);
+    // At least the usual growth step: callers reserve again and again for a little more each time
+    // (every large commit does), and growing to exactly the need each time rehashed the whole
+    // table per commit (replaying 1 M seids written in commits of 10 k went from 1.1 s to 6 s).
+    this.growTo(Math.max(capacity, Math.ceil(this.capacity * GROWTH)));
   }
 
   clear(): void {

@@ -44,6 +44,20 @@ describe("mapping table", () => {
     expect(seen).toBe(model.size);
   });
 
+  test("reserving a little more again and again grows geometrically, not once per call", () => {
+    // Each large commit reserves room for its writes; growing to exactly that each time would
+    // rehash the whole table per commit (quadratic replay of a store written in large commits).
+    const table = new MappingTable();
+    const capacities = new Set<number>();
+    for (let i = 1; i <= 200; i++) {
+      table.reserve(i * 1000);
+      capacities.add(table.memoryBytes);
+    }
+    expect(capacities.size).toBeLessThan(20);
+    for (let i = 1; i <= 50_000; i++) table.set(BigInt(i), { address: i, sizeBytes: 1, multipart: false });
+    expect(table.get(777n)).toEqual({ address: 777, sizeBytes: 1, multipart: false });
+  });
+
   test("sizes of 4 GiB and more are kept exactly", () => {
     const table = new MappingTable();
     table.set(5n, { address: 1, sizeBytes: 2 ** 33 + 5, multipart: true });
