@@ -31,6 +31,33 @@ for (const io of BACKENDS) {
     });
     afterEach(() => cleanup());
 
+    test("inserts only, with a checkpoint larger than a few segments: writers are not made to clean and checkpoint every transaction (regression)", async () => {
+      // A 30 k-seid map checkpoints to about 720 KB: 11 segments of 64 KiB. The utilisation table
+      // counts element records only, so the newest checkpoint's segments looked like garbage;
+      // cleaning them frees nothing before the next checkpoint, which writes as much again.
+      const store = await Store.open(file, { io, segmentSize: 64 << 10, bufferSize: 16 << 10, numSegmentsPerCheckpoint: 4 });
+      try {
+        const small = new Uint8Array(20).fill(7);
+        for (let batch = 0; batch < 30; batch++) {
+          await store.transaction((tx) => {
+            for (let i = 0; i < 1000; i++) tx.write(store.allocateSeid(), small);
+          });
+        }
+        await store.checkpoint();
+        await store.checkpoint(); // the first checkpoint's segments are now garbage, the second's are not
+        const before = store.stats();
+        const commits = 300;
+        for (let i = 0; i < commits; i++) await store.transaction((tx) => tx.write(store.allocateSeid(), small));
+        const after = store.stats();
+        const checkpoints = after.checkpoints - before.checkpoints;
+        // 300 commits of one small write fill a few segments: a handful of checkpoints at most.
+        expect(checkpoints).toBeLessThanOrEqual(10);
+        expect(after.elements).toBe(30_000 + commits);
+      } finally {
+        await store.close();
+      }
+    });
+
     test("churn: 20× the live set in uniform overwrites keeps the file ≤ 1.5× live + overhead", async () => {
       const store = await Store.open(file, { io, ...OPTIONS });
       const keys = 4000;
