@@ -361,6 +361,18 @@ export class Cleaner {
     await this.host.checkpointLocked();
   }
 
+  /**
+   * Segments the background cleaner counts as spare: free ones plus, under `maxFileBytes`, the
+   * room the file may still grow by. Counting only free segments there made it clean as soon as
+   * two segments' worth of garbage existed while most of the allowed file was unused, so victims
+   * were three-quarters live (write amplification about 10 at 50% utilisation); letting garbage
+   * gather until the room is used makes victims emptier. Without `maxFileBytes` the file has no
+   * room to count, and free segments alone decide, as before.
+   */
+  private spareSegments(): number {
+    return this.host.maxFileBytes === undefined ? this.host.log.freeSegments : this.headroom();
+  }
+
   /** Free segments the background cleaner aims for: the high-water mark, above the writers' floor. */
   private freeTarget(): number {
     return Math.max(this.settings.cleanerHighWaterSegments, this.settings.cleanerLowWaterSegments + this.reserveSegments() + 1);
@@ -372,7 +384,7 @@ export class Cleaner {
    */
   nudge(): void {
     if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen) return;
-    if (this.host.log.freeSegments >= this.freeTarget()) return;
+    if (this.spareSegments() >= this.freeTarget()) return;
     if (!this.worthCleaning()) return;
     this.running = this.background().finally(() => {
       this.running = undefined;
@@ -385,7 +397,7 @@ export class Cleaner {
     const relocatedAtStart = this.counters.bytesRelocated;
     const cleanedAtStart = this.counters.segmentsCleaned;
     try {
-      while (this.host.isOpen && log.freeSegments < this.freeTarget()) {
+      while (this.host.isOpen && this.spareSegments() < this.freeTarget()) {
         // Yield to the event loop between victims: cleaning runs in small steps.
         await new Promise((resolve) => setImmediate(resolve));
         const [victim] = this.candidates();
