@@ -125,6 +125,9 @@ export class Cleaner {
     for (const seq of log.liveSegmentSeqs()) {
       if (tail - seq < minAge || pins.isPinned(seq) || stable < (seq + 1) * log.segmentSize) continue;
       if (seq >= firstKept && seq <= lastKept) continue;
+      // Being cleaned already (by a throttled writer, say): offering it again made the background
+      // cleaner spin on it, a candidate scan per event-loop turn, until the other finished.
+      if (this.cleaning.has(seq)) continue;
       const utilisation = core.sut.liveBytesOf(seq) / log.segmentSize;
       if (utilisation * 100 >= thresholdPercent) continue;
       const age = tail - seq;
@@ -402,7 +405,8 @@ export class Cleaner {
         await new Promise((resolve) => setImmediate(resolve));
         const [victim] = this.candidates();
         if (victim === undefined) break;
-        await this.cleanSegment(victim, false);
+        // No progress (taken meanwhile, or written into since): stop; the next commit nudges again.
+        if (!(await this.cleanSegment(victim, false))) break;
         // Durable relocations free the segments before the newest checkpoint; those after it
         // wait for a checkpoint, taken while there is still room for one.
         if (log.pendingSegments > 0) await log.flush();

@@ -63,6 +63,29 @@ for (const io of BACKENDS) {
       }
     });
 
+    test("a segment being cleaned is not offered again as a victim (the background cleaner spun on it, a scan per turn)", async () => {
+      const store = await Store.open(file, { io, segmentSize: 64 << 10, bufferSize: 16 << 10, autoClean: false });
+      try {
+        const body = new Uint8Array(2000).fill(1);
+        for (let round = 0; round < 6; round++) {
+          await store.transaction((tx) => {
+            for (let k = 1; k <= 60; k++) tx.write(BigInt(k), body); // each round turns the last one into garbage
+          });
+        }
+        await store.flush();
+        const cleaner = (store as unknown as { cleaner: { candidates(): number[]; cleaning: Set<number> } }).cleaner;
+        const victims = cleaner.candidates();
+        expect(victims.length).toBeGreaterThan(1);
+        const taken = victims[0] as number;
+        cleaner.cleaning.add(taken);
+        expect(cleaner.candidates()).not.toContain(taken);
+        cleaner.cleaning.delete(taken);
+        expect(cleaner.candidates()).toContain(taken);
+      } finally {
+        await store.close();
+      }
+    });
+
     test("inserts only, with a checkpoint larger than a few segments: writers are not made to clean and checkpoint every transaction (regression)", async () => {
       // A 30 k-seid map checkpoints to about 720 KB: 11 segments of 64 KiB. The utilisation table
       // counts element records only, so the newest checkpoint's segments looked like garbage;
