@@ -87,7 +87,6 @@ export function log(line = ""): void {
   process.stdout.write(`${line}\n`);
 }
 
-/** Collect garbage thoroughly (Bun.gc is synchronous with `true`). */
 /** Figures of repeated measurements, by key (medians are taken by {@link Report.figure}). */
 export class Reps {
   private readonly map = new Map<string, number[]>();
@@ -101,6 +100,7 @@ export class Reps {
   }
 }
 
+/** Collect garbage thoroughly (Bun.gc is synchronous with `true`). */
 export function fullGc(): void {
   Bun.gc(true);
   Bun.gc(true);

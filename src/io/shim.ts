@@ -285,16 +285,6 @@ export function shimWait(ring: number, min: number, timeoutUs: number): number {
   return loadShim().lss_wait(ring, min, timeoutUs);
 }
 
-/** A new eventfd the ring signals on every completion it posts: the fd, or -errno. */
-export function shimRingEventfd(ring: number): number {
-  return loadShim().lss_ring_eventfd(ring);
-}
-
-/** Add 1 to an eventfd, waking a reader blocked on it: 0 or -errno. */
-export function shimEventfdSignal(fd: number): number {
-  return loadShim().lss_eventfd_signal(fd);
-}
-
 /** A NUL-terminated copy of `file` for the C side. */
 export function cString(file: string): Uint8Array {
   if (file.includes("\0")) throw new InvalidArgumentError(`path contains a NUL byte: ${JSON.stringify(file)}`);

@@ -59,6 +59,9 @@ export function createRingShared(ringSize: number): SharedArrayBuffer {
  * Reserve / write / release / seal over a ring, from any thread. Subclasses (or the owner) decide
  * what "the flush must start" and "a buffer was sealed" do via the hooks.
  */
+
+/** Longest single wait for a rotation before the waiter checks again whether it can still come. */
+const ROTATION_WAIT_STEP_MS = 100;
 export class RingWriter {
   readonly ringSize: number;
   readonly bufferSize: number;
@@ -143,11 +146,16 @@ export class RingWriter {
     if (buffer.startFlush) this.onFlushReady(buffer.slot);
   }
 
-  /** Resolve once the open buffer is no longer `counter` (or the ring closed). Cross-thread. */
-  async waitForRotation(counter: number, timeoutMs = 1000): Promise<void> {
+  /**
+   * Resolve once the open buffer is no longer `counter` (or the ring closed). Cross-thread. Waits
+   * in bounded steps and checks {@link assertCanReserve} before each: a rotation that will never
+   * come (the log failed) must throw, not hang.
+   */
+  async waitForRotation(counter: number): Promise<void> {
     const index = this.control + CURRENT;
     while (Atomics.load(this.words, index) === counter && !this.isClosed) {
-      const result = Atomics.waitAsync(this.words, index, counter, timeoutMs);
+      this.assertCanReserve();
+      const result = Atomics.waitAsync(this.words, index, counter, ROTATION_WAIT_STEP_MS);
       if (result.async) await result.value;
     }
   }
@@ -177,9 +185,7 @@ export class RingWriter {
         await Bun.sleep(1);
         continue;
       }
-      // One bounded wait, then check again: a rotation that will never come must not hang us.
-      const result = Atomics.waitAsync(this.words, this.control + CURRENT, counter, 100);
-      if (result.async) await result.value;
+      await this.waitForRotation(counter);
     }
   }
 

@@ -74,10 +74,10 @@ export interface CleanerHost {
   readonly pins: SegmentPins;
   /** Run `fn` holding the transaction turn. */
   exclusive<T>(fn: () => Promise<T>): Promise<T>;
-  /** Id for a new (system) transaction; `commitSystem` must follow. */
+  /** Id for a new (system) transaction, consumed at once; `commitSystem` follows its Commit. */
   nextTxId(): number;
   /** Record a committed system transaction. */
-  commitSystem(txId: number): void;
+  commitSystem(): void;
   /** Write a checkpoint; the caller holds the turn. */
   checkpointLocked(): Promise<void>;
   /** Largest file allowed, or undefined. */
@@ -166,7 +166,7 @@ export class Cleaner {
 
   /** Clean `seq`: relocate its live records and give it back. `locked`: the caller holds the turn. */
   async cleanSegment(seq: number, locked: boolean): Promise<boolean> {
-    const { log, core, pins } = this.host;
+    const { log } = this.host;
     // The background cleaner and a throttled writer may pick the same victim; a checkpoint may
     // also have given it back already (it was empty).
     if (this.cleaning.has(seq) || !log.isLiveSegment(seq)) return false;
@@ -251,7 +251,7 @@ export class Cleaner {
         if (location.multipart || location.address !== record.address) continue;
         const address = await appendRecord(log, RecordType.Data, txId, record.seid, 0, record.body);
         const recordBytes = paddedRecordBytes(RECORD_HEADER_BYTES + record.body.length);
-        ops.push({ kind: "write", seid: record.seid, address, sizeBytes: record.body.length, recordBytes, multipart: undefined, value: undefined });
+        ops.push({ kind: "write", seid: record.seid, address, sizeBytes: record.body.length, recordBytes, multipart: undefined, value: undefined, moved: true });
         relocatedBytes += recordBytes;
         continue;
       }
@@ -284,12 +284,12 @@ export class Cleaner {
         relocatedBytes += paddedRecordBytes(RECORD_HEADER_BYTES + body.length);
       }
       if (parts.length !== current.parts.length) continue;
-      ops.push(await appendExtents(log, txId, seid, parts, location.sizeBytes));
+      ops.push({ ...(await appendExtents(log, txId, seid, parts, location.sizeBytes)), moved: true });
     }
     if (ops.length === 0) return;
     await appendRecord(log, RecordType.Commit, txId, 0n, ops.length, new Uint8Array(0));
     applyCommitted(core, ops);
-    this.host.commitSystem(txId);
+    this.host.commitSystem();
     this.counters.bytesRelocated += relocatedBytes;
     this.counters.recordsRelocated += ops.length;
   }

@@ -121,9 +121,11 @@ export class Store {
         core,
         pins: this.pins,
         exclusive: (fn) => this.exclusive(fn),
-        nextTxId: () => this.lastTxId + 1,
-        commitSystem: (txId) => {
-          this.lastTxId = txId;
+        // Consumed at once, as a user transaction's id is: records appended under it and then
+        // left without a Commit must never be claimed by the next transaction's Commit.
+        nextTxId: () => ++this.lastTxId,
+        commitSystem: () => {
+          this.commitCount += 1; // replay counts every Commit record; so does the live store
           this.dirtySinceCheckpoint = true;
         },
         checkpointLocked: () => this.writeCheckpoint(),

@@ -13,7 +13,6 @@ import { forEachLine, openAfterKill } from "./util.ts";
 import path from "node:path";
 import fs from "node:fs";
 import { Store } from "../store/store.ts";
-import { StoreLockedError } from "../errors.ts";
 import { seededRandom } from "../io/fault.ts";
 import { COUNTER_SEID, decodeCounter, encodeCounter, FIXED_KEYS, makeValue, sameBytes, type State } from "./model.ts";
 
