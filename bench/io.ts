@@ -30,6 +30,7 @@ import {
   removeData,
   Report,
   REPS,
+  Reps,
   runFio,
   scaled,
 } from "./common.ts";
@@ -354,25 +355,20 @@ export async function runIoBench(report: Report): Promise<void> {
       }
     }
 
-    const reps = new Map<string, number[]>();
-    const push = (key: string, value: number) => {
-      const list = reps.get(key) ?? [];
-      list.push(value);
-      reps.set(key, list);
-    };
+    const reps = new Reps();
     for (let rep = 0; rep < REPS; rep++) {
       log(`  rep ${rep + 1}/${REPS}`);
       for (const p of PATTERNS) {
         for (const [io, backend] of backends) {
           try {
-            push(`${p.key}/${io}`, await p.ours(backend, path));
+            reps.push(`${p.key}/${io}`, await p.ours(backend, path));
           } catch (error) {
             report.error(`${SECTION}: ${p.label} on ${io}`, error);
           }
         }
         if (hasFio) {
           try {
-            push(`${p.key}/fio`, p.fio(path));
+            reps.push(`${p.key}/fio`, p.fio(path));
           } catch (error) {
             report.error(`${SECTION}: fio ${p.label}`, error);
           }

@@ -37,6 +37,7 @@ import {
   SCALE,
 } from "./common.ts";
 import { measureWriteDatasyncRate } from "./io.ts";
+import { withTimeout } from "../src/torture/util.ts";
 
 const VALUE = randomBytes(100, 42);
 
@@ -116,18 +117,10 @@ async function openBloom(name: string, options: StoreOptions = {}): Promise<{ st
 /** Longest a bloom-lss close may take before the benchmark reports it and moves on. */
 const CLOSE_TIMEOUT_MS = 60_000;
 
-/** `promise`, or a rejection once `ms` have passed (the work itself is not stopped). */
-function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
-}
 
 async function closeBloom(b: { store: Store; path: string }): Promise<void> {
   try {
-    await bounded(b.store.close(), CLOSE_TIMEOUT_MS, `closing ${b.path}`);
+    await withTimeout(b.store.close(), CLOSE_TIMEOUT_MS, `closing ${b.path}`);
   } finally {
     rmSync(b.path, { force: true });
   }
