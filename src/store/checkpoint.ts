@@ -29,6 +29,8 @@ import type { Multipart } from "./write-path.ts";
 const MAGIC = 0x504b4342; // "BCKP"
 const VERSION = 1;
 const HEADER_BYTES = 48;
+/** Byte offset of the mapping-entry count in a checkpoint blob's header. */
+const MAP_COUNT_OFFSET = 44;
 
 /** What a checkpoint holds. */
 export interface CheckpointState {
@@ -111,7 +113,7 @@ export function encodeCheckpoint(state: CheckpointState): Uint8Array {
     }
   }
   if (written !== state.mapEntries) throw new Error(`checkpoint map has ${written} entries, expected ${state.mapEntries}`);
-  view.setUint32(44, written, true);
+  view.setUint32(MAP_COUNT_OFFSET, written, true);
   for (const multipart of multiparts) {
     view.setUint32(at, multipart.parts.length, true);
     view.setUint32(at + 4, multipart.meta.length, true);
@@ -131,6 +133,12 @@ export function encodeCheckpoint(state: CheckpointState): Uint8Array {
   return out;
 }
 
+/** Mapping entries a checkpoint blob holds (0 for a blob too short to say): to size the table first. */
+export function checkpointMapCount(blob: Uint8Array): number {
+  if (blob.length < HEADER_BYTES) return 0;
+  return new DataView(blob.buffer, blob.byteOffset, blob.length).getUint32(MAP_COUNT_OFFSET, true);
+}
+
 /** Decode a checkpoint blob, handing each mapping entry to `onEntry`. */
 export function decodeCheckpoint(
   blob: Uint8Array,
@@ -147,7 +155,7 @@ export function decodeCheckpoint(
   const liveCount = view.getUint32(32, true);
   const freeCount = view.getUint32(36, true);
   const fileSegments = view.getUint32(40, true);
-  const mapCount = view.getUint32(44, true);
+  const mapCount = view.getUint32(MAP_COUNT_OFFSET, true);
   const freeWords = freeCount + (freeCount % 2);
   const fixedBytes = HEADER_BYTES + spaceCount * 16 + sutCount * 16 + liveCount * 16 + freeWords * 4 + mapCount * 24;
   if (fixedBytes > blob.length) throw new CorruptionError(`checkpoint blob is ${blob.length} bytes, its header needs at least ${fixedBytes}`);

@@ -34,6 +34,7 @@ import {
   appendRecord,
   applyCommitted,
   FLAG_PART,
+  singleWriteOp,
   type AppliedOp,
   type Part,
   type StoreCore,
@@ -250,9 +251,9 @@ export class Cleaner {
       if (record.type === RecordType.Data && (record.flags & FLAG_PART) === 0) {
         if (location.multipart || location.address !== record.address) continue;
         const address = await appendRecord(log, RecordType.Data, txId, record.seid, 0, record.body);
-        const recordBytes = paddedRecordBytes(RECORD_HEADER_BYTES + record.body.length);
-        ops.push({ kind: "write", seid: record.seid, address, sizeBytes: record.body.length, recordBytes, multipart: undefined, value: undefined, moved: true });
-        relocatedBytes += recordBytes;
+        const op = { ...singleWriteOp(record.seid, address, record.body, undefined), moved: true as const };
+        ops.push(op);
+        relocatedBytes += op.recordBytes;
         continue;
       }
       if (!location.multipart) continue;

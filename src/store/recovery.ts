@@ -11,7 +11,7 @@
 import type { WalkedUnit } from "../log/recovery.ts";
 import { UNIT_HEADER_BYTES } from "../log/format.ts";
 import { CorruptionError } from "../errors.ts";
-import { decodeCheckpoint } from "./checkpoint.ts";
+import { checkpointMapCount, decodeCheckpoint } from "./checkpoint.ts";
 import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./records.ts";
 import type { SeidSpaces } from "./seids.ts";
 import {
@@ -74,7 +74,7 @@ export async function loadCheckpoint(
     }
   }
   const blob = Buffer.concat(chunks);
-  if (blob.length >= 48) core.map.reserve(new DataView(blob.buffer, blob.byteOffset, blob.length).getUint32(44, true));
+  core.map.reserve(checkpointMapCount(blob));
   const decoded = decodeCheckpoint(
     blob,
     (seid, location) => {

@@ -122,7 +122,7 @@ export async function appendRecord(
  * The synchronous fast path of {@link appendElement}: a single-part element when a flush buffer
  * has room right now. Undefined when the caller must take the asynchronous path.
  */
-export function tryAppendSmallElement(log: LogStructuredStore, txId: number, seid: bigint, value: Uint8Array, keepValue: boolean): AppliedOp | undefined {
+export function tryAppendSmallElement(log: LogStructuredStore, txId: number, seid: bigint, value: Uint8Array, keepValue: boolean): WriteOp | undefined {
   if (value.length > partBytesFor(log)) return undefined;
   const reservation = log.tryReserve(RECORD_HEADER_BYTES + value.length);
   if (reservation === undefined) return undefined;
@@ -132,14 +132,19 @@ export function tryAppendSmallElement(log: LogStructuredStore, txId: number, sei
   } finally {
     log.release(reservation);
   }
+  return singleWriteOp(seid, reservation.address, value, keepValue ? value : undefined);
+}
+
+/** The op of a single-part element whose Data record is at `address`; `cached` goes to the cache. */
+export function singleWriteOp(seid: bigint, address: number, value: Uint8Array, cached: Uint8Array | undefined): WriteOp {
   return {
     kind: "write",
     seid,
-    address: reservation.address,
+    address,
     sizeBytes: value.length,
     recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + value.length),
     multipart: undefined,
-    value: keepValue ? value : undefined,
+    value: cached,
   };
 }
 
@@ -151,15 +156,7 @@ export async function appendElement(log: LogStructuredStore, txId: number, seid:
   const partBytes = partBytesFor(log);
   if (value.length <= partBytes) {
     const address = await appendRecord(log, RecordType.Data, txId, seid, 0, value);
-    return {
-      kind: "write",
-      seid,
-      address,
-      sizeBytes: value.length,
-      recordBytes: paddedRecordBytes(RECORD_HEADER_BYTES + value.length),
-      multipart: undefined,
-      value: keepValue ? value : undefined,
-    };
+    return singleWriteOp(seid, address, value, keepValue ? value : undefined);
   }
   const parts: Part[] = [];
   for (let offset = 0, index = 0; offset < value.length; offset += partBytes, index++) {

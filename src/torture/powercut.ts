@@ -464,7 +464,7 @@ class PowerCutTorture {
       if (!this.check(listed.length === expected.length && listed.every((seid, i) => seid === expected[i]), () => `seids(${space}) lists ${listed.length} seids, the model ${expected.length}`)) mismatches += 1;
     }
     if (!this.check(store.stats().elements === state.size, () => `stats().elements is ${store.stats().elements}, the model has ${state.size}`)) mismatches += 1;
-    for (const problem of invariantProblems(store)) {
+    for (const problem of store.checkInvariants()) {
       this.check(false, () => `after recovery through ${number}: ${problem}`);
       mismatches += 1;
     }
@@ -626,7 +626,7 @@ class PowerCutTorture {
   private async liveReads(fault: FaultBackend, store: Store): Promise<void> {
     // Only meaningful while every transaction issued has settled and none failed.
     if (this.history.txs.some((tx) => tx.outcome !== "committed")) return;
-    for (const problem of invariantProblems(store)) this.check(false, () => `while running: ${problem}`);
+    for (const problem of store.checkInvariants()) this.check(false, () => `while running: ${problem}`);
     const state = this.history.latest();
     const universe = this.history.universe();
     for (let i = 0; i < 6; i++) {
@@ -831,12 +831,6 @@ class PowerCutTorture {
     }
   }
 
-}
-
-/** The store's own invariant check (SUT vs mapping table, locations in live segments), if it has one. */
-function invariantProblems(store: Store): string[] {
-  const check = (store as unknown as { checkInvariants?: () => string[] }).checkInvariants;
-  return typeof check === "function" ? check.call(store) : [];
 }
 
 interface IssuedTx {
