@@ -37,7 +37,7 @@ import {
   SCALE,
 } from "./common.ts";
 import { measureWriteDatasyncRate } from "./io.ts";
-import { withTimeout } from "../src/torture/util.ts";
+import { withTimeout } from "../testing/torture/util.ts";
 
 const VALUE = randomBytes(100, 42);
 

@@ -3,6 +3,6 @@
  * Simulated power cuts and injected I/O faults under random workloads, checked against a model;
  * `--kills N` adds SIGKILLs of a real writer process, `--corrupt N` corrupted-file trials.
  */
-import { main } from "../src/torture/torture.ts";
+import { main } from "../testing/torture/torture.ts";
 
 process.exit(await main(process.argv.slice(2)));

@@ -18,21 +18,8 @@ export function scratchDir(name: string): { dir: string; cleanup: () => void } {
 /** Both real backends: every I/O-level test runs on each. */
 export const BACKENDS: readonly Exclude<IoChoice, "auto">[] = ["portable", "uring"];
 
-/** xorshift128+: small, fast, deterministic from a seed. */
-export function rng(seed: number): () => number {
-  let s0 = (seed ^ 0x9e3779b9) >>> 0 || 1;
-  let s1 = (seed * 0x85ebca6b) >>> 0 || 2;
-  return () => {
-    let x = s0;
-    const y = s1;
-    s0 = y;
-    x ^= x << 23;
-    x ^= x >>> 17;
-    x ^= y ^ (y >>> 26);
-    s1 = x >>> 0;
-    return ((s0 + s1) >>> 0) / 0x100000000;
-  };
-}
+import { rng } from "../testing/prng.ts";
+export { rng };
 
 /** Fill `bytes` with a pattern derived from `seed`, so a mix-up of two payloads is caught. */
 export function fillPattern(bytes: Uint8Array, seed: number): void {
@@ -46,4 +33,4 @@ export function rssBytes(): number {
 }
 
 
-export { forEachLine } from "../src/torture/util.ts";
+export { forEachLine } from "../testing/torture/util.ts";

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { EIO, ENOSPC, FaultBackend, SECTOR_BYTES } from "../../src/io/fault.ts";
+import { EIO, ENOSPC, FaultBackend, SECTOR_BYTES } from "../../testing/fault-backend.ts";
 import { IoQueue } from "../../src/io/queue.ts";
 import { PortableBackend } from "../../src/io/portable.ts";
 import { IoError, NoSpaceError, Store, StoreLockedError } from "../../src/index.ts";

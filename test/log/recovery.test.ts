@@ -11,7 +11,7 @@
 import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { retryWhileLocked } from "../../src/torture/util.ts";
+import { retryWhileLocked } from "../../testing/torture/util.ts";
 import { LogStructuredStore, type LogOptions, type WriteMode } from "../../src/log/lss.ts";
 import { physicalOffset } from "../../src/log/recovery.ts";
 import { BACKENDS, rng, scratchDir } from "../helpers.ts";

@@ -9,7 +9,7 @@ import { LogStructuredStore, type LogOptions } from "../../src/log/lss.ts";
 import type { Reservation } from "../../src/log/ring.ts";
 import { FlushBuffer } from "../../src/log/flush-buffer.ts";
 import { fillPattern } from "../helpers.ts";
-import { ShufflingBackend, type ShufflingOptions } from "./shuffling-backend.ts";
+import { ShufflingBackend, type ShufflingOptions } from "../../testing/shuffling-backend.ts";
 
 export const KiB = 1024;
 

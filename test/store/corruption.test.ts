@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { CorruptionError, Store } from "../../src/index.ts";
-import { runCorruptionTrials } from "../../src/torture/corrupt.ts";
+import { runCorruptionTrials } from "../../testing/torture/corrupt.ts";
 import { scratchDir } from "../helpers.ts";
 
 describe("corrupted files", () => {

@@ -2,7 +2,7 @@ import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../../src/index.ts";
-import { openAfterKill } from "../../src/torture/util.ts";
+import { openAfterKill } from "../../testing/torture/util.ts";
 import { BACKENDS, forEachLine, rng, scratchDir } from "../helpers.ts";
 import { COUNTER_SEID, counterValue, modelAfter, WORKLOAD_KEYS } from "./crash-workload.ts";
 

@@ -14,11 +14,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { EIO, ENOSPC, FaultBackend, type FaultSite } from "../../src/io/fault.ts";
+import { EIO, ENOSPC, FaultBackend, type FaultSite } from "../../testing/fault-backend.ts";
 import { IoError, LogStructuredStore, LssError, NoSpaceError, ReadOnlyError, Store, type StoreOptions } from "../../src/index.ts";
-import { checkRecovered } from "../../src/torture/check.ts";
-import { withTimeout } from "../../src/torture/util.ts";
-import { COUNTER_SEID, encodeCounter, History, makeValue } from "../../src/torture/model.ts";
+import { checkRecovered } from "../../testing/torture/check.ts";
+import { withTimeout } from "../../testing/torture/util.ts";
+import { COUNTER_SEID, encodeCounter, History, makeValue } from "../../testing/torture/model.ts";
 import { scratchDir } from "../helpers.ts";
 
 const OPTIONS: StoreOptions = { segmentSize: 256 << 10, bufferSize: 64 << 10, ringSize: 2, cacheBytes: 0, numSegmentsPerCheckpoint: 1 };

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { InvalidArgumentError, Store, TransactionError } from "../../src/index.ts";
-import { openAfterKill } from "../../src/torture/util.ts";
+import { openAfterKill } from "../../testing/torture/util.ts";
 import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 
 const SEGMENT = 256 << 10;

@@ -4,7 +4,7 @@
  * `bun run torture` runs the same driver for as long as asked.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { runPowerCutTorture, type PowerCutReport } from "../../src/torture/powercut.ts";
+import { runPowerCutTorture, type PowerCutReport } from "../../testing/torture/powercut.ts";
 import { scratchDir } from "../helpers.ts";
 
 function show(report: PowerCutReport): string {

@@ -12,8 +12,8 @@
 import { forEachLine, openAfterKill } from "./util.ts";
 import path from "node:path";
 import fs from "node:fs";
-import { Store } from "../store/store.ts";
-import { seededRandom } from "../io/fault.ts";
+import { Store } from "../../src/store/store.ts";
+import { seededRandom } from "../prng.ts";
 import { COUNTER_SEID, decodeCounter, encodeCounter, FIXED_KEYS, makeValue, sameBytes, type State } from "./model.ts";
 
 /** The writer script run as the child process. */

@@ -4,7 +4,7 @@
  * commit), and prints `ack K` once transaction K resolved (durable). Killed at a random moment.
  * Args: PATH uring|portable [checkpointEvery].
  */
-import { Store } from "../store/store.ts";
+import { Store } from "../../src/store/store.ts";
 import { COUNTER_SEID, decodeCounter } from "./model.ts";
 import { KILL_STORE_OPTIONS, killWorkloadTx } from "./kills.ts";
 

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { Store, StoreLockedError, type StoreOptions } from "../index.ts";
+import { Store, StoreLockedError, type StoreOptions } from "../../src/index.ts";
 
 /** Thrown by {@link withTimeout}: something did not settle in time (a hang is a violation). */
 export class HangError extends Error {}

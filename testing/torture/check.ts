@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Store } from "../store/store.ts";
+import type { Store } from "../../src/store/store.ts";
 import { COUNTER_SEID, decodeCounter, sameBytes, type History } from "./model.ts";
 
 /** What {@link checkRecovered} found. */

@@ -35,9 +35,10 @@ import type {
   IoOp,
   NativeBuffer,
   OpenFileOptions,
-} from "./backend.ts";
-import { errnoOf, PortableBackend } from "./portable.ts";
-import { errorFromErrno, InvalidArgumentError, StoreClosedError } from "../errors.ts";
+} from "../src/io/backend.ts";
+import { errnoOf, PortableBackend } from "../src/io/portable.ts";
+import { seededRandom } from "./prng.ts";
+import { errorFromErrno, InvalidArgumentError, StoreClosedError } from "../src/errors.ts";
 
 /** Sector size at which a power cut tears a write. */
 export const SECTOR_BYTES = 512;
@@ -164,17 +165,6 @@ export interface PowerCutFile {
   torn: number;
 }
 
-/** mulberry32 → [0, 1): small, fast, deterministic from a seed. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface PendingWrite {
   readonly id: number;

@@ -16,10 +16,10 @@ import type {
   IoOp,
   NativeBuffer,
   OpenFileOptions,
-} from "../../src/io/backend.ts";
-import { decodeUnitHeader, ROOT_REGION_BYTES, UNIT_HEADER_BYTES, unitFileBytes, type UnitHeader } from "../../src/log/format.ts";
-import { InvalidArgumentError } from "../../src/errors.ts";
-import { rng } from "../helpers.ts";
+} from "../src/io/backend.ts";
+import { decodeUnitHeader, ROOT_REGION_BYTES, UNIT_HEADER_BYTES, unitFileBytes, type UnitHeader } from "../src/log/format.ts";
+import { InvalidArgumentError } from "../src/errors.ts";
+import { rng } from "./prng.ts";
 
 /** One unit write seen by the wrapper. */
 export interface UnitWrite {

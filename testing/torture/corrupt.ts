@@ -20,9 +20,10 @@
 import { describe, HangError, withTimeout } from "./util.ts";
 import fs from "node:fs";
 import path from "node:path";
-import { FaultBackend, seededRandom } from "../io/fault.ts";
-import { Store } from "../store/store.ts";
-import { CorruptionError, LssError } from "../errors.ts";
+import { FaultBackend } from "../fault-backend.ts";
+import { seededRandom } from "../prng.ts";
+import { Store } from "../../src/store/store.ts";
+import { CorruptionError, LssError } from "../../src/errors.ts";
 import { COUNTER_SEID, encodeCounter, FIXED_KEYS, makeValue, type State } from "./model.ts";
 
 /** Options of {@link runCorruptionTrials}. */

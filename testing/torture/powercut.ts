@@ -28,10 +28,11 @@
 import { describe, HangError, withTimeout } from "./util.ts";
 import fs from "node:fs";
 import path from "node:path";
-import { EIO, ENOSPC, FaultBackend, seededRandom, type FaultSite } from "../io/fault.ts";
-import { Store } from "../store/store.ts";
-import type { StoreOptions } from "../store/config.ts";
-import { CorruptionError, LssError } from "../errors.ts";
+import { EIO, ENOSPC, FaultBackend, type FaultSite } from "../fault-backend.ts";
+import { seededRandom } from "../prng.ts";
+import { Store } from "../../src/store/store.ts";
+import type { StoreOptions } from "../../src/store/config.ts";
+import { CorruptionError, LssError } from "../../src/errors.ts";
 import {
   COUNTER_SEID,
   decodeCounter,
