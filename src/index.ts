@@ -12,10 +12,10 @@
  * @module
  */
 export { Store, type StoreStats } from "./store/store.ts";
-export { Transaction, type ElementValue } from "./store/transaction.ts";
+export type { Transaction, ElementValue } from "./store/transaction.ts";
 export type { StoreOptions, Durability } from "./store/config.ts";
-export type { RecoveryReport } from "./store/recovery.ts";
-export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/seids.ts";
+export type { RecoveryReport } from "./store/replay.ts";
+export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/state/seids.ts";
 export { LogStructuredStore, type LogOptions, type WriteMode, type LogStats } from "./log/lss.ts";
 export { RingWriter, type Reservation, type RingDescriptor } from "./log/ring.ts";
 export type { IoBackend, IoChoice, IoKind, IoOp, IoCompletion, NativeBuffer, FileHandle } from "./io/backend.ts";

@@ -27,19 +27,13 @@
  */
 import type { LogStructuredStore } from "../log/lss.ts";
 import { NoSpaceError } from "../errors.ts";
-import type { SegmentPins } from "./streams.ts";
-import { RecordType, scanRecords, paddedRecordBytes, RECORD_HEADER_BYTES } from "./records.ts";
-import {
-  appendExtents,
-  appendRecord,
-  applyCommitted,
-  FLAG_PART,
-  singleWriteOp,
-  type AppliedOp,
-  type Part,
-  type StoreCore,
-} from "./write-path.ts";
 import { ROOT_REGION_BYTES, UNIT_HEADER_BYTES } from "../log/format.ts";
+import type { Checkpointer } from "./checkpointer.ts";
+import type { AppliedOp, CommitPath, StoreCore } from "./commit.ts";
+import { FLAG_PART, type Part } from "./format/extents.ts";
+import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./format/records.ts";
+import type { SegmentPins } from "./pins.ts";
+import { appendExtents, appendRecord, singleWriteOp } from "./write-path.ts";
 
 /** Cleaner settings (public options of `Store.open`). */
 export interface CleanerSettings {
@@ -68,22 +62,17 @@ export interface CleanerStats {
   cleanerRuns: number;
 }
 
-/** What the cleaner needs of the store. */
+/** What the cleaner works with: the store's state, its commit path, pins and checkpoints. */
 export interface CleanerHost {
-  readonly log: LogStructuredStore;
   readonly core: StoreCore;
+  /** Relocations are system transactions through the one commit path, holding its turn. */
+  readonly commits: CommitPath;
   readonly pins: SegmentPins;
-  /** Run `fn` holding the transaction turn. */
-  exclusive<T>(fn: () => Promise<T>): Promise<T>;
-  /** Id for a new (system) transaction, consumed at once; `commitSystem` follows its Commit. */
-  nextTxId(): number;
-  /** Record a committed system transaction. */
-  commitSystem(): void;
-  /** Write a checkpoint; the caller holds the turn. */
-  checkpointLocked(): Promise<void>;
+  readonly checkpointer: Checkpointer;
   /** Largest file allowed, or undefined. */
   readonly maxFileBytes: number | undefined;
-  readonly isOpen: boolean;
+  /** False once the store is closing or failed: background cleaning stops. */
+  isOpen(): boolean;
 }
 
 interface VictimRecord {
@@ -102,8 +91,11 @@ export class Cleaner {
   private readonly cleaning = new Set<number>();
   readonly counters: CleanerStats = { segmentsCleaned: 0, bytesRelocated: 0, recordsRelocated: 0, throttledMs: 0, cleanerRuns: 0 };
 
+  private readonly log: LogStructuredStore;
+
   constructor(host: CleanerHost, settings: CleanerSettings) {
     this.host = host;
+    this.log = host.core.log;
     this.settings = settings;
   }
 
@@ -112,7 +104,8 @@ export class Cleaner {
    * throttle): their garbage is still growing, and cleaning them early moves data twice.
    */
   candidates(thresholdPercent = this.settings.cleanerUtilisationPercent, minAge = MIN_VICTIM_AGE_SEGMENTS): number[] {
-    const { log, core, pins } = this.host;
+    const { core, pins } = this.host;
+    const log = this.log;
     const tail = log.tailSegmentSeq;
     const stable = log.stableAddress;
     // The newest checkpoint's segments look empty to the utilisation table (it counts element
@@ -145,7 +138,7 @@ export class Cleaner {
    * answer changes too little to pay for a scan per commit.
    */
   private worthCleaning(): boolean {
-    const { log } = this.host;
+    const log = this.log;
     const memo = this.worthMemo;
     if (memo.tail === log.tailSegmentSeq && memo.free === log.freeSegments && memo.pending === log.pendingSegments) return memo.worth;
     memo.tail = log.tailSegmentSeq;
@@ -159,7 +152,8 @@ export class Cleaner {
 
   /** Bytes cleaning the candidates would reclaim. */
   private reclaimableBytes(victims: readonly number[]): number {
-    const { log, core } = this.host;
+    const { core } = this.host;
+    const log = this.log;
     let bytes = 0;
     for (const seq of victims) bytes += log.segmentSize - core.sut.liveBytesOf(seq);
     return bytes;
@@ -167,7 +161,7 @@ export class Cleaner {
 
   /** Clean `seq`: relocate its live records and give it back. `locked`: the caller holds the turn. */
   async cleanSegment(seq: number, locked: boolean): Promise<boolean> {
-    const { log } = this.host;
+    const log = this.log;
     // The background cleaner and a throttled writer may pick the same victim; a checkpoint may
     // also have given it back already (it was empty).
     if (this.cleaning.has(seq) || !log.isLiveSegment(seq)) return false;
@@ -180,13 +174,14 @@ export class Cleaner {
   }
 
   private async cleanSegmentOnce(seq: number, locked: boolean): Promise<boolean> {
-    const { log, core, pins } = this.host;
+    const { core, pins } = this.host;
+    const log = this.log;
     // With the turn held (throttle), the transaction about to run has written nothing yet.
     const records = await this.readVictim(seq);
     const batches = this.batch(records);
     for (const batch of batches) {
       if (locked) await this.relocate(seq, batch);
-      else await this.host.exclusive(() => this.relocate(seq, batch));
+      else await this.host.commits.exclusive(() => this.relocate(seq, batch));
     }
     // Give the segment back only while holding the turn: a transaction in progress may have
     // written records into it that are not counted yet (they count at its commit).
@@ -196,11 +191,11 @@ export class Cleaner {
       this.counters.segmentsCleaned += 1;
       return true;
     };
-    return locked ? release() : this.host.exclusive(release);
+    return locked ? release() : this.host.commits.exclusive(release);
   }
 
   private async readVictim(seq: number): Promise<VictimRecord[]> {
-    const units = await this.host.log.readSegmentUnits(seq);
+    const units = await this.log.readSegmentUnits(seq);
     const records: VictimRecord[] = [];
     for (const unit of units) {
       const base = unit.address + UNIT_HEADER_BYTES;
@@ -239,8 +234,9 @@ export class Cleaner {
 
   /** Relocate the live records of one batch as a system transaction. The turn is held. */
   private async relocate(seq: number, batch: VictimRecord[]): Promise<void> {
-    const { log, core } = this.host;
-    const txId = this.host.nextTxId();
+    const { core } = this.host;
+    const log = this.log;
+    const txId = this.host.commits.nextTxId();
     const ops: AppliedOp[] = [];
     const bodies = new Map<number, Uint8Array>();
     const multipart = new Set<bigint>();
@@ -287,10 +283,7 @@ export class Cleaner {
       if (parts.length !== current.parts.length) continue;
       ops.push({ ...(await appendExtents(log, txId, seid, parts, location.sizeBytes)), moved: true });
     }
-    if (ops.length === 0) return;
-    await appendRecord(log, RecordType.Commit, txId, 0n, ops.length, new Uint8Array(0));
-    applyCommitted(core, ops);
-    this.host.commitSystem();
+    if ((await this.host.commits.commitLive(txId, ops, "system")) === undefined) return;
     this.counters.bytesRelocated += relocatedBytes;
     this.counters.recordsRelocated += ops.length;
   }
@@ -302,7 +295,7 @@ export class Cleaner {
    * whose live data fills it gets `NoSpaceError` here, before anything is written.
    */
   async throttle(): Promise<void> {
-    const { log } = this.host;
+    const log = this.log;
     if (!this.needsThrottle()) return;
     const started = performance.now();
     try {
@@ -332,7 +325,8 @@ export class Cleaner {
    * one batch of relocations. Writers are throttled before they eat into it.
    */
   reserveSegments(): number {
-    const { log, core } = this.host;
+    const { core } = this.host;
+    const log = this.log;
     const checkpointBytes = core.map.size * 24 + core.sut.segmentCount * 16 + (64 << 10);
     return Math.ceil(checkpointBytes / log.segmentSize) + Math.ceil(RELOCATE_BATCH_BYTES / log.segmentSize) + 1;
   }
@@ -340,12 +334,12 @@ export class Cleaner {
   /** Segments the file may still have, under `maxFileBytes` (unbounded without it). */
   private maxSegments(): number {
     const maxFileBytes = this.host.maxFileBytes;
-    return maxFileBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor((maxFileBytes - ROOT_REGION_BYTES) / this.host.log.segmentSize);
+    return maxFileBytes === undefined ? Number.POSITIVE_INFINITY : Math.floor((maxFileBytes - ROOT_REGION_BYTES) / this.log.segmentSize);
   }
 
   /** Segments writers can still use: free ones plus room to grow under `maxFileBytes`. */
   private headroom(): number {
-    const { log } = this.host;
+    const log = this.log;
     return log.freeSegments + Math.max(0, this.maxSegments() - log.fileSegments);
   }
 
@@ -358,11 +352,11 @@ export class Cleaner {
   private needsThrottle(): boolean {
     const floor = this.settings.cleanerLowWaterSegments + this.reserveSegments();
     if (this.host.maxFileBytes !== undefined) return this.headroom() < floor;
-    return this.host.log.freeSegments < floor && this.worthCleaning();
+    return this.log.freeSegments < floor && this.worthCleaning();
   }
 
   private async checkpointLocked(): Promise<void> {
-    await this.host.checkpointLocked();
+    await this.host.checkpointer.writeLocked();
   }
 
   /**
@@ -374,7 +368,7 @@ export class Cleaner {
    * room to count, and free segments alone decide, as before.
    */
   private spareSegments(): number {
-    return this.host.maxFileBytes === undefined ? this.host.log.freeSegments : this.headroom();
+    return this.host.maxFileBytes === undefined ? this.log.freeSegments : this.headroom();
   }
 
   /** Free segments the background cleaner aims for: the high-water mark, above the writers' floor. */
@@ -387,7 +381,7 @@ export class Cleaner {
    * candidates hold at least two segments' worth of garbage (less is not worth moving data for).
    */
   nudge(): void {
-    if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen) return;
+    if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen()) return;
     if (this.spareSegments() >= this.freeTarget()) return;
     if (!this.worthCleaning()) return;
     this.running = this.background().finally(() => {
@@ -397,11 +391,11 @@ export class Cleaner {
 
   private async background(): Promise<void> {
     this.counters.cleanerRuns += 1;
-    const { log } = this.host;
+    const log = this.log;
     const relocatedAtStart = this.counters.bytesRelocated;
     const cleanedAtStart = this.counters.segmentsCleaned;
     try {
-      while (this.host.isOpen && this.spareSegments() < this.freeTarget()) {
+      while (this.host.isOpen() && this.spareSegments() < this.freeTarget()) {
         // Yield to the event loop between victims: cleaning runs in small steps.
         await new Promise((resolve) => setImmediate(resolve));
         const [victim] = this.candidates();
@@ -412,7 +406,7 @@ export class Cleaner {
         // wait for a checkpoint, taken while there is still room for one.
         if (log.pendingSegments > 0) await log.flush();
         if (log.pendingSegments >= Math.max(1, Math.floor(this.settings.cleanerHighWaterSegments / 2))) {
-          await this.host.exclusive(() => this.checkpointLocked());
+          await this.host.commits.exclusive(() => this.checkpointLocked());
         }
         // Progress guard: stop when relocation eats most of what cleaning frees.
         const cleaned = this.counters.segmentsCleaned - cleanedAtStart;
@@ -443,11 +437,11 @@ export class Cleaner {
       if (victims.length === 0) break;
       for (const seq of victims) await this.cleanSegment(seq, false);
       // Relocations land in the tail; a checkpoint makes the emptied segments free.
-      await this.host.exclusive(() => this.checkpointLocked());
+      await this.host.commits.exclusive(() => this.checkpointLocked());
     }
-    await this.host.exclusive(() => this.checkpointLocked());
+    await this.host.commits.exclusive(() => this.checkpointLocked());
     let bytesFreed = 0;
-    if (shrink) bytesFreed = await this.host.exclusive(async () => this.host.log.shrinkFile());
+    if (shrink) bytesFreed = await this.host.commits.exclusive(async () => this.log.shrinkFile());
     return { segmentsCleaned: this.counters.segmentsCleaned - before, bytesFreed };
   }
 }

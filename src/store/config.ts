@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { IoBackend, IoChoice } from "../io/backend.ts";
+import type { IoChoice } from "../io/backend.ts";
 import type { WriteMode } from "../log/lss.ts";
 import { InvalidArgumentError } from "../errors.ts";
 
@@ -31,8 +31,7 @@ export interface StoreOptions {
   flushTimeMs?: number;
   /** I/O backend (default `"auto"`). */
   io?: IoChoice;
-  /** Use this backend instead of opening one (tests inject fault wrappers). */
-  backend?: IoBackend;
+
   /** How the log dispatches flushes (default `"tailLocalized"`). */
   writeMode?: WriteMode;
   /** Take a checkpoint after the log has moved through this many segments (default 16). */
@@ -62,7 +61,6 @@ export interface ResolvedOptions {
   durability: Durability;
   flushTimeMs: number;
   io: IoChoice;
-  backend: IoBackend | undefined;
   writeMode: WriteMode;
   numSegmentsPerCheckpoint: number;
   maxReadBytes: number;
@@ -104,7 +102,6 @@ export function resolveOptions(options: StoreOptions = {}): ResolvedOptions {
     durability,
     flushTimeMs: integerIn("flushTimeMs", options.flushTimeMs ?? DEFAULT_FLUSH_TIME_MS, 1, MAX_FLUSH_TIME_MS),
     io: options.io ?? "auto",
-    backend: options.backend,
     writeMode: options.writeMode ?? "tailLocalized",
     numSegmentsPerCheckpoint: integerIn("numSegmentsPerCheckpoint", options.numSegmentsPerCheckpoint ?? DEFAULT_SEGMENTS_PER_CHECKPOINT, 1, 1 << 20),
     maxReadBytes: integerIn("maxReadBytes", options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES, 0, DEFAULT_MAX_READ_BYTES),

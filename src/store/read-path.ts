@@ -1,15 +1,103 @@
 /**
- * The read path: from a mapping-table location to verified bytes. Every record read back, from a
- * flush buffer or from the file, is checked (length, CRC, type, seid, part index) before any of
- * its bytes are returned; a mismatch is a `CorruptionError`, never wrong bytes.
+ * The read path, all of it: seid → cache → mapping table → pinned segments → flush buffers or
+ * file → verified bytes → cache. Every record read back, from a flush buffer or from the file, is
+ * checked (length, CRC, type, seid, part index) before any of its bytes are returned; a mismatch
+ * is a `CorruptionError`, never wrong bytes.
+ *
+ * Reads take no turn: the mapping table changes only in one synchronous step per commit
+ * (commit.ts), so a read sees all of a transaction or none of it. What a read is reading is
+ * pinned (pins.ts), so a commit or the cleaner cannot let its segment be reused under it.
  *
  * @module
  */
 import type { LogStructuredStore } from "../log/lss.ts";
-import { CorruptionError } from "../errors.ts";
-import type { Location } from "./mapping.ts";
-import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "./records.ts";
-import { FLAG_PART, type Part } from "./write-path.ts";
+import { CorruptionError, InvalidArgumentError, LssError } from "../errors.ts";
+import type { StoreCore } from "./commit.ts";
+import { FLAG_PART, type Part } from "./format/extents.ts";
+import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "./format/records.ts";
+import { elementSegments, type SegmentPins } from "./pins.ts";
+import type { Location } from "./state/mapping.ts";
+import { checkSeid } from "./state/seids.ts";
+import { createReadStream } from "./streams.ts";
+
+/** Element reads of one store. */
+export class ReadPath {
+  private readonly core: StoreCore;
+  private readonly pins: SegmentPins;
+  private readonly maxReadBytes: number;
+  private readonly caching: boolean;
+
+  constructor(core: StoreCore, pins: SegmentPins, options: { maxReadBytes: number; cacheBytes: number }) {
+    this.core = core;
+    this.pins = pins;
+    this.maxReadBytes = options.maxReadBytes;
+    this.caching = options.cacheBytes > 0;
+  }
+
+  /** The element's bytes as last committed, or `undefined` if there is none. */
+  async read(seid: bigint): Promise<Uint8Array | undefined> {
+    checkSeid(seid);
+    const { core } = this;
+    // The cache only holds committed values and is invalidated by every write and delete, so a
+    // hit needs no mapping-table lookup.
+    const hit = core.cache.get(seid);
+    if (hit !== undefined && hit.length <= this.maxReadBytes) return hit; // a copy already
+    const location = core.map.get(seid);
+    if (location === undefined) return undefined;
+    if (location.sizeBytes > this.maxReadBytes) {
+      throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
+    }
+    // Pin what the read touches: the cleaner may relocate the element meanwhile, and must not give
+    // its old segments back (and a checkpoint then reuse them) under a read still in flight.
+    const parts = this.partsOf(seid, location);
+    const seqs = elementSegments(core.log, location, parts);
+    this.pins.pin(seqs);
+    let value: Uint8Array;
+    try {
+      value = parts === undefined ? await readSingle(core.log, seid, location) : await readMultipart(core.log, seid, location, parts);
+    } finally {
+      this.pins.unpin(seqs);
+    }
+    // Cache only if the element was not replaced while we read it.
+    const now = core.map.get(seid);
+    if (now !== undefined && now.address === location.address && this.caching) core.cache.set(seid, value); // copied into the cache
+    return value;
+  }
+
+  /** The element's committed bytes as a stream (see `Store.readStream`). */
+  readStream(seid: bigint): ReadableStream<Uint8Array> {
+    checkSeid(seid);
+    const location = this.core.map.get(seid);
+    if (location === undefined) throw new InvalidArgumentError(`seid ${seid} has no element to stream`);
+    return createReadStream(this.core.log, this.pins, seid, location, this.partsOf(seid, location));
+  }
+
+  /** True if the element exists (as last committed). */
+  has(seid: bigint): boolean {
+    return this.core.map.has(checkSeid(seid));
+  }
+
+  /** The element's size in bytes, or `undefined` if there is none. */
+  sizeOf(seid: bigint): number | undefined {
+    return this.core.map.sizeOf(checkSeid(seid));
+  }
+
+  /** Seids present in `space`, ascending. */
+  seids(space: number): bigint[] {
+    if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
+      throw new InvalidArgumentError(`space must be an integer in [0, 4294967295], got ${space}`);
+    }
+    return [...this.core.map.seidsOfSpace(space)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** The part list of a multipart element; undefined for a single-part one. */
+  private partsOf(seid: bigint, location: Location): readonly Part[] | undefined {
+    if (!location.multipart) return undefined;
+    const multipart = this.core.parts.get(seid);
+    if (multipart === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
+    return multipart.parts;
+  }
+}
 
 /** Read and verify a single-part element's Data record; returns its body. */
 export async function readSingle(log: LogStructuredStore, seid: bigint, location: Location): Promise<Uint8Array> {

@@ -14,21 +14,21 @@
  * @module
  */
 import { LogStructuredStore } from "../log/lss.ts";
-import type { IoKind } from "../io/backend.ts";
-import { InvalidArgumentError, LssError, ReadOnlyError, StoreClosedError } from "../errors.ts";
+import type { IoBackend, IoKind } from "../io/backend.ts";
+import { InvalidArgumentError, ReadOnlyError, StoreClosedError } from "../errors.ts";
 import { ElementCache } from "./cache.ts";
-import { encodeCheckpoint } from "./checkpoint.ts";
-import { resolveOptions, type Durability, type ResolvedOptions, type StoreOptions } from "./config.ts";
-import { MappingTable } from "./mapping.ts";
-import { readMultipart, readSingle } from "./read-path.ts";
-import { encodeAlloc, loadCheckpoint, Replayer, type RecoveryReport } from "./recovery.ts";
-import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType } from "./records.ts";
-import { checkSeid, DEFAULT_SPACE, SeidSpaces } from "./seids.ts";
-import { SegmentUtilisation } from "./sut.ts";
+import { Checkpointer, loadCheckpoint } from "./checkpointer.ts";
 import { Cleaner, type CleanerStats } from "./cleaner.ts";
-import { createReadStream, elementSegments, SegmentPins } from "./streams.ts";
-import { Transaction } from "./transaction.ts";
-import { appendRecord, applyCommitted, type Multipart, type StoreCore } from "./write-path.ts";
+import { CommitPath, type StoreCore } from "./commit.ts";
+import { resolveOptions, type Durability, type ResolvedOptions, type StoreOptions } from "./config.ts";
+import type { Multipart } from "./format/extents.ts";
+import { SegmentPins } from "./pins.ts";
+import { ReadPath } from "./read-path.ts";
+import { Replayer, type RecoveryReport } from "./replay.ts";
+import { MappingTable } from "./state/mapping.ts";
+import { DEFAULT_SPACE, SeidSpaces } from "./state/seids.ts";
+import { SegmentUtilisation } from "./state/sut.ts";
+import { TransactionState, type Transaction } from "./transaction.ts";
 
 /** What `store.stats()` returns. */
 export interface StoreStats {
@@ -73,8 +73,9 @@ export interface StoreStats {
   readOnly: boolean;
 }
 
-/** Bytes of store fields kept in the root block's user area. */
-const ROOT_USER_VERSION = 1;
+/** Keys of the two internal seams (see {@link openStore}, {@link storeInternals}): not exported. */
+const OPEN: unique symbol = Symbol("bloom-lss.open");
+const INTERNALS: unique symbol = Symbol("bloom-lss.internals");
 
 /** A bloom-lss store. Open with {@link Store.open}. */
 export class Store {
@@ -83,56 +84,45 @@ export class Store {
   private readonly options: ResolvedOptions;
   private readonly log: LogStructuredStore;
   private readonly core: StoreCore;
-  private readonly spaces = new SeidSpaces();
-  /** Segments read streams are reading: never released under them. */
-  private readonly pins = new SegmentPins();
+  private readonly commits: CommitPath;
+  private readonly reads: ReadPath;
+  private readonly checkpointer: Checkpointer;
+  private readonly cleaner: Cleaner;
+  /** Segments reads and read streams are reading: never released under them. */
+  private readonly pins: SegmentPins;
   private readonly recoveryReport: RecoveryReport;
-  private lastTxId: number;
-  private commitCount: number;
-  private checkpointCount = 0;
-  private userBytesWritten = 0;
-  private turn: Promise<void> = Promise.resolve();
   private inFlight = new Set<Promise<unknown>>();
   private isOpen = true;
   private closing: Promise<void> | undefined;
   private flushTimer: ReturnType<typeof setInterval> | undefined;
-  private lastCheckpointSeq: number;
-  private checkpointQueued = false;
-  private dirtySinceCheckpoint = false;
-  /** Transactions called and not yet past their commit (for group commit's decision to wait). */
-  private queuedTransactions = 0;
   private lastRelaxedFlushMs = 0;
-  private readonly cleaner: Cleaner;
 
-  private constructor(path: string, options: ResolvedOptions, log: LogStructuredStore, core: StoreCore, report: RecoveryReport) {
-    this.path = path;
+  private constructor(init: {
+    path: string;
+    options: ResolvedOptions;
+    core: StoreCore;
+    commits: CommitPath;
+    pins: SegmentPins;
+    report: RecoveryReport;
+  }) {
+    const { options, core, commits, pins } = init;
+    this.path = init.path;
     this.options = options;
-    this.log = log;
+    this.log = core.log;
     this.core = core;
-    this.recoveryReport = report;
-    this.lastTxId = report.lastTxId;
-    this.commitCount = report.commits;
-    this.lastCheckpointSeq = log.segmentSeqOf(log.rootBlock.replayFrom.address);
-    // Replayed log is folded into a checkpoint at close, so the next open replays less.
-    this.dirtySinceCheckpoint = report.unitsReplayed > 0;
+    this.commits = commits;
+    this.pins = pins;
+    this.recoveryReport = init.report;
+    this.reads = new ReadPath(core, pins, options);
+    this.checkpointer = new Checkpointer(core, commits, pins, options.numSegmentsPerCheckpoint);
     this.cleaner = new Cleaner(
       {
-        log,
         core,
-        pins: this.pins,
-        exclusive: (fn) => this.exclusive(fn),
-        // Consumed at once, as a user transaction's id is: records appended under it and then
-        // left without a Commit must never be claimed by the next transaction's Commit.
-        nextTxId: () => ++this.lastTxId,
-        commitSystem: () => {
-          this.commitCount += 1; // replay counts every Commit record; so does the live store
-          this.dirtySinceCheckpoint = true;
-        },
-        checkpointLocked: () => this.writeCheckpoint(),
+        commits,
+        pins,
+        checkpointer: this.checkpointer,
         maxFileBytes: options.maxFileBytes,
-        get isOpen() {
-          return isOpen();
-        },
+        isOpen: () => this.acceptsWork,
       },
       {
         cleanerUtilisationPercent: options.cleanerUtilisationPercent,
@@ -141,7 +131,6 @@ export class Store {
         autoClean: options.autoClean && !options.readOnly,
       },
     );
-    const isOpen = () => this.isOpen && this.closing === undefined && this.log.failedReason === undefined;
     if (options.durability === "relaxed" && !options.readOnly) {
       this.flushTimer = setInterval(() => this.log.requestFlush(), options.flushTimeMs);
       this.flushTimer.unref?.();
@@ -154,6 +143,11 @@ export class Store {
    * when the file is not a readable store, `IoUnavailableError` when `io: "uring"` cannot work.
    */
   static async open(path: string, options: StoreOptions = {}): Promise<Store> {
+    return openStore(path, options, undefined);
+  }
+
+  /** @hidden Used by {@link openStore}; not part of the API. */
+  static async [OPEN](path: string, options: StoreOptions, backend: IoBackend | undefined): Promise<Store> {
     if (typeof path !== "string" || path.length === 0) throw new InvalidArgumentError("path must be a non-empty string");
     const resolved = resolveOptions(options);
     const log = await LogStructuredStore.open(path, {
@@ -162,7 +156,7 @@ export class Store {
       ringSize: resolved.ringSize,
       segmentSize: resolved.segmentSize,
       io: resolved.io,
-      backend: resolved.backend,
+      backend,
       create: resolved.create,
       readOnly: resolved.readOnly,
       maxFileBytes: resolved.maxFileBytes,
@@ -176,36 +170,32 @@ export class Store {
         sut: new SegmentUtilisation(log.segmentSize),
         cache: new ElementCache(resolved.cacheBytes),
         parts: new Map<bigint, Multipart>(),
+        spaces: new SeidSpaces(),
         liveValueBytes: 0,
       };
-      const store = await Store.recover(path, resolved, log, core);
-      store.recoveryReport.durationMs = performance.now() - started;
-      return store;
+      // Recovery: the checkpoint, then the log after it replayed through the one commit path.
+      const checkpoint = await loadCheckpoint(core);
+      const commits = new CommitPath(core, { lastTxId: checkpoint?.lastTxId ?? 0, commits: checkpoint?.commits ?? 0 });
+      const replayer = new Replayer(commits);
+      const walked = await log.recover(undefined, replayer.visit);
+      replayer.finish();
+      // Replayed log is folded into a checkpoint at close, so the next open replays less.
+      commits.dirty = walked.units > 0;
+      const report: RecoveryReport = {
+        checkpointLoaded: checkpoint !== undefined,
+        unitsReplayed: walked.units,
+        bytesReplayed: walked.bytes,
+        transactionsReplayed: replayer.transactionsReplayed,
+        transactionsDiscarded: replayer.transactionsDiscarded,
+        lastTxId: commits.lastTxId,
+        commits: commits.commits,
+        durationMs: performance.now() - started,
+      };
+      return new Store({ path, options: resolved, core, commits, pins: new SegmentPins(), report });
     } catch (error) {
       await log.close().catch(() => {});
       throw error;
     }
-  }
-
-  private static async recover(path: string, options: ResolvedOptions, log: LogStructuredStore, core: StoreCore): Promise<Store> {
-    const spaces = new SeidSpaces();
-    const checkpoint = await loadCheckpoint(core, spaces);
-    const replayer = new Replayer(core, spaces, checkpoint?.lastTxId ?? 0, checkpoint?.commits ?? 0);
-    const walked = await log.recover(undefined, replayer.visit);
-    replayer.finish();
-    const report: RecoveryReport = {
-      checkpointLoaded: checkpoint !== undefined,
-      unitsReplayed: walked.units,
-      bytesReplayed: walked.bytes,
-      transactionsReplayed: replayer.transactionsReplayed,
-      transactionsDiscarded: replayer.transactionsDiscarded,
-      lastTxId: replayer.lastTxId,
-      commits: replayer.commits,
-      durationMs: 0,
-    };
-    const store = new Store(path, options, log, core, report);
-    store.spaces.apply(spaces.snapshot());
-    return store;
   }
 
   /** The I/O backend really in use. */
@@ -216,6 +206,11 @@ export class Store {
   /** True once `close()` has started. */
   get closed(): boolean {
     return !this.isOpen;
+  }
+
+  /** Open, not closing and not failed: background work may start. */
+  private get acceptsWork(): boolean {
+    return this.isOpen && this.closing === undefined && this.log.failedReason === undefined;
   }
 
   private assertOpen(): void {
@@ -234,15 +229,15 @@ export class Store {
   /** A new seid space: a high half never handed out before (never 0). */
   createSeidSpace(): number {
     this.assertWritable();
-    this.dirtySinceCheckpoint = true;
-    return this.spaces.createSpace();
+    this.commits.dirty = true;
+    return this.core.spaces.createSpace();
   }
 
   /** A seid never handed out before in `space` (default 1); never `0n`. */
   allocateSeid(space: number = DEFAULT_SPACE): bigint {
     this.assertWritable();
-    this.dirtySinceCheckpoint = true;
-    return this.spaces.allocate(space);
+    this.commits.dirty = true;
+    return this.core.spaces.allocate(space);
   }
 
   // ───────────────────────────── transactions ─────────────────────────────
@@ -261,29 +256,31 @@ export class Store {
     } catch (error) {
       return Promise.reject(error);
     }
-    const previous = this.turn;
-    let endTurn!: () => void;
-    this.turn = new Promise<void>((resolve) => (endTurn = resolve));
-    this.queuedTransactions += 1;
-    const run = this.runTransaction(previous, () => {
-      this.queuedTransactions -= 1;
-      endTurn();
-    }, fn);
+    const turn = this.commits.takeTurn();
+    this.commits.queued += 1;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.commits.queued -= 1;
+      turn.release();
+    };
+    const run = this.runTransaction(turn.ready, release, fn);
     this.inFlight.add(run);
     const untrack = () => this.inFlight.delete(run);
     run.then(untrack, untrack);
     return run;
   }
 
-  private async runTransaction<T>(previous: Promise<void>, endTurn: () => void, fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
+  private async runTransaction<T>(ready: Promise<void>, release: () => void, fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
     let commitEnd: number | undefined;
     let result: T;
-    await previous;
+    await ready;
     try {
       this.assertWritable();
       await this.cleaner.throttle();
-      const tx = new Transaction(this.lastTxId + 1, this.log, this.options.cacheBytes);
-      this.lastTxId = tx.id; // consumed even if it aborts: its records may be in the log already
+      // The id is consumed even if the transaction aborts: its records may be in the log already.
+      const tx = new TransactionState(this.commits.nextTxId(), this.log, this.options.cacheBytes);
       try {
         result = await fn(tx);
       } catch (error) {
@@ -291,54 +288,25 @@ export class Store {
         throw error;
       }
       const ops = await tx.finish();
-      commitEnd = await this.commit(tx.id, ops.length);
-      applyCommitted(this.core, ops);
-      this.lastTxId = tx.id;
-      this.commitCount += 1;
-      this.dirtySinceCheckpoint = true;
-      for (const op of ops) if (op.kind === "write") this.userBytesWritten += op.sizeBytes;
+      commitEnd = await this.commits.commitLive(tx.id, ops, "user");
     } finally {
-      endTurn();
+      release();
     }
     if (commitEnd !== undefined) {
       if (this.options.durability === "sync") {
         // Seal at once when no other transaction is queued behind this one; otherwise let the
         // queued ones join the same flush (group commit).
-        this.log.requestFlush(this.queuedTransactions === 0);
+        this.log.requestFlush(this.commits.queued === 0);
         await this.log.waitDurable(commitEnd);
       } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
         // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.
         this.lastRelaxedFlushMs = performance.now();
         this.log.requestFlush();
       }
-      this.maybeCheckpoint();
+      this.checkpointer.maybeCheckpoint(this.acceptsWork);
       this.cleaner.nudge();
     }
     return result;
-  }
-
-  /** Append pending seid allocations and the Commit record; returns the address after it. */
-  private async commit(txId: number, opCount: number): Promise<number | undefined> {
-    const alloc = this.spaces.takeDirty();
-    if (opCount === 0 && alloc === undefined) return undefined;
-    if (alloc !== undefined) await appendRecord(this.log, RecordType.Alloc, 0, 0n, alloc.length, encodeAlloc(alloc));
-    const address = await appendRecord(this.log, RecordType.Commit, txId, 0n, opCount, new Uint8Array(0));
-    return address + RECORD_HEADER_BYTES;
-  }
-
-  private maybeCheckpoint(): void {
-    if (this.checkpointQueued || !this.isOpen || this.closing !== undefined) return;
-    const seq = this.log.segmentSeqOf(this.log.sealedEnd);
-    if (seq - this.lastCheckpointSeq < this.options.numSegmentsPerCheckpoint) return;
-    this.checkpointQueued = true;
-    this.checkpoint()
-      .catch(() => {
-        // A failed background checkpoint leaves the previous one in force; the log's failure
-        // (if that was the cause) already made the store read-only.
-      })
-      .finally(() => {
-        this.checkpointQueued = false;
-      });
   }
 
   // ───────────────────────────── reads ─────────────────────────────
@@ -346,34 +314,7 @@ export class Store {
   /** The element's bytes as last committed, or `undefined` if there is none. */
   async read(seid: bigint): Promise<Uint8Array | undefined> {
     this.assertOpen();
-    checkSeid(seid);
-    // The cache only holds committed values and is invalidated by every write and delete, so a
-    // hit needs no mapping-table lookup.
-    const hit = this.core.cache.get(seid);
-    if (hit !== undefined && hit.length <= this.options.maxReadBytes) return hit; // a copy already
-    const location = this.core.map.get(seid);
-    if (location === undefined) return undefined;
-    if (location.sizeBytes > this.options.maxReadBytes) {
-      throw new InvalidArgumentError(
-        `seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.options.maxReadBytes}: use readStream()`,
-      );
-    }
-    let value: Uint8Array;
-    // Pin what the read touches: the cleaner may relocate the element meanwhile, and must not give
-    // its old segments back (and a checkpoint then reuse them) under a read still in flight.
-    const multipart = location.multipart ? this.core.parts.get(seid) : undefined;
-    if (location.multipart && multipart === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
-    const seqs = elementSegments(this.log, location, multipart?.parts);
-    this.pins.pin(seqs);
-    try {
-      value = multipart === undefined ? await readSingle(this.log, seid, location) : await readMultipart(this.log, seid, location, multipart.parts);
-    } finally {
-      this.pins.unpin(seqs);
-    }
-    // Cache only if the element was not replaced while we read it.
-    const now = this.core.map.get(seid);
-    if (now !== undefined && now.address === location.address && this.options.cacheBytes > 0) this.core.cache.set(seid, value); // copied into the cache
-    return value;
+    return this.reads.read(seid);
   }
 
   /**
@@ -383,33 +324,25 @@ export class Store {
    */
   readStream(seid: bigint): ReadableStream<Uint8Array> {
     this.assertOpen();
-    checkSeid(seid);
-    const location = this.core.map.get(seid);
-    if (location === undefined) throw new InvalidArgumentError(`seid ${seid} has no element to stream`);
-    const parts = location.multipart ? this.core.parts.get(seid)?.parts : undefined;
-    if (location.multipart && parts === undefined) throw new LssError("LSS_INTERNAL", `seid ${seid} is multipart but has no part list`);
-    return createReadStream(this.log, this.pins, seid, location, parts);
+    return this.reads.readStream(seid);
   }
 
   /** True if the element exists (as last committed). */
   has(seid: bigint): boolean {
     this.assertOpen();
-    return this.core.map.has(checkSeid(seid));
+    return this.reads.has(seid);
   }
 
   /** The element's size in bytes, or `undefined` if there is none. */
   sizeOf(seid: bigint): number | undefined {
     this.assertOpen();
-    return this.core.map.sizeOf(checkSeid(seid));
+    return this.reads.sizeOf(seid);
   }
 
   /** Seids present in `space` (default 1), ascending. */
   seids(space: number = DEFAULT_SPACE): bigint[] {
     this.assertOpen();
-    if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
-      throw new InvalidArgumentError(`space must be an integer in [0, 4294967295], got ${space}`);
-    }
-    return [...this.core.map.seidsOfSpace(space)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return this.reads.seids(space);
   }
 
   // ───────────────────────────── durability ─────────────────────────────
@@ -418,24 +351,8 @@ export class Store {
   async flush(): Promise<void> {
     this.assertOpen();
     if (this.options.readOnly) return;
-    await this.exclusive(async () => {
-      const alloc = this.spaces.takeDirty();
-      if (alloc !== undefined) await appendRecord(this.log, RecordType.Alloc, 0, 0n, alloc.length, encodeAlloc(alloc));
-    });
+    await this.commits.exclusive(() => this.commits.appendAllocations());
     await this.log.flush();
-  }
-
-  /** Run `fn` in the transaction order, with no transaction running. */
-  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const previous = this.turn;
-    let endTurn!: () => void;
-    this.turn = new Promise<void>((resolve) => (endTurn = resolve));
-    await previous;
-    try {
-      return await fn();
-    } finally {
-      endTurn();
-    }
   }
 
   /**
@@ -444,48 +361,7 @@ export class Store {
    */
   async checkpoint(): Promise<void> {
     this.assertWritable();
-    await this.exclusive(() => this.writeCheckpoint());
-  }
-
-  private async writeCheckpoint(): Promise<void> {
-    const log = this.log;
-    const alloc = this.spaces.takeDirty();
-    if (alloc !== undefined) await appendRecord(log, RecordType.Alloc, 0, 0n, alloc.length, encodeAlloc(alloc));
-    await log.flush();
-    const start = log.tailPosition();
-    const blob = encodeCheckpoint({
-      lastTxId: this.lastTxId,
-      commits: this.commitCount,
-      spaces: this.spaces.snapshot(),
-      sut: this.core.sut.entries(),
-      segments: log.segmentState(),
-      map: this.core.map.entries(),
-      mapEntries: this.core.map.size,
-      parts: this.core.parts,
-    });
-    const chunkBytes = log.maxReservationBytes - RECORD_HEADER_BYTES;
-    for (let offset = 0, index = 0; offset < blob.length || index === 0; offset += chunkBytes, index++) {
-      await appendRecord(log, RecordType.Checkpoint, 0, 0n, index, blob.subarray(offset, Math.min(blob.length, offset + chunkBytes)));
-    }
-    await log.flush();
-    const endAddress = log.sealedEnd;
-    const replayFrom = log.tailPosition();
-    await log.writeRoot({ checkpoint: { start, endAddress }, replayFrom, user: rootUserBytes() });
-    this.checkpointCount += 1;
-    this.dirtySinceCheckpoint = false;
-    this.lastCheckpointSeq = log.segmentSeqOf(replayFrom.address);
-    this.releaseEmptySegments(log.segmentSeqOf(start.address));
-  }
-
-  /**
-   * Segments wholly before the newest checkpoint that hold no live record can be reused: after
-   * the next root write neither root copy can lead recovery into them (see SegmentTable).
-   */
-  private releaseEmptySegments(checkpointSeq: number): void {
-    for (const seq of this.log.liveSegmentSeqs()) {
-      if (seq >= checkpointSeq) break;
-      if (this.core.sut.liveBytesOf(seq) === 0 && !this.pins.isPinned(seq)) this.log.releaseSegment(seq);
-    }
+    await this.commits.exclusive(() => this.checkpointer.writeLocked());
   }
 
   /**
@@ -505,48 +381,13 @@ export class Store {
     // Move the tail down to low free segments (each move followed by a checkpoint, so the log
     // never skips a whole segment), free what the old tail held, then cut the file's end.
     for (let step = 0; step < 2; step++) {
-      await this.exclusive(async () => {
+      await this.commits.exclusive(async () => {
         await this.log.advanceSegment();
-        await this.writeCheckpoint();
+        await this.checkpointer.writeLocked();
       });
     }
     const again = await this.cleaner.compact(threshold, true);
     return { segmentsCleaned: result.segmentsCleaned + again.segmentsCleaned, bytesFreed: again.bytesFreed };
-  }
-
-  /**
-   * Check the store's in-memory invariants (for tests and torture runs): the segment utilisation
-   * table equals what the mapping table implies, and every location lies in a live segment.
-   * Returns the problems found (empty when all hold).
-   */
-  checkInvariants(): string[] {
-    const problems: string[] = [];
-    const expected = new Map<number, number>();
-    const count = (address: number, bytes: number, what: string) => {
-      const seq = this.log.segmentSeqOf(address);
-      if (!this.log.isLiveSegment(seq)) problems.push(`${what} at ${address} lies in segment ${seq}, which is not live`);
-      expected.set(seq, (expected.get(seq) ?? 0) + bytes);
-    };
-    for (const [seid, location] of this.core.map.entries()) {
-      if (!location.multipart) {
-        count(location.address, paddedRecordBytes(RECORD_HEADER_BYTES + location.sizeBytes), `seid ${seid}`);
-        continue;
-      }
-      const multipart = this.core.parts.get(seid);
-      if (multipart === undefined) {
-        problems.push(`seid ${seid} is multipart without a part list`);
-        continue;
-      }
-      for (const part of multipart.parts) count(part.address, paddedRecordBytes(RECORD_HEADER_BYTES + part.bodyBytes), `seid ${seid} part`);
-      for (const record of multipart.meta) count(record.address, record.recordBytes, `seid ${seid} extents`);
-    }
-    const actual = new Map(this.core.sut.entries());
-    for (const seq of new Set([...expected.keys(), ...actual.keys()])) {
-      if ((expected.get(seq) ?? 0) !== (actual.get(seq) ?? 0)) {
-        problems.push(`segment ${seq}: utilisation table says ${actual.get(seq) ?? 0} live bytes, the mapping table implies ${expected.get(seq) ?? 0}`);
-      }
-    }
-    return problems;
   }
 
   // ───────────────────────────── stats and close ─────────────────────────────
@@ -555,6 +396,7 @@ export class Store {
   stats(): StoreStats {
     const logStats = this.log.stats();
     const liveRecordBytes = this.core.sut.totalLiveBytes;
+    const userBytesWritten = this.commits.userBytesWritten;
     return {
       io: this.io,
       ioFallbackReason: this.log.backend.fallbackReason,
@@ -568,11 +410,11 @@ export class Store {
       cacheHits: this.core.cache.hits,
       cacheMisses: this.core.cache.misses,
       cacheBytes: this.core.cache.bytes,
-      commits: this.commitCount,
-      checkpoints: this.checkpointCount,
+      commits: this.commits.commits,
+      checkpoints: this.checkpointer.count,
       bytesWritten: logStats.bytesWritten,
-      userBytesWritten: this.userBytesWritten,
-      writeAmplification: this.userBytesWritten === 0 ? 0 : logStats.bytesWritten / this.userBytesWritten,
+      userBytesWritten,
+      writeAmplification: userBytesWritten === 0 ? 0 : logStats.bytesWritten / userBytesWritten,
       spaceAmplification: liveRecordBytes === 0 ? 0 : logStats.fileBytes / liveRecordBytes,
       datasyncs: logStats.datasyncs,
       uncleanShutdowns: this.log.rootBlock.uncleanShutdowns,
@@ -598,11 +440,11 @@ export class Store {
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
     await Promise.allSettled([...this.inFlight]);
     await this.cleaner.idle();
-    await this.turn;
+    await this.commits.idle;
     let error: unknown;
     try {
-      if (!this.options.readOnly && this.log.failedReason === undefined && this.dirtySinceCheckpoint) {
-        await this.writeCheckpoint();
+      if (!this.options.readOnly && this.log.failedReason === undefined && this.commits.dirty) {
+        await this.checkpointer.writeLocked();
       }
     } catch (caught) {
       error = caught;
@@ -620,10 +462,29 @@ export class Store {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+
+  /** @hidden Used by {@link storeInternals}; not part of the API. */
+  [INTERNALS](): StoreInternals {
+    return { core: this.core, commits: this.commits, pins: this.pins };
+  }
 }
 
-function rootUserBytes(): Uint8Array {
-  const bytes = new Uint8Array(8);
-  new DataView(bytes.buffer).setUint32(0, ROOT_USER_VERSION, true);
-  return bytes;
+/** What the test harness (testing/invariants.ts) and tools inside the package may look at. */
+export interface StoreInternals {
+  readonly core: StoreCore;
+  readonly commits: CommitPath;
+  readonly pins: SegmentPins;
+}
+
+/**
+ * Open a store, on `backend` when given (the test harness passes fault-injecting backends). Not
+ * exported from the package: injecting a backend is a test seam, not an option users set.
+ */
+export function openStore(path: string, options: StoreOptions, backend: IoBackend | undefined): Promise<Store> {
+  return Store[OPEN](path, options, backend);
+}
+
+/** The store's internal state (not exported from the package). */
+export function storeInternals(store: Store): StoreInternals {
+  return store[INTERNALS]();
 }

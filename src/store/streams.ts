@@ -16,44 +16,19 @@
  */
 import { CorruptionError, TransactionError } from "../errors.ts";
 import type { LogStructuredStore } from "../log/lss.ts";
-import type { Location } from "./mapping.ts";
+import { FLAG_PART, type Part } from "./format/extents.ts";
+import { RecordType } from "./format/records.ts";
+import { elementSegments, type SegmentPins } from "./pins.ts";
 import { readPart, readSingle } from "./read-path.ts";
-import { RecordType } from "./records.ts";
-import type { Transaction } from "./transaction.ts";
-import { appendExtents, appendRecord, FLAG_PART, partBytesFor, type Part } from "./write-path.ts";
+import type { Location } from "./state/mapping.ts";
+import type { TransactionState } from "./transaction.ts";
+import { appendExtents, appendRecord, partBytesFor } from "./write-path.ts";
 
 /** Parts a read stream keeps in flight ahead of its consumer. */
 export const READ_AHEAD_PARTS = 8;
 
-/** Counts of readers per segment seq: pinned segments are not released. */
-export class SegmentPins {
-  private readonly counts = new Map<number, number>();
-
-  pin(seqs: Iterable<number>): void {
-    for (const seq of seqs) this.counts.set(seq, (this.counts.get(seq) ?? 0) + 1);
-  }
-
-  unpin(seqs: Iterable<number>): void {
-    for (const seq of seqs) {
-      const left = (this.counts.get(seq) ?? 0) - 1;
-      if (left <= 0) this.counts.delete(seq);
-      else this.counts.set(seq, left);
-    }
-  }
-
-  isPinned(seq: number): boolean {
-    return this.counts.has(seq);
-  }
-}
-
-/** The segments an element's bytes lie in (what a reader pins). */
-export function elementSegments(log: LogStructuredStore, location: Location, parts: readonly Part[] | undefined): number[] {
-  if (parts === undefined) return [log.segmentSeqOf(location.address)];
-  return [...new Set(parts.map((part) => log.segmentSeqOf(part.address)))];
-}
-
 /** Build the WritableStream behind `tx.writeStream(seid)`. */
-export function createWriteStream(tx: Transaction, log: LogStructuredStore, seid: bigint): WritableStream<Uint8Array> {
+export function createWriteStream(tx: TransactionState, log: LogStructuredStore, seid: bigint): WritableStream<Uint8Array> {
   const partBytes = partBytesFor(log);
   let part = new Uint8Array(partBytes);
   let filled = 0;

@@ -8,10 +8,11 @@
  */
 import { InvalidArgumentError, TransactionError } from "../errors.ts";
 import type { LogStructuredStore } from "../log/lss.ts";
-import { RecordType } from "./records.ts";
-import { checkSeid } from "./seids.ts";
+import type { AppliedOp } from "./commit.ts";
+import { RecordType } from "./format/records.ts";
+import { checkSeid } from "./state/seids.ts";
 import { createWriteStream } from "./streams.ts";
-import { appendElement, appendRecord, tryAppendSmallElement, type AppliedOp } from "./write-path.ts";
+import { appendElement, appendRecord, tryAppendSmallElement } from "./write-path.ts";
 
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
 export const SPILL_BYTES = 4 << 20;
@@ -36,9 +37,31 @@ export function toBytes(value: unknown): Uint8Array {
   throw new InvalidArgumentError(`an element value must be a Uint8Array, another ArrayBufferView or an ArrayBuffer, got ${kind}`);
 }
 
-/** Handed to the function given to `store.transaction()`. */
-export class Transaction {
+/** Handed to the function given to `store.transaction()`: the only way to write or delete. */
+export interface Transaction {
   /** Sequence number of this transaction in the log. */
+  readonly id: number;
+  /** Create or replace the whole element `seid` with `value` (copied at once). */
+  write(seid: bigint, value: ElementValue): void;
+  /**
+   * Write element `seid` as a stream: bytes go to the log as they arrive, in parts, never held
+   * whole in memory. Close the stream before the transaction's function returns; the element
+   * replaces any earlier version when the transaction commits. Aborting the stream (or throwing
+   * from the transaction) leaves the earlier version in place.
+   */
+  writeStream(seid: bigint): WritableStream<Uint8Array>;
+  /** Delete element `seid` (deleting a missing element is allowed and changes nothing). */
+  delete(seid: bigint): void;
+  /** Operations so far (writes and deletes). */
+  readonly operationCount: number;
+}
+
+/**
+ * The state behind a {@link Transaction}: what the store and the write streams need of it
+ * (ending it, collecting its operations, tracking its streams). Not part of the public API: the
+ * function given to `store.transaction()` sees it only as a `Transaction`.
+ */
+export class TransactionState implements Transaction {
   readonly id: number;
   private readonly log: LogStructuredStore;
   /** Bytes of written values the transaction may hand to the cache (a small share of it). */
@@ -51,7 +74,6 @@ export class Transaction {
   private active = true;
   private openStreams = 0;
 
-  /** @internal */
   constructor(id: number, log: LogStructuredStore, cacheBytes: number) {
     this.id = id;
     this.log = log;
@@ -97,17 +119,17 @@ export class Transaction {
     return this.applied.length + this.pending.length;
   }
 
-  /** @internal A stream of this transaction opened / closed. */
+  /** A stream of this transaction opened / closed. */
   trackStream(delta: 1 | -1): void {
     this.openStreams += delta;
   }
 
-  /** @internal */
+  /** False once the transaction has ended. */
   get isActive(): boolean {
     return this.active;
   }
 
-  /** @internal Append `op` produced elsewhere (a stream) after what is pending, in order. */
+  /** Append `op` produced elsewhere (a stream) after what is pending, in order. */
   enqueueApplied(producer: () => Promise<AppliedOp>): Promise<void> {
     const batch = this.takePending();
     const run = this.spilling.then(async () => {
@@ -151,13 +173,13 @@ export class Transaction {
     }
   }
 
-  /** @internal End the transaction: no more calls. */
+  /** End the transaction: no more calls. */
   end(): void {
     this.active = false;
   }
 
   /**
-   * @internal End an aborted transaction, and wait until its background appends (spills) have
+   * End an aborted transaction, and wait until its background appends (spills) have
    * stopped: the next transaction's records must not interleave with them in the log.
    */
   async abandon(): Promise<void> {
@@ -166,7 +188,7 @@ export class Transaction {
   }
 
   /**
-   * @internal Write everything still pending to the log and return the operations to apply, in
+   * Write everything still pending to the log and return the operations to apply, in
    * order. Fails (and nothing is applied) if a stream is still open or a background append failed.
    */
   async finish(): Promise<AppliedOp[]> {

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { openStore } from "../../src/store/store.ts";
 import fs from "node:fs";
 import path from "node:path";
 import { EIO, ENOSPC, FaultBackend, SECTOR_BYTES } from "../../testing/fault-backend.ts";
@@ -271,7 +272,7 @@ describe("FaultBackend", () => {
     for (let seed = 1; seed <= 12; seed++) {
       const file = path.join(dir, `store-${seed}.lss`);
       const fault = new FaultBackend({ seed, simulateSync: true, direct: false });
-      const store = await Store.open(file, { backend: fault, segmentSize: 256 << 10, bufferSize: 64 << 10 });
+      const store = await openStore(file, { segmentSize: 256 << 10, bufferSize: 64 << 10 }, fault);
       fault.cutPowerAtCall(1 + seed * 3);
       let acked = 0;
       for (let k = 1; k <= 20 && !fault.isCut; k++) {

@@ -11,6 +11,7 @@
  *
  * Plus regression tests for the bugs this harness found.
  */
+import { openStore } from "../../src/store/store.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
@@ -44,7 +45,7 @@ async function runWorkload(file: string, fault: FaultBackend, history: History):
   let probe: RunResult["probe"] = "none";
   let store: Store;
   try {
-    store = await withTimeout(Store.open(file, { ...OPTIONS, backend: fault }), 10_000, "open");
+    store = await withTimeout(openStore(file, { ...OPTIONS }, fault), 10_000, "open");
   } catch (error) {
     return { calls: fault.calls, injected: fault.counts.injectedErrors, firstError: error, errors: [error], probe, problems };
   }
@@ -131,7 +132,7 @@ async function runWorkload(file: string, fault: FaultBackend, history: History):
 async function reopenAndCheck(file: string, history: History): Promise<string[]> {
   const fault = new FaultBackend({ syncIo: true, simulateSync: true, direct: false });
   try {
-    const store = await withTimeout(Store.open(file, { ...OPTIONS, backend: fault }), 10_000, "reopen");
+    const store = await withTimeout(openStore(file, { ...OPTIONS }, fault), 10_000, "reopen");
     try {
       const check = await checkRecovered(store, history);
       if (check.problems.length > 0) return check.problems;
@@ -244,7 +245,7 @@ describe("regressions found by the fault harness", () => {
     for (const nth of [2, 3, 4]) {
       const file = path.join(dir, `hang-${nth}.lss`);
       const fault = new FaultBackend({ syncIo: true, simulateSync: true, direct: false });
-      const store = await Store.open(file, { ...OPTIONS, backend: fault });
+      const store = await openStore(file, { ...OPTIONS }, fault);
       await store.transaction((tx) => tx.write(1n, new Uint8Array(10)));
       fault.injectError({ nth, sites: ["write"] });
       // 600 KiB through 2 buffers of 64 KiB: the writer waits for rotations while the write fails.
@@ -266,7 +267,7 @@ describe("regressions found by the fault harness", () => {
   test("an I/O error while recovery reads the log fails the open instead of cutting the log short", async () => {
     const file = path.join(dir, "recovery-eio.lss");
     const fault = new FaultBackend({ syncIo: true, simulateSync: true, direct: false });
-    const store = await Store.open(file, { ...OPTIONS, backend: fault });
+    const store = await openStore(file, { ...OPTIONS }, fault);
     for (let k = 1; k <= 30; k++) await store.transaction((tx) => tx.write(BigInt(k), new Uint8Array(5000).fill(k)));
     await fault.powerCut(); // a crash: the log since the last checkpoint must be replayed
     await store.close().catch(() => {});
@@ -275,7 +276,7 @@ describe("regressions found by the fault harness", () => {
     for (let nth = 2; nth <= 12; nth++) {
       const faulty = new FaultBackend({ syncIo: true, simulateSync: true, direct: false });
       faulty.injectError({ nth, sites: ["read"] });
-      await expect(Store.open(file, { ...OPTIONS, backend: faulty })).rejects.toBeInstanceOf(IoError);
+      await expect(openStore(file, { ...OPTIONS }, faulty)).rejects.toBeInstanceOf(IoError);
       injected += faulty.counts.injectedErrors;
       faulty.close();
     }
@@ -330,7 +331,7 @@ describe("regressions found by the fault harness", () => {
     for (let nth = 1; nth <= 24; nth++) {
       const file = path.join(dir, `cut-${nth}.lss`);
       const first = new FaultBackend({ syncIo: true, simulateSync: true, direct: false, powerCut: { keep: 1, drop: 0, torn: 0 } });
-      let store = await Store.open(file, { ...OPTIONS, backend: first });
+      let store = await openStore(file, { ...OPTIONS }, first);
       await store.transaction((tx) => tx.write(1n, new Uint8Array([0xaa])));
       first.cutPowerAtCall(nth);
       await store
@@ -344,7 +345,7 @@ describe("regressions found by the fault harness", () => {
       first.close();
       // Reopen, commit C (same position in the log B's commit would have had), crash again.
       const second = new FaultBackend({ syncIo: true, simulateSync: true, direct: false, powerCut: { keep: 1, drop: 0, torn: 0 } });
-      store = await Store.open(file, { ...OPTIONS, backend: second });
+      store = await openStore(file, { ...OPTIONS }, second);
       const discarded = store.stats().recovery.transactionsDiscarded;
       const bCommitted = (await store.read(2n)) !== undefined;
       await store.transaction((tx) => tx.write(3n, new Uint8Array([3])));
@@ -428,7 +429,7 @@ describe("native memory after close", () => {
       const file = path.join(dir, `uaf-${seed}.lss`);
       // Real asynchronous completions (the thread pool): the race needs their timing.
       const fault = new FaultBackend({ seed, simulateSync: true, direct: false, quarantineFrees: true });
-      const store = await Store.open(file, { ...OPTIONS, ringSize: 4, writeMode: "serialized", backend: fault });
+      const store = await openStore(file, { ...OPTIONS, ringSize: 4, writeMode: "serialized" }, fault);
       await store.transaction((tx) => tx.write(1n, new Uint8Array(10)));
       fault.injectError({ nth: 1, sites: ["datasync"] });
       // Several units queued behind one another; the commit's datasync fails; close at once.

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { MappingTable } from "../../src/store/mapping.ts";
+import { MappingTable } from "../../src/store/state/mapping.ts";
 import { rng } from "../helpers.ts";
 
 describe("mapping table", () => {

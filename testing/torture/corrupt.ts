@@ -22,7 +22,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { FaultBackend } from "../fault-backend.ts";
 import { seededRandom } from "../prng.ts";
-import { Store } from "../../src/store/store.ts";
+import { openStore, type Store } from "../../src/store/store.ts";
 import { CorruptionError, LssError } from "../../src/errors.ts";
 import { COUNTER_SEID, encodeCounter, FIXED_KEYS, makeValue, type State } from "./model.ts";
 
@@ -76,7 +76,7 @@ async function buildBase(dir: string, name: string, seed: number, transactions: 
   const file = path.join(dir, `${name}.lss`);
   fs.rmSync(file, { force: true });
   const fault = new FaultBackend({ seed, simulateSync: true, direct: false });
-  const store = await Store.open(file, { ...STORE_OPTIONS, backend: fault, autoClean: false } as never);
+  const store = await openStore(file, { ...STORE_OPTIONS, autoClean: false }, fault);
   const states: State[] = [new Map()];
   let state: State = new Map();
   for (let k = 1; k <= transactions; k++) {
@@ -237,7 +237,7 @@ async function runTrial(
   const fault = new FaultBackend({ seed: trial, simulateSync: true, direct: false });
   let store: Store;
   try {
-    store = await withTimeout(Store.open(file, { ...STORE_OPTIONS, backend: fault, readOnly }), timeoutMs, "open");
+    store = await withTimeout(openStore(file, { ...STORE_OPTIONS, readOnly }, fault), timeoutMs, "open");
   } catch (error) {
     report.checks += 1;
     if (error instanceof CorruptionError) report.openCorruption += 1;

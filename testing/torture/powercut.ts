@@ -30,7 +30,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { EIO, ENOSPC, FaultBackend, type FaultSite } from "../fault-backend.ts";
 import { seededRandom } from "../prng.ts";
-import { Store } from "../../src/store/store.ts";
+import { openStore, type Store } from "../../src/store/store.ts";
+import { checkInvariants } from "../invariants.ts";
 import type { StoreOptions } from "../../src/store/config.ts";
 import { CorruptionError, LssError } from "../../src/errors.ts";
 import {
@@ -280,10 +281,9 @@ class PowerCutTorture {
     this.fileEstablished = false;
   }
 
-  private storeOptions(fault: FaultBackend): StoreOptions {
+  private storeOptions(): StoreOptions {
     const relaxed = this.rand() < 0.15 || this.options.unsafeCountRelaxedAcks === true;
     return {
-      backend: fault,
       segmentSize: SEGMENT_BYTES,
       bufferSize: BUFFER_BYTES,
       ringSize: 2 + this.int(3),
@@ -323,9 +323,9 @@ class PowerCutTorture {
       powerCut: weights,
       quarantineFrees: true,
     });
-    const options = this.storeOptions(fault);
+    const options = this.storeOptions();
     this.sync = options.durability === "sync" || this.options.unsafeCountRelaxedAcks === true;
-    this.trace(`options ${JSON.stringify({ ...options, backend: undefined })} weights ${JSON.stringify(weights)}`);
+    this.trace(`options ${JSON.stringify(options)} weights ${JSON.stringify(weights)}`);
     fault.onInject = (site, errno, call) => this.trace(`injected errno ${errno} at ${site}, call ${call}`);
     let store: Store | undefined;
     try {
@@ -351,7 +351,7 @@ class PowerCutTorture {
     const before = fs.existsSync(this.file) ? fs.readFileSync(this.file) : undefined;
     let store: Store;
     try {
-      store = await withTimeout(Store.open(this.file, options), this.timeoutMs, "Store.open");
+      store = await withTimeout(openStore(this.file, options, fault), this.timeoutMs, "Store.open");
     } catch (error) {
       if (error instanceof HangError) {
         this.violation(`${error.message}`, this.keepCopy(before));
@@ -465,7 +465,7 @@ class PowerCutTorture {
       if (!this.check(listed.length === expected.length && listed.every((seid, i) => seid === expected[i]), () => `seids(${space}) lists ${listed.length} seids, the model ${expected.length}`)) mismatches += 1;
     }
     if (!this.check(store.stats().elements === state.size, () => `stats().elements is ${store.stats().elements}, the model has ${state.size}`)) mismatches += 1;
-    for (const problem of store.checkInvariants()) {
+    for (const problem of checkInvariants(store)) {
       this.check(false, () => `after recovery through ${number}: ${problem}`);
       mismatches += 1;
     }
@@ -627,7 +627,7 @@ class PowerCutTorture {
   private async liveReads(fault: FaultBackend, store: Store): Promise<void> {
     // Only meaningful while every transaction issued has settled and none failed.
     if (this.history.txs.some((tx) => tx.outcome !== "committed")) return;
-    for (const problem of store.checkInvariants()) this.check(false, () => `while running: ${problem}`);
+    for (const problem of checkInvariants(store)) this.check(false, () => `while running: ${problem}`);
     const state = this.history.latest();
     const universe = this.history.universe();
     for (let i = 0; i < 6; i++) {
@@ -676,7 +676,7 @@ class PowerCutTorture {
     if (allCommitted) for (const tx of this.history.txs) tx.durable = true;
     let reopened: Store;
     try {
-      reopened = await withTimeout(Store.open(this.file, options), this.timeoutMs, "reopen");
+      reopened = await withTimeout(openStore(this.file, options, fault), this.timeoutMs, "reopen");
     } catch (error) {
       if (fault.isCut) {
         await fault.powerCut();

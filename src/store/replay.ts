@@ -1,30 +1,22 @@
 /**
- * Recovery at open: the newest valid root block (the log layer picks it), its checkpoint, then
- * the log written after it, in order. Records are grouped by transaction; a transaction takes
- * effect only when its Commit record is read intact, and the log walk itself stops at the first
- * damaged or missing unit, so what survives is always a prefix of committed transactions.
+ * Replay: the log written after the checkpoint (checkpointer.ts loads that), in order, turned back
+ * into committed transactions. Records are grouped by transaction; a transaction takes effect only
+ * when its Commit record is read intact, through the one commit path (commit.ts), and the log walk
+ * itself stops at the first damaged or missing unit, so what survives is always a prefix of
+ * committed transactions. A standby applying a primary's log is the same replayer fed by the
+ * durable tail instead of the recovery walk.
  *
- * The cost is the checkpoint plus the log since it, not the whole store.
+ * The cost is the log since the checkpoint, not the whole store.
  *
  * @module
  */
 import type { WalkedUnit } from "../log/recovery.ts";
 import { UNIT_HEADER_BYTES } from "../log/format.ts";
 import { CorruptionError } from "../errors.ts";
-import { checkpointMapCount, decodeCheckpoint } from "./checkpoint.ts";
-import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./records.ts";
-import type { SeidSpaces } from "./seids.ts";
-import {
-  applyCommitted,
-  decodeExtents,
-  FLAG_EXTENTS_CHUNK,
-  FLAG_EXTENTS_INDIRECT,
-  FLAG_PART,
-  type AppliedOp,
-  type MetaRecord,
-  type Part,
-  type StoreCore,
-} from "./write-path.ts";
+import type { AppliedOp, CommitPath } from "./commit.ts";
+import { decodeAlloc } from "./format/alloc.ts";
+import { decodeExtents, FLAG_EXTENTS_CHUNK, FLAG_EXTENTS_INDIRECT, FLAG_PART, type MetaRecord, type Part } from "./format/extents.ts";
+import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./format/records.ts";
 
 /** What recovery found. */
 export interface RecoveryReport {
@@ -37,56 +29,6 @@ export interface RecoveryReport {
   lastTxId: number;
   commits: number;
   durationMs: number;
-}
-
-/** Decode Alloc record bodies: (u32 space, u32 pad, f64 next) entries. */
-export function decodeAlloc(body: Uint8Array): Array<[number, number]> {
-  const view = new DataView(body.buffer, body.byteOffset, body.length);
-  const out: Array<[number, number]> = [];
-  for (let at = 0; at + 16 <= body.length; at += 16) out.push([view.getUint32(at, true), view.getFloat64(at + 8, true)]);
-  return out;
-}
-
-/** Encode Alloc entries. */
-export function encodeAlloc(entries: ReadonlyArray<readonly [number, number]>): Uint8Array {
-  const body = new Uint8Array(entries.length * 16);
-  const view = new DataView(body.buffer);
-  entries.forEach(([space, next], i) => {
-    view.setUint32(i * 16, space, true);
-    view.setFloat64(i * 16 + 8, next, true);
-  });
-  return body;
-}
-
-/** Load the checkpoint (if any) into `core`, returning the log's segment state from it. */
-export async function loadCheckpoint(
-  core: StoreCore,
-  spaces: SeidSpaces,
-): Promise<{ lastTxId: number; commits: number } | undefined> {
-  const payloads = await core.log.readCheckpoint();
-  if (payloads === undefined) return undefined;
-  const chunks: Uint8Array[] = [];
-  for (const payload of payloads) {
-    for (const record of scanRecords(payload)) {
-      if (record.header.type !== RecordType.Checkpoint) continue;
-      if (record.header.aux !== chunks.length) throw new CorruptionError(`checkpoint chunk ${record.header.aux} out of order`);
-      chunks.push(record.body);
-    }
-  }
-  const blob = Buffer.concat(chunks);
-  core.map.reserve(checkpointMapCount(blob));
-  const decoded = decodeCheckpoint(
-    blob,
-    (seid, location) => {
-      core.map.set(seid, location);
-      core.liveValueBytes += location.sizeBytes;
-    },
-    (seid, multipart) => void core.parts.set(seid, multipart),
-  );
-  core.sut.restore(decoded.sut);
-  spaces.apply(decoded.spaces);
-  core.log.restoreSegments(decoded.segments);
-  return { lastTxId: decoded.lastTxId, commits: decoded.commits };
 }
 
 /** Records of one transaction seen so far in the replay. */
@@ -107,18 +49,8 @@ export class Replayer {
   private readonly open = new Map<number, OpenTransaction>();
   transactionsReplayed = 0;
   transactionsDiscarded = 0;
-  lastTxId: number;
-  commits: number;
 
-  constructor(
-    private readonly core: StoreCore,
-    private readonly spaces: SeidSpaces,
-    lastTxId: number,
-    commits: number,
-  ) {
-    this.lastTxId = lastTxId;
-    this.commits = commits;
-  }
+  constructor(private readonly commits: CommitPath) {}
 
   /** Visit one unit of the log walk. */
   readonly visit = (unit: WalkedUnit): void => {
@@ -127,10 +59,10 @@ export class Replayer {
       const { header } = record;
       const address = base + record.offset;
       // Every transaction id seen in the log is used up, committed or not.
-      if (header.txId > this.lastTxId) this.lastTxId = header.txId;
+      this.commits.noteLoggedTxId(header.txId);
       switch (header.type) {
         case RecordType.Alloc:
-          this.spaces.apply(decodeAlloc(record.body));
+          this.commits.applyLoggedAllocations(decodeAlloc(record.body));
           break;
         case RecordType.Checkpoint:
           break;
@@ -206,9 +138,8 @@ export class Replayer {
         this.transactionsDiscarded += 1;
       }
     }
-    if (tx !== undefined) applyCommitted(this.core, tx.ops);
+    this.commits.applyLogged(txId, tx?.ops ?? []);
     this.transactionsReplayed += 1;
-    this.commits += 1;
   }
 
   /** After the walk: transactions still open at the end were cut off, or aborted. */

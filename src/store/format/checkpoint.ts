@@ -21,10 +21,10 @@
  *
  * @module
  */
-import { CorruptionError } from "../errors.ts";
-import type { SegmentTableState } from "../log/segments.ts";
-import type { Location } from "./mapping.ts";
-import type { Multipart } from "./write-path.ts";
+import { CorruptionError } from "../../errors.ts";
+import type { SegmentTableState } from "../../log/segments.ts";
+import type { Location } from "../state/mapping.ts";
+import type { Multipart } from "./extents.ts";
 
 const MAGIC = 0x504b4342; // "BCKP"
 const VERSION = 1;

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { InvalidArgumentError, InvalidSeidError } from "../errors.ts";
+import { InvalidArgumentError, InvalidSeidError } from "../../errors.ts";
 
 /** The seid of the application's root element, by convention. */
 export const ROOT_SEID = 1n;

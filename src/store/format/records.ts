@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { CorruptionError } from "../errors.ts";
+import { CorruptionError } from "../../errors.ts";
 
 export const RECORD_HEADER_BYTES = 32;
 

@@ -1,0 +1,39 @@
+/**
+ * Pins: segments that a read in flight (a `read()` or a `readStream()`) is reading. The cleaner
+ * never gives a pinned segment back, and a checkpoint never releases one, so an overwrite, a
+ * delete or a relocation cannot let the segment be reused under the reader: the version being
+ * read stays readable until the read ends.
+ *
+ * @module
+ */
+import type { LogStructuredStore } from "../log/lss.ts";
+import type { Part } from "./format/extents.ts";
+import type { Location } from "./state/mapping.ts";
+
+/** Counts of readers per segment seq: pinned segments are not released. */
+export class SegmentPins {
+  private readonly counts = new Map<number, number>();
+
+  pin(seqs: Iterable<number>): void {
+    for (const seq of seqs) this.counts.set(seq, (this.counts.get(seq) ?? 0) + 1);
+  }
+
+  unpin(seqs: Iterable<number>): void {
+    for (const seq of seqs) {
+      const left = (this.counts.get(seq) ?? 0) - 1;
+      if (left <= 0) this.counts.delete(seq);
+      else this.counts.set(seq, left);
+    }
+  }
+
+  isPinned(seq: number): boolean {
+    return this.counts.has(seq);
+  }
+}
+
+/** The segments an element's bytes lie in (what a reader pins). */
+export function elementSegments(log: LogStructuredStore, location: Location, parts: readonly Part[] | undefined): number[] {
+  if (parts === undefined) return [log.segmentSeqOf(location.address)];
+  return [...new Set(parts.map((part) => log.segmentSeqOf(part.address)))];
+}
+
