@@ -73,18 +73,12 @@ export function freeAligned(buffer: NativeBuffer): void {
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-const LOCK_UN = 8;
 const EWOULDBLOCK = 11;
 
 /** Try to take an exclusive flock; returns 0, or the positive errno (EWOULDBLOCK when held). */
 export function tryLockExclusive(fd: number): number {
   const rc = symbols().flock(fd, LOCK_EX | LOCK_NB);
   return rc === 0 ? 0 : lastErrno();
-}
-
-/** Release a flock. */
-export function unlock(fd: number): void {
-  symbols().flock(fd, LOCK_UN);
 }
 
 export { EWOULDBLOCK };

@@ -270,63 +270,9 @@ export function shimFree(address: number): void {
   loadShim().lss_free(address);
 }
 
-/** Queue and submit `count` 40-byte entries at native address `ops`: how many went in, or -errno. */
-export function shimSubmit(ring: number, ops: number, count: number): number {
-  return loadShim().lss_submit(ring, ops, count);
-}
-
-/** Copy up to `max` 16-byte completions to native address `out`: how many, or -errno. */
-export function shimReap(ring: number, out: number, max: number): number {
-  return loadShim().lss_reap(ring, out, max);
-}
-
-/** Wait up to `timeoutUs` for `min` completions: the number ready, or -errno. */
-export function shimWait(ring: number, min: number, timeoutUs: number): number {
-  return loadShim().lss_wait(ring, min, timeoutUs);
-}
-
 /** A NUL-terminated copy of `file` for the C side. */
 export function cString(file: string): Uint8Array {
   if (file.includes("\0")) throw new InvalidArgumentError(`path contains a NUL byte: ${JSON.stringify(file)}`);
   return new TextEncoder().encode(`${file}\0`);
 }
 
-/** open(2) with O_CLOEXEC added: fd or -errno. */
-export function shimOpen(file: string, flags: number, mode: number): number {
-  return loadShim().lss_open(cString(file), flags, mode);
-}
-
-/** close(2): 0 or -errno. */
-export function shimClose(fd: number): number {
-  return loadShim().lss_close(fd);
-}
-
-/** fdatasync(2): 0 or -errno. */
-export function shimDatasync(fd: number): number {
-  return loadShim().lss_datasync(fd);
-}
-
-/** File size (fstat): bytes or -errno. */
-export function shimFileSize(fd: number): number {
-  return asNumber(loadShim().lss_file_size(fd));
-}
-
-/** ftruncate(2): 0 or -errno. */
-export function shimFtruncate(fd: number, sizeBytes: number): number {
-  return loadShim().lss_ftruncate(fd, sizeBytes);
-}
-
-/** fallocate(2): 0 or -errno. */
-export function shimFallocate(fd: number, mode: number, offset: number, lengthBytes: number): number {
-  return loadShim().lss_fallocate(fd, mode, offset, lengthBytes);
-}
-
-/** flock(2) (exclusive or shared, blocking or not): 0 or -errno (-EWOULDBLOCK when held). */
-export function shimLock(fd: number, exclusive: boolean, nonblock: boolean): number {
-  return loadShim().lss_lock(fd, exclusive ? 1 : 0, nonblock ? 1 : 0);
-}
-
-/** flock(LOCK_UN): 0 or -errno. */
-export function shimUnlock(fd: number): number {
-  return loadShim().lss_unlock(fd);
-}
