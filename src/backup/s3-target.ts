@@ -340,7 +340,14 @@ export class S3Target implements BackupTarget {
         return { size: stat.size };
       } catch (error) {
         if (isNoSuchKey(error) || (error as { code?: unknown } | null)?.code === "NotFound") return undefined;
-        throw error;
+        // A HEAD error has no body, so Bun reports a 403 (bad credentials, access denied) as
+        // "UnknownError", which looks retryable. Ask again with a listing, whose error has a body
+        // and hence a real code; a listing that works answers the question just as well.
+        if ((error as { code?: unknown } | null)?.code !== "UnknownError") throw error;
+        // A full page, not maxKeys 1: not every S3-compatible server returns keys in order.
+        const page = await this.#client.list({ prefix: key, maxKeys: 1000 });
+        const entry = page.contents?.find((e) => e.key === key);
+        return entry === undefined ? undefined : { size: entry.size ?? 0 };
       }
     });
   }
