@@ -355,7 +355,9 @@ describe("s3 target", () => {
   });
 
   test("a server that goes away and comes back: the put is retried and lands", async () => {
-    const target = new S3Target(`s3://${s3.bucket}/outage`, s3Options({ retry: { attempts: 30, baseDelayMs: 20, maxDelayMs: 100, attemptTimeoutMs: 10_000 } }));
+    // Budget: 60 attempts × up to 250 ms of backoff (mean about 7 s) against a restart of about
+    // 0.4 s + the node child's start (1-2 s on a loaded machine).
+    const target = new S3Target(`s3://${s3.bucket}/outage`, s3Options({ retry: { attempts: 60, baseDelayMs: 50, maxDelayMs: 250, attemptTimeoutMs: 10_000 } }));
     const bytes = pattern(64 * 1024, 17);
     await s3.halt();
     let resumed = false;
