@@ -59,10 +59,14 @@ function errnoCode(error: unknown): string | undefined {
   return typeof code === "string" ? code : undefined;
 }
 
-/** Map a node:fs error to this library's errors. */
-function fsError(error: unknown, what: string): LssError {
+/**
+ * Map a node:fs error to this library's errors. An error without an errno code is not the
+ * filesystem's (the caller's body threw, say) and is returned unchanged.
+ */
+function fsError(error: unknown, what: string): unknown {
   if (error instanceof LssError) return error;
   const code = errnoCode(error);
+  if (code === undefined) return error;
   if (code === "ENOSPC" || code === "EDQUOT") return new NoSpaceError(`${what} failed: disk full (${code})`);
   const message = error instanceof Error ? error.message : String(error);
   return new BackupTargetError(`${what} failed: ${message}`, { attempts: 1, cause: error });

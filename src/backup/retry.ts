@@ -80,9 +80,17 @@ export function backoffMs(policy: RetryPolicy, attempt: number): number {
 }
 
 /**
- * Run `attempt` until it succeeds, `isTransient` says an error is not worth retrying, or the
- * policy's attempts are used up. Errors of this library ({@link LssError}) pass through as they
- * are; anything else ends as a {@link BackupTargetError} with the last error as `cause`.
+ * What to do with an error of one attempt: `"retry"` (a transient target error), `"fail"` (a
+ * target error retrying cannot fix: it becomes a {@link BackupTargetError}) or `"pass"` (not the
+ * target's error at all, e.g. the caller's body failed: rethrown unchanged, never retried).
+ */
+export type ErrorVerdict = "retry" | "fail" | "pass";
+
+/**
+ * Run `attempt` until it succeeds, `classify` says an error is not worth retrying, or the
+ * policy's attempts are used up. Errors of this library ({@link LssError}) and errors classified
+ * `"pass"` are rethrown as they are; target errors end as a {@link BackupTargetError} with the
+ * last error as `cause`.
  *
  * @param what - for messages, e.g. `"put s3://bucket/key"`
  * @param attempt - one try; receives the attempt number (from 1)
@@ -92,7 +100,7 @@ export function backoffMs(policy: RetryPolicy, attempt: number): number {
 export async function retrying<T>(
   what: string,
   policy: RetryPolicy,
-  isTransient: (error: unknown) => boolean,
+  classify: (error: unknown) => ErrorVerdict,
   attempt: (n: number) => Promise<T>,
   bounded = true,
 ): Promise<T> {
@@ -104,7 +112,9 @@ export async function retrying<T>(
     } catch (error) {
       last = error;
       if (error instanceof LssError) throw error;
-      if (!isTransient(error)) {
+      const verdict = error instanceof AttemptTimeoutError ? "retry" : classify(error);
+      if (verdict === "pass") throw error;
+      if (verdict === "fail") {
         throw new BackupTargetError(`${what} failed: ${describeError(error)}`, { attempts: n, cause: error });
       }
       if (n < policy.attempts) await Bun.sleep(backoffMs(policy, n));

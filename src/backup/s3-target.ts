@@ -31,7 +31,7 @@
  * @module
  */
 import { S3Client, type S3File } from "bun";
-import { BackupObjectExistsError, BackupObjectMissingError, BackupTargetError, InvalidArgumentError } from "../errors.ts";
+import { BackupObjectExistsError, BackupObjectMissingError, BackupTargetError, InvalidArgumentError, LssError } from "../errors.ts";
 import {
   bodyChunks,
   checkChunk,
@@ -44,7 +44,7 @@ import {
   type ObjectInfo,
   type PutBody,
 } from "./objects.ts";
-import { resolveRetryPolicy, retrying, withDeadline, type RetryPolicy } from "./retry.ts";
+import { AttemptTimeoutError, describeError, resolveRetryPolicy, retrying, withDeadline, type ErrorVerdict, type RetryPolicy } from "./retry.ts";
 import type { BackupTarget, GetStreamOptions, ObjectStat } from "./target.ts";
 
 /** Options of an {@link S3Target}. Unset credentials and endpoint come from the environment. */
@@ -143,14 +143,20 @@ const PERMANENT_CODES = new Set([
   "KeyTooLongError",
 ]);
 
-/** Whether an error from Bun's S3Client is worth retrying. */
-export function isTransientS3Error(error: unknown): boolean {
+/**
+ * How {@link retrying} treats an error thrown while talking to S3. Bun's client throws `S3Error`
+ * with a `code` (an S3 error code, or one of its own such as `ConnectionRefused`); system errors
+ * carry an errno `code` too. Those are the target's: permanent codes fail at once, any other is
+ * retried. An error without a code is not the target's (the caller's body threw, say) and
+ * passes through unchanged, so a failing source is neither retried nor disguised.
+ */
+export function classifyS3Error(error: unknown): ErrorVerdict {
   const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return true; // a network-level failure without an S3 code
-  if (PERMANENT_CODES.has(code)) return false;
+  if (typeof code !== "string") return (error as { name?: unknown } | null)?.name === "S3Error" ? "retry" : "pass";
+  if (PERMANENT_CODES.has(code)) return "fail";
   // Bun's own argument and configuration errors (ERR_S3_MISSING_CREDENTIALS, ERR_S3_INVALID_PATH…).
-  if (code.startsWith("ERR_S3_")) return false;
-  return true;
+  if (code.startsWith("ERR_S3_")) return "fail";
+  return "retry";
 }
 
 function isNoSuchKey(error: unknown): boolean {
@@ -247,7 +253,7 @@ export class S3Target implements BackupTarget {
 
   /** Run one request with the target's retry policy. */
   #request<T>(what: string, attempt: () => Promise<T>): Promise<T> {
-    return retrying(what, this.#retry, isTransientS3Error, attempt);
+    return retrying(what, this.#retry, classifyS3Error, attempt);
   }
 
   /** {@inheritDoc BackupTarget.put} */
@@ -262,14 +268,15 @@ export class S3Target implements BackupTarget {
       return info;
     }
     if (isReplayable(body)) {
-      return retrying(this.#what("upload", key), this.#retry, isTransientS3Error, () => this.#upload(name, key, body), false);
+      return retrying(this.#what("upload", key), this.#retry, classifyS3Error, () => this.#upload(name, key, body), false);
     }
     // A one-shot stream cannot be replayed: one attempt (Bun still retries each part).
     try {
       return await this.#upload(name, key, body);
     } catch (error) {
-      if (error instanceof BackupTargetError || error instanceof InvalidArgumentError) throw error;
-      throw new BackupTargetError(`${this.#what("upload", key)} failed: ${String(error)}`, { attempts: 1, cause: error });
+      if (error instanceof LssError) throw error;
+      if (!(error instanceof AttemptTimeoutError) && classifyS3Error(error) === "pass") throw error;
+      throw new BackupTargetError(`${this.#what("upload", key)} failed: ${describeError(error)}`, { attempts: 1, cause: error });
     }
   }
 

@@ -219,6 +219,22 @@ for (const kind of KINDS) {
       expect(await rejection(target.list("../"))).toBeInstanceOf(InvalidArgumentError);
     });
 
+    test("a body that throws: its error comes through unchanged, is not retried, and nothing is stored", async () => {
+      const target = await kind.make();
+      const failure = new Error("the source broke");
+      let calls = 0;
+      const body = async function* (): AsyncGenerator<Uint8Array> {
+        calls++;
+        yield pattern(6 * MIB, 19); // over one part: the S3 upload is multipart
+        throw failure;
+      };
+      expect(await rejection(target.put("broken.bin", body))).toBe(failure);
+      expect(calls).toBe(1);
+      expect(await rejection(target.put("broken.bin", body()))).toBe(failure);
+      expect(await target.exists("broken.bin")).toBe(false);
+      expect(await target.list("")).toEqual([]);
+    });
+
     test("delete removes an object; deleting a missing one is fine", async () => {
       const target = await kind.make();
       await target.put("base-1/chunk-000000.bin", pattern(10, 6));
