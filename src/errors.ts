@@ -118,6 +118,63 @@ const ERRNO_NAMES: Record<number, string> = {
   122: "EDQUOT",
 };
 
+/** Where a backup chain breaks: the last link that is fine and the one that does not follow it. */
+export interface BackupChainGap {
+  /** The last link that is in order, e.g. `"base base-…"` or `"increment 3 (inc-…)"`. */
+  readonly after: string;
+  /** The link that does not follow it, or what is missing, e.g. `"increment 5 (inc-…)"`. */
+  readonly next: string;
+}
+
+/**
+ * A backup chain (base, then increments) with a gap, out of order, or overlapping: restoring
+ * it would silently skip or repeat transactions, so it is refused. {@link gap} names where.
+ */
+export class BackupChainError extends LssError {
+  /** Where the chain breaks. */
+  readonly gap: BackupChainGap;
+  constructor(message: string, gap: BackupChainGap) {
+    super("LSS_BACKUP_CHAIN", message);
+    this.gap = gap;
+  }
+}
+
+/**
+ * A backup target (a directory or S3) failed in a way retrying did not fix: unreachable after
+ * the bounded retries, access denied, a bad bucket, an I/O error. `cause` holds the last error.
+ */
+export class BackupTargetError extends LssError {
+  /** How many attempts were made before giving up (1 when the error was not retryable). */
+  readonly attempts: number;
+  constructor(message: string, options: { attempts: number; cause?: unknown }) {
+    super("LSS_BACKUP_TARGET", message, { cause: options.cause });
+    this.attempts = options.attempts;
+  }
+}
+
+/**
+ * A put would replace an existing backup object with different bytes. Backup objects are
+ * immutable (a manifest's checksums name their exact bytes), so the target refuses.
+ */
+export class BackupObjectExistsError extends LssError {
+  /** The object's name on the target. */
+  readonly objectName: string;
+  constructor(objectName: string, message: string) {
+    super("LSS_BACKUP_OBJECT_EXISTS", message);
+    this.objectName = objectName;
+  }
+}
+
+/** A backup object that should be on the target is not there. */
+export class BackupObjectMissingError extends LssError {
+  /** The object's name on the target. */
+  readonly objectName: string;
+  constructor(objectName: string, message: string) {
+    super("LSS_BACKUP_OBJECT_MISSING", message);
+    this.objectName = objectName;
+  }
+}
+
 /** Symbolic name of a positive errno. */
 export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `E${errno}`;

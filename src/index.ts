@@ -32,4 +32,9 @@ export {
   NoSpaceError,
   IoUnavailableError,
   IoError,
+  BackupChainError,
+  BackupTargetError,
+  BackupObjectExistsError,
+  BackupObjectMissingError,
+  type BackupChainGap,
 } from "./errors.ts";
