@@ -29,7 +29,13 @@ function bunWorks() {
   return result.status === 0;
 }
 
-if (!fs.existsSync(BUN) || !fs.existsSync(ZIG)) {
+/** A devDependency missing from node_modules (a new one since the last install, say). */
+function missingDependency() {
+  const manifest = JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8"));
+  return Object.keys(manifest.devDependencies ?? {}).find((name) => !fs.existsSync(path.join(ROOT, "node_modules", name, "package.json")));
+}
+
+if (!fs.existsSync(BUN) || !fs.existsSync(ZIG) || missingDependency() !== undefined) {
   console.log("setup: installing npm dependencies (Bun, Zig, benchmark peers) from the lockfile…");
   // `npm install` rather than `npm ci`: npm's ci refuses this lockfile over optional
   // platform packages of a dependency (msgpackr-extract) it never recorded; install still
