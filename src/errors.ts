@@ -4,6 +4,9 @@
  *
  * @module
  */
+import { errnoName, isNoSpaceErrno } from "./io/errno.ts";
+
+export { errnoName };
 
 /** Base class of every error bloom-lss throws on purpose. */
 export class LssError extends Error {
@@ -93,39 +96,9 @@ export class IoError extends LssError {
   }
 }
 
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  4: "EINTR",
-  5: "EIO",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  17: "EEXIST",
-  21: "EISDIR",
-  22: "EINVAL",
-  24: "EMFILE",
-  27: "EFBIG",
-  28: "ENOSPC",
-  30: "EROFS",
-  38: "ENOSYS",
-  61: "ENODATA",
-  62: "ETIME",
-  95: "EOPNOTSUPP",
-  122: "EDQUOT",
-};
-
-/** Symbolic name of a positive errno. */
-export function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `E${errno}`;
-}
-
 /** Map a negative-errno result (as the shim and backends return them) to a typed error. */
 export function errorFromErrno(negErrno: number, what: string): LssError {
   const errno = -negErrno;
-  if (errno === 28 || errno === 122) return new NoSpaceError(`${what} failed: disk full (${errnoName(errno)})`);
+  if (isNoSpaceErrno(errno)) return new NoSpaceError(`${what} failed: disk full (${errnoName(errno)})`);
   return new IoError(errno, what);
 }

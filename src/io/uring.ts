@@ -40,10 +40,6 @@ import {
 import {
   COMPLETION_ENTRY_BYTES,
   cString,
-  EINVAL,
-  ENOMEM,
-  EOPNOTSUPP,
-  EWOULDBLOCK,
   loadShim,
   O_CREAT,
   O_DIRECT,
@@ -55,8 +51,8 @@ import {
   SUBMISSION_ENTRY_BYTES,
   type ShimSymbols,
 } from "./shim.ts";
+import { EINVAL, ENOMEM, EOPNOTSUPP, errnoName, EWOULDBLOCK } from "./errno.ts";
 import {
-  errnoName,
   errorFromErrno,
   InvalidArgumentError,
   IoError,
