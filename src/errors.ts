@@ -82,6 +82,20 @@ export class IoUnavailableError extends LssError {
   }
 }
 
+/**
+ * A reader of the durable log asked for log that is gone: the segment holding it was given back
+ * and may have been reused, so its bytes can no longer be trusted to be that log. Start again from
+ * a newer position (for a standby or a backup: re-seed from a full copy).
+ */
+export class LogTruncatedError extends LssError {
+  /** The address asked for. */
+  readonly address: number;
+  constructor(address: number, message: string) {
+    super("LSS_LOG_TRUNCATED", message);
+    this.address = address;
+  }
+}
+
 /** An I/O call failed with an errno (other than ENOSPC, which is {@link NoSpaceError}). */
 export class IoError extends LssError {
   /** Positive errno value, e.g. 5 for EIO. */

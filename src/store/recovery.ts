@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { WalkedUnit } from "../log/recovery.ts";
+import type { WalkedUnit } from "../log/walk.ts";
 import { UNIT_HEADER_BYTES } from "../log/format.ts";
 import { CorruptionError } from "../errors.ts";
 import { checkpointMapCount, decodeCheckpoint } from "./checkpoint.ts";

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { openBackend } from "../../src/io/open.ts";
 import { ROOT_REGION_BYTES } from "../../src/log/format.ts";
-import { LogStructuredStore } from "../../src/log/lss.ts";
+import { LogStructuredStore } from "../../src/log/log.ts";
 import { BACKENDS, scratchDir } from "../helpers.ts";
 import { append, expectIntact, KiB, payload, type Written } from "./util.ts";
 

@@ -5,7 +5,7 @@
 import { expect } from "bun:test";
 import type { FileHandle, IoBackend } from "../../src/io/backend.ts";
 import { openBackend } from "../../src/io/open.ts";
-import { LogStructuredStore, type LogOptions } from "../../src/log/lss.ts";
+import { LogStructuredStore, type LogOptions } from "../../src/log/log.ts";
 import type { Reservation } from "../../src/log/ring.ts";
 import { FlushBuffer } from "../../src/log/flush-buffer.ts";
 import { fillPattern } from "../helpers.ts";
