@@ -16,7 +16,16 @@ export { Transaction, type ElementValue } from "./store/transaction.ts";
 export type { StoreOptions, Durability } from "./store/config.ts";
 export type { RecoveryReport } from "./store/recovery.ts";
 export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/seids.ts";
-export { LogStructuredStore, type LogOptions, type WriteMode, type LogStats } from "./log/log.ts";
+export {
+  LogStructuredStore,
+  type LogOptions,
+  type WriteMode,
+  type LogStats,
+  type DurableUnit,
+  type DurableUnitsOptions,
+  type LogRetention,
+} from "./log/log.ts";
+export type { LogPosition } from "./log/format.ts";
 export { RingWriter, type Reservation, type RingDescriptor } from "./log/ring.ts";
 export type { IoBackend, IoChoice, IoKind, IoOp, IoCompletion, NativeBuffer, FileHandle } from "./io/backend.ts";
 export { openBackend, type OpenBackendOptions } from "./io/open.ts";

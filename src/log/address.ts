@@ -88,6 +88,15 @@ export class LogGeometry {
   fileBytesFor(segments: number): number {
     return this.segmentFileOffset(segments);
   }
+
+  /**
+   * Segments a file of `fileBytes` holds: `"whole"` counts only complete ones; `"started"` also
+   * one the end of the file cuts through.
+   */
+  segmentsIn(fileBytes: number, count: "whole" | "started"): number {
+    const past = Math.max(0, fileBytes - ROOT_REGION_BYTES) / this.segmentSize;
+    return count === "whole" ? Math.floor(past) : Math.ceil(past);
+  }
 }
 
 /** Default bytes per segment of a new file. */

@@ -106,9 +106,10 @@ export class SegmentSpace {
     }
     const sizeBytes = this.backend.fileSizeBytes(this.file);
     if (sizeBytes >= needBytes) return;
-    const bytesPastRoot = Math.max(0, sizeBytes - geometry.fileBytesFor(0));
-    const firstPartial = Math.floor(bytesPastRoot / geometry.segmentSize);
-    const firstWhole = Math.ceil(bytesPastRoot / geometry.segmentSize);
+    // The first segment the file does not hold whole (it may hold part of it), and the first it
+    // holds none of.
+    const firstPartial = geometry.segmentsIn(sizeBytes, "whole");
+    const firstWhole = geometry.segmentsIn(sizeBytes, "started");
     for (let segment = firstPartial; segment <= index; segment++) {
       const offsetBytes = geometry.segmentFileOffset(segment);
       this.backend.allocateSpace(this.file, offsetBytes, geometry.segmentSize);

@@ -24,7 +24,7 @@
  *
  * @module
  */
-import type { FileHandle, NativeBuffer } from "../io/backend.ts";
+import { ALIGNMENT_BYTES, type FileHandle, type NativeBuffer } from "../io/backend.ts";
 import type { IoQueue } from "../io/queue.ts";
 import { CorruptionError, InvalidArgumentError, LogTruncatedError } from "../errors.ts";
 import type { LogGeometry } from "./address.ts";
@@ -201,7 +201,7 @@ class TailCursor {
     const segmentEnd = geometry.segmentStart(seq + 1);
     const windowBytes = Math.min(segmentEnd, stable, at + reader.unitReadBytes) - at;
     // Invariant: units start and end on 4 KiB boundaries, and so does the stable address.
-    if (windowBytes <= 0 || windowBytes % 4096 !== 0) throw new Error(`tail window of ${windowBytes} bytes at ${at}`);
+    if (windowBytes <= 0 || windowBytes % ALIGNMENT_BYTES !== 0) throw new Error(`tail window of ${windowBytes} bytes at ${at}`);
     // Counted from the first borrow to the last give-back: close() waits for it (the buffers and
     // the file must outlive the read).
     this.reads.active += 1;
