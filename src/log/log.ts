@@ -276,10 +276,12 @@ export class LogStructuredStore {
     return this.life.failed;
   }
 
+  /** True once {@link close} has run. */
   get closed(): boolean {
     return !this.life.isOpen;
   }
 
+  /** Counters and sizes, for `Store.stats()` and benchmarks. */
   stats(): LogStats {
     return {
       unitsWritten: this.flusher.unitsWritten,
