@@ -26,7 +26,7 @@ import { bench, group, run } from "mitata";
 import { openBackend } from "../src/io/open.ts";
 import { IoQueue } from "../src/io/queue.ts";
 import type { NativeBuffer } from "../src/io/backend.ts";
-import { LogStructuredStore, type WriteMode } from "../src/log/lss.ts";
+import { LogStructuredStore, type WriteMode } from "../src/log/log.ts";
 import { dataPath, fmt, heading, log, randomBytes, ratioOf, removeData, Report, REPS, scaled } from "./common.ts";
 
 type BenchIo = "uring" | "portable";

@@ -4,6 +4,9 @@
  *
  * @module
  */
+import { errnoName, isNoSpaceErrno } from "./io/errno.ts";
+
+export { errnoName };
 
 /** Base class of every error bloom-lss throws on purpose. */
 export class LssError extends Error {
@@ -79,6 +82,20 @@ export class IoUnavailableError extends LssError {
   }
 }
 
+/**
+ * A reader of the durable log asked for log that is gone: the segment holding it was given back
+ * and may have been reused, so its bytes can no longer be trusted to be that log. Start again from
+ * a newer position (for a standby or a backup: re-seed from a full copy).
+ */
+export class LogTruncatedError extends LssError {
+  /** The address asked for. */
+  readonly address: number;
+  constructor(address: number, message: string) {
+    super("LSS_LOG_TRUNCATED", message);
+    this.address = address;
+  }
+}
+
 /** An I/O call failed with an errno (other than ENOSPC, which is {@link NoSpaceError}). */
 export class IoError extends LssError {
   /** Positive errno value, e.g. 5 for EIO. */
@@ -92,31 +109,6 @@ export class IoError extends LssError {
     this.errnoName = name;
   }
 }
-
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  4: "EINTR",
-  5: "EIO",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  17: "EEXIST",
-  21: "EISDIR",
-  22: "EINVAL",
-  24: "EMFILE",
-  27: "EFBIG",
-  28: "ENOSPC",
-  30: "EROFS",
-  38: "ENOSYS",
-  61: "ENODATA",
-  62: "ETIME",
-  95: "EOPNOTSUPP",
-  122: "EDQUOT",
-};
 
 /** Where a backup chain breaks: the last link that is fine and the one that does not follow it. */
 export interface BackupChainGap {
@@ -175,14 +167,9 @@ export class BackupObjectMissingError extends LssError {
   }
 }
 
-/** Symbolic name of a positive errno. */
-export function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `E${errno}`;
-}
-
 /** Map a negative-errno result (as the shim and backends return them) to a typed error. */
 export function errorFromErrno(negErrno: number, what: string): LssError {
   const errno = -negErrno;
-  if (errno === 28 || errno === 122) return new NoSpaceError(`${what} failed: disk full (${errnoName(errno)})`);
+  if (isNoSpaceErrno(errno)) return new NoSpaceError(`${what} failed: disk full (${errnoName(errno)})`);
   return new IoError(errno, what);
 }

@@ -16,7 +16,16 @@ export type { Transaction, ElementValue } from "./store/transaction.ts";
 export type { StoreOptions, Durability } from "./store/config.ts";
 export type { RecoveryReport } from "./store/replay.ts";
 export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/state/seids.ts";
-export { LogStructuredStore, type LogOptions, type WriteMode, type LogStats } from "./log/lss.ts";
+export {
+  LogStructuredStore,
+  type LogOptions,
+  type WriteMode,
+  type LogStats,
+  type DurableUnit,
+  type DurableUnitsOptions,
+  type LogRetention,
+} from "./log/log.ts";
+export type { LogPosition } from "./log/format.ts";
 export { RingWriter, type Reservation, type RingDescriptor } from "./log/ring.ts";
 export type { IoBackend, IoChoice, IoKind, IoOp, IoCompletion, NativeBuffer, FileHandle } from "./io/backend.ts";
 export { openBackend, type OpenBackendOptions } from "./io/open.ts";
@@ -37,4 +46,5 @@ export {
   BackupObjectExistsError,
   BackupObjectMissingError,
   type BackupChainGap,
+  LogTruncatedError,
 } from "./errors.ts";

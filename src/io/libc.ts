@@ -10,6 +10,7 @@
 import { dlopen, FFIType, ptr, read, toArrayBuffer } from "bun:ffi";
 import { ALIGNMENT_BYTES, type NativeBuffer } from "./backend.ts";
 import { InvalidArgumentError, IoUnavailableError } from "../errors.ts";
+import { EWOULDBLOCK } from "./errno.ts";
 
 type LibcSymbols = ReturnType<typeof openLibc>["symbols"];
 
@@ -73,7 +74,6 @@ export function freeAligned(buffer: NativeBuffer): void {
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
-const EWOULDBLOCK = 11;
 
 /** Try to take an exclusive flock; returns 0, or the positive errno (EWOULDBLOCK when held). */
 export function tryLockExclusive(fd: number): number {
@@ -81,7 +81,6 @@ export function tryLockExclusive(fd: number): number {
   return rc === 0 ? 0 : lastErrno();
 }
 
-export { EWOULDBLOCK };
 
 /** fallocate(fd, mode, offset, len): 0 or a positive errno. */
 export function fallocate(fd: number, mode: number, offset: number, lengthBytes: number): number {

@@ -17,7 +17,8 @@ import {
   type NativeBuffer,
   type OpenFileOptions,
 } from "./backend.ts";
-import { allocAligned, EWOULDBLOCK, fallocate, freeAligned, tryLockExclusive } from "./libc.ts";
+import { EINVAL, EIO, EOPNOTSUPP, EWOULDBLOCK } from "./errno.ts";
+import { allocAligned, fallocate, freeAligned, tryLockExclusive } from "./libc.ts";
 import {
   errorFromErrno,
   InvalidArgumentError,
@@ -35,7 +36,7 @@ export function errnoOf(error: unknown): number {
   }
   const errno = (error as { errno?: unknown } | null)?.errno;
   if (typeof errno === "number" && errno !== 0) return Math.abs(errno);
-  return 5;
+  return EIO;
 }
 
 const O_DIRECT = fs.constants.O_DIRECT ?? 0o40000;
@@ -87,7 +88,7 @@ export class PortableBackend implements IoBackend {
         return { fd: fs.openSync(path, base | O_DIRECT, 0o644), path, direct: true };
       } catch (error) {
         // tmpfs and some others refuse O_DIRECT with EINVAL: fall back to buffered I/O.
-        if (errnoOf(error) !== 22) throw errorFromErrno(-errnoOf(error), `open ${path}`);
+        if (errnoOf(error) !== EINVAL) throw errorFromErrno(-errnoOf(error), `open ${path}`);
       }
     }
     try {
@@ -124,7 +125,7 @@ export class PortableBackend implements IoBackend {
   allocateSpace(file: FileHandle, offset: number, lengthBytes: number): void {
     this.assertOpen();
     const errno = fallocate(file.fd, 0, offset, lengthBytes);
-    if (errno === 95 /* EOPNOTSUPP */) {
+    if (errno === EOPNOTSUPP) {
       // Filesystems without fallocate: extend by truncation, which still reserves the range's size.
       const size = this.fileSizeBytes(file);
       if (size < offset + lengthBytes) this.truncate(file, offset + lengthBytes);

@@ -7,6 +7,7 @@
  */
 import type { FileHandle, IoBackend, IoCompletion, IoOp, NativeBuffer } from "./backend.ts";
 import { CorruptionError, errorFromErrno } from "../errors.ts";
+import { EIO } from "./errno.ts";
 
 /** Longest single blocking wait of the pump; short so timers and other callers keep running. */
 const PUMP_WAIT_MS = 50;
@@ -37,7 +38,7 @@ export class IoQueue {
   /** Write `lengthBytes` from `buffer` at `bufferOffset` to `fileOffset`; rejects on any error or short write. */
   async write(file: FileHandle, buffer: NativeBuffer, bufferOffset: number, lengthBytes: number, fileOffset: number): Promise<void> {
     const written = await this.issue((userData) => ({ op: "write", fd: file.fd, buffer, bufferOffset, lengthBytes, fileOffset, userData }), `write ${file.path}@${fileOffset}+${lengthBytes}`);
-    if (written !== lengthBytes) throw errorFromErrno(-5, `short write ${written}/${lengthBytes} at ${fileOffset} of ${file.path}`);
+    if (written !== lengthBytes) throw errorFromErrno(-EIO, `short write ${written}/${lengthBytes} at ${fileOffset} of ${file.path}`);
   }
 
   /** Read exactly `lengthBytes`; a read past the end of the file is a `CorruptionError`. */

@@ -74,12 +74,6 @@ export const SUBMISSION_ENTRY_BYTES = 40;
 /** Size of one completion entry in bytes. */
 export const COMPLETION_ENTRY_BYTES = 16;
 
-/** Errnos the I/O layer checks for by value. */
-export const EBADF = 9;
-export const EWOULDBLOCK = 11;
-export const ENOMEM = 12;
-export const EINVAL = 22;
-export const EOPNOTSUPP = 95;
 
 /** File name of the shim library. */
 export const SHIM_FILE_NAME = "libbloom_lss_shim.so";

@@ -40,10 +40,6 @@ import {
 import {
   COMPLETION_ENTRY_BYTES,
   cString,
-  EINVAL,
-  ENOMEM,
-  EOPNOTSUPP,
-  EWOULDBLOCK,
   loadShim,
   O_CREAT,
   O_DIRECT,
@@ -55,8 +51,8 @@ import {
   SUBMISSION_ENTRY_BYTES,
   type ShimSymbols,
 } from "./shim.ts";
+import { EINVAL, ENOMEM, ENOSYS, EOPNOTSUPP, EPERM, errnoName, EWOULDBLOCK } from "./errno.ts";
 import {
-  errnoName,
   errorFromErrno,
   InvalidArgumentError,
   IoError,
@@ -111,11 +107,11 @@ interface BufferRecord {
 
 function hintFor(errno: number): string {
   switch (errno) {
-    case 1:
+    case EPERM:
       return " (io_uring is forbidden here: a seccomp profile such as Docker's default, or /proc/sys/kernel/io_uring_disabled)";
-    case 38:
+    case ENOSYS:
       return " (this kernel has no io_uring)";
-    case 12:
+    case ENOMEM:
       return " (not enough locked memory for the ring: raise RLIMIT_MEMLOCK or lower queueDepth)";
     default:
       return "";

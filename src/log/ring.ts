@@ -10,8 +10,9 @@
  * - CLOSED: non-zero once the log is closed; waiting reservers give up.
  *
  * Only the owner opens slots (rotation) and submits I/O; any thread may reserve, write, release
- * and seal. {@link RingWriter} is that shared client logic; the owner's LogStructuredStore uses it
- * with local hooks, and a Worker attaches one to a {@link RingDescriptor}.
+ * and seal. {@link RingWriter} is that shared client logic; a Worker attaches one to a
+ * {@link RingDescriptor}, and the owner holds an {@link OwnerRing} (a RingWriter whose hooks call
+ * its {@link RingOwner} directly, plus the owner-only controls).
  *
  * @module
  */
@@ -55,13 +56,14 @@ export function createRingShared(ringSize: number): SharedArrayBuffer {
   return new SharedArrayBuffer((ringSize * SLOT_WORDS + CONTROL_WORDS) * 4);
 }
 
-/**
- * Reserve / write / release / seal over a ring, from any thread. Subclasses (or the owner) decide
- * what "the flush must start" and "a buffer was sealed" do via the hooks.
- */
-
 /** Longest single wait for a rotation before the waiter checks again whether it can still come. */
 const ROTATION_WAIT_STEP_MS = 100;
+
+/**
+ * Reserve / write / release / seal over a ring, from any thread. What "the flush must start" and
+ * "a buffer was sealed" do is a hook: a Worker flags the slot and rings the owner's doorbell; the
+ * owner's {@link OwnerRing} calls into its flusher directly.
+ */
 export class RingWriter {
   readonly ringSize: number;
   readonly bufferSize: number;
@@ -240,5 +242,58 @@ export class RingWriter {
     Atomics.store(this.words, this.control + CLOSED, 1);
     Atomics.notify(this.words, this.control + CURRENT);
     this.ringDoorbell();
+  }
+}
+
+/** What the owner does when its own thread seals a buffer or must start a flush. */
+export interface RingOwner {
+  /** Slot `slot` is sealed with no writer left: its flush must start. */
+  flushReady(slot: number): void;
+  /** A buffer was sealed: the owner should rotate. */
+  sealed(slot: number): void;
+  /** Throws once a reservation can no longer succeed (the log failed or closed). */
+  assertCanReserve(): void;
+}
+
+/**
+ * The owner thread's ring: the same reserve/write/release client as a Worker's, but its hooks
+ * call the owner at once instead of ringing a doorbell, and it exposes the owner-only controls
+ * (publishing the open buffer, closing, waking reservers). Held by the log, not inherited by it.
+ */
+export class OwnerRing extends RingWriter {
+  private readonly owner: RingOwner;
+
+  constructor(descriptor: RingDescriptor, views: Uint8Array[], owner: RingOwner) {
+    super(descriptor, views);
+    this.owner = owner;
+  }
+
+  /** The native buffer of `slot`, as bytes. */
+  view(slot: number): Uint8Array {
+    return this.views[slot] as Uint8Array;
+  }
+
+  protected override assertCanReserve(): void {
+    this.owner.assertCanReserve();
+  }
+
+  protected override onFlushReady(slot: number): void {
+    this.owner.flushReady(slot);
+  }
+
+  protected override onSealed(slot: number): void {
+    this.owner.sealed(slot);
+  }
+
+  override publishCurrent(counter: number): void {
+    super.publishCurrent(counter);
+  }
+
+  override wakeReservers(): void {
+    super.wakeReservers();
+  }
+
+  override markClosed(): void {
+    super.markClosed();
   }
 }

@@ -3,15 +3,19 @@
  * and the allocator of free segments.
  *
  * Reuse rule (the FASTER lesson): a segment given back by the cleaner is only *pending*. It joins
- * the free list ({@link SegmentTable.promotePending}) once nothing recovery could read points
- * into it:
+ * the free list ({@link SegmentTable.promotePending}) once nothing recovery or a reader of the
+ * durable tail could read points into it:
  * - everything the log holds up to the moment it was given back is durable (so the relocations
- *   that emptied it survive a crash), and
+ *   that emptied it survive a crash),
  * - it lies wholly before the newest checkpoint's start, which both root copies name. Recovery
  *   reads the checkpoint and the log after it, never a segment before it; a checkpoint entry that
- *   still points into the segment is replaced when the relocation is replayed. Between checkpoints the allocator hands out segments in
- * a deterministic order (lowest free index first, then new segments at the end of the file), and
- * each unit header names the segment that follows its own, so recovery can walk the log.
+ *   still points into the segment is replaced when the relocation is replayed, and
+ * - it lies wholly before the tail's low-water mark: the oldest log address a durable-tail reader
+ *   or a retention handle still needs (see tail.ts). A pending segment stays readable there.
+ *
+ * Between checkpoints the allocator hands out segments in a deterministic order (lowest free index
+ * first, then new segments at the end of the file), and each unit header names the segment that
+ * follows its own, so recovery can walk the log.
  *
  * @module
  */
@@ -44,6 +48,17 @@ export class SegmentTable {
   /** Physical index of segment `seq`, or undefined when it is not part of the log. */
   indexOf(seq: number): number | undefined {
     return this.bySeq.get(seq);
+  }
+
+  /**
+   * Physical index of segment `seq` while its bytes are still there: live, or given back but still
+   * pending (not yet free, so not yet reused). Undefined once it may have been overwritten.
+   */
+  heldIndexOf(seq: number): number | undefined {
+    const live = this.bySeq.get(seq);
+    if (live !== undefined) return live;
+    for (const [index, entry] of this.pending) if (entry.seq === seq) return index;
+    return undefined;
   }
 
   /**
@@ -107,11 +122,14 @@ export class SegmentTable {
     this.pending.set(index, { seq, durableAt });
   }
 
-  /** Free the pending segments that the rule allows: returns how many. */
-  promotePending(stableAddress: number, checkpointStartSeq: number): number {
+  /**
+   * Free the pending segments that the rule allows: returns how many. `retainedFromSeq` is the
+   * tail's low-water mark: no segment at or after it is freed (Infinity when nobody retains).
+   */
+  promotePending(stableAddress: number, checkpointStartSeq: number, retainedFromSeq = Number.POSITIVE_INFINITY): number {
     let count = 0;
     for (const [index, entry] of this.pending) {
-      if (entry.seq >= checkpointStartSeq || entry.durableAt > stableAddress) continue;
+      if (entry.seq >= checkpointStartSeq || entry.seq >= retainedFromSeq || entry.durableAt > stableAddress) continue;
       this.pending.delete(index);
       this.insertFree(index);
       count += 1;

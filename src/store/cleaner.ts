@@ -25,7 +25,7 @@
  *
  * @module
  */
-import type { LogStructuredStore } from "../log/lss.ts";
+import type { LogStructuredStore } from "../log/log.ts";
 import { NoSpaceError } from "../errors.ts";
 import { ROOT_REGION_BYTES, UNIT_HEADER_BYTES } from "../log/format.ts";
 import type { Checkpointer } from "./checkpointer.ts";

@@ -22,7 +22,7 @@
  *
  * @module
  */
-import type { LogStructuredStore } from "../log/lss.ts";
+import type { LogStructuredStore } from "../log/log.ts";
 import type { ElementCache } from "./cache.ts";
 import { encodeAlloc } from "./format/alloc.ts";
 import { partRecordBytes, type Multipart } from "./format/extents.ts";

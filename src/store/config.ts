@@ -5,7 +5,7 @@
  * @module
  */
 import type { IoChoice } from "../io/backend.ts";
-import type { WriteMode } from "../log/lss.ts";
+import type { WriteMode } from "../log/log.ts";
 import { InvalidArgumentError } from "../errors.ts";
 
 /** When a transaction's promise resolves. */

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { LogStructuredStore } from "../log/lss.ts";
+import type { LogStructuredStore } from "../log/log.ts";
 import type { Part } from "./format/extents.ts";
 import type { Location } from "./state/mapping.ts";
 

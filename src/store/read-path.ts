@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { LogStructuredStore } from "../log/lss.ts";
+import type { LogStructuredStore } from "../log/log.ts";
 import { CorruptionError, InvalidArgumentError, LssError } from "../errors.ts";
 import type { StoreCore } from "./commit.ts";
 import { FLAG_PART, type Part } from "./format/extents.ts";

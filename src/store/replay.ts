@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { WalkedUnit } from "../log/recovery.ts";
+import type { WalkedUnit } from "../log/walk.ts";
 import { UNIT_HEADER_BYTES } from "../log/format.ts";
 import { CorruptionError } from "../errors.ts";
 import type { AppliedOp, CommitPath } from "./commit.ts";

@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { LogStructuredStore } from "../log/lss.ts";
+import { openLog, type LogStructuredStore } from "../log/log.ts";
 import type { IoBackend, IoKind } from "../io/backend.ts";
 import { InvalidArgumentError, ReadOnlyError, StoreClosedError } from "../errors.ts";
 import { ElementCache } from "./cache.ts";
@@ -150,18 +150,17 @@ export class Store {
   static async [OPEN](path: string, options: StoreOptions, backend: IoBackend | undefined): Promise<Store> {
     if (typeof path !== "string" || path.length === 0) throw new InvalidArgumentError("path must be a non-empty string");
     const resolved = resolveOptions(options);
-    const log = await LogStructuredStore.open(path, {
+    const log = await openLog(path, {
       writeMode: resolved.writeMode,
       bufferSize: resolved.bufferSize,
       ringSize: resolved.ringSize,
       segmentSize: resolved.segmentSize,
       io: resolved.io,
-      backend,
       create: resolved.create,
       readOnly: resolved.readOnly,
       maxFileBytes: resolved.maxFileBytes,
       deferRecovery: true,
-    });
+    }, backend);
     try {
       const started = performance.now();
       const core: StoreCore = {

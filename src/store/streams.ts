@@ -15,7 +15,7 @@
  * @module
  */
 import { CorruptionError, TransactionError } from "../errors.ts";
-import type { LogStructuredStore } from "../log/lss.ts";
+import type { LogStructuredStore } from "../log/log.ts";
 import { FLAG_PART, type Part } from "./format/extents.ts";
 import { RecordType } from "./format/records.ts";
 import { elementSegments, type SegmentPins } from "./pins.ts";

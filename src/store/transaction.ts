@@ -7,7 +7,7 @@
  * @module
  */
 import { InvalidArgumentError, TransactionError } from "../errors.ts";
-import type { LogStructuredStore } from "../log/lss.ts";
+import type { LogStructuredStore } from "../log/log.ts";
 import type { AppliedOp } from "./commit.ts";
 import { RecordType } from "./format/records.ts";
 import { checkSeid } from "./state/seids.ts";

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { LogStructuredStore } from "../log/lss.ts";
+import type { LogStructuredStore } from "../log/log.ts";
 import type { Reservation } from "../log/ring.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { AppliedOp, WriteOp } from "./commit.ts";

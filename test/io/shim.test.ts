@@ -9,12 +9,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { toArrayBuffer } from "bun:ffi";
 import { ALIGNMENT_BYTES, type IoCompletion, type IoOp } from "../../src/io/backend.ts";
+import { EBADF, EINVAL, EWOULDBLOCK } from "../../src/io/errno.ts";
 import {
   COMPLETION_ENTRY_BYTES,
   cString,
-  EBADF,
-  EINVAL,
-  EWOULDBLOCK,
   loadShim,
   O_CREAT,
   O_DIRECT,

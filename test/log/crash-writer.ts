@@ -8,7 +8,7 @@
  *
  * Usage: bun test/log/crash-writer.ts <path> <io> <seed> <writeMode>
  */
-import { LogStructuredStore, type WriteMode } from "../../src/log/lss.ts";
+import { LogStructuredStore, type WriteMode } from "../../src/log/log.ts";
 import { rng } from "../helpers.ts";
 import { payload } from "./util.ts";
 

@@ -131,12 +131,12 @@ for (const io of BACKENDS) {
             };
             const watchdog = process.env.LOG_TEST_DEBUG
               ? setTimeout(() => {
-                  const l = log as unknown as Record<string, unknown>;
+                  const l = log as unknown as { rotation: Record<string, unknown>; flusher: Record<string, unknown> };
                   console.log("STUCK", {
                     current: log.currentCounter,
-                    finalized: l.finalizedCounter,
-                    pendingOpen: l.pendingOpen,
-                    ready: [...(l.readyToFlush as Set<number>)],
+                    finalized: l.rotation.finalizedCounter,
+                    pendingOpen: l.rotation.pendingOpen,
+                    ready: [...(l.flusher.readyToFlush as Set<number>)],
                     states: log.slots.map((b) => [b.counter, b.state.toString(16), b.offsetBytes, b.capacityWords * 8, b.baseAddress]),
                     held: [...held].map((r) => [r.address, r.slot]),
                     inFlight: backend.inFlight,

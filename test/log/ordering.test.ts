@@ -8,7 +8,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import path from "node:path";
-import type { LogStructuredStore } from "../../src/log/lss.ts";
+import type { LogStructuredStore } from "../../src/log/log.ts";
 import { BACKENDS, rng, scratchDir } from "../helpers.ts";
 import { append, closeRecorded, expectDisjoint, expectIntact, KiB, openRecorded, payload, type Written } from "./util.ts";
 

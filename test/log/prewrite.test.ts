@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { openBackend } from "../../src/io/open.ts";
 import { ROOT_REGION_BYTES } from "../../src/log/format.ts";
-import { LogStructuredStore } from "../../src/log/lss.ts";
+import { LogStructuredStore, openLog } from "../../src/log/log.ts";
 import { BACKENDS, scratchDir } from "../helpers.ts";
 import { append, expectIntact, KiB, payload, type Written } from "./util.ts";
 
@@ -31,7 +31,7 @@ for (const io of BACKENDS) {
           dirtied += 1;
           return buffer;
         };
-        const log = await LogStructuredStore.open(file, { backend, bufferSize: BUFFER, segmentSize: SEGMENT });
+        const log = await openLog(file, { bufferSize: BUFFER, segmentSize: SEGMENT }, backend);
         const written: Written[] = [];
         // Small durable appends (a unit each) through three segments: pre-writing pays here.
         for (let i = 0; i < 60; i++) {

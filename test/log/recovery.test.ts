@@ -12,8 +12,8 @@ import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { retryWhileLocked } from "../../testing/torture/util.ts";
-import { LogStructuredStore, type LogOptions, type WriteMode } from "../../src/log/lss.ts";
-import { physicalOffset } from "../../src/log/recovery.ts";
+import { LogStructuredStore, type LogOptions, type WriteMode } from "../../src/log/log.ts";
+import { LogGeometry } from "../../src/log/address.ts";
 import { BACKENDS, rng, scratchDir } from "../helpers.ts";
 import {
   append,
@@ -49,7 +49,7 @@ async function listUnits(file: string, io: "portable" | "uring"): Promise<{ unit
         address: unit.header.address,
         prevEnd: unit.header.prevEnd,
         end: unit.next.prevEnd,
-        fileOffset: physicalOffset(log.segmentSize, unit.header.segmentIndex, unit.header.address),
+        fileOffset: new LogGeometry(log.segmentSize).physicalOffset(unit.header.segmentIndex, unit.header.address),
         fileBytes,
       });
     });

@@ -5,7 +5,7 @@
 import { expect } from "bun:test";
 import type { FileHandle, IoBackend } from "../../src/io/backend.ts";
 import { openBackend } from "../../src/io/open.ts";
-import { LogStructuredStore, type LogOptions } from "../../src/log/lss.ts";
+import { openLog, type LogOptions, type LogStructuredStore } from "../../src/log/log.ts";
 import type { Reservation } from "../../src/log/ring.ts";
 import { FlushBuffer } from "../../src/log/flush-buffer.ts";
 import { fillPattern } from "../helpers.ts";
@@ -35,7 +35,7 @@ export async function openRecorded(
 ): Promise<{ log: LogStructuredStore; backend: ShufflingBackend }> {
   const backend = new ShufflingBackend(await openBackend({ io, queueDepth: 256 }), shuffling);
   try {
-    const log = await LogStructuredStore.open(path, { ...options, backend });
+    const log = await openLog(path, options, backend);
     return { log, backend };
   } catch (error) {
     if (backend.inFlight === 0) backend.close();

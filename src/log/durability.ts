@@ -1,0 +1,242 @@
+/**
+ * What is durable, and making it so: the stability tracker, the datasync pipeline (at most one
+ * datasync in flight, issued only when wanted) and the promises that wait for durability.
+ *
+ * Units are registered in log order; each becomes durable when its write has completed *and* a
+ * datasync issued after that completion has completed. Writes may finish in any order
+ * (tailLocalized mode), so durable units can form islands ahead of a gap; `stableAddress`
+ * advances only over the gap-free prefix, and never goes backwards.
+ *
+ * Addresses are logical log bytes everywhere, the one unit (bloom_lfs compared a byte address
+ * against a slot index). Nothing counts as durable before it was written: `stableAddress` starts
+ * at the log's start and only a completed write plus datasync moves it.
+ *
+ * A datasync is issued only when someone wants one: a durability waiter, a flush asked for (the
+ * sync target, or a group commit in waiting — see flusher.ts), or {@link SYNC_EVERY_UNITS} written
+ * units piling up. Streaming writes nobody waits on thus run at device speed, not datasync speed.
+ * Every completed datasync is announced (`onSynced`): the reuse rule, the durable tail and group
+ * commit all move on it.
+ *
+ * @module
+ */
+import type { FileHandle } from "../io/backend.ts";
+import type { IoQueue } from "../io/queue.ts";
+import { CorruptionError, type LssError } from "../errors.ts";
+import { asLssError, type LogLifecycle } from "./lifecycle.ts";
+
+/** Written units that trigger a datasync even when nobody waits for durability yet. */
+export const SYNC_EVERY_UNITS = 16;
+
+interface TrackedUnit {
+  readonly end: number;
+  written: boolean;
+  durable: boolean;
+}
+
+/** Tracks units from registration to durability (pure state, no I/O). */
+export class StabilityTracker {
+  private readonly units: TrackedUnit[] = [];
+  private head = 0;
+  private nextId = 0;
+  private stable: number;
+  /** Units written but not yet covered by a completed datasync, by id. */
+  private readonly writtenUnsynced: number[] = [];
+
+  constructor(startAddress: number) {
+    this.stable = startAddress;
+  }
+
+  /** Every byte below this address is on stable storage. */
+  get stableAddress(): number {
+    return this.stable;
+  }
+
+  /** Units registered and not yet durable. */
+  get pendingUnits(): number {
+    return this.nextId - this.head;
+  }
+
+  /** Units written whose datasync has not been issued yet. */
+  get unsyncedUnits(): number {
+    return this.writtenUnsynced.length;
+  }
+
+  /** Register the next unit of the log, ending at `end`; returns its id. */
+  register(end: number): number {
+    const last = this.units[this.units.length - 1];
+    if (end <= (last?.end ?? this.stable)) throw new Error(`unit end ${end} does not advance the log`);
+    this.units.push({ end, written: false, durable: false });
+    return this.nextId++;
+  }
+
+  /** The unit's write completed (not yet durable: a datasync must follow). */
+  markWritten(id: number): void {
+    const unit = this.unit(id);
+    if (unit.written) throw new Error(`unit ${id} written twice`);
+    unit.written = true;
+    this.writtenUnsynced.push(id);
+  }
+
+  /** A datasync is being issued: it covers every unit written so far. Returns their ids. */
+  beginSync(): number[] {
+    return this.writtenUnsynced.splice(0, this.writtenUnsynced.length);
+  }
+
+  /** That datasync completed: its units are durable; advance over the gap-free prefix. */
+  completeSync(ids: readonly number[]): void {
+    for (const id of ids) this.unit(id).durable = true;
+    let advanced = 0;
+    while (this.head < this.nextId && (this.units[advanced] as TrackedUnit).durable) {
+      this.stable = (this.units[advanced] as TrackedUnit).end;
+      this.head += 1;
+      advanced += 1;
+    }
+    if (advanced > 0) this.units.splice(0, advanced);
+  }
+
+  /** A datasync failed: its units go back to waiting for the next one. */
+  failSync(ids: readonly number[]): void {
+    this.writtenUnsynced.unshift(...ids);
+  }
+
+  /** True when the byte at `address` is durable. */
+  isDurable(address: number): boolean {
+    return address < this.stable;
+  }
+
+  private unit(id: number): TrackedUnit {
+    const unit = this.units[id - this.head];
+    if (unit === undefined) throw new Error(`unknown unit ${id}`);
+    return unit;
+  }
+}
+
+/** Who else wants a datasync, and who hears that one completed. */
+export interface DurabilityHooks {
+  /** A group commit is waiting for the pipeline to drain: sync what is written. */
+  groupCommitPending(): boolean;
+  /** A datasync completed (stableAddress may have moved). */
+  onSynced(): void;
+}
+
+interface DurabilityWaiter {
+  readonly address: number;
+  readonly resolve: () => void;
+  readonly reject: (error: Error) => void;
+}
+
+/** The tracker, the datasync pipeline and the durability waiters of one log. */
+export class Durability {
+  private readonly queue: IoQueue;
+  private readonly file: FileHandle;
+  private readonly life: LogLifecycle;
+  private readonly hooks: DurabilityHooks;
+  private tracker: StabilityTracker;
+  private syncing = false;
+  /** A flush was asked for up to here: sync until stable reaches it, waiters or not. */
+  private syncTarget = 0;
+  private waiters: DurabilityWaiter[] = [];
+  /** Datasyncs completed (a statistic). */
+  datasyncs = 0;
+
+  constructor(queue: IoQueue, file: FileHandle, life: LogLifecycle, startAddress: number, hooks: DurabilityHooks) {
+    this.queue = queue;
+    this.file = file;
+    this.life = life;
+    this.hooks = hooks;
+    this.tracker = new StabilityTracker(startAddress);
+    life.onFailure((error) => this.rejectAll(error));
+  }
+
+  /** Recovery fixed where the log continues: everything before `address` is durable. */
+  restart(address: number): void {
+    if (this.tracker.pendingUnits !== 0) throw new Error(`restart with ${this.tracker.pendingUnits} units not durable`);
+    this.tracker = new StabilityTracker(address);
+  }
+
+  /** Every log byte below this address is on stable storage. */
+  get stableAddress(): number {
+    return this.tracker.stableAddress;
+  }
+
+  isDurable(address: number): boolean {
+    return this.tracker.isDurable(address);
+  }
+
+  /** A datasync is in flight. */
+  get busy(): boolean {
+    return this.syncing;
+  }
+
+  /** Register the next unit, ending at `end`; returns its id. */
+  register(end: number): number {
+    return this.tracker.register(end);
+  }
+
+  /** The unit's write completed; a datasync issued from now on covers it (see {@link scheduleSync}). */
+  markWritten(id: number): void {
+    this.tracker.markWritten(id);
+  }
+
+  /** Sync until the log is durable up to `address`, whether or not anybody waits for it. */
+  syncUpTo(address: number): void {
+    this.syncTarget = Math.max(this.syncTarget, address);
+    this.scheduleSync();
+  }
+
+  /** Resolve once every log byte below `address` is durable; reject on a failure. */
+  waitDurable(address: number): Promise<void> {
+    if (address <= this.stableAddress) return Promise.resolve();
+    const failure = this.life.failed;
+    if (failure !== undefined) return Promise.reject(failure);
+    const waiting = new Promise<void>((resolve, reject) => this.waiters.push({ address, resolve, reject }));
+    this.scheduleSync();
+    return waiting;
+  }
+
+  /** Issue a datasync covering every unit written so far, if one is wanted and none is in flight. */
+  scheduleSync(): void {
+    const tracker = this.tracker;
+    if (this.syncing || tracker.unsyncedUnits === 0 || this.life.failed !== undefined) return;
+    const wanted =
+      this.waiters.length > 0 ||
+      this.hooks.groupCommitPending() ||
+      tracker.stableAddress < this.syncTarget ||
+      tracker.unsyncedUnits >= SYNC_EVERY_UNITS;
+    if (!wanted) return;
+    const ids = tracker.beginSync();
+    this.syncing = true;
+    this.queue.datasync(this.file).then(
+      () => {
+        this.syncing = false;
+        this.datasyncs += 1;
+        tracker.completeSync(ids);
+        this.wakeWaiters();
+        this.scheduleSync();
+        this.hooks.onSynced();
+      },
+      (error: unknown) => {
+        this.syncing = false;
+        tracker.failSync(ids);
+        this.life.fail(asLssError(error, (message) => new CorruptionError(message)));
+      },
+    );
+  }
+
+  private wakeWaiters(): void {
+    if (this.waiters.length === 0) return;
+    const stable = this.stableAddress;
+    const still: DurabilityWaiter[] = [];
+    for (const waiter of this.waiters) {
+      if (waiter.address <= stable) waiter.resolve();
+      else still.push(waiter);
+    }
+    this.waiters = still;
+  }
+
+  private rejectAll(error: LssError): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const waiter of waiters) waiter.reject(error);
+  }
+}

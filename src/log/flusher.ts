@@ -1,0 +1,320 @@
+/**
+ * The flush pipeline of the owner thread: when buffers are sealed, when their writes start (in
+ * either write mode), what a completed write sets off, group commit, `flush()`, and serving
+ * Workers' doorbells. Owns the pipeline's state: slots ready to flush, writes in flight, the
+ * serialized mode's queue, and the group-commit flags.
+ *
+ * ## The pump
+ *
+ * Everything the owner does to move buffers along is one step, {@link Flusher.pump}:
+ * 1. finalize the open buffer if it was sealed (rotation.ts fixes its unit's extent);
+ * 2. open the next slot if it is free (rotation.ts);
+ * 3. start the flush of every finalized slot whose last writer has left;
+ * 4. open the next slot again (step 3 frees the slots of empty units at once).
+ *
+ * The step is idempotent and cheap, so it simply runs after each event that may let the pipeline
+ * move, and only then:
+ * - **ready**: a slot's last writer left a sealed buffer ({@link Flusher.flushReady}, the ring hook
+ *   on the owner thread; {@link Flusher.pollCompletions} for the slots Workers flagged);
+ * - **sealed**: a buffer was sealed, by a reservation that did not fit (ring hook) or by the owner
+ *   ({@link Flusher.sealCurrent});
+ * - **written**: a unit's write completed, freeing its slot (and, in serialized mode, letting the
+ *   next queued write go).
+ *
+ * ## Write modes
+ *
+ * `tailLocalized` starts every ready flush at once (writes complete in any order; durability.ts
+ * only advances over the gap-free prefix). `serialized` keeps one write in flight and queues the
+ * rest in log order.
+ *
+ * ## Group commit
+ *
+ * {@link Flusher.requestFlush} seals the open buffer on the next turn of the event loop if the
+ * write/datasync pipeline is idle; if it is busy, the buffer is sealed as soon as it drains (on the
+ * next completed datasync). Every commit that arrives meanwhile shares one write and one datasync.
+ *
+ * @module
+ */
+import type { FileHandle, NativeBuffer } from "../io/backend.ts";
+import type { IoQueue } from "../io/queue.ts";
+import { CorruptionError, InvalidArgumentError } from "../errors.ts";
+import type { LogGeometry } from "./address.ts";
+import type { Durability } from "./durability.ts";
+import type { FlushBuffer } from "./flush-buffer.ts";
+import { encodeUnitHeader, UNIT_HEADER_BYTES, unitFileBytes } from "./format.ts";
+import { asLssError, type LogLifecycle } from "./lifecycle.ts";
+import type { SegmentPrewriter } from "./prewrite.ts";
+import type { OwnerRing } from "./ring.ts";
+import type { Rotation } from "./rotation.ts";
+
+/** How flushes are dispatched. */
+export type WriteMode = "tailLocalized" | "serialized";
+
+/** What the flusher writes with. */
+export interface FlusherDeps {
+  readonly writeMode: WriteMode;
+  readonly ring: OwnerRing;
+  /** The native buffers behind the ring's slots (what the unit writes are issued from). */
+  readonly buffers: readonly NativeBuffer[];
+  readonly rotation: Rotation;
+  readonly durability: Durability;
+  readonly prewriter: SegmentPrewriter;
+  readonly queue: IoQueue;
+  readonly file: FileHandle;
+  readonly geometry: LogGeometry;
+  readonly life: LogLifecycle;
+  /** Epoch of this open, written into every unit header. */
+  readonly epoch: () => number;
+}
+
+/** The owner's flush pipeline. */
+export class Flusher {
+  private readonly deps: FlusherDeps;
+  private readonly readyToFlush = new Set<number>();
+  private writes = 0;
+  private readonly serializedQueue: number[] = [];
+  /** A group commit waits for the pipeline to drain. */
+  private flushWhenIdle = false;
+  private sealScheduled = false;
+  private pumping = false;
+  private doorbellSeen = 0;
+  /** Statistics. */
+  unitsWritten = 0;
+  bytesWritten = 0;
+
+  constructor(deps: FlusherDeps) {
+    this.deps = deps;
+  }
+
+  /** Unit writes in flight. */
+  get writesInFlight(): number {
+    return this.writes;
+  }
+
+  /** A group commit is waiting: durability.ts syncs what is written meanwhile. */
+  get groupCommitPending(): boolean {
+    return this.flushWhenIdle;
+  }
+
+  private get pipelineIdle(): boolean {
+    return this.writes === 0 && !this.deps.durability.busy;
+  }
+
+  // ───────────────────────────── events ─────────────────────────────
+
+  /** Event "ready": slot `slot` is sealed and its last writer left (owner thread). */
+  flushReady(slot: number): void {
+    this.readyToFlush.add(slot);
+    this.pump();
+  }
+
+  /** Event "sealed": a reservation that did not fit sealed the open buffer (owner thread). */
+  sealed(): void {
+    this.pump();
+  }
+
+  /** Process what Workers signalled and what the owner's own seals and releases left to do. */
+  pollCompletions(): number {
+    const mask = this.deps.ring.takeFlushMask();
+    for (let slot = 0; slot < this.deps.ring.ringSize; slot++) if ((mask & (1 << slot)) !== 0) this.readyToFlush.add(slot);
+    return this.pump();
+  }
+
+  /** A datasync completed: a group commit waiting for the pipeline to drain may seal now. */
+  onSynced(): void {
+    if (this.flushWhenIdle && this.pipelineIdle) this.sealOpenBuffer();
+  }
+
+  // ───────────────────────────── the pump ─────────────────────────────
+
+  /** The owner's one step (see the module comment). Returns the flushes it started. */
+  pump(): number {
+    const { life, rotation } = this.deps;
+    if (!life.running) return 0;
+    // Invariant: the step never re-enters itself (nothing it calls completes I/O synchronously).
+    if (this.pumping) throw new Error("Flusher.pump re-entered");
+    this.pumping = true;
+    try {
+      rotation.finalizeSealed();
+      rotation.openNext();
+      let started = 0;
+      for (const slot of [...this.readyToFlush]) {
+        if (!rotation.unitOf(slot).finalized) continue;
+        this.readyToFlush.delete(slot);
+        this.startFlush(slot);
+        started += 1;
+      }
+      rotation.openNext();
+      return started;
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private startFlush(slot: number): void {
+    const unit = this.deps.rotation.unitOf(slot);
+    if (unit.unitId < 0) {
+      // Sealed empty: no unit to write, the slot is free at once.
+      (this.deps.ring.slots[slot] as FlushBuffer).markFree();
+      return;
+    }
+    if (this.deps.writeMode === "serialized" && this.writes > 0) {
+      this.serializedQueue.push(slot);
+      return;
+    }
+    this.dispatchWrite(slot);
+  }
+
+  private dispatchWrite(slot: number): void {
+    const { ring, rotation, durability, prewriter, queue, file, geometry, life } = this.deps;
+    if (!life.isOpen) return;
+    const unit = rotation.unitOf(slot);
+    const buffer = ring.slots[slot] as FlushBuffer;
+    const native = this.deps.buffers[slot] as NativeBuffer;
+    const fill = buffer.finalFillBytes;
+    const fileBytes = unitFileBytes(fill);
+    const base = buffer.baseAddress;
+    const payload = native.bytes.subarray(UNIT_HEADER_BYTES, UNIT_HEADER_BYTES + fill);
+    native.bytes.fill(0, UNIT_HEADER_BYTES + fill, fileBytes);
+    encodeUnitHeader(native.bytes, {
+      address: base,
+      payloadBytes: fill,
+      prevEnd: buffer.prevEnd,
+      segmentIndex: unit.segmentIndex,
+      nextSegmentIndex: unit.nextSegmentIndex,
+      payloadCrc: Bun.hash.crc32(payload) >>> 0,
+      epoch: this.deps.epoch(),
+    });
+    const offset = geometry.physicalOffset(unit.segmentIndex, base);
+    const unitId = unit.unitId;
+    this.writes += 1;
+    // A segment being pre-written takes no unit until its zeros are down (see prewrite.ts).
+    const prewrite = prewriter.ready(unit.segmentIndex);
+    const write =
+      prewrite === undefined
+        ? queue.write(file, native, 0, fileBytes, offset)
+        : prewrite.then(() => queue.write(file, native, 0, fileBytes, offset));
+    write.then(
+      () => {
+        // Event "written".
+        this.writes -= 1;
+        this.unitsWritten += 1;
+        this.bytesWritten += fileBytes;
+        durability.markWritten(unitId);
+        buffer.markFree();
+        durability.scheduleSync();
+        const queued = this.serializedQueue.shift();
+        if (queued !== undefined) this.dispatchWrite(queued);
+        this.pump();
+      },
+      (error: unknown) => {
+        this.writes -= 1;
+        life.fail(asLssError(error, (message) => new CorruptionError(message)));
+      },
+    );
+  }
+
+  // ───────────────────────────── sealing ─────────────────────────────
+
+  /**
+   * Seal the open buffer and hand it on: a non-empty one becomes a unit; with `evenIfEmpty`, an
+   * empty one moves the log to the next segment's start (see Rotation.finalizeSealed).
+   */
+  sealCurrent(evenIfEmpty: boolean): void {
+    const rotation = this.deps.rotation;
+    const current = rotation.current;
+    if (rotation.opening || current.isFree) return;
+    if (!evenIfEmpty && current.offsetBytes === 0) return;
+    if (current.seal() && current.startFlush) this.readyToFlush.add(current.slot);
+    this.pump();
+  }
+
+  private sealOpenBuffer(): void {
+    this.flushWhenIdle = false;
+    this.sealCurrent(false);
+    // Whatever was sealed must also be synced, even if nobody waits on it (relaxed durability).
+    this.deps.durability.syncUpTo(this.deps.rotation.sealedEnd);
+  }
+
+  /**
+   * Group commit: ask for everything reserved so far to become durable, without forcing a flush
+   * of its own while another write or datasync is in flight (see the module comment).
+   */
+  requestFlush(immediate = false): void {
+    const life = this.deps.life;
+    if (!life.running || life.readOnly) return;
+    this.flushWhenIdle = true;
+    if (!this.pipelineIdle) return;
+    if (immediate) {
+      // The caller knows no other commit is coming in this turn: no reason to wait for one.
+      this.sealOpenBuffer();
+      return;
+    }
+    if (this.sealScheduled) return;
+    // Seal on the next turn of the event loop, not now: every commit made in this turn (their
+    // promise chains run as microtasks) joins the same unit and the same datasync.
+    this.sealScheduled = true;
+    setImmediate(() => {
+      this.sealScheduled = false;
+      if (this.flushWhenIdle && this.pipelineIdle) this.sealOpenBuffer();
+    });
+  }
+
+  /**
+   * Seal the open buffer and resolve when everything reserved so far is durable. Reservations
+   * still being written are waited for: their buffer flushes when the last writer releases.
+   */
+  async flush(): Promise<void> {
+    const { life, rotation, ring } = this.deps;
+    life.assertOpen();
+    if (life.readOnly) return;
+    if (life.failed !== undefined) throw life.failed;
+    this.pollCompletions();
+    this.sealCurrent(false);
+    // Sealed but not finalized (a Worker's overrunning reservation still holds a writer): its
+    // end is not known yet; wait for that writer's release, signalled through the doorbell.
+    while (life.isOpen && rotation.sealedUnfinalized) {
+      const seen = ring.doorbell;
+      this.pollCompletions();
+      if (!rotation.sealedUnfinalized) break;
+      if (life.failed !== undefined) throw life.failed;
+      await ring.waitDoorbell(seen, 5);
+    }
+    await this.deps.durability.waitDurable(rotation.sealedEnd);
+  }
+
+  /**
+   * Move the log's tail to the start of the next segment. Needs an empty open buffer (`flush()`
+   * first), and a unit written before it is called again: the recovery walk follows one skipped
+   * segment tail at a time, never a whole empty segment.
+   */
+  async advanceSegment(): Promise<void> {
+    await this.flush();
+    const { rotation, ring } = this.deps;
+    if (rotation.emptyTail() === undefined) throw new InvalidArgumentError("advanceSegment() needs an empty open buffer");
+    this.sealCurrent(true);
+    if (rotation.opening) await ring.waitForRotation(ring.currentCounter);
+  }
+
+  /**
+   * Serve Workers writing through the ring: until `stop` resolves (or close), wake on the ring's
+   * doorbell and process what they signal.
+   */
+  async serveWorkers(stop: Promise<unknown>): Promise<void> {
+    const { life, ring } = this.deps;
+    let stopped = false;
+    void stop.then(() => {
+      stopped = true;
+    });
+    while (!stopped && life.isOpen) {
+      const seen = ring.doorbell;
+      if (seen !== this.doorbellSeen) {
+        this.doorbellSeen = seen;
+        this.pollCompletions();
+        continue;
+      }
+      await ring.waitDoorbell(seen, 5);
+    }
+    this.pollCompletions();
+  }
+}

@@ -1,0 +1,703 @@
+/**
+ * LogStructuredStore: LLAMA's log-structured secondary storage over one file — the facade.
+ *
+ * Data path: `reserveSpace(n)` claims bytes of the open flush buffer (one CAS, ring.ts) → the
+ * caller copies its payload (`writePayload`, no lock) → the buffer is sealed (full, or `flush()`)
+ * → the last writer out (or the sealer) hands it to the owner → rotation.ts fixes the unit's
+ * extent → flusher.ts writes the filled part, rounded up to 4 KiB, with a checksummed unit header
+ * → the write completes → durability.ts issues a datasync after it → `stableAddress` advances
+ * over the gap-free prefix of durable units → tail.ts hands the units to its followers.
+ *
+ * This object is the *owner*: it alone rotates buffers, allocates segments and touches the file.
+ * It holds one object per piece of state and wires them together; it inherits from nothing.
+ * Workers reserve and write through a {@link RingWriter} attached to {@link ringDescriptor}; the
+ * owner hears them through the ring's doorbell ({@link serveWorkers}, {@link pollCompletions}).
+ *
+ * | file | owns |
+ * |---|---|
+ * | address.ts | segment / file-offset math (no state) |
+ * | root.ts | the root block and its two copies |
+ * | space.ts (+ segments.ts) | which segment holds what; the writer's segments; file growth and shrink |
+ * | ring.ts, flush-buffer.ts | the shared ring words: reservations, seals, the open buffer |
+ * | rotation.ts | the writer's position: each slot's unit, where the next unit goes |
+ * | flusher.ts | the flush pipeline: the pump, writes in flight, both write modes, group commit |
+ * | durability.ts | the stability tracker, datasyncs, durability waiters |
+ * | reader.ts | reads and their buffer pools |
+ * | walk.ts | the one unit checker and recovery's checked walk |
+ * | tail.ts | the durable tail: followers, range reads, retention |
+ * | prewrite.ts | zero-filling fresh segments |
+ * | lifecycle.ts | open / recovered / failed |
+ *
+ * @module
+ */
+import type { FileHandle, IoBackend, IoChoice, NativeBuffer } from "../io/backend.ts";
+import { openBackend } from "../io/open.ts";
+import { IoQueue } from "../io/queue.ts";
+import { CorruptionError, InvalidArgumentError, LssError, ReadOnlyError } from "../errors.ts";
+import { checkAlignedSize, LogGeometry } from "./address.ts";
+import { Durability } from "./durability.ts";
+import { MAX_BUFFER_BYTES, type FlushBuffer } from "./flush-buffer.ts";
+import type { LogPosition, RootBlock } from "./format.ts";
+import { Flusher, type WriteMode } from "./flusher.ts";
+import { LogLifecycle } from "./lifecycle.ts";
+import { SegmentPrewriter } from "./prewrite.ts";
+import { LogReader, type SegmentUnit } from "./reader.ts";
+import { createRingShared, MAX_RING_SIZE, MIN_RING_SIZE, OwnerRing, type Reservation, type RingDescriptor } from "./ring.ts";
+import { RootBlocks, type RootPatch } from "./root.ts";
+import { Rotation } from "./rotation.ts";
+import type { SegmentTableState } from "./segments.ts";
+import { SegmentSpace } from "./space.ts";
+import { DurableTail, type DurableUnit, type DurableUnitsOptions, type LogRetention } from "./tail.ts";
+import { walkLog, type WalkedUnit } from "./walk.ts";
+
+export type { WriteMode } from "./flusher.ts";
+export type { DurableUnit, DurableUnitsOptions, LogRetention } from "./tail.ts";
+export { DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES } from "./address.ts";
+
+/** Options of {@link LogStructuredStore.open}. */
+export interface LogOptions {
+  /** `tailLocalized` (default): several flushes in flight; `serialized`: one at a time. */
+  writeMode?: WriteMode;
+  /** Bytes per flush buffer (default 1 MiB; a multiple of 4096, 8 KiB to 128 MiB, ≤ segmentSize). */
+  bufferSize?: number;
+  /** Flush buffers in the ring (default 4; 2 to 30). */
+  ringSize?: number;
+  /** Bytes per segment for a new file (default 8 MiB; a multiple of 4096, ≥ 64 KiB). An existing file keeps its own. */
+  segmentSize?: number;
+  /** I/O backend: `auto` (default), `uring` or `portable`. */
+  io?: IoChoice;
+  /** Queue depth of the backend the log opens (default 256). */
+  queueDepth?: number;
+  /** Create the file when missing (default true). */
+  create?: boolean;
+  /** Open without writing anything (default false). */
+  readOnly?: boolean;
+  /** Largest file the log may grow to, in bytes (default: unlimited). */
+  maxFileBytes?: number;
+  /**
+   * Leave recovery to the caller (the seid store): it reads the checkpoint with
+   * {@link LogStructuredStore.readCheckpoint} and then calls {@link LogStructuredStore.recover}.
+   */
+  deferRecovery?: boolean;
+}
+
+export const DEFAULT_BUFFER_BYTES = 1 << 20;
+export const DEFAULT_RING_SIZE = 4;
+export const MIN_BUFFER_BYTES = 8 << 10;
+
+/** Counters the log keeps. */
+export interface LogStats {
+  unitsWritten: number;
+  bytesWritten: number;
+  datasyncs: number;
+  stableAddress: number;
+  segmentsLive: number;
+  segmentsFree: number;
+  segmentsPending: number;
+  /** Fresh segments zero-filled ahead of use (see prewrite.ts). */
+  segmentsPrewritten: number;
+  fileBytes: number;
+}
+
+/** Key of the internal open that takes an injected backend (see {@link openLog}): not exported. */
+const OPEN_ON: unique symbol = Symbol("bloom-lss.openLog");
+
+/**
+ * Open a log on `backend` when given (the test harness injects fault-injecting and shuffling
+ * backends; the store passes its own through). Not exported from the package: a test seam, not
+ * an option users set. The log does not close an injected backend.
+ */
+export function openLog(path: string, options: LogOptions, backend: IoBackend | undefined): Promise<LogStructuredStore> {
+  return LogStructuredStore[OPEN_ON](path, options, backend);
+}
+
+/** The LLAMA log over one file. */
+export class LogStructuredStore {
+  readonly path: string;
+  readonly writeMode: WriteMode;
+  readonly segmentSize: number;
+  readonly readOnly: boolean;
+  readonly backend: IoBackend;
+  private readonly ownsBackend: boolean;
+  private readonly file: FileHandle;
+  private readonly queue: IoQueue;
+  private readonly buffers: NativeBuffer[];
+  private readonly shared: SharedArrayBuffer;
+  private readonly geometry: LogGeometry;
+  private readonly life: LogLifecycle;
+  private readonly root: RootBlocks;
+  private readonly ring: OwnerRing;
+  private readonly prewriter: SegmentPrewriter;
+  private readonly space: SegmentSpace;
+  private readonly durability: Durability;
+  private readonly rotation: Rotation;
+  private readonly flusher: Flusher;
+  private readonly reader: LogReader;
+  private readonly tail: DurableTail;
+  /** Epoch of the checkpoint's units, learned while reading it (see replayMinEpoch). */
+  private checkpointEpoch: number | undefined;
+
+  private constructor(init: {
+    path: string;
+    options: LogOptions;
+    backend: IoBackend;
+    ownsBackend: boolean;
+    file: FileHandle;
+    queue: IoQueue;
+    root: RootBlocks;
+    buffers: NativeBuffer[];
+    shared: SharedArrayBuffer;
+  }) {
+    const { backend, file, queue, buffers } = init;
+    this.path = init.path;
+    this.writeMode = init.options.writeMode ?? "tailLocalized";
+    this.readOnly = init.options.readOnly ?? false;
+    this.backend = backend;
+    this.ownsBackend = init.ownsBackend;
+    this.file = file;
+    this.queue = queue;
+    this.buffers = buffers;
+    this.shared = init.shared;
+    this.root = init.root;
+    this.segmentSize = init.root.current.segmentSize;
+    const geometry = (this.geometry = new LogGeometry(this.segmentSize));
+    const life = (this.life = new LogLifecycle(init.path, this.readOnly));
+    const descriptor: RingDescriptor = {
+      shared: init.shared,
+      ringSize: buffers.length,
+      bufferSize: (buffers[0] as NativeBuffer).sizeBytes,
+      bufferPtrs: buffers.map((b) => b.ptr),
+    };
+    // The ring's hooks reach the flusher, made below: they only fire once reservations start.
+    this.ring = new OwnerRing(
+      descriptor,
+      buffers.map((b) => b.bytes),
+      {
+        flushReady: (slot) => this.flusher.flushReady(slot),
+        sealed: () => this.flusher.sealed(),
+        assertCanReserve: () => this.assertCanReserve(),
+      },
+    );
+    this.prewriter = new SegmentPrewriter(backend, queue, file);
+    this.space = new SegmentSpace(backend, file, geometry, this.prewriter, init.options.maxFileBytes ?? Number.MAX_SAFE_INTEGER);
+    this.durability = new Durability(queue, file, life, init.root.current.replayFrom.address, {
+      groupCommitPending: () => this.flusher.groupCommitPending,
+      onSynced: () => {
+        this.promotePending();
+        this.tail.onStableAdvanced();
+        this.flusher.onSynced();
+      },
+    });
+    this.rotation = new Rotation(this.ring, geometry, this.space, this.durability, this.prewriter, life);
+    this.flusher = new Flusher({
+      writeMode: this.writeMode,
+      ring: this.ring,
+      buffers,
+      rotation: this.rotation,
+      durability: this.durability,
+      prewriter: this.prewriter,
+      queue,
+      file,
+      geometry,
+      life,
+      epoch: () => this.root.current.epoch,
+    });
+    this.reader = new LogReader(backend, queue, file, geometry, this.space, this.ring, life);
+    this.tail = new DurableTail({
+      geometry,
+      space: this.space,
+      reader: this.reader,
+      durability: this.durability,
+      life,
+      queue,
+      file,
+      onRetentionMoved: () => this.promotePending(),
+    });
+    life.onFailure(() => this.ring.wakeReservers());
+    for (const slot of this.ring.slots) slot.markFree();
+  }
+
+  /** Open (or create) the log file at `path`. */
+  static async open(path: string, options: LogOptions = {}): Promise<LogStructuredStore> {
+    return LogStructuredStore[OPEN_ON](path, options, undefined);
+  }
+
+  /** @hidden Used by {@link openLog}; not part of the API. */
+  static async [OPEN_ON](path: string, options: LogOptions, injected: IoBackend | undefined): Promise<LogStructuredStore> {
+    const requestedBufferSize = options.bufferSize;
+    let bufferSize = requestedBufferSize ?? DEFAULT_BUFFER_BYTES;
+    const ringSize = options.ringSize ?? DEFAULT_RING_SIZE;
+    checkAlignedSize("bufferSize", bufferSize, MIN_BUFFER_BYTES, MAX_BUFFER_BYTES);
+    if (!Number.isInteger(ringSize) || ringSize < MIN_RING_SIZE || ringSize > MAX_RING_SIZE) {
+      throw new InvalidArgumentError(`ringSize must be an integer in [${MIN_RING_SIZE}, ${MAX_RING_SIZE}], got ${ringSize}`);
+    }
+    const writeMode = options.writeMode ?? "tailLocalized";
+    if (writeMode !== "tailLocalized" && writeMode !== "serialized") {
+      throw new InvalidArgumentError(`writeMode must be "tailLocalized" or "serialized", got ${JSON.stringify(writeMode)}`);
+    }
+    // An injected backend (the test harness's fault-injecting or shuffling wrappers) stays the
+    // caller's to close.
+    const ownsBackend = injected === undefined;
+    const backend = injected ?? (await openBackend({ io: options.io, queueDepth: options.queueDepth }));
+    let file: FileHandle | undefined;
+    let root: RootBlocks | undefined;
+    const buffers: NativeBuffer[] = [];
+    try {
+      file = openLogFile(backend, path, options);
+      backend.lockFile(file);
+      const queue = new IoQueue(backend);
+      root = await RootBlocks.loadOrCreate(queue, file, options, bufferSize);
+      const segmentSize = root.current.segmentSize;
+      // An existing file keeps its segment size; an unspecified buffer size fits inside it.
+      if (requestedBufferSize === undefined) bufferSize = Math.min(bufferSize, segmentSize);
+      if (bufferSize > segmentSize) {
+        throw new InvalidArgumentError(`bufferSize ${bufferSize} exceeds the file's segmentSize ${segmentSize}`);
+      }
+      for (let i = 0; i < ringSize; i++) buffers.push(backend.alloc(bufferSize));
+      const log = new LogStructuredStore({ path, options, backend, ownsBackend, file, queue, root, buffers, shared: createRingShared(ringSize) });
+      if (options.deferRecovery !== true) await log.recover(undefined, () => {});
+      return log;
+    } catch (error) {
+      for (const buffer of buffers) backend.free(buffer);
+      root?.free();
+      if (file !== undefined) backend.closeFile(file);
+      if (ownsBackend) backend.close();
+      throw error;
+    }
+  }
+
+  // ───────────────────────────── state ─────────────────────────────
+
+  /** The root block as loaded or last written (the layer above keeps its own fields in `user`). */
+  get rootBlock(): Readonly<RootBlock> {
+    return this.root.current;
+  }
+
+  /** What a Worker needs to reserve and write through this ring. */
+  get ringDescriptor(): RingDescriptor {
+    return { shared: this.shared, ringSize: this.ring.ringSize, bufferSize: this.ring.bufferSize, bufferPtrs: this.buffers.map((b) => b.ptr) };
+  }
+
+  /** Every log byte below this address is on stable storage. */
+  get stableAddress(): number {
+    return this.durability.stableAddress;
+  }
+
+  /** True when the log byte at `address` is durable. */
+  isDurable(address: number): boolean {
+    return this.durability.isDurable(address);
+  }
+
+  /** Why the log stopped accepting writes, if it did (a failed write or datasync). */
+  get failedReason(): LssError | undefined {
+    return this.life.failed;
+  }
+
+  /** True once {@link close} has run. */
+  get closed(): boolean {
+    return !this.life.isOpen;
+  }
+
+  /** Counters and sizes, for `Store.stats()` and benchmarks. */
+  stats(): LogStats {
+    return {
+      unitsWritten: this.flusher.unitsWritten,
+      bytesWritten: this.flusher.bytesWritten,
+      datasyncs: this.durability.datasyncs,
+      stableAddress: this.stableAddress,
+      segmentsLive: this.space.liveCount,
+      segmentsFree: this.space.freeCount,
+      segmentsPending: this.space.pendingCount,
+      segmentsPrewritten: this.prewriter.segmentsPrewritten,
+      fileBytes: this.backend.closed ? 0 : this.backend.fileSizeBytes(this.file),
+    };
+  }
+
+  // ───────────────────────────── the ring (delegated) ─────────────────────────────
+
+  /** Flush buffers in the ring. */
+  get ringSize(): number {
+    return this.ring.ringSize;
+  }
+
+  /** Bytes per flush buffer. */
+  get bufferSize(): number {
+    return this.ring.bufferSize;
+  }
+
+  /** Largest single reservation: a whole buffer's payload. */
+  get maxReservationBytes(): number {
+    return this.ring.maxReservationBytes;
+  }
+
+  /** The ring's slots (for tests and diagnostics). */
+  get slots(): readonly FlushBuffer[] {
+    return this.ring.slots;
+  }
+
+  /** Ring counter of the open buffer. */
+  get currentCounter(): number {
+    return this.ring.currentCounter;
+  }
+
+  /** Try to reserve `lengthBytes` without waiting; undefined when every buffer is sealed or flushing. */
+  tryReserve(lengthBytes: number): Reservation | undefined {
+    return this.ring.tryReserve(lengthBytes);
+  }
+
+  /** Claim `lengthBytes` of log, waiting when every buffer is sealed or flushing. */
+  async reserveSpace(lengthBytes: number): Promise<Reservation> {
+    this.assertCanReserve();
+    return this.ring.tryReserve(lengthBytes) ?? this.ring.reserve(lengthBytes);
+  }
+
+  /** Copy `bytes` into the reservation and release it. */
+  writePayload(bytes: Uint8Array, reservation: Reservation): void {
+    this.ring.writePayload(bytes, reservation);
+  }
+
+  /** Drop the reservation's writer (after writing `reservation.bytes` in place). */
+  release(reservation: Reservation): void {
+    this.ring.release(reservation);
+  }
+
+  /** A reservation (or one waiting for a rotation) gives up once the log has failed or closed. */
+  private assertCanReserve(): void {
+    if (this.life.failed !== undefined && this.life.isOpen) throw this.life.failed;
+    this.life.assertWritable();
+  }
+
+  // ───────────────────────────── the flush pipeline (delegated) ─────────────────────────────
+
+  /** Process what Workers signalled and what the owner's own seals and releases left to do. */
+  pollCompletions(): number {
+    return this.flusher.pollCompletions();
+  }
+
+  /**
+   * Seal the open buffer and resolve when everything reserved so far is durable. Reservations
+   * still being written are waited for: their buffer flushes when the last writer releases.
+   */
+  flush(): Promise<void> {
+    return this.flusher.flush();
+  }
+
+  /**
+   * Group commit: ask for everything reserved so far to become durable, without forcing a flush
+   * of its own while another write or datasync is in flight. Pair with {@link waitDurable}.
+   */
+  requestFlush(immediate = false): void {
+    this.flusher.requestFlush(immediate);
+  }
+
+  /** Resolve once every log byte below `address` is durable. */
+  waitDurable(address: number): Promise<void> {
+    return this.durability.waitDurable(address);
+  }
+
+  /**
+   * Move the log's tail to the start of the next segment (taking the lowest free segment for the
+   * one after), so that high segments can later be cut off the file. Needs an empty open buffer
+   * (`flush()` first), and a unit written before it is called again.
+   */
+  advanceSegment(): Promise<void> {
+    return this.flusher.advanceSegment();
+  }
+
+  /**
+   * Serve Workers writing through {@link ringDescriptor}: until `stop` resolves (or close),
+   * wake on the ring's doorbell and process what they signal. Returns when stopped.
+   */
+  serveWorkers(stop: Promise<unknown>): Promise<void> {
+    return this.flusher.serveWorkers(stop);
+  }
+
+  /** Address where the next unit will start; meaningful right after `flush()` (nothing buffered). */
+  tailPosition(): LogPosition {
+    const position = this.rotation.emptyTail();
+    if (position === undefined) throw new InvalidArgumentError("tailPosition() needs an empty open buffer: flush() first");
+    return position;
+  }
+
+  /** End of the last unit sealed so far (flush() makes everything below it durable). */
+  get sealedEnd(): number {
+    return this.rotation.sealedEnd;
+  }
+
+  /** Address just past everything reserved so far (the open buffer's fill included). */
+  get appendedEnd(): number {
+    return this.rotation.appendedEnd;
+  }
+
+  // ───────────────────────────── reads (delegated) ─────────────────────────────
+
+  /**
+   * Read `lengthBytes` at log `address`: from a flush buffer if the bytes are still in memory,
+   * else from the file. The log does not interpret the bytes; callers verify their own checksums.
+   */
+  read(address: number, lengthBytes: number): Promise<Uint8Array> {
+    return this.reader.read(address, lengthBytes);
+  }
+
+  /** Copy from a flush buffer still holding `[address, +length)`, if one does. */
+  readFromBuffers(address: number, lengthBytes: number): Uint8Array | undefined {
+    return this.reader.readFromBuffers(address, lengthBytes);
+  }
+
+  /** Read every intact unit of segment `seq` (for the cleaner), in address order. */
+  readSegmentUnits(seq: number): Promise<SegmentUnit[]> {
+    return this.reader.readSegmentUnits(seq);
+  }
+
+  // ───────────────────────────── the durable tail ─────────────────────────────
+
+  /**
+   * Every durable unit whose address is at least `from`, in log order, each handed out once it is
+   * durable (the iterator sleeps until the stable address passes it; it never polls).
+   *
+   * `from` is a log address, or the `position` of a unit handed out earlier (resume after it).
+   * The log from `from` on is retained while the iterator runs: no segment holding it is reused.
+   * The iteration ends (`done`) when the log closes, `options.signal` aborts, or the caller stops
+   * (`break` / `return()`, which releases the retention; an iterator dropped without either
+   * holds its log until close). It throws {@link LogTruncatedError} (on the first `next()`) when
+   * the log at `from` was already given back, the log's I/O failure when it fails, and a
+   * `CorruptionError` when a durable unit does not check out.
+   */
+  durableUnits(from: LogPosition | number, options?: DurableUnitsOptions): AsyncIterableIterator<DurableUnit> {
+    return this.tail.durableUnits(from, options);
+  }
+
+  /**
+   * The durable units whose addresses lie in `[from, to)`, read from the file, each checked (for a
+   * standby catching up, or a backup increment). `to` must not exceed {@link stableAddress}.
+   * Throws {@link LogTruncatedError} when the log at `from` was already given back.
+   */
+  readRange(from: LogPosition | number, to: number): Promise<DurableUnit[]> {
+    return this.tail.readRange(from, to);
+  }
+
+  /**
+   * Hold the log from `address` on: until the handle is advanced past it or released, no segment
+   * holding log at or after `address` is reused (given-back segments stay pending). Throws
+   * {@link LogTruncatedError} when that log is gone already.
+   */
+  retain(address: number): LogRetention {
+    return this.tail.retain(address);
+  }
+
+  // ───────────────────────────── recovery ─────────────────────────────
+
+  /**
+   * Read the checkpoint the root block points to: the payloads of its units, in order (copied).
+   * Undefined when the root names no checkpoint. A checkpoint that cannot be read whole is a
+   * `CorruptionError`: the root only ever points to a durable one.
+   */
+  async readCheckpoint(): Promise<Uint8Array[] | undefined> {
+    const checkpoint = this.root.current.checkpoint;
+    if (checkpoint === undefined) return undefined;
+    const payloads: Uint8Array[] = [];
+    let epoch = 0;
+    const walked = await walkLog(
+      this.reader.walkContext(),
+      checkpoint.start,
+      (unit) => {
+        payloads.push(unit.payload.slice());
+        epoch = unit.header.epoch;
+      },
+      checkpoint.endAddress,
+    );
+    if (walked.end.address < checkpoint.endAddress) {
+      throw new CorruptionError(
+        `checkpoint at log address ${checkpoint.start.address} is damaged: readable up to ${walked.end.address}, expected ${checkpoint.endAddress}`,
+      );
+    }
+    this.space.assignAll(walked.segments);
+    this.checkpointEpoch = epoch;
+    return payloads;
+  }
+
+  /**
+   * Epoch of the open that wrote the checkpoint (and set `replayFrom`): every unit after
+   * `replayFrom` was written by it or a later open. A unit of an older epoch at `replayFrom` is
+   * stale — left beyond the tail an earlier crash recovered to, where the log has since been
+   * rewritten up to exactly its address — and must not be replayed. 0 without a checkpoint.
+   */
+  private async replayMinEpoch(): Promise<number> {
+    if (this.checkpointEpoch !== undefined) return this.checkpointEpoch;
+    const checkpoint = this.root.current.checkpoint;
+    if (checkpoint === undefined) return 0;
+    let epoch = 0;
+    await walkLog(this.reader.walkContext(), checkpoint.start, (unit) => void (epoch = unit.header.epoch), checkpoint.start.address + 1);
+    return epoch;
+  }
+
+  /**
+   * Replay the log after the root's `replayFrom`, calling `onUnit` for each intact unit in order,
+   * stopping at the first hole; then set the write position after the last intact unit.
+   * `state` is the segment table of the checkpoint, when there is one.
+   */
+  async recover(state: SegmentTableState | undefined, onUnit: (unit: WalkedUnit) => void | Promise<void>): Promise<{ units: number; bytes: number }> {
+    if (this.life.recovered) throw new InvalidArgumentError("recover() runs once, at open");
+    if (state !== undefined) this.restoreSegments(state);
+    const start = this.root.current.replayFrom;
+    const walked = await walkLog(this.reader.walkContext(), start, onUnit, Number.POSITIVE_INFINITY, await this.replayMinEpoch());
+    this.space.assignAll(walked.segments);
+    this.life.markRecovered();
+    await this.startWriting(walked.end);
+    return { units: walked.units, bytes: walked.bytes };
+  }
+
+  /**
+   * Load the checkpoint's segment table (keeping the segments the checkpoint walk itself found),
+   * so that reads of checkpointed addresses work before the replay. Called by `recover(state)`,
+   * or earlier by the layer above when it must read elements while loading its checkpoint.
+   */
+  restoreSegments(state: SegmentTableState): void {
+    if (this.life.recovered) throw new InvalidArgumentError("restoreSegments() runs before recovery");
+    this.space.restore(state);
+  }
+
+  private async startWriting(end: LogPosition): Promise<void> {
+    this.durability.restart(end.address);
+    this.tail.onStableAdvanced();
+    this.rotation.startAt(end);
+    this.space.startAt(end, !this.readOnly);
+    if (this.readOnly) return;
+    // A new epoch, durable before any unit of it is written: stale units past the tail carry an
+    // older epoch and can never pass for successors of the new ones.
+    const root = this.root.current;
+    await this.writeRoot({
+      epoch: root.epoch + 1,
+      cleanShutdown: false,
+      uncleanShutdowns: root.uncleanShutdowns + (root.cleanShutdown ? 0 : 1),
+    });
+    this.rotation.openFirst(end);
+    // Opening the first buffer may need a new segment (fallocate, fstat): if that failed, the
+    // open fails with it, rather than handing out a log that is already read-only.
+    if (this.life.failed !== undefined) throw this.life.failed;
+  }
+
+  // ───────────────────────────── segments and the root ─────────────────────────────
+
+  /** The segment table's state, for a checkpoint. */
+  segmentState(): SegmentTableState {
+    return this.space.snapshot();
+  }
+
+  /** Sequence number of the segment holding `address`. */
+  segmentSeqOf(address: number): number {
+    return this.geometry.seqOf(address);
+  }
+
+  /** Segment sequence numbers that hold log, ascending. */
+  liveSegmentSeqs(): number[] {
+    return this.space.liveSeqs();
+  }
+
+  /** True while segment `seq` holds log (it has not been given back). */
+  isLiveSegment(seq: number): boolean {
+    return this.space.indexOf(seq) !== undefined;
+  }
+
+  /** Give segment `seq` back (the cleaner emptied it); reusable after the next durable root. */
+  releaseSegment(seq: number): void {
+    const tailSeq = this.space.tailSeq;
+    if (seq >= tailSeq) throw new InvalidArgumentError(`segment seq ${seq} is not behind the log's tail (${tailSeq})`);
+    this.space.release(seq, this.appendedEnd);
+    this.promotePending();
+  }
+
+  /** Sequence number of the segment the log is writing. */
+  get tailSegmentSeq(): number {
+    return this.space.tailSeq;
+  }
+
+  /** Free segments (reusable now). */
+  get freeSegments(): number {
+    return this.space.freeCount;
+  }
+
+  /** Segments given back but waiting for a checkpoint (or a tail reader) before reuse. */
+  get pendingSegments(): number {
+    return this.space.pendingCount;
+  }
+
+  /** Segments the file has room for. */
+  get fileSegments(): number {
+    return this.space.fileSegments;
+  }
+
+  /**
+   * Truncate free segments at the end of the file. Returns the bytes given back. Safe at any
+   * time: only segments on the free list are cut, and nothing durable points into them.
+   */
+  shrinkFile(): number {
+    return this.space.shrinkFile(this.readOnly);
+  }
+
+  /** Free the pending segments the reuse rule allows now (see segments.ts). */
+  private promotePending(): void {
+    this.space.promotePending(this.stableAddress, this.root.current.checkpoint?.start.address, this.tail.retainedFrom);
+  }
+
+  /**
+   * Write a new root block (the other copy), then datasync. The layer above calls this after a
+   * checkpoint's units are durable; the log itself does at open and close.
+   */
+  async writeRoot(patch: RootPatch): Promise<void> {
+    if (this.readOnly) throw new ReadOnlyError("writeRoot on a read-only log");
+    // A new anchor: segments given back before this checkpoint are safe to reuse now.
+    if (await this.root.write(patch)) this.promotePending();
+  }
+
+  // ───────────────────────────── close ─────────────────────────────
+
+  /** Flush, mark the file cleanly closed, end tail followers, free every native buffer, close the file. */
+  async close(): Promise<void> {
+    const life = this.life;
+    if (!life.isOpen) return;
+    let error: unknown;
+    try {
+      if (!this.readOnly && life.failed === undefined && life.recovered) {
+        await this.flush();
+        await this.writeRoot({ cleanShutdown: true });
+      }
+    } catch (caught) {
+      error = caught;
+    }
+    // Also until the completion callbacks have run (settling a write resolves its promise a
+    // microtask before its callback, which may dispatch a queued write or a datasync): freeing
+    // the buffers under them would be a use-after-free. And until every pre-write has settled
+    // and every tail read has given its buffers back. No await between this loop and
+    // markClosed: a turn of the event loop there could start new I/O (a flush timer sealing a
+    // buffer).
+    while (this.queue.outstanding > 0 || this.flusher.writesInFlight > 0 || this.durability.busy || this.prewriter.busy || this.tail.busy) {
+      await this.backend.wait(1, 10);
+    }
+    life.markClosed();
+    this.tail.close();
+    this.prewriter.free();
+    this.ring.markClosed();
+    for (const buffer of this.buffers) this.backend.free(buffer);
+    this.root.free();
+    this.reader.free();
+    this.backend.closeFile(this.file);
+    if (this.ownsBackend) this.backend.close();
+    if (error !== undefined) throw error;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+function openLogFile(backend: IoBackend, path: string, options: LogOptions): FileHandle {
+  try {
+    return backend.openFile(path, { create: (options.create ?? true) && !options.readOnly, readOnly: options.readOnly, direct: true });
+  } catch (error) {
+    if (error instanceof LssError && /ENOENT/.test(error.message)) {
+      throw new InvalidArgumentError(`${path} does not exist${options.readOnly ? " (readOnly never creates)" : " and create is false"}`);
+    }
+    throw error;
+  }
+}

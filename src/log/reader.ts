@@ -1,0 +1,174 @@
+/**
+ * Reads of the log: from a flush buffer while the bytes are still in memory, else from the file
+ * through pooled 4 KiB-aligned native buffers (O_DIRECT needs aligned memory, and bun:ffi cannot
+ * align JS memory), plus the cleaner's whole-segment reads and the scratch buffer of recovery's walk.
+ *
+ * Owns every read buffer, so their sizes are bounded in one place: small reads (≤ 64 KiB) and
+ * reads up to a whole unit (streams read parts of half a buffer) each reuse a pool of at most
+ * {@link READ_POOL_MAX} buffers; anything larger allocates its own and frees it after. Buffers are
+ * freed explicitly (never by a GC finalizer, which could run with I/O still in flight).
+ *
+ * @module
+ */
+import type { FileHandle, IoBackend, NativeBuffer } from "../io/backend.ts";
+import { ALIGNMENT_BYTES } from "../io/backend.ts";
+import type { IoQueue } from "../io/queue.ts";
+import { InvalidArgumentError } from "../errors.ts";
+import { alignDown, alignUp, MIN_UNIT_ROOM_BYTES, type LogGeometry } from "./address.ts";
+import { UNIT_HEADER_BYTES } from "./format.ts";
+import type { LogLifecycle } from "./lifecycle.ts";
+import type { OwnerRing } from "./ring.ts";
+import type { SegmentSpace } from "./space.ts";
+import { checkUnit, type WalkContext } from "./walk.ts";
+
+/** Reads up to this size reuse pooled native buffers of this size. */
+export const READ_SCRATCH_BYTES = 64 << 10;
+/** Pooled read buffers kept at most, per pool (idle native memory ≤ 16 × (64 KiB + bufferSize)). */
+export const READ_POOL_MAX = 16;
+
+/** A unit's payload as the cleaner reads it (a copy). */
+export interface SegmentUnit {
+  address: number;
+  payload: Uint8Array;
+}
+
+/** Every read of one log, and the buffers they use. */
+export class LogReader {
+  private readonly backend: IoBackend;
+  private readonly queue: IoQueue;
+  private readonly file: FileHandle;
+  private readonly geometry: LogGeometry;
+  private readonly space: SegmentSpace;
+  private readonly ring: OwnerRing;
+  private readonly life: LogLifecycle;
+  /** Size of the pooled buffers for reads up to a whole unit (and the durable tail's window). */
+  readonly unitReadBytes: number;
+  private readonly smallPool: NativeBuffer[] = [];
+  private readonly unitPool: NativeBuffer[] = [];
+  /** At most one segment-sized read buffer, kept for the cleaner's next victim. */
+  private readonly segmentPool: NativeBuffer[] = [];
+  /** Recovery's walk buffer (one unit), kept until close. */
+  private walkScratch: NativeBuffer | undefined;
+
+  constructor(backend: IoBackend, queue: IoQueue, file: FileHandle, geometry: LogGeometry, space: SegmentSpace, ring: OwnerRing, life: LogLifecycle) {
+    this.backend = backend;
+    this.queue = queue;
+    this.file = file;
+    this.geometry = geometry;
+    this.space = space;
+    this.ring = ring;
+    this.life = life;
+    this.unitReadBytes = ring.bufferSize + 2 * ALIGNMENT_BYTES;
+  }
+
+  /**
+   * Read `lengthBytes` at log `address`: from a flush buffer if the bytes are still in memory,
+   * else from the file. The log does not interpret the bytes; callers verify their own checksums.
+   */
+  async read(address: number, lengthBytes: number): Promise<Uint8Array> {
+    this.life.assertOpen();
+    const fromMemory = this.readFromBuffers(address, lengthBytes);
+    if (fromMemory !== undefined) return fromMemory;
+    const geometry = this.geometry;
+    const seq = geometry.seqOf(address);
+    const index = this.space.indexOf(seq);
+    if (index === undefined || address + lengthBytes > geometry.segmentStart(seq + 1)) {
+      throw new InvalidArgumentError(`log range [${address}, +${lengthBytes}) is not in a live segment`);
+    }
+    const physical = geometry.physicalOffset(index, address);
+    const alignedStart = alignDown(physical);
+    const alignedBytes = alignUp(physical + lengthBytes) - alignedStart;
+    const scratch = this.borrow(alignedBytes);
+    try {
+      await this.queue.read(this.file, scratch, 0, alignedBytes, alignedStart);
+      return scratch.bytes.slice(physical - alignedStart, physical - alignedStart + lengthBytes);
+    } finally {
+      this.giveBack(scratch);
+    }
+  }
+
+  /** Copy from a flush buffer still holding `[address, +length)`, if one does. */
+  readFromBuffers(address: number, lengthBytes: number): Uint8Array | undefined {
+    for (const buffer of this.ring.slots) {
+      if (buffer.isFree) continue;
+      const start = address - buffer.baseAddress;
+      // The fill, not the offset: a reservation that did not fit pushed the offset past the fill,
+      // and those addresses belong to the next unit (possibly open in another slot).
+      if (start < UNIT_HEADER_BYTES || start + lengthBytes > UNIT_HEADER_BYTES + buffer.finalFillBytes) continue;
+      if (start + lengthBytes > this.ring.bufferSize) continue;
+      return this.ring.view(buffer.slot).slice(start, start + lengthBytes);
+    }
+    return undefined;
+  }
+
+  /**
+   * Read every intact unit of segment `seq` (for the cleaner), in address order: units are read
+   * from the segment's start while they pass the unit checker (walk.ts) at the expected address.
+   */
+  async readSegmentUnits(seq: number): Promise<SegmentUnit[]> {
+    this.life.assertOpen();
+    const index = this.space.indexOf(seq);
+    if (index === undefined) throw new InvalidArgumentError(`segment seq ${seq} is not live`);
+    const geometry = this.geometry;
+    // One segment-sized buffer kept for the next victim: a fresh one per segment cleaned meant an
+    // mmap, a page fault per 4 KiB and a munmap each time. A second reader at once allocates.
+    const scratch = this.segmentPool.pop() ?? this.backend.alloc(geometry.segmentSize);
+    try {
+      const physical = geometry.segmentFileOffset(index);
+      const fileBytes = this.backend.fileSizeBytes(this.file);
+      const readable = Math.min(geometry.segmentSize, alignDown(fileBytes - physical));
+      if (readable <= 0) return [];
+      await this.queue.read(this.file, scratch, 0, readable, physical);
+      const units: SegmentUnit[] = [];
+      let offset = 0;
+      while (offset + MIN_UNIT_ROOM_BYTES <= readable) {
+        const address = geometry.segmentStart(seq) + offset;
+        const unit = checkUnit(scratch.bytes.subarray(offset, readable), { address, segmentIndex: index, roomBytes: readable - offset });
+        if (unit === undefined) break;
+        units.push({ address, payload: unit.payload.slice() }); // the buffer is reused
+        offset += unit.fileBytes;
+      }
+      return units;
+    } finally {
+      if (this.life.isOpen && this.segmentPool.length === 0) this.segmentPool.push(scratch);
+      else this.backend.free(scratch);
+    }
+  }
+
+  /** What recovery's walk needs: the file and a scratch buffer of one unit, kept until close. */
+  walkContext(): WalkContext {
+    const bufferSize = this.ring.bufferSize;
+    if (this.walkScratch === undefined || this.walkScratch.sizeBytes < bufferSize) {
+      if (this.walkScratch !== undefined) this.backend.free(this.walkScratch);
+      this.walkScratch = this.backend.alloc(bufferSize);
+    }
+    return { backend: this.backend, queue: this.queue, file: this.file, geometry: this.geometry, scratch: this.walkScratch };
+  }
+
+  /**
+   * An aligned native buffer of at least `sizeBytes`: pooled up to {@link unitReadBytes}, else
+   * allocated. Give it back with {@link giveBack} once no I/O uses it.
+   */
+  borrow(sizeBytes: number): NativeBuffer {
+    if (sizeBytes <= READ_SCRATCH_BYTES) return this.smallPool.pop() ?? this.backend.alloc(READ_SCRATCH_BYTES);
+    if (sizeBytes <= this.unitReadBytes) return this.unitPool.pop() ?? this.backend.alloc(this.unitReadBytes);
+    return this.backend.alloc(sizeBytes);
+  }
+
+  /** Return a buffer from {@link borrow}: pooled while there is room and the log is open, else freed. */
+  giveBack(buffer: NativeBuffer): void {
+    const pool =
+      buffer.sizeBytes === READ_SCRATCH_BYTES ? this.smallPool : buffer.sizeBytes === this.unitReadBytes ? this.unitPool : undefined;
+    if (pool !== undefined && pool.length < READ_POOL_MAX && this.life.isOpen) pool.push(buffer);
+    else this.backend.free(buffer);
+  }
+
+  /** Free every pooled buffer (at close, once no read is in flight). */
+  free(): void {
+    if (this.walkScratch !== undefined) this.backend.free(this.walkScratch);
+    this.walkScratch = undefined;
+    for (const pool of [this.smallPool, this.unitPool, this.segmentPool]) {
+      for (const buffer of pool.splice(0)) this.backend.free(buffer);
+    }
+  }
+}
