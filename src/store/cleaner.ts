@@ -113,8 +113,8 @@ export class Cleaner {
     // writes as much again: choosing them made writers clean and checkpoint before every
     // transaction once the map outgrew a segment or two (14 commits/s at 950 k seids).
     const checkpoint = log.rootBlock.checkpoint;
-    const firstKept = checkpoint === undefined ? Number.POSITIVE_INFINITY : Math.floor(checkpoint.start.address / log.segmentSize);
-    const lastKept = checkpoint === undefined ? -1 : Math.floor((checkpoint.endAddress - 1) / log.segmentSize);
+    const firstKept = checkpoint === undefined ? Number.POSITIVE_INFINITY : log.segmentSeqOf(checkpoint.start.address);
+    const lastKept = checkpoint === undefined ? -1 : log.segmentSeqOf(checkpoint.endAddress - 1);
     const scored: Array<{ seq: number; score: number }> = [];
     for (const seq of log.liveSegmentSeqs()) {
       if (tail - seq < minAge || pins.isPinned(seq) || stable < (seq + 1) * log.segmentSize) continue;

@@ -166,7 +166,7 @@ export class Store {
       const core: StoreCore = {
         log,
         map: new MappingTable(),
-        sut: new SegmentUtilisation(log.segmentSize),
+        sut: new SegmentUtilisation((address) => log.segmentSeqOf(address)),
         cache: new ElementCache(resolved.cacheBytes),
         parts: new Map<bigint, Multipart>(),
         spaces: new SeidSpaces(),

@@ -11,14 +11,11 @@
 export class SegmentUtilisation {
   private readonly live = new Map<number, number>();
   private totalBytes = 0;
-  readonly segmentSize: number;
+  /** The log's address math (LogGeometry.seqOf): one home for it, not a second division here. */
+  private readonly seqOf: (address: number) => number;
 
-  constructor(segmentSize: number) {
-    this.segmentSize = segmentSize;
-  }
-
-  private seqOf(address: number): number {
-    return Math.floor(address / this.segmentSize);
+  constructor(seqOf: (address: number) => number) {
+    this.seqOf = seqOf;
   }
 
   add(address: number, bytes: number): void {
