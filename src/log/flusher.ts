@@ -39,6 +39,7 @@ import type { FileHandle, NativeBuffer } from "../io/backend.ts";
 import type { IoQueue } from "../io/queue.ts";
 import { CorruptionError, InvalidArgumentError } from "../errors.ts";
 import type { LogGeometry } from "./address.ts";
+import type { BlockCache } from "./block-cache.ts";
 import type { Durability } from "./durability.ts";
 import type { FlushBuffer } from "./flush-buffer.ts";
 import { encodeUnitHeader, UNIT_HEADER_BYTES, unitFileBytes } from "./format.ts";
@@ -65,6 +66,8 @@ export interface FlusherDeps {
   readonly life: LogLifecycle;
   /** Epoch of this open, written into every unit header. */
   readonly epoch: () => number;
+  /** The caching layer: a unit's bytes go in when its write completes, before its slot is freed. */
+  readonly blockCache: BlockCache;
 }
 
 /** The owner's flush pipeline. */
@@ -200,6 +203,9 @@ export class Flusher {
         this.writes -= 1;
         this.unitsWritten += 1;
         this.bytesWritten += fileBytes;
+        // Reading what was just written must not go to the disk: keep the unit's bytes (exactly
+        // what the file now holds) while its buffer is still ours.
+        this.deps.blockCache.put(base, native.bytes.subarray(0, fileBytes));
         durability.markWritten(unitId);
         buffer.markFree();
         durability.scheduleSync();

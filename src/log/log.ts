@@ -42,6 +42,7 @@ import { Flusher, type WriteMode } from "./flusher.ts";
 import { LogLifecycle } from "./lifecycle.ts";
 import { SegmentPrewriter } from "./prewrite.ts";
 import { LogReader, type SegmentUnit } from "./reader.ts";
+import { BlockCache, type BlockCacheStats } from "./block-cache.ts";
 import { createRingShared, MAX_RING_SIZE, MIN_RING_SIZE, OwnerRing, type Reservation, type RingDescriptor } from "./ring.ts";
 import { RootBlocks, type RootPatch } from "./root.ts";
 import { Rotation } from "./rotation.ts";
@@ -75,6 +76,11 @@ export interface LogOptions {
   /** Largest file the log may grow to, in bytes (default: unlimited). */
   maxFileBytes?: number;
   /**
+   * Bytes of log blocks kept in memory: units as they are written, blocks read around misses
+   * (default 32 MiB; 0 disables it). See block-cache.ts.
+   */
+  blockCacheBytes?: number;
+  /**
    * Leave recovery to the caller (the seid store): it reads the checkpoint with
    * {@link LogStructuredStore.readCheckpoint} and then calls {@link LogStructuredStore.recover}.
    */
@@ -82,6 +88,8 @@ export interface LogOptions {
 }
 
 export const DEFAULT_BUFFER_BYTES = 1 << 20;
+/** Default size of the caching layer (block-cache.ts). */
+export const DEFAULT_BLOCK_CACHE_BYTES = 32 << 20;
 export const DEFAULT_RING_SIZE = 4;
 export const MIN_BUFFER_BYTES = 8 << 10;
 
@@ -97,6 +105,8 @@ export interface LogStats {
   /** Fresh segments zero-filled ahead of use (see prewrite.ts). */
   segmentsPrewritten: number;
   fileBytes: number;
+  /** The caching layer's counters (block-cache.ts). */
+  blockCache: BlockCacheStats;
 }
 
 /** Key of the internal open that takes an injected backend (see {@link openLog}): not exported. */
@@ -133,6 +143,8 @@ export class LogStructuredStore {
   private readonly rotation: Rotation;
   private readonly flusher: Flusher;
   private readonly reader: LogReader;
+  /** The caching layer: written units and blocks read around misses (block-cache.ts). */
+  private readonly blockCache: BlockCache;
   private readonly tail: DurableTail;
   /** Epoch of the checkpoint's units, learned while reading it (see replayMinEpoch). */
   private checkpointEpoch: number | undefined;
@@ -178,6 +190,7 @@ export class LogStructuredStore {
         assertCanReserve: () => this.assertCanReserve(),
       },
     );
+    this.blockCache = new BlockCache(init.options.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES);
     this.prewriter = new SegmentPrewriter(backend, queue, file);
     this.space = new SegmentSpace(backend, file, geometry, this.prewriter, init.options.maxFileBytes ?? Number.MAX_SAFE_INTEGER);
     this.durability = new Durability(queue, file, life, init.root.current.replayFrom.address, {
@@ -201,8 +214,9 @@ export class LogStructuredStore {
       geometry,
       life,
       epoch: () => this.root.current.epoch,
+      blockCache: this.blockCache,
     });
-    this.reader = new LogReader(backend, queue, file, geometry, this.space, this.ring, life);
+    this.reader = new LogReader(backend, queue, file, geometry, this.space, this.ring, life, this.blockCache, () => this.durability.stableAddress);
     this.tail = new DurableTail({
       geometry,
       space: this.space,
@@ -310,6 +324,7 @@ export class LogStructuredStore {
       segmentsPending: this.space.pendingCount,
       segmentsPrewritten: this.prewriter.segmentsPrewritten,
       fileBytes: this.backend.closed ? 0 : this.backend.fileSizeBytes(this.file),
+      blockCache: this.blockCache.stats(),
     };
   }
 
@@ -681,6 +696,7 @@ export class LogStructuredStore {
     for (const buffer of this.buffers) this.backend.free(buffer);
     this.root.free();
     this.reader.free();
+    this.blockCache.clear();
     this.backend.closeFile(this.file);
     if (this.ownsBackend) this.backend.close();
     if (error !== undefined) throw error;

@@ -20,6 +20,7 @@ import type { LogLifecycle } from "./lifecycle.ts";
 import type { OwnerRing } from "./ring.ts";
 import type { SegmentSpace } from "./space.ts";
 import { checkUnit, type WalkContext } from "./walk.ts";
+import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 
 /** Reads up to this size reuse pooled native buffers of this size. */
 export const READ_SCRATCH_BYTES = 64 << 10;
@@ -49,8 +50,24 @@ export class LogReader {
   private readonly segmentPool: NativeBuffer[] = [];
   /** Recovery's walk buffer (one unit), kept until close. */
   private walkScratch: NativeBuffer | undefined;
+  /** The caching layer (block-cache.ts): written units and blocks read around misses. */
+  private readonly cache: BlockCache;
+  /** Every log byte below it is written and synced: bytes that can no longer change on disk. */
+  private readonly stableAddress: () => number;
 
-  constructor(backend: IoBackend, queue: IoQueue, file: FileHandle, geometry: LogGeometry, space: SegmentSpace, ring: OwnerRing, life: LogLifecycle) {
+  constructor(
+    backend: IoBackend,
+    queue: IoQueue,
+    file: FileHandle,
+    geometry: LogGeometry,
+    space: SegmentSpace,
+    ring: OwnerRing,
+    life: LogLifecycle,
+    cache: BlockCache,
+    stableAddress: () => number,
+  ) {
+    this.cache = cache;
+    this.stableAddress = stableAddress;
     this.backend = backend;
     this.queue = queue;
     this.file = file;
@@ -67,21 +84,30 @@ export class LogReader {
    */
   async read(address: number, lengthBytes: number): Promise<Uint8Array> {
     this.life.assertOpen();
-    const fromMemory = this.readFromBuffers(address, lengthBytes);
+    const fromMemory = this.readFromBuffers(address, lengthBytes) ?? this.cache.get(address, lengthBytes);
     if (fromMemory !== undefined) return fromMemory;
     const geometry = this.geometry;
     const seq = geometry.seqOf(address);
     const index = this.space.indexOf(seq);
-    if (index === undefined || address + lengthBytes > geometry.segmentStart(seq + 1)) {
+    const segmentEnd = geometry.segmentStart(seq + 1);
+    if (index === undefined || address + lengthBytes > segmentEnd) {
       throw new InvalidArgumentError(`log range [${address}, +${lengthBytes}) is not in a live segment`);
     }
-    const physical = geometry.physicalOffset(index, address);
-    const alignedStart = alignDown(physical);
-    const alignedBytes = alignUp(physical + lengthBytes) - alignedStart;
-    const scratch = this.borrow(alignedBytes);
+    // With the cache on, a miss reads the whole blocks around the range (inside its segment) and
+    // keeps them: neighbours are likely next (a scan, a multipart element, records written together).
+    const caching = this.cache.enabled;
+    const from = caching ? Math.max(geometry.segmentStart(seq), Math.floor(address / BLOCK_BYTES) * BLOCK_BYTES) : alignDown(address);
+    const to = caching ? Math.min(segmentEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES) : alignUp(address + lengthBytes);
+    // Only bytes that can no longer change on disk are kept: a block may reach past the log's
+    // written end into bytes a unit being written will replace (that unit goes in when written).
+    const keepEnd = Math.min(to, alignDown(this.stableAddress()));
+    const physical = geometry.physicalOffset(index, from);
+    const scratch = this.borrow(to - from);
     try {
-      await this.queue.read(this.file, scratch, 0, alignedBytes, alignedStart);
-      return scratch.bytes.slice(physical - alignedStart, physical - alignedStart + lengthBytes);
+      if (caching) this.cache.noteMiss();
+      await this.queue.read(this.file, scratch, 0, to - from, physical);
+      if (caching && keepEnd > from) this.cache.put(from, scratch.bytes.subarray(0, keepEnd - from));
+      return scratch.bytes.slice(address - from, address - from + lengthBytes);
     } finally {
       this.giveBack(scratch);
     }

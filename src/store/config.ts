@@ -25,6 +25,12 @@ export interface StoreOptions {
   ringSize?: number;
   /** Bytes of element values the read cache may hold (default 64 MiB; 0 disables it). */
   cacheBytes?: number;
+  /**
+   * Bytes of log blocks the caching layer keeps (default 32 MiB; 0 disables it): units as they are
+   * written and blocks read around misses, so reading what was just written, or a record's
+   * neighbours, needs no disk read. Held besides `cacheBytes` (values).
+   */
+  blockCacheBytes?: number;
   /** `"sync"` (default): a commit resolves once durable. `"relaxed"`: once applied. */
   durability?: Durability;
   /** With `"relaxed"`, the longest time a commit stays only in memory (default 100 ms). */
@@ -58,6 +64,7 @@ export interface ResolvedOptions {
   bufferSize: number | undefined;
   ringSize: number | undefined;
   cacheBytes: number;
+  blockCacheBytes: number;
   durability: Durability;
   flushTimeMs: number;
   io: IoChoice;
@@ -72,6 +79,7 @@ export interface ResolvedOptions {
 }
 
 export const DEFAULT_CACHE_BYTES = 64 << 20;
+export const DEFAULT_BLOCK_CACHE_BYTES = 32 << 20;
 export const MAX_CACHE_BYTES = 2 ** 40;
 export const DEFAULT_FLUSH_TIME_MS = 100;
 export const MAX_FLUSH_TIME_MS = 60_000;
@@ -99,6 +107,7 @@ export function resolveOptions(options: StoreOptions = {}): ResolvedOptions {
     bufferSize: options.bufferSize,
     ringSize: options.ringSize,
     cacheBytes: integerIn("cacheBytes", options.cacheBytes ?? DEFAULT_CACHE_BYTES, 0, MAX_CACHE_BYTES),
+    blockCacheBytes: integerIn("blockCacheBytes", options.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES, 0, MAX_CACHE_BYTES),
     durability,
     flushTimeMs: integerIn("flushTimeMs", options.flushTimeMs ?? DEFAULT_FLUSH_TIME_MS, 1, MAX_FLUSH_TIME_MS),
     io: options.io ?? "auto",

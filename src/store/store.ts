@@ -49,6 +49,8 @@ export interface StoreStats {
   cacheHits: number;
   cacheMisses: number;
   cacheBytes: number;
+  /** The caching layer of log blocks: reads it served, reads that went to the file, bytes held. */
+  blockCache: { hits: number; misses: number; bytes: number; capacityBytes: number };
   commits: number;
   checkpoints: number;
   /** Bytes written to the log (flush units, 4 KiB rounded). */
@@ -159,6 +161,7 @@ export class Store {
       create: resolved.create,
       readOnly: resolved.readOnly,
       maxFileBytes: resolved.maxFileBytes,
+      blockCacheBytes: resolved.blockCacheBytes,
       deferRecovery: true,
     }, backend);
     try {
@@ -409,6 +412,7 @@ export class Store {
       cacheHits: this.core.cache.hits,
       cacheMisses: this.core.cache.misses,
       cacheBytes: this.core.cache.bytes,
+      blockCache: logStats.blockCache,
       commits: this.commits.commits,
       checkpoints: this.checkpointer.count,
       bytesWritten: logStats.bytesWritten,
