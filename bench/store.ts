@@ -16,7 +16,7 @@
  * @module
  */
 import { Database } from "bun:sqlite";
-import { copyFileSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { open as openLmdb, type Database as LmdbDatabase } from "lmdb";
 import { Store, type StoreOptions } from "../src/index.ts";
 import {
@@ -59,6 +59,10 @@ const SECTION_C = "c. bulk";
 const SECTION_D = "d. point reads";
 const SECTION_E = "e. open after crash";
 const SECTION_F = "f. RAM per seid";
+const SECTION_G = "g. read what was just written";
+const SECTION_H = "h. empty store on disk";
+/** Elements bulk-written then read back in (g). */
+const RAW_WRITES = scaled(200_000, 1000);
 
 // ─────────────────────────────── engines ───────────────────────────────
 
@@ -402,6 +406,121 @@ async function bulkAndReads(report: Report): Promise<void> {
   }
 }
 
+// ─────────────────────────────── g, h ───────────────────────────────
+
+/**
+ * (g) What users do after a bulk load: read it back at once. Default store settings (a bulk
+ * transaction hands at most 1 MiB to the value cache, so reads meet the caching layer of log
+ * blocks, or the disk), every element read once in random order; lmdb and sqlite read the same
+ * after their own bulk load (through the kernel's page cache).
+ */
+async function readAfterWrite(report: Report): Promise<void> {
+  heading(`store: (g) ${RAW_WRITES.toLocaleString("en-US")} elements bulk-written, then each read once`);
+  const reps = new Reps();
+  const order = new Uint32Array(RAW_WRITES);
+  const next = prng(7);
+  for (let i = 0; i < RAW_WRITES; i++) order[i] = i;
+  for (let i = RAW_WRITES - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [order[i], order[j]] = [order[j] as number, order[i] as number];
+  }
+  for (let rep = 0; rep < REPS; rep++) {
+    log(`  rep ${rep + 1}/${REPS}`);
+    fullGc();
+    await attempt(report, "g: bloom-lss", async () => {
+      const bloom = await openBloom("g-bloom.lss");
+      try {
+        await bloom.store.transaction((tx) => {
+          for (let i = 1; i <= RAW_WRITES; i++) tx.write(BigInt(i), VALUE);
+        });
+        const start = performance.now();
+        for (let i = 0; i < RAW_WRITES; i++) {
+          const v = await bloom.store.read(BigInt((order[i] as number) + 1));
+          if (v === undefined || v.length !== 100) throw new Error("bloom-lss read came back wrong");
+        }
+        reps.push("bloom", RAW_WRITES / ((performance.now() - start) / 1000));
+        const st = bloom.store.stats();
+        if (rep === 0) report.note(`(g) bloom-lss block cache: ${st.blockCache.hits} hits, ${st.blockCache.misses} misses; value cache ${st.cacheHits} hits`);
+      } finally {
+        await closeBloom(bloom);
+      }
+    });
+    fullGc();
+    await attempt(report, "g: lmdb", async () => {
+      const lmdb = openLmdbAt("g-lmdb.mdb");
+      try {
+        lmdb.db.transactionSync(() => {
+          for (let i = 1; i <= RAW_WRITES; i++) lmdb.db.putSync(i, VALUE);
+        });
+        await lmdb.db.flushed;
+        const start = performance.now();
+        for (let i = 0; i < RAW_WRITES; i++) {
+          const v = lmdb.db.getBinary((order[i] as number) + 1);
+          if (v === undefined || v.length !== 100) throw new Error("lmdb read came back wrong");
+        }
+        reps.push("lmdb", RAW_WRITES / ((performance.now() - start) / 1000));
+      } finally {
+        await closeLmdb(lmdb);
+      }
+    });
+    fullGc();
+    await attempt(report, "g: sqlite", async () => {
+      const sqlite = openSqlite("g-sqlite.db", "FULL");
+      try {
+        sqlite.db.transaction(() => {
+          for (let i = 1; i <= RAW_WRITES; i++) sqlite.insert.run(i, VALUE);
+        })();
+        const start = performance.now();
+        for (let i = 0; i < RAW_WRITES; i++) {
+          const row = sqlite.select.get((order[i] as number) + 1) as { v: Uint8Array } | null;
+          if (row === null || row.v.length !== 100) throw new Error("sqlite read came back wrong");
+        }
+        reps.push("sqlite", RAW_WRITES / ((performance.now() - start) / 1000));
+      } finally {
+        closeSqlite(sqlite);
+      }
+    });
+  }
+  const b = report.figure(SECTION_G, "bloom-lss await store.read, default settings", reps.get("bloom"), "reads/s").value;
+  const l = report.figure(SECTION_G, "lmdb getBinary", reps.get("lmdb"), "reads/s").value;
+  const q = report.figure(SECTION_G, "sqlite prepared SELECT", reps.get("sqlite"), "reads/s").value;
+  report.ratio(SECTION_G, "bloom-lss ÷ lmdb", ratioOf(b, l), 1.0);
+  report.ratio(SECTION_G, "bloom-lss ÷ sqlite", ratioOf(b, q));
+}
+
+/** Bytes a database takes on disk: the file or directory at `path` plus its `-wal`/`-shm`/`-lock` files. */
+function diskBytes(path: string): number {
+  let total = 0;
+  for (const candidate of [path, `${path}-wal`, `${path}-shm`, `${path}-lock`]) {
+    if (!existsSync(candidate)) continue;
+    const stat = statSync(candidate);
+    if (stat.isDirectory()) for (const entry of readdirSync(candidate)) total += statSync(`${candidate}/${entry}`).size;
+    else total += stat.size;
+  }
+  return total;
+}
+
+/** (h) What a new, empty store costs on disk (created, closed), beside the peers' empty databases. */
+async function emptyStoreSize(report: Report): Promise<void> {
+  heading("store: (h) an empty store on disk");
+  const bloom = await openBloom("h-bloom.lss");
+  await bloom.store.close();
+  const bloomBytes = diskBytes(bloom.path);
+  rmSync(bloom.path, { force: true });
+  const sqlite = openSqlite("h-sqlite.db", "FULL");
+  sqlite.db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  const sqliteBytes = diskBytes(sqlite.path);
+  closeSqlite(sqlite);
+  const lmdb = openLmdbAt("h-lmdb.mdb");
+  await lmdb.db.flushed;
+  const lmdbBytes = diskBytes(lmdb.path);
+  await closeLmdb(lmdb);
+  report.figure(SECTION_H, "bloom-lss (default settings)", bloomBytes, "bytes");
+  report.figure(SECTION_H, "sqlite (table created, WAL checkpointed)", sqliteBytes, "bytes");
+  report.figure(SECTION_H, "lmdb", lmdbBytes, "bytes");
+  report.ratio(SECTION_H, "bloom-lss ÷ 1 MiB", ratioOf(bloomBytes, 1 << 20), 1, { atMost: true });
+}
+
 // ─────────────────────────────── e, f ───────────────────────────────
 
 async function buildStore(name: string, seids: number): Promise<{ store: Store; path: string }> {
@@ -578,6 +697,9 @@ export async function runStoreBench(report: Report): Promise<void> {
   await attempt(report, "store (c)/(d)", () => bulkAndReads(report));
   fullGc();
   await attempt(report, "store (e)/(f)", () => openAfterCrash(report));
+  fullGc();
+  await attempt(report, "store (g)", () => readAfterWrite(report));
+  await attempt(report, "store (h)", () => emptyStoreSize(report));
 }
 
 if (import.meta.main && process.argv[2] === "--open-child") {
