@@ -5,10 +5,18 @@
  *
  * @module
  */
-import { BackupCorruptionError, InvalidArgumentError } from "../errors.ts";
+import { BackupCorruptionError, InvalidArgumentError, LssError } from "../errors.ts";
 import { readBase, type BaseEvent } from "./base.ts";
 import { readLogObject, type LogUnit } from "./log-object.ts";
-import { latestManifest, validateChain, type BackupManifest, type BaseEntry, type IncrementEntry } from "./manifest.ts";
+import {
+  decodeManifest,
+  latestManifest,
+  parseManifestName,
+  validateChain,
+  type BackupManifest,
+  type BaseEntry,
+  type IncrementEntry,
+} from "./manifest.ts";
 import { ObjectHasher, sameObject, type ObjectInfo } from "./objects.ts";
 import type { BackupTarget } from "./target.ts";
 
@@ -20,15 +28,34 @@ export interface Chain {
 }
 
 /**
- * The newest manifest of `target`, its chain validated.
+ * The newest manifest of `target`, its chain validated; with `covers`, the newest one that
+ * `covers` accepts (or the newest when none does, so the caller reports against it).
  *
  * @throws InvalidArgumentError when the target holds no backup
  * @throws CorruptionError when the manifest is damaged; BackupChainError when the chain breaks
  */
-export async function readChain(target: BackupTarget): Promise<Chain> {
+export async function readChain(target: BackupTarget, covers?: (manifest: BackupManifest) => boolean): Promise<Chain> {
   const latest = await latestManifest(target);
   if (latest === undefined) throw new InvalidArgumentError(`${target.location} holds no backup (no manifest-*.json)`);
   validateChain(latest.manifest);
+  if (covers === undefined || covers(latest.manifest)) return { name: latest.name, manifest: latest.manifest };
+  // A point before the newest base: an older manifest (they are kept until pruned) may start
+  // from an older base that holds it. Newest first; a damaged or broken older one is passed over.
+  const older = (await target.list("manifest-"))
+    .map((name) => ({ name, seq: parseManifestName(name) }))
+    .filter((entry): entry is { name: string; seq: number } => entry.seq !== undefined && entry.seq < latest.manifest.seq)
+    .sort((a, b) => b.seq - a.seq);
+  for (const { name } of older) {
+    let manifest: BackupManifest;
+    try {
+      manifest = decodeManifest(await target.get(name), `${target.location}/${name}`);
+      validateChain(manifest);
+    } catch (error) {
+      if (error instanceof LssError && (error.code === "LSS_CORRUPTION" || error.code === "LSS_BACKUP_CHAIN")) continue;
+      throw error;
+    }
+    if (covers(manifest)) return { name, manifest };
+  }
   return { name: latest.name, manifest: latest.manifest };
 }
 

@@ -2,7 +2,8 @@
  * Point-in-time restore: `Store.restore(source, path, { transaction } | { time } | {})`.
  *
  * Builds a **new** store at `path` (a missing or empty file; anything else is refused) from the
- * newest manifest of `source`: the base's elements first, written in large transactions, then
+ * newest manifest of `source` that holds the point asked for (an older manifest when the point is
+ * before the newest base, since manifests and their objects stay until pruned): the base's elements first, written in large transactions, then
  * the increments replayed **logically** — each committed user transaction of the original read
  * back from the log (logical.ts) and committed again in the new store with the same operations,
  * the same transaction id (when the new store's ids allow it) and its original commit time, so a
@@ -138,7 +139,15 @@ export async function restoreBackup(source: string | BackupTarget, path: string,
   await refuseExisting(path);
   const target = typeof source === "string" ? await openTarget(source, options) : source;
   try {
-    const chain = await readChain(target);
+    const chain = await readChain(target, (manifest) => {
+      try {
+        resolveStop(manifest, options);
+        return true;
+      } catch (error) {
+        if (error instanceof BackupPointError) return false;
+        throw error;
+      }
+    });
     const stop = resolveStop(chain.manifest, options);
     const existed = await fs.stat(path).then(() => true, () => false);
     const store = await Store.open(path, { ...options.store, create: true, durability: "relaxed" });
