@@ -61,7 +61,7 @@ export interface RestoreInfo {
   readonly path: string;
   /** The manifest restored from. */
   readonly manifest: string;
-  /** The last transaction of the original the new store holds. */
+  /** The last transaction of the original the new store holds (a user's or the cleaner's: the backup counts both). */
   readonly transaction: number;
   /** Its commit time, ms since the epoch (`null` when unknown). */
   readonly commitTime: number | null;
@@ -269,7 +269,9 @@ async function rebuild(
             continue;
           }
           if (event.kind === "system-commit") {
+            // The cleaner's: nothing to apply, but the restored state is as of it too.
             if (stopsBefore(event.txId, event.time)) break chain;
+            last = { transaction: event.txId, commitTime: event.time };
             continue;
           }
           const tx = event.transaction;

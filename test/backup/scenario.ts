@@ -178,3 +178,24 @@ export async function expectStoreEquals(path: string, expected: Map<bigint, Uint
     await store.close();
   }
 }
+
+/** sha256 over a state (seids in order, each with its length and bytes): the child and parent of the kill test compare states by it. */
+export function stateDigest(state: Map<bigint, Uint8Array>): string {
+  const hasher = new Bun.CryptoHasher("sha256");
+  const head = new DataView(new ArrayBuffer(12));
+  for (const seid of [...state.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const value = state.get(seid) as Uint8Array;
+    head.setBigUint64(0, seid, true);
+    head.setUint32(8, value.length, true);
+    hasher.update(new Uint8Array(head.buffer));
+    hasher.update(value);
+  }
+  return hasher.digest("hex");
+}
+
+/** The whole state of a store (space 1), for {@link stateDigest}. */
+export async function storeState(store: Store): Promise<Map<bigint, Uint8Array>> {
+  const state = new Map<bigint, Uint8Array>();
+  for (const seid of store.seids()) state.set(seid, (await store.read(seid)) as Uint8Array);
+  return state;
+}

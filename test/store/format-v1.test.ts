@@ -6,11 +6,11 @@
  */
 import { expect, test } from "bun:test";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { Store } from "../../src/index.ts";
 import { FORMAT_VERSION } from "../../src/log/format.ts";
 import { storeInternals } from "../../src/store/store.ts";
+import { scratchDir } from "../helpers.ts";
 
 const FIXTURE = path.join(import.meta.dir, "..", "fixtures", "format-v1.lss");
 
@@ -36,7 +36,7 @@ function expected(): Map<bigint, Uint8Array> {
 }
 
 test("a format-version-1 file opens, replays and reads exactly; the first write upgrades it", async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "lss-v1-"));
+  const { dir, cleanup } = scratchDir("format-v1");
   const file = path.join(dir, "v1.lss");
   fs.copyFileSync(FIXTURE, file);
   try {
@@ -63,6 +63,6 @@ test("a format-version-1 file opens, replays and reads exactly; the first write 
     expect(await again.read(seid)).toEqual(new Uint8Array([1, 2, 3]));
     await again.close();
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    cleanup();
   }
 });
