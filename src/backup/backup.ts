@@ -78,7 +78,7 @@ export interface BackupOptions extends OpenTargetOptions {
   onProgress?: (progress: BackupProgress) => void;
   /** Take a new full backup even if the target holds a chain this one could continue. */
   full?: boolean;
-  /** Bytes per base chunk object, 64 KiB..1 GiB. Default 64 MiB (memory: two chunks). */
+  /** Bytes per base chunk object, 64 KiB..1 GiB. Default 16 MiB (memory: about three chunks). */
   chunkBytes?: number;
   /** Largest increment object, bytes, 64 KiB..1 GiB. Default 64 MiB (memory: about one). */
   maxIncrementBytes?: number;
@@ -150,6 +150,10 @@ const DEFAULT_MAX_CHAIN_INCREMENTS = 1_000;
 const DENSE_SEGMENT_FRACTION = 1 / 8;
 /** Record reads in flight at once for sparse segments and multipart parts. */
 const READ_CONCURRENCY = 8;
+/** Dense segments are read in steps of this size, so writers' commits queue behind at most one. */
+const SEGMENT_READ_STEP_BYTES = 1 << 20;
+/** Longest stretch of copying without yielding to the event loop, ms. */
+const PACE_MS = 2;
 /** Most bytes of log read per range read while copying (bounds memory). */
 const LOG_WINDOW_BYTES = 8 << 20;
 
@@ -372,11 +376,14 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     const baseId = newBaseId(point.transaction, point.lsn);
     const chunks: ChunkEntry[] = [];
     let inFlight: Promise<void> = Promise.resolve();
-    const writer = new BaseWriter(job.limits.chunkBytes, async (index, bytes) => {
+    const puts: Array<Promise<void>> = [];
+    const writer = new BaseWriter(job.limits.chunkBytes, async (index, pieces, size) => {
       // One chunk uploads while the next one fills.
       await inFlight;
       const name = baseChunkName(baseId, index);
-      const put = job.target.put(name, bytes).then((info) => {
+      const body = pieces.length === 1 ? (pieces[0] as Uint8Array) : () => piecesOf(pieces);
+      const put = job.target.put(name, body).then((info) => {
+        if (info.size !== size) throw new Error(`chunk ${name}: ${info.size} bytes stored of ${size}`);
         chunks[index] = info;
         job.stats.bytes += info.size;
         job.stats.objects += 1;
@@ -385,27 +392,37 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       // happens while the next chunk fills is not reported as unhandled meanwhile.
       put.catch(() => {});
       inFlight = put;
+      puts.push(put);
     });
     let done = 0;
+    const pacer = new Pacer();
     const progress = (bytes: number): void => {
       done += bytes;
       job.options.onProgress?.({ phase: "base", bytesDone: done, bytesTotal: totalBytes });
     };
-    await writer.spaces(point.spaces);
+    writer.spaces(point.spaces);
     const segmentSize = log.segmentSize;
-    for (const s of [...bySegment.keys()].sort((a, b) => a - b)) {
-      const refs = (bySegment.get(s) as SingleRef[]).sort((a, b) => a.address - b.address);
-      const liveBytes = refs.reduce((sum, ref) => sum + RECORD_HEADER_BYTES + ref.sizeBytes, 0);
-      if (liveBytes >= segmentSize * DENSE_SEGMENT_FRACTION) await copyDenseSegment(log, s, refs, writer, progress);
-      else await copyRecords(log, refs, writer, progress);
-      release(refs.map(() => s));
-    }
+    // Segments are copied two at a time, so one is read from the disk while the other's records
+    // are checked and copied (the base's elements may be in any order).
+    const order = [...bySegment.keys()].sort((a, b) => a - b);
+    const copySegment = async (): Promise<void> => {
+      for (let s = order.shift(); s !== undefined; s = order.shift()) {
+        const refs = (bySegment.get(s) as SingleRef[]).sort((a, b) => a.address - b.address);
+        const liveBytes = refs.reduce((sum, ref) => sum + RECORD_HEADER_BYTES + ref.sizeBytes, 0);
+        if (liveBytes >= segmentSize * DENSE_SEGMENT_FRACTION) await copyDenseSegment(log, s, refs, writer, progress);
+        else await copyRecords(log, refs, writer, progress, pacer);
+        release(refs.map(() => s));
+        await writer.drain();
+        await pacer.tick();
+      }
+    };
+    await Promise.all([copySegment(), copySegment()]);
     for (const element of multiparts) {
-      await copyMultipart(log, element.seid, element.parts, writer, progress);
+      await copyMultipart(log, element.seid, element.parts, writer, progress, pacer);
       release(element.parts.map((part) => log.segmentSeqOf(part.address)));
     }
     await writer.finish(point.transaction, point.commitTime);
-    await inFlight;
+    await Promise.all(puts);
     unpinAll();
     const base: BaseEntry = {
       id: baseId,
@@ -452,26 +469,47 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
   }
 }
 
-/** Copy the live single-part records of a dense segment: one whole-segment read, units checked. */
+/**
+ * Keeps a long copy from starving the event loop: awaits that resolve at once never let I/O
+ * completions (the writers' commits) run, so every few ms of work the copy yields a macrotask.
+ */
+class Pacer {
+  private last = performance.now();
+  async tick(): Promise<void> {
+    if (performance.now() - this.last < PACE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.last = performance.now();
+  }
+}
+
+/** The pieces of a chunk as a body a put can replay. */
+async function* piecesOf(pieces: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (const piece of pieces) yield piece;
+}
+
+/**
+ * Copy the live single-part records of a dense segment: one whole-segment read (units through the
+ * log's unit checker), the records taken straight out of the read buffer.
+ */
 async function copyDenseSegment(log: LogStructuredStore, seq: number, refs: SingleRef[], writer: BaseWriter, progress: (n: number) => void): Promise<void> {
-  const units = await log.readSegmentUnits(seq);
   let next = 0;
-  for (const unit of units) {
-    const base = unit.address + UNIT_HEADER_BYTES;
-    if (next >= refs.length) break;
-    if ((refs[next] as SingleRef).address >= unit.address + UNIT_HEADER_BYTES + unit.payload.length) continue;
-    for (const record of scanRecords(unit.payload)) {
+  let copied = 0;
+  await log.visitSegmentUnits(seq, (unitAddress, payload) => {
+    const base = unitAddress + UNIT_HEADER_BYTES;
+    if (next >= refs.length || (refs[next] as SingleRef).address >= base + payload.length) return;
+    for (const record of scanRecords(payload)) {
       const ref = refs[next];
       if (ref === undefined) break;
       const address = base + record.offset;
       if (address < ref.address) continue;
-      if (address > ref.address) break; // not in this unit's records: the check below reports it
-      const raw = unit.payload.subarray(record.offset, record.offset + record.header.recordBytes);
-      await writer.logRecord(checkedElement(raw, ref), true);
-      progress(raw.length);
+      if (address > ref.address) break; // not in this unit: reported below
+      const raw = payload.subarray(record.offset, record.offset + record.header.recordBytes);
+      writer.logRecord(checkedElement(raw, ref), true);
+      copied += raw.length;
       next += 1;
     }
-  }
+  }, SEGMENT_READ_STEP_BYTES);
+  progress(copied);
   if (next < refs.length) {
     const ref = refs[next] as SingleRef;
     throw new Error(`seid ${ref.seid}: its record at log address ${ref.address} was not found in segment ${seq}`);
@@ -479,14 +517,16 @@ async function copyDenseSegment(log: LogStructuredStore, seq: number, refs: Sing
 }
 
 /** Copy single-part records one read each (sparse segments), a few reads in flight. */
-async function copyRecords(log: LogStructuredStore, refs: SingleRef[], writer: BaseWriter, progress: (n: number) => void): Promise<void> {
+async function copyRecords(log: LogStructuredStore, refs: SingleRef[], writer: BaseWriter, progress: (n: number) => void, pacer: Pacer): Promise<void> {
   for (let first = 0; first < refs.length; first += READ_CONCURRENCY) {
     const batch = refs.slice(first, first + READ_CONCURRENCY);
     const raws = await Promise.all(batch.map((ref) => log.read(ref.address, RECORD_HEADER_BYTES + ref.sizeBytes)));
     for (const [i, raw] of raws.entries()) {
-      await writer.logRecord(checkedElement(raw, batch[i] as SingleRef), true);
+      writer.logRecord(checkedElement(raw, batch[i] as SingleRef), true);
       progress(raw.length);
     }
+    await writer.drain();
+    await pacer.tick();
   }
 }
 
@@ -500,7 +540,14 @@ function checkedElement(raw: Uint8Array, ref: SingleRef): Uint8Array {
 }
 
 /** Copy a multipart element's part records in order, each checked. */
-async function copyMultipart(log: LogStructuredStore, seid: bigint, parts: Part[], writer: BaseWriter, progress: (n: number) => void): Promise<void> {
+async function copyMultipart(
+  log: LogStructuredStore,
+  seid: bigint,
+  parts: Part[],
+  writer: BaseWriter,
+  progress: (n: number) => void,
+  pacer: Pacer,
+): Promise<void> {
   for (let first = 0; first < parts.length; first += READ_CONCURRENCY) {
     const batch = parts.slice(first, first + READ_CONCURRENCY);
     const raws = await Promise.all(batch.map((part) => log.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes)));
@@ -508,11 +555,13 @@ async function copyMultipart(log: LogStructuredStore, seid: bigint, parts: Part[
       const index = first + i;
       const header = verifyRecord(raw, { type: RecordType.Data, seid });
       if ((header.flags & FLAG_PART) === 0 || header.aux !== index) throw new Error(`seid ${seid}: part ${index} record is not the part expected`);
-      await writer.logRecord(raw, false);
+      writer.logRecord(raw, false);
       progress(raw.length);
     }
+    await writer.drain();
+    await pacer.tick();
   }
-  await writer.endMultipart(
+  writer.endMultipart(
     seid,
     parts.map((part) => part.bodyBytes),
   );

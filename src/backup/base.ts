@@ -37,84 +37,123 @@ import {
 
 /** Largest record a base may hold (a part or a single-part element is far smaller). */
 export const MAX_BASE_RECORD_BYTES = 256 << 20;
-/** Default bytes per chunk object. */
-export const DEFAULT_CHUNK_BYTES = 64 << 20;
+/**
+ * Default bytes per chunk object: small enough that uploading one overlaps copying the next
+ * (a base smaller than one chunk cannot overlap at all), large enough to keep object counts low.
+ */
+export const DEFAULT_CHUNK_BYTES = 16 << 20;
 /** Smallest chunk size accepted (S3's multipart minimum part is 5 MiB; smaller chunks are single PUTs). */
 export const MIN_CHUNK_BYTES = 64 << 10;
 
-/** Makes a base's byte stream and hands it out in chunks of exactly `chunkBytes` (the last shorter). */
+/** Bytes of each buffer a chunk is assembled in (a chunk is a list of them, never one huge array). */
+const PIECE_BYTES = 1 << 20;
+
+/**
+ * Makes a base's byte stream and hands it out in chunks of exactly `chunkBytes` (the last
+ * shorter). A chunk is a list of buffers of at most 1 MiB: allocating (and zeroing, and faulting
+ * in) one 64 MiB array per chunk cost more than the whole copy.
+ */
 export class BaseWriter {
   private readonly chunkBytes: number;
-  private readonly onChunk: (index: number, bytes: Uint8Array) => Promise<void>;
-  private chunk: Uint8Array;
-  private fill = 0;
+  private readonly onChunk: (index: number, pieces: readonly Uint8Array[], bytes: number) => Promise<void>;
+  private pieces: Uint8Array[] = [];
+  private piece: Uint8Array | undefined;
+  private pieceFill = 0;
+  private chunkFill = 0;
   private index = 0;
+  private draining: Promise<void> = Promise.resolve();
+  /** Full chunks waiting for {@link drain}. */
+  private readonly ready: Array<{ index: number; pieces: Uint8Array[]; bytes: number }> = [];
   /** Bytes of the stream so far. */
   bytes = 0;
   /** Elements written so far. */
   elements = 0;
 
   /**
-   * @param onChunk - called with each full chunk, in order; the writer waits for it before it
-   *   hands out the next (at most one chunk in flight while the next one fills)
+   * @param onChunk - called with each full chunk, in order, from {@link drain}
    */
-  constructor(chunkBytes: number, onChunk: (index: number, bytes: Uint8Array) => Promise<void>) {
+  constructor(chunkBytes: number, onChunk: (index: number, pieces: readonly Uint8Array[], bytes: number) => Promise<void>) {
     if (!Number.isSafeInteger(chunkBytes) || chunkBytes < MIN_CHUNK_BYTES || chunkBytes > 1 << 30) {
       throw new InvalidArgumentError(`chunkBytes must be an integer in [${MIN_CHUNK_BYTES}, ${1 << 30}], got ${String(chunkBytes)}`);
     }
     this.chunkBytes = chunkBytes;
     this.onChunk = onChunk;
-    this.chunk = new Uint8Array(chunkBytes);
   }
 
   /** The seid spaces at the point. */
-  async spaces(entries: ReadonlyArray<readonly [number, number]>): Promise<void> {
-    await this.record(makeRecord(RecordType.Alloc, 0, 0n, entries.length, encodeAlloc(entries)));
+  spaces(entries: ReadonlyArray<readonly [number, number]>): void {
+    this.add(makeRecord(RecordType.Alloc, 0, 0n, entries.length, encodeAlloc(entries)));
   }
 
-  /** A verified record copied from the log (a whole element, or one part of one). */
-  async logRecord(raw: Uint8Array, isWholeElement: boolean): Promise<void> {
-    await this.record(raw);
+  /**
+   * A verified record copied from the log (a whole element, or one part of one). Synchronous (it
+   * copies the record, so `raw` may be a view of a buffer about to be reused); full chunks wait
+   * for {@link drain}.
+   */
+  logRecord(raw: Uint8Array, isWholeElement: boolean): void {
+    this.add(raw);
     if (isWholeElement) this.elements += 1;
   }
 
   /** The end of a multipart element whose parts were just written. */
-  async endMultipart(seid: bigint, partBytes: readonly number[]): Promise<void> {
+  endMultipart(seid: bigint, partBytes: readonly number[]): void {
     const body = encodeExtents(partBytes.map((bytes) => ({ address: 0, bytes })));
-    await this.record(makeRecord(RecordType.Extents, 0, seid, partBytes.length, body));
+    this.add(makeRecord(RecordType.Extents, 0, seid, partBytes.length, body));
     this.elements += 1;
+  }
+
+  /** Hand the full chunks to `onChunk`, in order, one call at a time (also when drains overlap). */
+  drain(): Promise<void> {
+    this.draining = this.draining.then(async () => {
+      for (let next = this.ready.shift(); next !== undefined; next = this.ready.shift()) await this.onChunk(next.index, next.pieces, next.bytes);
+    });
+    return this.draining;
+  }
+
+  /** Chunks waiting for {@link drain}. */
+  get pending(): number {
+    return this.ready.length;
   }
 
   /** The trailer, then the last chunk. Returns the number of chunks. */
   async finish(transaction: number, commitTime: number | null): Promise<number> {
     const body = commitTime === null ? new Uint8Array(0) : encodeCommitBody(commitTime);
-    await this.record(makeRecord(RecordType.Commit, transaction, 0n, this.elements, body));
-    if (this.fill > 0 || this.index === 0) await this.emit();
+    this.add(makeRecord(RecordType.Commit, transaction, 0n, this.elements, body));
+    if (this.chunkFill > 0) this.cut();
+    await this.drain();
     return this.index;
   }
 
-  private async record(raw: Uint8Array): Promise<void> {
+  private add(raw: Uint8Array): void {
     const padded = paddedRecordBytes(raw.length);
     let done = 0;
     while (done < padded) {
-      const room = this.chunkBytes - this.fill;
-      const take = Math.min(room, padded - done);
-      // Bytes past the record's end are the zero padding (the chunk is zeroed when it is made).
+      // A piece never crosses a chunk boundary, so a chunk is exactly its pieces.
+      const piece = (this.piece ??= new Uint8Array(Math.min(PIECE_BYTES, this.chunkBytes - this.chunkFill)));
+      const take = Math.min(piece.length - this.pieceFill, padded - done);
+      // Bytes past the record's end are its zero padding (a new piece is zeroed).
       const end = Math.min(raw.length, done + take);
-      if (end > done) this.chunk.set(raw.subarray(done, end), this.fill);
-      this.fill += take;
+      if (end > done) piece.set(raw.subarray(done, end), this.pieceFill);
+      this.pieceFill += take;
+      this.chunkFill += take;
       done += take;
-      if (this.fill === this.chunkBytes) await this.emit();
+      if (this.pieceFill === piece.length) {
+        this.pieces.push(piece);
+        this.piece = undefined;
+        this.pieceFill = 0;
+      }
+      if (this.chunkFill === this.chunkBytes) this.cut();
     }
     this.bytes += padded;
   }
 
-  private async emit(): Promise<void> {
-    const bytes = this.fill === this.chunkBytes ? this.chunk : this.chunk.slice(0, this.fill);
-    const index = this.index++;
-    this.chunk = new Uint8Array(this.chunkBytes);
-    this.fill = 0;
-    await this.onChunk(index, bytes);
+  private cut(): void {
+    if (this.piece !== undefined) this.pieces.push(this.piece.subarray(0, this.pieceFill));
+    this.ready.push({ index: this.index++, pieces: this.pieces, bytes: this.chunkFill });
+    this.pieces = [];
+    this.piece = undefined;
+    this.pieceFill = 0;
+    this.chunkFill = 0;
   }
 }
 
