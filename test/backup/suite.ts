@@ -134,7 +134,7 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
 
       // Points the backup does not hold.
       await expectRejects(Store.restore(location, path.join(dir, "early.lss"), { ...opts, transaction: full.firstTransaction! - 1 }), BackupPointError);
-      await expectRejects(Store.restore(location, path.join(dir, "late.lss"), { ...opts, transaction: writer.lastTx + 1 }), BackupPointError);
+      await expectRejects(Store.restore(location, path.join(dir, "late.lss"), { ...opts, transaction: last.transaction + 1 }), BackupPointError);
       expect(fs.existsSync(path.join(dir, "early.lss"))).toBe(false);
       // Never over an existing store.
       await expectRejects(Store.restore(location, whole, opts), InvalidArgumentError);
