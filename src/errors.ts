@@ -167,6 +167,29 @@ export class BackupObjectMissingError extends LssError {
   }
 }
 
+/**
+ * A backup object failed its checks (size, checksum, a record's CRC, a unit's checksum or chain,
+ * the base's structure). It is a {@link CorruptionError} (same code) that names the object.
+ */
+export class BackupCorruptionError extends CorruptionError {
+  /** The object's name on the target. */
+  readonly objectName: string;
+  constructor(objectName: string, message: string) {
+    super(message);
+    this.objectName = objectName;
+  }
+}
+
+/**
+ * A restore was asked for a point the backup does not hold: a transaction or time before its
+ * base's consistent point, or a transaction after the last one it holds.
+ */
+export class BackupPointError extends LssError {
+  constructor(message: string) {
+    super("LSS_BACKUP_POINT", message);
+  }
+}
+
 /** Map a negative-errno result (as the shim and backends return them) to a typed error. */
 export function errorFromErrno(negErrno: number, what: string): LssError {
   const errno = -negErrno;

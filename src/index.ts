@@ -12,6 +12,11 @@
  * @module
  */
 export { Store, type StoreStats } from "./store/store.ts";
+export type { BackupInfo, BackupOptions, BackupProgress } from "./backup/backup.ts";
+export type { Archive, ArchiveOptions, ArchiveStats } from "./backup/archive.ts";
+export type { RestoreInfo, RestoreOptions, RestoreProgress } from "./backup/restore.ts";
+export type { VerifyOptions, VerifyReport } from "./backup/verify.ts";
+export { openTarget, type BackupTarget, type OpenTargetOptions, type DirectoryTargetOptions, type S3TargetOptions } from "./backup/target.ts";
 export type { Transaction, ElementValue } from "./store/transaction.ts";
 export type { StoreOptions, Durability } from "./store/config.ts";
 export type { RecoveryReport } from "./store/replay.ts";
@@ -45,6 +50,8 @@ export {
   BackupTargetError,
   BackupObjectExistsError,
   BackupObjectMissingError,
+  BackupCorruptionError,
+  BackupPointError,
   type BackupChainGap,
   LogTruncatedError,
 } from "./errors.ts";

@@ -12,8 +12,24 @@
 import { ALIGNMENT_BYTES } from "../io/backend.ts";
 import { CorruptionError } from "../errors.ts";
 
-/** On-disk format version written in the root block. Bump on any incompatible change. */
-export const FORMAT_VERSION = 1;
+/**
+ * On-disk format version written in the root block. Bump on any incompatible change.
+ *
+ * - 1: the first release.
+ * - 2: Commit records carry a body (the commit time, and a flag on the cleaner's system commits);
+ *   see docs/FORMAT.md. A version-1 file is still read (its Commit records have an empty body:
+ *   commit time unknown) and becomes version 2 at its first root-block write, since from then on
+ *   its log holds version-2 Commit records.
+ */
+export const FORMAT_VERSION = 2;
+/** Oldest root-block format version this build still opens. */
+export const MIN_FORMAT_VERSION = 1;
+/**
+ * Version field of every flush-unit header. Units did not change between format versions 1 and
+ * 2, and a file upgraded in place holds units of both eras, so this stays 1 (a unit written by
+ * either version is the same bytes).
+ */
+export const UNIT_FORMAT_VERSION = 1;
 
 /** Two root-block copies, one 4 KiB block each, before the first segment. */
 export const ROOT_BLOCK_BYTES = ALIGNMENT_BYTES;
@@ -61,7 +77,7 @@ export function encodeUnitHeader(target: Uint8Array, header: UnitHeader): void {
   const view = new DataView(target.buffer, target.byteOffset, UNIT_HEADER_BYTES);
   target.fill(0, 0, UNIT_HEADER_BYTES);
   view.setUint32(0, UNIT_MAGIC, true);
-  view.setUint16(4, FORMAT_VERSION, true);
+  view.setUint16(4, UNIT_FORMAT_VERSION, true);
   view.setUint32(8, header.payloadBytes, true);
   view.setUint32(12, header.payloadCrc >>> 0, true);
   view.setFloat64(16, header.address, true);
@@ -78,7 +94,7 @@ export function decodeUnitHeader(source: Uint8Array): UnitHeader | undefined {
   const view = new DataView(source.buffer, source.byteOffset, UNIT_HEADER_BYTES);
   if (view.getUint32(0, true) !== UNIT_MAGIC) return undefined;
   if (view.getUint32(60, true) !== Bun.hash.crc32(source.subarray(0, 60)) >>> 0) return undefined;
-  if (view.getUint16(4, true) !== FORMAT_VERSION) return undefined;
+  if (view.getUint16(4, true) !== UNIT_FORMAT_VERSION) return undefined;
   return {
     payloadBytes: view.getUint32(8, true),
     payloadCrc: view.getUint32(12, true),
@@ -173,8 +189,10 @@ export function decodeRootBlock(source: Uint8Array): RootBlock | undefined {
     return undefined;
   }
   const formatVersion = view.getUint32(8, true);
-  if (formatVersion !== FORMAT_VERSION) {
-    throw new CorruptionError(`unsupported format version ${formatVersion}: this build reads version ${FORMAT_VERSION} only`);
+  if (formatVersion < MIN_FORMAT_VERSION || formatVersion > FORMAT_VERSION) {
+    throw new CorruptionError(
+      `unsupported format version ${formatVersion}: this build reads versions ${MIN_FORMAT_VERSION} to ${FORMAT_VERSION}`,
+    );
   }
   const userBytes = view.getUint32(96, true);
   if (userBytes > ROOT_USER_BYTES) return undefined;

@@ -464,6 +464,11 @@ export class LogStructuredStore {
     return this.reader.readSegmentUnits(seq);
   }
 
+  /** Visit every intact unit of segment `seq` without copying (see {@link LogReader.visitSegmentUnits}). */
+  visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes?: number): Promise<void> {
+    return this.reader.visitSegmentUnits(seq, visit, stepBytes);
+  }
+
   // ───────────────────────────── the durable tail ─────────────────────────────
 
   /**

@@ -15,11 +15,11 @@ import { ALIGNMENT_BYTES } from "../io/backend.ts";
 import type { IoQueue } from "../io/queue.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { alignDown, alignUp, MIN_UNIT_ROOM_BYTES, type LogGeometry } from "./address.ts";
-import { UNIT_HEADER_BYTES } from "./format.ts";
+import { UNIT_HEADER_BYTES, unitFileBytes } from "./format.ts";
 import type { LogLifecycle } from "./lifecycle.ts";
 import type { OwnerRing } from "./ring.ts";
 import type { SegmentSpace } from "./space.ts";
-import { checkUnit, type WalkContext } from "./walk.ts";
+import { checkUnit, checkUnitHeader, type WalkContext } from "./walk.ts";
 import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 
 /** Reads up to this size reuse pooled native buffers of this size. */
@@ -132,6 +132,20 @@ export class LogReader {
    * from the segment's start while they pass the unit checker (walk.ts) at the expected address.
    */
   async readSegmentUnits(seq: number): Promise<SegmentUnit[]> {
+    const units: SegmentUnit[] = [];
+    await this.visitSegmentUnits(seq, (address, payload) => {
+      units.push({ address, payload: payload.slice() }); // the buffer is reused
+    });
+    return units;
+  }
+
+  /**
+   * Like {@link readSegmentUnits}, without copying: `visit` sees each intact unit's payload as a
+   * view of the pooled segment buffer, synchronously, and must copy what it keeps (backup's
+   * compacting copy takes a few records out of each unit; copying whole units first cost it
+   * more than the read).
+   */
+  async visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes = Number.POSITIVE_INFINITY): Promise<void> {
     this.life.assertOpen();
     const index = this.space.indexOf(seq);
     if (index === undefined) throw new InvalidArgumentError(`segment seq ${seq} is not live`);
@@ -143,18 +157,32 @@ export class LogReader {
       const physical = geometry.segmentFileOffset(index);
       const fileBytes = this.backend.fileSizeBytes(this.file);
       const readable = Math.min(geometry.segmentSize, alignDown(fileBytes - physical));
-      if (readable <= 0) return [];
-      await this.queue.read(this.file, scratch, 0, readable, physical);
-      const units: SegmentUnit[] = [];
+      if (readable <= 0) return;
+      // Read in steps when asked: one 8 MiB read queues every commit's write and datasync behind
+      // it on the device (backup reads in 1 MiB steps so writers' commits get in between).
+      const step = Math.max(ALIGNMENT_BYTES, alignDown(Math.min(stepBytes, readable)));
+      let read = 0;
+      const readUpTo = async (end: number): Promise<void> => {
+        while (read < Math.min(end, readable)) {
+          const n = Math.min(step, readable - read);
+          await this.queue.read(this.file, scratch, read, n, physical + read);
+          read += n;
+        }
+      };
       let offset = 0;
       while (offset + MIN_UNIT_ROOM_BYTES <= readable) {
+        await readUpTo(offset + ALIGNMENT_BYTES);
         const address = geometry.segmentStart(seq) + offset;
-        const unit = checkUnit(scratch.bytes.subarray(offset, readable), { address, segmentIndex: index, roomBytes: readable - offset });
+        const expected = { address, segmentIndex: index, roomBytes: readable - offset };
+        const header = checkUnitHeader(scratch.bytes.subarray(offset, read), expected);
+        if (header === undefined) break;
+        const end = offset + unitFileBytes(header.payloadBytes);
+        await readUpTo(end);
+        const unit = checkUnit(scratch.bytes.subarray(offset, Math.min(end, read)), expected);
         if (unit === undefined) break;
-        units.push({ address, payload: unit.payload.slice() }); // the buffer is reused
+        visit(address, unit.payload);
         offset += unit.fileBytes;
       }
-      return units;
     } finally {
       if (this.life.isOpen && this.segmentPool.length === 0) this.segmentPool.push(scratch);
       else this.backend.free(scratch);

@@ -67,7 +67,9 @@ export class RootBlocks {
    */
   async write(patch: RootPatch): Promise<boolean> {
     const movesAnchor = patch.checkpoint !== undefined || patch.replayFrom !== undefined;
-    await this.writeCopy({ ...this.root, ...patch, generation: this.root.generation + 1 });
+    // Every write is of the current format: an older file is upgraded by the first root write of
+    // a writable open, since the log it writes from then on is of this format (format.ts).
+    await this.writeCopy({ ...this.root, ...patch, formatVersion: FORMAT_VERSION, generation: this.root.generation + 1 });
     if (movesAnchor) await this.writeCopy({ ...this.root, generation: this.root.generation + 1 });
     return movesAnchor;
   }

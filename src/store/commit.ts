@@ -26,7 +26,7 @@ import type { LogStructuredStore } from "../log/log.ts";
 import type { ElementCache } from "./cache.ts";
 import { encodeAlloc } from "./format/alloc.ts";
 import { partRecordBytes, type Multipart } from "./format/extents.ts";
-import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType } from "./format/records.ts";
+import { encodeCommitBody, FLAG_COMMIT_SYSTEM, paddedRecordBytes, RECORD_HEADER_BYTES, RecordType } from "./format/records.ts";
 import type { Location, MappingTable } from "./state/mapping.ts";
 import type { SeidSpaces } from "./state/seids.ts";
 import type { SegmentUtilisation } from "./state/sut.ts";
@@ -93,6 +93,17 @@ export class CommitPath {
   dirty = false;
   /** Transactions that asked for the turn and have not committed yet (group commit reads it). */
   queued = 0;
+  /**
+   * Commit time of the newest commit written or replayed in this process, ms since the epoch;
+   * `null` when unknown (none since open, or only version-1 Commit records). Backup names its
+   * consistent point by it.
+   */
+  lastCommitTime: number | null = null;
+  /**
+   * Where commit times come from. Restore sets it to replay a backed-up transaction with its
+   * original time, so a restored store can itself be restored to a point in time.
+   */
+  clock: () => number = Date.now;
 
   constructor(core: StoreCore, start: CommitCounters) {
     this.core = core;
@@ -160,10 +171,13 @@ export class CommitPath {
   async commitLive(txId: number, ops: readonly AppliedOp[], kind: CommitKind): Promise<number | undefined> {
     const allocated = kind === "user" ? await this.appendAllocations() : false;
     if (ops.length === 0 && !allocated) return undefined;
-    const address = await appendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, new Uint8Array(0));
+    const time = this.clock();
+    const flags = kind === "system" ? FLAG_COMMIT_SYSTEM : 0;
+    const address = await appendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, encodeCommitBody(time), flags);
     // No await from here to the end: readers see all of the transaction or none of it.
     applyOps(this.core, ops);
     this.commits += 1;
+    this.lastCommitTime = time;
     this.dirty = true;
     if (kind === "user") for (const op of ops) if (op.kind === "write") this.userBytesWritten += op.sizeBytes;
     return address + RECORD_HEADER_BYTES;
@@ -176,12 +190,16 @@ export class CommitPath {
     if (txId > this.lastTxId) this.lastTxId = txId;
   }
 
-  /** Apply a transaction read back from the log at its intact Commit record (replay, a standby). */
-  applyLogged(txId: number, ops: readonly AppliedOp[]): void {
+  /**
+   * Apply a transaction read back from the log at its intact Commit record (replay, a standby).
+   * `time` is its commit time (`null` when the record carries none: a version-1 file).
+   */
+  applyLogged(txId: number, ops: readonly AppliedOp[], time: number | null = null): void {
     this.noteLoggedTxId(txId);
     applyOps(this.core, ops);
     this.commits += 1;
     this.dirty = true;
+    if (time !== null) this.lastCommitTime = time;
   }
 
   /** Apply an Alloc record read back from the log. */

@@ -16,7 +16,7 @@ import { CorruptionError } from "../errors.ts";
 import type { AppliedOp, CommitPath } from "./commit.ts";
 import { decodeAlloc } from "./format/alloc.ts";
 import { decodeExtents, FLAG_EXTENTS_CHUNK, FLAG_EXTENTS_INDIRECT, FLAG_PART, type MetaRecord, type Part } from "./format/extents.ts";
-import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./format/records.ts";
+import { decodeCommitTime, paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./format/records.ts";
 
 /** What recovery found. */
 export interface RecoveryReport {
@@ -72,7 +72,7 @@ export class Replayer {
           this.collect(this.transaction(header.txId), header.type, header.seid, header.flags, address, record.body);
           break;
         case RecordType.Commit:
-          this.commit(header.txId);
+          this.commit(header.txId, decodeCommitTime(record.body));
           break;
         default:
           throw new CorruptionError(`unknown record type ${header.type} at log address ${address}`);
@@ -129,7 +129,7 @@ export class Replayer {
     });
   }
 
-  private commit(txId: number): void {
+  private commit(txId: number, time: number | null): void {
     const tx = this.open.get(txId);
     this.open.delete(txId);
     for (const older of [...this.open.keys()]) {
@@ -138,7 +138,7 @@ export class Replayer {
         this.transactionsDiscarded += 1;
       }
     }
-    this.commits.applyLogged(txId, tx?.ops ?? []);
+    this.commits.applyLogged(txId, tx?.ops ?? [], time);
     this.transactionsReplayed += 1;
   }
 

@@ -29,6 +29,10 @@ import { MappingTable } from "./state/mapping.ts";
 import { DEFAULT_SPACE, SeidSpaces } from "./state/seids.ts";
 import { SegmentUtilisation } from "./state/sut.ts";
 import { TransactionState, type Transaction } from "./transaction.ts";
+import { backupStore, type BackupInfo, type BackupOptions } from "../backup/backup.ts";
+import { Archive, archiveStatsOf, stopArchiveOf, type ArchiveOptions, type ArchiveStats } from "../backup/archive.ts";
+import type { RestoreInfo, RestoreOptions } from "../backup/restore.ts";
+import type { VerifyOptions, VerifyReport } from "../backup/verify.ts";
 
 /** What `store.stats()` returns. */
 export interface StoreStats {
@@ -73,6 +77,8 @@ export interface StoreStats {
   segmentsPending: number;
   durability: Durability;
   readOnly: boolean;
+  /** Continuous archiving (`store.archive()`): backlog, position shipped, failures; `undefined` when never started. */
+  archive: ArchiveStats | undefined;
 }
 
 /** Keys of the two internal seams (see {@link openStore}, {@link storeInternals}): not exported. */
@@ -392,6 +398,52 @@ export class Store {
     return { segmentsCleaned: result.segmentsCleaned + again.segmentsCleaned, bytesFreed: again.bytesFreed };
   }
 
+  // ───────────────────────────── backup (src/backup) ─────────────────────────────
+
+  /**
+   * Back up to `target`, a directory or `"s3://bucket/prefix"` (S3 credentials from
+   * `options.s3` or the environment). The first backup into a target is full, later ones are
+   * increments of the log since the previous one. Writers go on committing throughout: the
+   * transaction turn is held only to take the consistent point. See docs/BACKUP.md.
+   *
+   * @throws InvalidArgumentError when the target holds another store's backups
+   * @throws BackupTargetError when the target fails (after bounded retries)
+   */
+  async backup(target: string, options: BackupOptions = {}): Promise<BackupInfo> {
+    this.assertOpen();
+    return backupStore(this[INTERNALS](), target, options);
+  }
+
+  /**
+   * Ship the durable log to `target` continuously, at least every `options.intervalMs` (default
+   * 1 s), until the returned archive is stopped or the store closes. Progress and backlog are in
+   * `stats().archive`.
+   */
+  async archive(target: string, options: ArchiveOptions = {}): Promise<Archive> {
+    this.assertOpen();
+    return Archive.start(this[INTERNALS](), target, options);
+  }
+
+  /**
+   * Build a new store at `path` (a missing or empty file) from the backup in `source`, up to
+   * `options.transaction`, or the last commit at or before `options.time`, or the backup's end.
+   *
+   * @throws BackupChainError when the chain has a gap (named)
+   * @throws BackupCorruptionError when an object is damaged (named)
+   * @throws BackupPointError when the point is outside what the backup holds
+   */
+  static async restore(source: string, path: string, options: RestoreOptions = {}): Promise<RestoreInfo> {
+    // Loaded on use: restore needs the Store class, and the store need not load restore.
+    const { restoreBackup } = await import("../backup/restore.ts");
+    return restoreBackup(source, path, options);
+  }
+
+  /** Check every checksum of the backup in `source` and its chain, without restoring; reports what it checked. */
+  static async verifyBackup(source: string, options: VerifyOptions = {}): Promise<VerifyReport> {
+    const { verifyBackup } = await import("../backup/verify.ts");
+    return verifyBackup(source, options);
+  }
+
   // ───────────────────────────── stats and close ─────────────────────────────
 
   /** A plain-object snapshot of the store's counters. */
@@ -427,6 +479,7 @@ export class Store {
       segmentsPending: logStats.segmentsPending,
       durability: this.options.durability,
       readOnly: this.options.readOnly,
+      archive: archiveStatsOf(this.core),
     };
   }
 
@@ -441,6 +494,8 @@ export class Store {
 
   private async closeOnce(): Promise<void> {
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
+    // The archiver ships what is durable one last time before the store goes.
+    await stopArchiveOf(this.core).catch(() => {});
     await Promise.allSettled([...this.inFlight]);
     await this.cleaner.idle();
     await this.commits.idle;

@@ -25,7 +25,11 @@ export const enum RecordType {
   Data = 1,
   /** The element is deleted. */
   Delete = 2,
-  /** The atomic point of a transaction: everything of `txId` before it takes effect. */
+  /**
+   * The atomic point of a transaction: everything of `txId` before it takes effect. Body (format
+   * version 2): f64 commit time, ms since the epoch (see {@link encodeCommitBody}); empty in
+   * version-1 files. Flag {@link FLAG_COMMIT_SYSTEM} marks the cleaner's relocations.
+   */
   Commit = 3,
   /** The list of parts of a large element: body = [f64 address, u32 bytes, u32 pad] per part. */
   Extents = 4,
@@ -141,4 +145,32 @@ export function* scanRecords(payload: Uint8Array): Generator<ScannedRecord> {
     yield { header, offset, body: record.subarray(RECORD_HEADER_BYTES) };
     offset += paddedRecordBytes(recordBytes);
   }
+}
+
+/**
+ * Commit record flag: a system transaction (the cleaner's relocation). It moves records without
+ * changing any element's bytes, so a logical reader of the log (backup restore) skips it.
+ */
+export const FLAG_COMMIT_SYSTEM = 1;
+
+/** Bytes of a version-2 Commit record body. */
+export const COMMIT_BODY_BYTES = 8;
+
+/** The body of a Commit record: the commit time (ms since the epoch, f64). */
+export function encodeCommitBody(timeMs: number): Uint8Array {
+  const body = new Uint8Array(COMMIT_BODY_BYTES);
+  new DataView(body.buffer).setFloat64(0, timeMs, true);
+  return body;
+}
+
+/**
+ * The commit time in a Commit record's body: `null` for the empty body of a version-1 file
+ * (time unknown). Any other length is damage.
+ */
+export function decodeCommitTime(body: Uint8Array): number | null {
+  if (body.length === 0) return null;
+  if (body.length !== COMMIT_BODY_BYTES) throw new CorruptionError(`Commit record body of ${body.length} bytes (expected 0 or ${COMMIT_BODY_BYTES})`);
+  const time = new DataView(body.buffer, body.byteOffset, COMMIT_BODY_BYTES).getFloat64(0, true);
+  if (!Number.isFinite(time)) throw new CorruptionError(`Commit record time ${time} is not a finite number`);
+  return time;
 }

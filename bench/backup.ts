@@ -1,0 +1,151 @@
+/**
+ * Backup figures, in one run (issue 14's goals in brackets):
+ *
+ * 1. full backup throughput (live bytes copied per second into a directory target) against a raw
+ *    sequential copy of the same number of bytes of the store's file into the same directory
+ *    (read, write, fsync) [≥ 0.8×];
+ * 2. writer commit latency p50 / p99 / max (serial `sync` commits of 100 B) without a backup and
+ *    while full backups run back to back, and how long the backups held the transaction turn
+ *    [p99 stall ≤ 1 ms];
+ * 3. increment bytes against the log bytes written since the previous backup [≤ 1.05×];
+ * 4. restore throughput (bytes of backup objects read, and elements, per second).
+ *
+ * Run alone: `bun bench/backup.ts` (BENCH_SCALE=0.1 for a quick look).
+ *
+ * @module
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { Store } from "../src/index.ts";
+import { dataPath, fmt, log, randomBytes, removeData, scaled } from "./common.ts";
+
+const ELEMENTS = scaled(60_000, 2_000);
+const LARGE = scaled(20, 2);
+const LATENCY_MS = scaled(3_000, 500);
+const INCREMENT_TXS = scaled(3_000, 200);
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] ?? 0;
+}
+
+/** Serial sync commits of one 100 B write for `ms`, while `during` runs; latencies in ms. */
+async function commitLatencies(store: Store, ms: number, during?: () => Promise<unknown>): Promise<{ p50: number; p99: number; max: number; n: number }> {
+  const value = randomBytes(100, 7);
+  const seid = store.allocateSeid();
+  const latencies: number[] = [];
+  const until = performance.now() + ms;
+  let background: Promise<unknown> = Promise.resolve();
+  let stop = false;
+  if (during !== undefined) {
+    background = (async () => {
+      while (!stop) await during();
+    })();
+  }
+  while (performance.now() < until) {
+    const t = performance.now();
+    await store.transaction((tx) => tx.write(seid, value));
+    latencies.push(performance.now() - t);
+  }
+  stop = true;
+  await background;
+  latencies.sort((a, b) => a - b);
+  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? 0, n: latencies.length };
+}
+
+/** Read `bytes` of `source` sequentially and write them to `target` in 8 MiB steps, then fsync. */
+function rawCopy(source: string, target: string, bytes: number): number {
+  const started = performance.now();
+  const input = openSync(source, "r");
+  const output = openSync(target, "w");
+  const buffer = new Uint8Array(8 << 20);
+  let done = 0;
+  while (done < bytes) {
+    const n = readSync(input, buffer, 0, Math.min(buffer.length, bytes - done), done);
+    if (n === 0) break;
+    writeSync(output, buffer, 0, n);
+    done += n;
+  }
+  fsyncSync(output);
+  closeSync(input);
+  closeSync(output);
+  return performance.now() - started;
+}
+
+async function main(): Promise<void> {
+  removeData();
+  const file = dataPath("backup-primary.lss");
+  const store = await Store.open(file, { cacheBytes: 0 });
+  log(`# Backup (${ELEMENTS} elements of 100 B..4 KiB and ${LARGE} of 2 MiB, io ${store.io})`);
+  const next = (() => {
+    let s = 12345;
+    return () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  })();
+  const seids: bigint[] = [];
+  for (let first = 0; first < ELEMENTS; first += 5_000) {
+    await store.transaction((tx) => {
+      for (let i = first; i < Math.min(ELEMENTS, first + 5_000); i++) {
+        const seid = store.allocateSeid();
+        seids.push(seid);
+        tx.write(seid, randomBytes(100 + Math.floor(next() * 4000), i));
+      }
+    });
+  }
+  for (let i = 0; i < LARGE; i++) {
+    const seid = store.allocateSeid();
+    await store.transaction((tx) => tx.write(seid, randomBytes(2 << 20, 1_000_000 + i)));
+  }
+  await store.checkpoint();
+  const live = store.stats().liveRecordBytes;
+  log(`live record bytes ${fmt(live / 2 ** 20)} MiB, file ${fmt(store.stats().fileBytes / 2 ** 20)} MiB`);
+
+  // 1. Full backup vs a raw sequential copy of as many bytes.
+  const targets = process.env.BACKUP_BENCH_TARGETS ?? dataPath("backup-targets");
+  mkdirSync(targets, { recursive: true });
+  const full = await store.backup(join(targets, "full-1"));
+  const fullMBs = full.bytes / 2 ** 20 / (full.durationMs / 1000);
+  const copyMs = rawCopy(file, join(targets, "raw-copy.bin"), full.bytes);
+  const copyMBs = full.bytes / 2 ** 20 / (copyMs / 1000);
+  log(`full backup: ${fmt(full.bytes / 2 ** 20)} MiB in ${fmt(full.durationMs)} ms = ${fmt(fullMBs)} MiB/s; turn held ${fmt(full.turnHeldMs)} ms`);
+  log(`raw sequential copy of the same bytes: ${fmt(copyMs)} ms = ${fmt(copyMBs)} MiB/s → backup/raw ${fmt(fullMBs / copyMBs)}×`);
+
+  // 2. Commit latency without and during full backups.
+  const quiet = await commitLatencies(store, LATENCY_MS);
+  let n = 0;
+  let turnMax = 0;
+  const during = await commitLatencies(store, LATENCY_MS, async () => {
+    const info = await store.backup(join(targets, `during-${n++}`));
+    turnMax = Math.max(turnMax, info.turnHeldMs);
+  });
+  log(`commit latency without backup: p50 ${fmt(quiet.p50)} ms, p99 ${fmt(quiet.p99)} ms, max ${fmt(quiet.max)} ms (${quiet.n} commits)`);
+  log(
+    `commit latency during ${n} full backups: p50 ${fmt(during.p50)} ms, p99 ${fmt(during.p99)} ms, max ${fmt(during.max)} ms (${during.n} commits); ` +
+      `p99 stall ${fmt(during.p99 - quiet.p99)} ms; longest turn held by a backup ${fmt(turnMax)} ms`,
+  );
+
+  // 3. Increment bytes vs log bytes written.
+  const chain = join(targets, "chain");
+  await store.backup(chain);
+  const before = store.stats().bytesWritten;
+  for (let i = 0; i < INCREMENT_TXS; i++) {
+    await store.transaction((tx) => {
+      for (let k = 0; k < 4; k++) tx.write(seids[Math.floor(next() * seids.length)] as bigint, randomBytes(100 + Math.floor(next() * 2000), i * 4 + k));
+    });
+  }
+  const logBytes = store.stats().bytesWritten - before;
+  const inc = await store.backup(chain);
+  log(`increment: ${fmt(inc.bytes / 2 ** 20)} MiB for ${fmt(logBytes / 2 ** 20)} MiB of log written → ${fmt(inc.bytes / logBytes)}× (${inc.kind})`);
+
+  // 4. Restore throughput.
+  const restoredPath = dataPath("backup-restored.lss");
+  const restored = await Store.restore(chain, restoredPath);
+  log(
+    `restore: ${fmt(restored.bytesRead / 2 ** 20)} MiB in ${fmt(restored.durationMs)} ms = ${fmt(restored.bytesRead / 2 ** 20 / (restored.durationMs / 1000))} MiB/s, ` +
+      `${fmt(restored.baseElements / (restored.durationMs / 1000))} elements/s, ${restored.transactionsReplayed} transactions replayed`,
+  );
+  const verify = await Store.verifyBackup(chain);
+  log(`verify: ${fmt(verify.bytes / 2 ** 20)} MiB, ${verify.objects} objects in ${fmt(verify.durationMs)} ms = ${fmt(verify.bytes / 2 ** 20 / (verify.durationMs / 1000))} MiB/s`);
+  await store.close();
+  removeData();
+}
+
+await main();

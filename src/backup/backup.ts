@@ -1,0 +1,734 @@
+/**
+ * The backup writer: `store.backup(target)`. The first backup into a target is **full** (a base
+ * plus the log copied while it was taken), later ones are **increments** (the durable log since
+ * the previous backup's end). docs/BACKUP.md has the whole design; in short:
+ *
+ * **The consistent point, without stalling writers.** Under the transaction turn, for the time
+ * of one memcpy of the mapping table (the only O(n) step, ~24 bytes per element), the writer
+ * records `P` = the log's appended end and `T0` = the last transaction id (no transaction's
+ * records straddle `P`: transactions and the cleaner append only while holding the turn), copies
+ * the mapping table and the multipart part lists, and pins every live segment. The base is then
+ * *exactly* the state at `T0`: every element is copied from where the map pointed at `P`, and the
+ * pins keep those bytes from being reused while writers go on committing (what they write goes to
+ * new log; the cleaner skips pinned segments), so the file grows at most by what is written
+ * during the copy. Segments are unpinned as soon as the copy has read them.
+ *
+ * **Verified, compacting copy.** Only live records are copied. Segments dense in live records are
+ * read whole (one sequential read per segment through the cleaner's pooled segment buffer, every
+ * unit through the log's unit checker); sparse ones record by record. Every record is checked
+ * (CRC, type, seid, part index) before it is written to the base, verbatim.
+ *
+ * **The log after the point.** Under the turn again (an instant), `E` = the appended end; after a
+ * flush, the durable log `[P, E)` is copied into increments, so the full backup restores to any
+ * transaction from `T0` to the last one committed before `E`.
+ *
+ * **Increments** are the durable log from the previous backup's end, read through the log's
+ * durable tail and cut into objects of at most `maxIncrementBytes`. The writer holds the log
+ * (a retention) only while it copies; between backups nothing is held (unlike Litestream's
+ * long read lock). If the log since the last backup was already reused, the backup takes a new
+ * full base into the same target and says so (`kind: "full"`, `reason`).
+ *
+ * **Commit point.** Objects first, each durable before the next step; the manifest last. A crash
+ * at any moment leaves the previous manifest in force and some unreferenced objects.
+ *
+ * @module
+ */
+import { BackupChainError, InvalidArgumentError, LogTruncatedError, StoreClosedError } from "../errors.ts";
+import type { LogStructuredStore } from "../log/log.ts";
+import { UNIT_HEADER_BYTES, type LogPosition } from "../log/format.ts";
+import type { CommitPath, StoreCore } from "../store/commit.ts";
+import type { Part } from "../store/format/extents.ts";
+import { FLAG_PART } from "../store/format/extents.ts";
+import { decodeCommitTime, RECORD_HEADER_BYTES, RecordType, scanRecords, verifyRecord } from "../store/format/records.ts";
+import type { SegmentPins } from "../store/pins.ts";
+import { BaseWriter, DEFAULT_CHUNK_BYTES } from "./base.ts";
+import { ensureStoreId } from "./identity.ts";
+import { LogObjectBuilder } from "./log-object.ts";
+import {
+  baseChunkName,
+  encodeManifest,
+  incrementName,
+  latestManifest,
+  manifestName,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  MAX_SEQ,
+  newBaseId,
+  validateChain,
+  type BackupManifest,
+  type BaseEntry,
+  type ChunkEntry,
+  type IncrementEntry,
+} from "./manifest.ts";
+import { openTarget, type BackupTarget, type OpenTargetOptions } from "./target.ts";
+
+/** Progress of a backup, as `onProgress` receives it. */
+export interface BackupProgress {
+  /** `"base"` while live elements are copied, `"log"` while the log is. */
+  readonly phase: "base" | "log";
+  /** Bytes of this phase done. */
+  readonly bytesDone: number;
+  /** Bytes of this phase in all (known when the phase starts). */
+  readonly bytesTotal: number;
+}
+
+/** Options of `store.backup()`. */
+export interface BackupOptions extends OpenTargetOptions {
+  /** Called as the copy goes on (at most every chunk or unit window). */
+  onProgress?: (progress: BackupProgress) => void;
+  /** Take a new full backup even if the target holds a chain this one could continue. */
+  full?: boolean;
+  /** Bytes per base chunk object, 64 KiB..1 GiB. Default 16 MiB (memory: about three chunks). */
+  chunkBytes?: number;
+  /** Largest increment object, bytes, 64 KiB..1 GiB. Default 64 MiB (memory: about one). */
+  maxIncrementBytes?: number;
+  /**
+   * Increments a chain may hold before a backup takes a new full base instead (so restores and
+   * manifests stay bounded), 1..100 000. Default 1 000.
+   */
+  maxChainIncrements?: number;
+}
+
+/** What a backup did. */
+export interface BackupInfo {
+  /** `"full"`: a new base (and the log copied meanwhile); `"incremental"`: increments only; `"unchanged"`: nothing new to copy. */
+  readonly kind: "full" | "incremental" | "unchanged";
+  /** Why a full backup was taken (first backup, log reclaimed, chain long, asked for). */
+  readonly reason: string | undefined;
+  /** The target, as given. */
+  readonly target: string;
+  /** The manifest this backup committed (the previous one when `"unchanged"`). */
+  readonly manifest: string;
+  /** Its sequence number. */
+  readonly manifestSeq: number;
+  /** The base the chain starts from. */
+  readonly baseId: string;
+  /** Sequence numbers of the increments this backup added (empty when none). */
+  readonly increments: readonly number[];
+  /** The first transaction this backup added (the base's for a full backup), or `null`. */
+  readonly firstTransaction: number | null;
+  /** The transaction the backup is consistent at: a restore without a point gives this state. */
+  readonly transaction: number;
+  /** Its commit time (ms since the epoch), or `null` when unknown. */
+  readonly commitTime: number | null;
+  /** Log position the next increment continues from. */
+  readonly lsn: number;
+  /** Bytes written to the target (objects and manifest). */
+  readonly bytes: number;
+  /** Objects written (manifest included). */
+  readonly objects: number;
+  /** Live elements copied into a base (0 for an increment). */
+  readonly elements: number;
+  /** How long the transaction turn was held, in total, ms. */
+  readonly turnHeldMs: number;
+  /** Wall time, ms. */
+  readonly durationMs: number;
+}
+
+/** What the writer needs of a store (its internals; see `storeInternals`). */
+export interface BackupHost {
+  readonly core: StoreCore;
+  readonly commits: CommitPath;
+  readonly pins: SegmentPins;
+}
+
+/** Internal options (archiving passes what it knows). */
+export interface BackupRunOptions extends BackupOptions {
+  /** The target's newest manifest as this process last committed it (skips a listing and a read). */
+  known?: BackupManifest;
+}
+
+/** Result of a run, with the committed manifest (for the archiver). */
+export interface BackupRun {
+  readonly info: BackupInfo;
+  readonly manifest: BackupManifest | undefined;
+}
+
+const DEFAULT_MAX_INCREMENT_BYTES = 64 << 20;
+const DEFAULT_MAX_CHAIN_INCREMENTS = 1_000;
+/** Read a segment whole when its live records are at least this share of it; else record by record. */
+const DENSE_SEGMENT_FRACTION = 1 / 8;
+/** Record reads in flight at once for sparse segments and multipart parts. */
+const READ_CONCURRENCY = 8;
+/** Dense segments are read in steps of this size, so writers' commits queue behind at most one. */
+const SEGMENT_READ_STEP_BYTES = 1 << 20;
+/** Longest stretch of copying without yielding to the event loop, ms. */
+const PACE_MS = 2;
+/** Most bytes of log read per range read while copying (bounds memory). */
+const LOG_WINDOW_BYTES = 8 << 20;
+
+/** One backup at a time per store (also the archiver's): they would race on the target. */
+const running = new WeakMap<StoreCore, Promise<unknown>>();
+
+/** Run `fn` after any backup of this store in progress. */
+export async function serialized<T>(core: StoreCore, fn: () => Promise<T>): Promise<T> {
+  const previous = running.get(core) ?? Promise.resolve();
+  const run = previous.catch(() => undefined).then(fn);
+  running.set(core, run);
+  try {
+    return await run;
+  } finally {
+    if (running.get(core) === run) running.delete(core);
+  }
+}
+
+function checkLimit(value: number | undefined, name: string, fallback: number, min: number, max: number): number {
+  const v = value ?? fallback;
+  if (!Number.isSafeInteger(v) || v < min || v > max) throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}], got ${String(v)}`);
+  return v;
+}
+
+/** `store.backup(target, options)`: open the target, back up, close the target. */
+export async function backupStore(host: BackupHost, target: string | BackupTarget, options: BackupRunOptions = {}): Promise<BackupInfo> {
+  const opened = typeof target === "string" ? await openTarget(target, options) : target;
+  try {
+    return (await serialized(host.core, () => runBackup(host, opened, options))).info;
+  } finally {
+    if (typeof target === "string") await opened.close();
+  }
+}
+
+/** One backup into an open target (callers serialize; see {@link serialized}). */
+export async function runBackup(host: BackupHost, target: BackupTarget, options: BackupRunOptions = {}): Promise<BackupRun> {
+  const started = performance.now();
+  const limits = {
+    chunkBytes: checkLimit(options.chunkBytes, "chunkBytes", DEFAULT_CHUNK_BYTES, 64 << 10, 1 << 30),
+    maxIncrementBytes: checkLimit(options.maxIncrementBytes, "maxIncrementBytes", DEFAULT_MAX_INCREMENT_BYTES, 64 << 10, 1 << 30),
+    maxChainIncrements: checkLimit(options.maxChainIncrements, "maxChainIncrements", DEFAULT_MAX_CHAIN_INCREMENTS, 1, 100_000),
+  };
+  const log = host.core.log;
+  if (log.closed) throw new StoreClosedError("the store is closed");
+  const clock = new TurnClock();
+  const storeId = await clock.hold(host.commits, () => ensureStoreId(log));
+  const latest = options.known ?? (await latestManifest(target))?.manifest;
+  const job: Job = { host, target, options, limits, clock, storeId, started, stats: { bytes: 0, objects: 0 } };
+  if (latest === undefined) return fullBackup(job, undefined, "first backup into this target");
+  if (latest.storeId !== storeId) {
+    throw new InvalidArgumentError(
+      `${target.location} holds backups of another store (id ${latest.storeId}, this store is ${storeId}): use another target`,
+    );
+  }
+  validateChain(latest);
+  if (options.full === true) return fullBackup(job, latest, "a full backup was asked for");
+  if (latest.increments.length >= limits.maxChainIncrements) {
+    return fullBackup(job, latest, `the chain holds ${latest.increments.length} increments (maxChainIncrements ${limits.maxChainIncrements})`);
+  }
+  try {
+    return await incrementalBackup(job, latest);
+  } catch (error) {
+    if (error instanceof LogTruncatedError) {
+      return fullBackup(job, latest, `the log since the last backup (from ${chainEnd(latest)}) was already reused: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+interface Job {
+  readonly host: BackupHost;
+  readonly target: BackupTarget;
+  readonly options: BackupRunOptions;
+  readonly limits: { chunkBytes: number; maxIncrementBytes: number; maxChainIncrements: number };
+  readonly clock: TurnClock;
+  readonly storeId: string;
+  readonly started: number;
+  readonly stats: { bytes: number; objects: number };
+}
+
+/** Time spent holding the transaction turn (reported, and what the benchmark's stall bound is about). */
+class TurnClock {
+  heldMs = 0;
+  async hold<T>(commits: CommitPath, fn: () => T | Promise<T>): Promise<T> {
+    return commits.exclusive(async () => {
+      const t = performance.now();
+      try {
+        return await fn();
+      } finally {
+        this.heldMs += performance.now() - t;
+      }
+    });
+  }
+}
+
+function chainEnd(manifest: BackupManifest): number {
+  return manifest.increments.at(-1)?.toLsn ?? manifest.base.lsn;
+}
+
+function lastTransactionOf(manifest: BackupManifest): number {
+  for (let i = manifest.increments.length - 1; i >= 0; i--) {
+    const tx = manifest.increments[i]?.lastTransaction;
+    if (tx !== null && tx !== undefined) return tx;
+  }
+  return manifest.base.transaction;
+}
+
+function lastCommitTimeOf(manifest: BackupManifest): number | null {
+  for (let i = manifest.increments.length - 1; i >= 0; i--) {
+    const inc = manifest.increments[i];
+    if (inc !== undefined && inc.lastTransaction !== null) return inc.lastCommitTime;
+  }
+  return manifest.base.commitTime;
+}
+
+async function putObject(job: Job, name: string, bytes: Uint8Array): Promise<void> {
+  await job.target.put(name, bytes);
+  job.stats.bytes += bytes.length;
+  job.stats.objects += 1;
+}
+
+async function commit(job: Job, manifest: BackupManifest): Promise<string> {
+  validateChain(manifest);
+  const name = manifestName(manifest.seq);
+  const bytes = encodeManifest(manifest);
+  await job.target.commitManifest(name, bytes);
+  job.stats.bytes += bytes.length;
+  job.stats.objects += 1;
+  return name;
+}
+
+// ─────────────────────────────────── full ───────────────────────────────────
+
+/** A single-part element of the snapshot. */
+interface SingleRef {
+  seid: bigint;
+  address: number;
+  sizeBytes: number;
+}
+
+async function fullBackup(job: Job, previous: BackupManifest | undefined, reason: string): Promise<BackupRun> {
+  const { host, clock } = job;
+  const { core, commits, pins } = host;
+  const log = core.log;
+  const seq = (previous?.seq ?? 0) + 1;
+  if (seq > MAX_SEQ) throw new BackupChainError(`manifest sequence number ${seq} is past ${MAX_SEQ}`, { after: `manifest ${seq - 1}`, next: "(none)" });
+
+  // 1. The consistent point (see the module doc).
+  let point!: {
+    lsn: number;
+    transaction: number;
+    commitTime: number | null;
+    map: StoreCore["map"];
+    parts: Map<bigint, { parts: Part[] }>;
+    spaces: Array<[number, number]>;
+    pinned: number[];
+  };
+  await clock.hold(commits, () => {
+    const pinned = log.liveSegmentSeqs();
+    pins.pin(pinned);
+    point = {
+      lsn: log.appendedEnd,
+      transaction: commits.lastTxId,
+      commitTime: commits.lastCommitTime,
+      map: core.map.clone(),
+      parts: new Map(core.parts),
+      spaces: core.spaces.snapshot(),
+      pinned,
+    };
+  });
+  // Each pinned segment's outstanding uses; unpinned when it reaches 0.
+  const uses = new Map<number, number>();
+  const unpinAll = (): void => {
+    pins.unpin([...uses.keys()]);
+    uses.clear();
+  };
+  for (const s of point.pinned) uses.set(s, 0);
+  const release = (seqs: Iterable<number>): void => {
+    for (const s of seqs) {
+      if (!uses.has(s)) continue;
+      const left = (uses.get(s) ?? 0) - 1;
+      if (left <= 0) {
+        uses.delete(s);
+        pins.unpin([s]);
+      } else uses.set(s, left);
+    }
+  };
+  try {
+    // Everything before P must be in the file before segments are read from it.
+    await log.flush();
+
+    // 2. Plan from the copy: single-part elements by segment, multipart ones with their parts.
+    const bySegment = new Map<number, SingleRef[]>();
+    const multiparts: Array<{ seid: bigint; parts: Part[] }> = [];
+    let totalBytes = 0;
+    for (const [seid, location] of point.map.entries()) {
+      if (location.multipart) {
+        const multipart = point.parts.get(seid);
+        if (multipart === undefined) throw new Error(`seid ${seid} is multipart but its parts are unknown`);
+        multiparts.push({ seid, parts: multipart.parts });
+        for (const part of multipart.parts) {
+          const s = log.segmentSeqOf(part.address);
+          uses.set(s, (uses.get(s) ?? 0) + 1);
+          totalBytes += RECORD_HEADER_BYTES + part.bodyBytes;
+        }
+        continue;
+      }
+      const s = log.segmentSeqOf(location.address);
+      let list = bySegment.get(s);
+      if (list === undefined) bySegment.set(s, (list = []));
+      list.push({ seid, address: location.address, sizeBytes: location.sizeBytes });
+      uses.set(s, (uses.get(s) ?? 0) + 1);
+      totalBytes += RECORD_HEADER_BYTES + location.sizeBytes;
+    }
+    point.map.clear();
+    // Segments the copy does not need go back at once.
+    release([...uses.entries()].filter(([, n]) => n === 0).map(([s]) => s));
+
+    // 3. The base.
+    const baseId = newBaseId(point.transaction, point.lsn);
+    const chunks: ChunkEntry[] = [];
+    let inFlight: Promise<void> = Promise.resolve();
+    const puts: Array<Promise<void>> = [];
+    const writer = new BaseWriter(job.limits.chunkBytes, async (index, pieces, size) => {
+      // One chunk uploads while the next one fills.
+      await inFlight;
+      const name = baseChunkName(baseId, index);
+      const body = pieces.length === 1 ? (pieces[0] as Uint8Array) : () => piecesOf(pieces);
+      const put = job.target.put(name, body).then((info) => {
+        if (info.size !== size) throw new Error(`chunk ${name}: ${info.size} bytes stored of ${size}`);
+        chunks[index] = info;
+        job.stats.bytes += info.size;
+        job.stats.objects += 1;
+      });
+      // Awaited before the next chunk (or at the end); marked handled so a failure that
+      // happens while the next chunk fills is not reported as unhandled meanwhile.
+      put.catch(() => {});
+      inFlight = put;
+      puts.push(put);
+    });
+    let done = 0;
+    const pacer = new Pacer();
+    const progress = (bytes: number): void => {
+      done += bytes;
+      job.options.onProgress?.({ phase: "base", bytesDone: done, bytesTotal: totalBytes });
+    };
+    writer.spaces(point.spaces);
+    const segmentSize = log.segmentSize;
+    // Segments are copied two at a time, so one is read from the disk while the other's records
+    // are checked and copied (the base's elements may be in any order).
+    const order = [...bySegment.keys()].sort((a, b) => a - b);
+    const copySegment = async (): Promise<void> => {
+      for (let s = order.shift(); s !== undefined; s = order.shift()) {
+        const refs = (bySegment.get(s) as SingleRef[]).sort((a, b) => a.address - b.address);
+        const liveBytes = refs.reduce((sum, ref) => sum + RECORD_HEADER_BYTES + ref.sizeBytes, 0);
+        if (liveBytes >= segmentSize * DENSE_SEGMENT_FRACTION) await copyDenseSegment(log, s, refs, writer, progress);
+        else await copyRecords(log, refs, writer, progress, pacer);
+        release(refs.map(() => s));
+        await writer.drain();
+        await pacer.tick();
+      }
+    };
+    await Promise.all([copySegment(), copySegment()]);
+    for (const element of multiparts) {
+      await copyMultipart(log, element.seid, element.parts, writer, progress, pacer);
+      release(element.parts.map((part) => log.segmentSeqOf(part.address)));
+    }
+    await writer.finish(point.transaction, point.commitTime);
+    await Promise.all(puts);
+    unpinAll();
+    const base: BaseEntry = {
+      id: baseId,
+      transaction: point.transaction,
+      commitTime: point.commitTime === null ? null : Math.floor(point.commitTime),
+      lsn: point.lsn,
+      bytes: writer.bytes,
+      chunks,
+    };
+
+    // 4. The log written meanwhile, so the backup ends as late as it can.
+    const copied = await copyLogSince(job, point.lsn, 1, point.transaction);
+    const manifest: BackupManifest = {
+      format: MANIFEST_FORMAT,
+      version: MANIFEST_VERSION,
+      seq,
+      createdAt: Date.now(),
+      storeId: job.storeId,
+      base,
+      increments: copied.increments,
+    };
+    const name = await commit(job, manifest);
+    const info: BackupInfo = {
+      kind: "full",
+      reason,
+      target: job.target.location,
+      manifest: name,
+      manifestSeq: seq,
+      baseId,
+      increments: copied.increments.map((inc) => inc.seq),
+      firstTransaction: point.transaction,
+      transaction: lastTransactionOf(manifest),
+      commitTime: lastCommitTimeOf(manifest),
+      lsn: chainEnd(manifest),
+      bytes: job.stats.bytes,
+      objects: job.stats.objects,
+      elements: writer.elements,
+      turnHeldMs: clock.heldMs,
+      durationMs: performance.now() - job.started,
+    };
+    return { info, manifest };
+  } finally {
+    unpinAll();
+  }
+}
+
+/**
+ * Keeps a long copy from starving the event loop: awaits that resolve at once never let I/O
+ * completions (the writers' commits) run, so every few ms of work the copy yields a macrotask.
+ */
+class Pacer {
+  private last = performance.now();
+  async tick(): Promise<void> {
+    if (performance.now() - this.last < PACE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.last = performance.now();
+  }
+}
+
+/** The pieces of a chunk as a body a put can replay. */
+async function* piecesOf(pieces: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (const piece of pieces) yield piece;
+}
+
+/**
+ * Copy the live single-part records of a dense segment: one whole-segment read (units through the
+ * log's unit checker), the records taken straight out of the read buffer.
+ */
+async function copyDenseSegment(log: LogStructuredStore, seq: number, refs: SingleRef[], writer: BaseWriter, progress: (n: number) => void): Promise<void> {
+  let next = 0;
+  let copied = 0;
+  await log.visitSegmentUnits(seq, (unitAddress, payload) => {
+    const base = unitAddress + UNIT_HEADER_BYTES;
+    if (next >= refs.length || (refs[next] as SingleRef).address >= base + payload.length) return;
+    for (const record of scanRecords(payload)) {
+      const ref = refs[next];
+      if (ref === undefined) break;
+      const address = base + record.offset;
+      if (address < ref.address) continue;
+      if (address > ref.address) break; // not in this unit: reported below
+      const raw = payload.subarray(record.offset, record.offset + record.header.recordBytes);
+      writer.logRecord(checkedElement(raw, ref), true);
+      copied += raw.length;
+      next += 1;
+    }
+  }, SEGMENT_READ_STEP_BYTES);
+  progress(copied);
+  if (next < refs.length) {
+    const ref = refs[next] as SingleRef;
+    throw new Error(`seid ${ref.seid}: its record at log address ${ref.address} was not found in segment ${seq}`);
+  }
+}
+
+/** Copy single-part records one read each (sparse segments), a few reads in flight. */
+async function copyRecords(log: LogStructuredStore, refs: SingleRef[], writer: BaseWriter, progress: (n: number) => void, pacer: Pacer): Promise<void> {
+  for (let first = 0; first < refs.length; first += READ_CONCURRENCY) {
+    const batch = refs.slice(first, first + READ_CONCURRENCY);
+    const raws = await Promise.all(batch.map((ref) => log.read(ref.address, RECORD_HEADER_BYTES + ref.sizeBytes)));
+    for (const [i, raw] of raws.entries()) {
+      writer.logRecord(checkedElement(raw, batch[i] as SingleRef), true);
+      progress(raw.length);
+    }
+    await writer.drain();
+    await pacer.tick();
+  }
+}
+
+/** A whole element's Data record, checked: CRC, type, seid, size, not a part. */
+function checkedElement(raw: Uint8Array, ref: SingleRef): Uint8Array {
+  const header = verifyRecord(raw, { type: RecordType.Data, seid: ref.seid });
+  if ((header.flags & FLAG_PART) !== 0 || raw.length !== RECORD_HEADER_BYTES + ref.sizeBytes) {
+    throw new Error(`seid ${ref.seid}: the record at ${ref.address} is not the whole element the map names`);
+  }
+  return raw;
+}
+
+/** Copy a multipart element's part records in order, each checked. */
+async function copyMultipart(
+  log: LogStructuredStore,
+  seid: bigint,
+  parts: Part[],
+  writer: BaseWriter,
+  progress: (n: number) => void,
+  pacer: Pacer,
+): Promise<void> {
+  for (let first = 0; first < parts.length; first += READ_CONCURRENCY) {
+    const batch = parts.slice(first, first + READ_CONCURRENCY);
+    const raws = await Promise.all(batch.map((part) => log.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes)));
+    for (const [i, raw] of raws.entries()) {
+      const index = first + i;
+      const header = verifyRecord(raw, { type: RecordType.Data, seid });
+      if ((header.flags & FLAG_PART) === 0 || header.aux !== index) throw new Error(`seid ${seid}: part ${index} record is not the part expected`);
+      writer.logRecord(raw, false);
+      progress(raw.length);
+    }
+    await writer.drain();
+    await pacer.tick();
+  }
+  writer.endMultipart(
+    seid,
+    parts.map((part) => part.bodyBytes),
+  );
+}
+
+// ─────────────────────────────────── the log ───────────────────────────────────
+
+async function incrementalBackup(job: Job, previous: BackupManifest): Promise<BackupRun> {
+  const from = chainEnd(previous);
+  const nextSeq = (previous.increments.at(-1)?.seq ?? 0) + 1;
+  const appended = job.host.core.log.appendedEnd;
+  if (appended < from) {
+    throw new InvalidArgumentError(
+      `${job.target.location}: its chain ends at log position ${from}, past this store's log end ${appended} (a different store, or a copy of this one)`,
+    );
+  }
+  const copied = await copyLogSince(job, from, nextSeq, lastTransactionOf(previous));
+  if (copied.increments.length === 0) {
+    const info: BackupInfo = {
+      kind: "unchanged",
+      reason: undefined,
+      target: job.target.location,
+      manifest: manifestName(previous.seq),
+      manifestSeq: previous.seq,
+      baseId: previous.base.id,
+      increments: [],
+      firstTransaction: null,
+      transaction: lastTransactionOf(previous),
+      commitTime: lastCommitTimeOf(previous),
+      lsn: from,
+      bytes: 0,
+      objects: 0,
+      elements: 0,
+      turnHeldMs: job.clock.heldMs,
+      durationMs: performance.now() - job.started,
+    };
+    return { info, manifest: previous };
+  }
+  const manifest: BackupManifest = {
+    ...previous,
+    seq: previous.seq + 1,
+    createdAt: Date.now(),
+    increments: [...previous.increments, ...copied.increments],
+  };
+  const name = await commit(job, manifest);
+  const info: BackupInfo = {
+    kind: "incremental",
+    reason: undefined,
+    target: job.target.location,
+    manifest: name,
+    manifestSeq: manifest.seq,
+    baseId: manifest.base.id,
+    increments: copied.increments.map((inc) => inc.seq),
+    firstTransaction: copied.increments.find((inc) => inc.firstTransaction !== null)?.firstTransaction ?? null,
+    transaction: lastTransactionOf(manifest),
+    commitTime: lastCommitTimeOf(manifest),
+    lsn: chainEnd(manifest),
+    bytes: job.stats.bytes,
+    objects: job.stats.objects,
+    elements: 0,
+    turnHeldMs: job.clock.heldMs,
+    durationMs: performance.now() - job.started,
+  };
+  return { info, manifest };
+}
+
+/**
+ * Copy the durable log from `from` to the log's end as of now into increments numbered from
+ * `firstSeq`. Holds the log from `from` while it copies (a retention), never longer.
+ *
+ * @throws LogTruncatedError when part of that log was already reused
+ */
+async function copyLogSince(job: Job, from: number, firstSeq: number, watermark: number): Promise<{ increments: IncrementEntry[] }> {
+  const { host, clock } = job;
+  const log = host.core.log;
+  const retention = log.retain(from);
+  try {
+    // The end: everything committed before this instant.
+    const appended = await clock.hold(host.commits, () => log.appendedEnd);
+    if (appended <= from) return { increments: [] };
+    await log.flush();
+    // The flush made every unit holding a record before `appended` durable. `appended` itself may
+    // lie just inside an empty open unit (past its header), which is not durable: stop there.
+    const end = Math.min(appended, log.stableAddress);
+    const segmentSize = log.segmentSize;
+    const increments: IncrementEntry[] = [];
+    let builder = new LogObjectBuilder(from);
+    let info = emptyTxInfo();
+    let cursor: LogPosition | number = Math.floor(from / segmentSize) * segmentSize;
+    let cursorAddress = cursor;
+    let seq = firstSeq;
+    let done = 0;
+    let last = watermark;
+    const ship = async (): Promise<void> => {
+      if (builder.unitCount === 0) return;
+      if (seq > MAX_SEQ) throw new BackupChainError(`increment sequence number ${seq} is past ${MAX_SEQ}`, { after: `increment ${seq - 1}`, next: "(none)" });
+      const bytes = builder.finish();
+      const fields = { seq, fromLsn: builder.fromLsn, toLsn: builder.toLsn, ...info };
+      const name = incrementName(fields);
+      const put = await job.target.put(name, bytes);
+      job.stats.bytes += put.size;
+      job.stats.objects += 1;
+      increments.push({ ...put, ...fields });
+      seq += 1;
+      retention.advance(builder.toLsn);
+      builder = new LogObjectBuilder(builder.toLsn);
+      info = emptyTxInfo();
+    };
+    while (cursorAddress < end) {
+      const segmentEnd = (Math.floor(cursorAddress / segmentSize) + 1) * segmentSize;
+      const windowEnd = Math.min(end, segmentEnd, cursorAddress + LOG_WINDOW_BYTES);
+      const units = await log.readRange(cursor, windowEnd);
+      if (units.length === 0) {
+        // Nothing more in this segment (the writer moved on to the next one), or nothing more at all.
+        cursor = cursorAddress = segmentEnd;
+        continue;
+      }
+      for (const unit of units) {
+        if (unit.endAddress <= from) continue;
+        if (builder.unitCount > 0 && builder.bytes + UNIT_HEADER_BYTES + unit.payload.length > job.limits.maxIncrementBytes) await ship();
+        builder.add(unit);
+        last = addCommits(info, unit.address, unit.payload, builder.fromLsn, last);
+        done += unit.endAddress - unit.address;
+        job.options.onProgress?.({ phase: "log", bytesDone: done, bytesTotal: end - from });
+      }
+      const tail = units.at(-1) as (typeof units)[number];
+      cursor = tail.position;
+      cursorAddress = tail.position.address;
+    }
+    await ship();
+    return { increments };
+  } finally {
+    retention.release();
+  }
+}
+
+interface TxInfo {
+  firstTransaction: number | null;
+  lastTransaction: number | null;
+  firstCommitTime: number | null;
+  lastCommitTime: number | null;
+}
+
+function emptyTxInfo(): TxInfo {
+  return { firstTransaction: null, lastTransaction: null, firstCommitTime: null, lastCommitTime: null };
+}
+
+/**
+ * Note the Commit records of a unit (at or after `fromLsn`) in `info`. A version-1 Commit
+ * record has no time: it is written as 0 (unknown) so the manifest stays well formed.
+ * Returns the highest transaction seen.
+ */
+export function addCommits(info: TxInfo, unitAddress: number, payload: Uint8Array, fromLsn: number, watermark: number): number {
+  const base = unitAddress + UNIT_HEADER_BYTES;
+  let last = watermark;
+  for (const record of scanRecords(payload)) {
+    if (base + record.offset < fromLsn || record.header.type !== RecordType.Commit) continue;
+    const tx = record.header.txId;
+    if (tx <= last) continue; // cannot happen in a valid log; the chain check would refuse it
+    const time = Math.max(0, Math.floor(decodeCommitTime(record.body) ?? 0));
+    if (info.firstTransaction === null) {
+      info.firstTransaction = tx;
+      info.firstCommitTime = time;
+    }
+    info.lastTransaction = tx;
+    info.lastCommitTime = time;
+    last = tx;
+  }
+  return last;
+}

@@ -1,0 +1,14 @@
+/** The backup suite (suite.ts) against a directory target. */
+import path from "node:path";
+import { afterAll } from "bun:test";
+import { scratchDir } from "../helpers.ts";
+import { defineBackupSuite } from "./suite.ts";
+
+const root = scratchDir("backup-targets");
+afterAll(() => root.cleanup());
+let n = 0;
+
+defineBackupSuite("directory", {
+  fresh: (name) => path.join(root.dir, `${name}-${n++}`),
+  options: () => ({}),
+});
