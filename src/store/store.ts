@@ -29,6 +29,9 @@ import { MappingTable } from "./state/mapping.ts";
 import { DEFAULT_SPACE, SeidSpaces } from "./state/seids.ts";
 import { SegmentUtilisation } from "./state/sut.ts";
 import { TransactionState, type Transaction } from "./transaction.ts";
+import { AttachedStore, type AttachOptions } from "../workers/attached.ts";
+import type { StoreHandle } from "../workers/handle.ts";
+import { WorkerHost } from "../workers/host.ts";
 
 /** What `store.stats()` returns. */
 export interface StoreStats {
@@ -96,6 +99,8 @@ export class Store {
   private closing: Promise<void> | undefined;
   private flushTimer: ReturnType<typeof setInterval> | undefined;
   private lastRelaxedFlushMs = 0;
+  /** Serves attached Workers once {@link share} was called (src/workers/host.ts). */
+  private host: WorkerHost | undefined;
 
   private constructor(init: {
     path: string;
@@ -291,21 +296,28 @@ export class Store {
     } finally {
       release();
     }
-    if (commitEnd !== undefined) {
-      if (this.options.durability === "sync") {
-        // Seal at once when no other transaction is queued behind this one; otherwise let the
-        // queued ones join the same flush (group commit).
-        this.log.requestFlush(this.commits.queued === 0);
-        await this.log.waitDurable(commitEnd);
-      } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
-        // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.
-        this.lastRelaxedFlushMs = performance.now();
-        this.log.requestFlush();
-      }
-      this.checkpointer.maybeCheckpoint(this.acceptsWork);
-      this.cleaner.nudge();
-    }
+    if (commitEnd !== undefined) await this.afterCommit(commitEnd, this.commits.queued > 0 || (this.host?.queuedTickets ?? 0) > 0);
     return result;
+  }
+
+  /**
+   * After a commit (of this thread's transaction or an attached Worker's): wait for what the
+   * durability setting promises, then let checkpoints and the cleaner run. `othersQueued`: more
+   * transactions wait for the turn, so the flush waits for them to join it (group commit).
+   */
+  private async afterCommit(commitEnd: number, othersQueued: boolean): Promise<void> {
+    if (this.options.durability === "sync") {
+      // Seal at once when no other transaction is queued behind this one; otherwise let the
+      // queued ones join the same flush (group commit).
+      this.log.requestFlush(!othersQueued);
+      await this.log.waitDurable(commitEnd);
+    } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
+      // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.
+      this.lastRelaxedFlushMs = performance.now();
+      this.log.requestFlush();
+    }
+    this.checkpointer.maybeCheckpoint(this.acceptsWork);
+    this.cleaner.nudge();
   }
 
   // ───────────────────────────── reads ─────────────────────────────
@@ -389,6 +401,54 @@ export class Store {
     return { segmentsCleaned: result.segmentsCleaned + again.segmentsCleaned, bytesFreed: again.bytesFreed };
   }
 
+  // ───────────────────────────── Workers ─────────────────────────────
+
+  /**
+   * A handle that `worker.postMessage(handle)` carries (plain data and SharedArrayBuffers, no
+   * transfer list); `await Store.attach(handle)` in a Worker of this process gives the same API
+   * on this store. From the first call on, transactions of every thread share one FIFO turn and
+   * one commit path (docs/WORKERS.md). This thread stays the store's owner: it must keep its event
+   * loop running while Workers use the store, and its `close()` waits for them to close.
+   */
+  share(): StoreHandle {
+    this.assertOpen();
+    if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing`);
+    this.host ??= new WorkerHost({
+      path: this.path,
+      core: this.core,
+      commits: this.commits,
+      cacheBytes: this.options.cacheBytes,
+      maxReadBytes: this.options.maxReadBytes,
+      durability: this.options.durability,
+      readOnly: this.options.readOnly,
+      assertWritable: () => this.assertWritable(),
+      throttle: () => this.cleaner.throttle(),
+      afterCommit: (commitEnd, othersQueued) => this.afterCommit(commitEnd, othersQueued),
+      flush: () => this.flush(),
+      checkpoint: () => this.checkpoint(),
+      compact: (options) => this.compact(options),
+      stats: () => this.stats(),
+      lastDetached: () => this.lastWorkerDetached?.(),
+    });
+    if (this.pins.external === undefined) {
+      const host = this.host;
+      this.pins.external = (seq) => host.isPinned(seq);
+    }
+    return this.host.handle(this.log.ringDescriptor, this.log.segmentSize);
+  }
+
+  /**
+   * In a Worker: attach to the store whose {@link share} handle this is. The result has the
+   * `Store` API (transactions FIFO with every thread's, reads without messages); its `close()`
+   * detaches only this Worker.
+   */
+  static attach(handle: StoreHandle, options?: AttachOptions): Promise<AttachedStore> {
+    return AttachedStore.attach(handle, options);
+  }
+
+  /** Set while `close()` waits for attached Workers to detach. */
+  private lastWorkerDetached: (() => void) | undefined;
+
   // ───────────────────────────── stats and close ─────────────────────────────
 
   /** A plain-object snapshot of the store's counters. */
@@ -429,15 +489,32 @@ export class Store {
   /**
    * Wait for transactions in flight, write a checkpoint, flush, and release the file. Safe to
    * call twice. After it, every method throws `StoreClosedError`.
+   *
+   * Once the store was {@link share}d, this is the owner's close: new transactions of this thread
+   * are refused at once, and the store really closes when the last attached Worker has closed
+   * (or died) — the last holder's close closes the store. `detachWorkers: true` closes now: the
+   * Workers' calls then fail with `StoreClosedError`.
    */
-  close(): Promise<void> {
-    this.closing ??= this.closeOnce();
+  close(options: { detachWorkers?: boolean } = {}): Promise<void> {
+    this.closing ??= this.closeOnce(options.detachWorkers === true);
     return this.closing;
   }
 
-  private async closeOnce(): Promise<void> {
-    if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
+  private async closeOnce(detachWorkers: boolean): Promise<void> {
     await Promise.allSettled([...this.inFlight]);
+    const host = this.host;
+    if (host !== undefined) {
+      // The closing rule: the last holder's close() closes the store. Workers still attached
+      // keep it open (this thread keeps serving them) until they close or die.
+      await new Promise<void>((resolve) => {
+        this.lastWorkerDetached = resolve;
+        host.ownerClosing(detachWorkers);
+      });
+      await Promise.allSettled([...this.inFlight]);
+      await this.commits.idle;
+      host.stop();
+    }
+    if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
     await this.cleaner.idle();
     await this.commits.idle;
     let error: unknown;

@@ -1,0 +1,17 @@
+import { Store } from "../../src/index.ts";
+import { scratchDir } from "../helpers.ts";
+import path from "node:path";
+const { dir, cleanup } = scratchDir("wsmoke");
+const store = await Store.open(path.join(dir, "a.lss"));
+const handle = store.share();
+const seid = store.allocateSeid();
+await store.transaction((tx) => tx.write(seid, new Uint8Array([1, 2, 3])));
+const w = new Worker(path.join(import.meta.dir, "smoke-worker.ts"));
+const done = new Promise((resolve, reject) => { w.onmessage = (e) => resolve(e.data); w.onerror = (e) => reject(e); });
+w.postMessage({ handle, seid });
+console.log("worker said", await done);
+console.log("main reads worker seid", await store.read(seid + 1000n), await store.read(seid));
+console.log(store.stats().commits);
+await store.close();
+console.log("closed");
+cleanup();
