@@ -76,6 +76,12 @@ export interface StoreStats {
   readOnly: boolean;
 }
 
+/**
+ * Longest a Worker's commit leaves its flush to the transactions queued behind it (see
+ * `afterCommit`): they normally ask within a Worker round trip (~0.1 ms).
+ */
+const GROUP_COMMIT_FALLBACK_MS = 5;
+
 /** Keys of the two internal seams (see {@link openStore}, {@link storeInternals}): not exported. */
 const OPEN: unique symbol = Symbol("bloom-lss.open");
 const INTERNALS: unique symbol = Symbol("bloom-lss.internals");
@@ -304,13 +310,22 @@ export class Store {
    * After a commit (of this thread's transaction or an attached Worker's): wait for what the
    * durability setting promises, then let checkpoints and the cleaner run. `othersQueued`: more
    * transactions wait for the turn, so the flush waits for them to join it (group commit).
+   * `deferFlush` (a Worker's commit with Workers queued behind it): do not ask for the flush at
+   * all — the last queued commit will — except through a fallback timer, in case that
+   * transaction aborts or its Worker dies.
    */
-  private async afterCommit(commitEnd: number, othersQueued: boolean): Promise<void> {
+  private async afterCommit(commitEnd: number, othersQueued: boolean, deferFlush = false): Promise<void> {
     if (this.options.durability === "sync") {
       // Seal at once when no other transaction is queued behind this one; otherwise let the
       // queued ones join the same flush (group commit).
-      this.log.requestFlush(!othersQueued);
-      await this.log.waitDurable(commitEnd);
+      if (deferFlush) {
+        const fallback = setTimeout(() => this.log.requestFlush(true), GROUP_COMMIT_FALLBACK_MS);
+        fallback.unref?.();
+        await this.log.waitDurable(commitEnd).finally(() => clearTimeout(fallback));
+      } else {
+        this.log.requestFlush(!othersQueued);
+        await this.log.waitDurable(commitEnd);
+      }
     } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
       // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.
       this.lastRelaxedFlushMs = performance.now();
@@ -423,7 +438,7 @@ export class Store {
       readOnly: this.options.readOnly,
       assertWritable: () => this.assertWritable(),
       throttle: () => this.cleaner.throttle(),
-      afterCommit: (commitEnd, othersQueued) => this.afterCommit(commitEnd, othersQueued),
+      afterCommit: (commitEnd, othersQueued, deferFlush) => this.afterCommit(commitEnd, othersQueued, deferFlush),
       flush: () => this.flush(),
       checkpoint: () => this.checkpoint(),
       compact: (options) => this.compact(options),

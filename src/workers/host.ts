@@ -45,8 +45,11 @@ export interface HostServices {
   assertWritable(): void;
   /** Before a transaction's records: the cleaner's throttle (writers wait for free segments). */
   throttle(): Promise<void>;
-  /** After a commit: durability (as the store's setting promises), checkpoints, the cleaner. */
-  afterCommit(commitEnd: number, othersQueued: boolean): Promise<void>;
+  /**
+   * After a commit: durability (as the store's setting promises), checkpoints, the cleaner.
+   * `deferFlush`: a queued transaction will ask for the flush (a short fallback timer asks too).
+   */
+  afterCommit(commitEnd: number, othersQueued: boolean, deferFlush: boolean): Promise<void>;
   flush(): Promise<void>;
   checkpoint(): Promise<void>;
   compact(options: { shrink?: boolean; utilisationPercent?: number }): Promise<unknown>;
@@ -329,7 +332,10 @@ export class WorkerHost implements CommitObserver {
       } finally {
         this.passOnFrom(connection);
       }
-      if (commitEnd !== undefined) await this.services.afterCommit(commitEnd, this.queuedTickets > 0);
+      // Group commit across Workers: with tickets queued behind this commit, the flush is left
+      // to the last of them (a Worker's next commit needs a round trip, so "seal on the next
+      // turn of the event loop" would flush each commit nearly alone). See afterCommit.
+      if (commitEnd !== undefined) await this.services.afterCommit(commitEnd, this.queuedTickets > 0, this.queuedTickets > 0);
       connection.sender.send(new FrameBuilder(Frame.Committed).f64(txId).finish());
     } catch (error) {
       connection.sender.send(new FrameBuilder(Frame.TxFailed).f64(txId).json(describeError(error)).finish());
