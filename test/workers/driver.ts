@@ -49,7 +49,7 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
     case "commit-loop": {
       // Commit `count` transactions as fast as the turn allows (for group commit and SIGKILL).
       for (let i = 1; i <= job.count; i++) {
-        await store.transaction((tx) => tx.write(job.keys[0] as bigint, valueFor(i, job.keys[0] as bigint)));
+        await store.transaction((tx) => tx.write(job.keys[0] as bigint, valueFor((job.base ?? 0) + i, job.keys[0] as bigint)));
         if (job.ack) self.postMessage({ ack: i });
       }
       return undefined;

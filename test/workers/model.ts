@@ -9,7 +9,7 @@ export type DriverJob =
   | { kind: "stripe"; keys: bigint[]; ms: number }
   | { kind: "hold"; keys: bigint[]; streamSeid: bigint }
   | { kind: "queue"; keys: bigint[] }
-  | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean }
+  | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean; base?: number }
   | { kind: "scan"; keys: bigint[]; ms: number }
   | { kind: "misuse" }
   | { kind: "reads"; keys: bigint[]; ms: number; seed: number };
