@@ -88,6 +88,18 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       });
       return { errors };
     }
+    case "timed-loop": {
+      // Commits whose callbacks note when they start and end (one clock across threads).
+      const spans: Array<[number, number, number]> = [];
+      for (let i = 0; i < job.count; i++) {
+        await store.transaction((tx) => {
+          const start = performance.timeOrigin + performance.now();
+          tx.write(job.keys[0] as bigint, valueFor(i, job.keys[0] as bigint));
+          spans.push([tx.id, start, performance.timeOrigin + performance.now()]);
+        });
+      }
+      return { spans };
+    }
     case "reads": {
       // Read throughput: random reads of `keys` for `ms`.
       const next = rng(job.seed);

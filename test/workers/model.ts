@@ -12,6 +12,7 @@ export type DriverJob =
   | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean; base?: number }
   | { kind: "scan"; keys: bigint[]; ms: number }
   | { kind: "misuse" }
+  | { kind: "timed-loop"; keys: bigint[]; count: number }
   | { kind: "reads"; keys: bigint[]; ms: number; seed: number };
 
 import type { Transaction } from "../../src/index.ts";
