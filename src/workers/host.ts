@@ -257,25 +257,37 @@ export class WorkerHost implements CommitObserver {
     }
   }
 
-  /** The Worker's open transaction, created at its first frame (it must hold the turn). */
-  private openTx(connection: Connection, txId: number): OpenTransaction {
+  /**
+   * The Worker's open transaction, created at its first frame (it must hold the turn). The
+   * cleaner's throttle runs here, before the transaction's first record, as it does before an
+   * owner's callback: run later, the cleaner would count the segments holding the transaction's
+   * not yet committed records as empty, and give them back under it.
+   */
+  private async openTx(connection: Connection, txId: number): Promise<OpenTransaction> {
     if (connection.tx !== undefined) {
       if (connection.tx.txId !== txId) throw new Error(`frames of transaction ${txId} while ${connection.tx.txId} is open`);
       return connection.tx;
     }
     if (this.lock.claimOf(this.lock.serving) !== connection.id) throw new Error(`transaction ${txId} without the turn`);
+    let failure: unknown;
+    try {
+      this.services.assertWritable();
+      await this.services.throttle();
+    } catch (error) {
+      failure = error;
+    }
     const tx: OpenTransaction = {
       txId,
       state: new TransactionState(txId, this.services.core.log, this.services.cacheBytes),
       streams: new Map(),
-      failure: undefined,
+      failure,
     };
     connection.tx = tx;
     return tx;
   }
 
-  private onOps(connection: Connection, frame: FrameReader): void {
-    const tx = this.openTx(connection, frame.f64());
+  private async onOps(connection: Connection, frame: FrameReader): Promise<void> {
+    const tx = await this.openTx(connection, frame.f64());
     if (tx.failure !== undefined) return;
     try {
       while (!frame.done) {
@@ -292,7 +304,7 @@ export class WorkerHost implements CommitObserver {
 
   private async onStream(connection: Connection, frame: FrameReader): Promise<void> {
     const type = frame.type;
-    const tx = this.openTx(connection, frame.f64());
+    const tx = await this.openTx(connection, frame.f64());
     const stream = frame.u32();
     if (tx.failure !== undefined) return;
     try {
@@ -316,14 +328,13 @@ export class WorkerHost implements CommitObserver {
 
   private async onCommit(connection: Connection, frame: FrameReader): Promise<void> {
     const txId = frame.f64();
-    const tx = connection.tx ?? this.openTx(connection, txId);
+    const tx = connection.tx ?? (await this.openTx(connection, txId));
     connection.tx = undefined;
     let commitEnd: number | undefined;
     try {
       try {
         if (tx.failure !== undefined) throw tx.failure;
         this.services.assertWritable();
-        await this.services.throttle();
         const ops = await tx.state.finish();
         commitEnd = await this.services.commits.commitLive(txId, ops, "user");
       } catch (error) {

@@ -6,7 +6,7 @@ import { Store } from "../../src/index.ts";
 import type { AttachedStore } from "../../src/workers/attached.ts";
 import type { StoreHandle } from "../../src/workers/handle.ts";
 import { rng } from "../../testing/prng.ts";
-import { decodeValue, randomWorkload, valueFor, type DriverJob } from "./model.ts";
+import { bigValue, decodeValue, randomWorkload, valueFor, type DriverJob } from "./model.ts";
 
 declare const self: Worker;
 
@@ -87,6 +87,21 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
         }
       });
       return { errors };
+    }
+    case "big": {
+      // Read a large element whole and as a stream; write one through a stream and one whole.
+      const whole = await store.read(job.read);
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of store.readStream(job.read)) chunks.push(chunk);
+      const streamed = Buffer.concat(chunks);
+      await store.transaction(async (tx) => {
+        const writer = tx.writeStream(job.streamed).getWriter();
+        const value = bigValue(job.sizes[0], 11);
+        for (let offset = 0; offset < value.length; offset += 100_003) await writer.write(value.subarray(offset, offset + 100_003));
+        await writer.close();
+        tx.write(job.whole, bigValue(job.sizes[1], 12));
+      });
+      return { wholeHash: Bun.hash(whole ?? new Uint8Array(0)).toString(), streamedHash: Bun.hash(streamed).toString(), size: store.sizeOf(job.read) };
     }
     case "timed-loop": {
       // Commits whose callbacks note when they start and end (one clock across threads).

@@ -12,6 +12,7 @@ export type DriverJob =
   | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean; base?: number }
   | { kind: "scan"; keys: bigint[]; ms: number }
   | { kind: "misuse" }
+  | { kind: "big"; read: bigint; streamed: bigint; whole: bigint; sizes: [number, number] }
   | { kind: "timed-loop"; keys: bigint[]; count: number }
   | { kind: "reads"; keys: bigint[]; ms: number; seed: number };
 
@@ -103,4 +104,17 @@ export function decodeValue(value: Uint8Array | undefined): number | null {
   const expected = valueFor(tag, view.getBigUint64(8, true));
   if (Buffer.compare(Buffer.from(expected), Buffer.from(value)) !== 0) throw new Error(`value of tag ${tag} is not byte-exact`);
   return tag;
+}
+
+/** `length` bytes derived from `seed` (for large elements). */
+export function bigValue(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    bytes[i] = x & 0xff;
+  }
+  return bytes;
 }

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import path from "node:path";
 import { Store, StoreClosedError } from "../../src/index.ts";
 import { scratchDir } from "../helpers.ts";
-import { decodeValue, randomWorkload, valueFor, type RandomResult, type TxRecord } from "./model.ts";
+import { bigValue, decodeValue, randomWorkload, valueFor, type RandomResult, type TxRecord } from "./model.ts";
 import { startJob, withTimeout, type Running } from "./util.ts";
 
 /** Replay records in turn (txId) order; every read inside a transaction must match the model. */
@@ -196,6 +196,31 @@ describe("workers", () => {
       expect(commits).toBe(200);
       expect(datasyncs).toBeLessThan(commits / 2);
       for (const seid of keys) expect(decodeValue(await store.read(seid))).toBe(25);
+      await withTimeout(store.close(), 20_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 90_000);
+
+  test("large elements across threads: a Worker reads one whole and as a stream, writes one through a stream and one of 20 MiB whole", async () => {
+    const { dir, cleanup } = scratchDir("workers-big");
+    const file = path.join(dir, "a.lss");
+    const running: Array<Running<{ wholeHash: string; streamedHash: string; size: number }>> = [];
+    try {
+      const store = await Store.open(file, { segmentSize: 4 << 20, bufferSize: 1 << 20 });
+      const [read, streamed, whole] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
+      const big = bigValue(5_000_011, 10);
+      await store.transaction((tx) => tx.write(read, big));
+      const handle = store.share();
+      const job = startJob<{ wholeHash: string; streamedHash: string; size: number }>(handle, { kind: "big", read, streamed, whole, sizes: [6_000_007, 20 << 20] });
+      running.push(job);
+      const result = await withTimeout(job.result, 60_000, "big");
+      expect(result.size).toBe(big.length);
+      expect(result.wholeHash).toBe(Bun.hash(big).toString());
+      expect(result.streamedHash).toBe(Bun.hash(big).toString());
+      expect(Buffer.compare(Buffer.from((await store.read(streamed)) as Uint8Array), Buffer.from(bigValue(6_000_007, 11)))).toBe(0);
+      expect(Buffer.compare(Buffer.from((await store.read(whole)) as Uint8Array), Buffer.from(bigValue(20 << 20, 12)))).toBe(0);
       await withTimeout(store.close(), 20_000, "close");
     } finally {
       for (const r of running) r.worker.terminate();
