@@ -526,12 +526,12 @@ export class Store {
         host.ownerClosing(detachWorkers);
       });
       await Promise.allSettled([...this.inFlight]);
-      await this.commits.idle;
-      host.stop();
     }
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
     await this.cleaner.idle();
     await this.commits.idle;
+    // Every turn of the shared lock has been passed on: the lock closes, turns are this thread's again.
+    host?.stop();
     let error: unknown;
     try {
       if (!this.options.readOnly && this.log.failedReason === undefined && this.commits.dirty) {
