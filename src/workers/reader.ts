@@ -33,6 +33,7 @@ import { RingWriter, type RingDescriptor } from "../log/ring.ts";
 import { ElementCache } from "../store/cache.ts";
 import { decodeExtents, FLAG_EXTENTS_INDIRECT, FLAG_PART, type Part } from "../store/format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "../store/format/records.ts";
+import { assembleParts } from "../store/read-path.ts";
 import type { Location } from "../store/state/mapping.ts";
 import { checkSeid } from "../store/state/seids.ts";
 import type { StoreHandle } from "./handle.ts";
@@ -140,19 +141,7 @@ export class WorkerReader {
       try {
         const value = await this.pinned(seid, location, async (parts) => {
           if (parts === undefined) return this.readSingle(seid, location);
-          const out = new Uint8Array(location.sizeBytes);
-          let offset = 0;
-          for (let first = 0; first < parts.length; first += READ_AHEAD_PARTS) {
-            const batch = parts.slice(first, first + READ_AHEAD_PARTS);
-            const bodies = await Promise.all(batch.map((part, i) => this.readPart(seid, part, first + i)));
-            for (const body of bodies) {
-              if (offset + body.length > out.length) throw new CorruptionError(`seid ${seid}: parts add up to more than its size`);
-              out.set(body, offset);
-              offset += body.length;
-            }
-          }
-          if (offset !== out.length) throw new CorruptionError(`seid ${seid}: parts add up to ${offset} bytes, expected ${out.length}`);
-          return out;
+          return assembleParts(seid, location.sizeBytes, parts, (part, index) => this.readPart(seid, part, index));
         });
         if (value === undefined) continue; // moved while we pinned: look again
         if (value.length <= this.cache.chunkBytes / 4) {
