@@ -20,6 +20,8 @@ export { openTarget, type BackupTarget, type OpenTargetOptions, type DirectoryTa
 export type { Transaction, ElementValue } from "./store/transaction.ts";
 export type { StoreOptions, Durability } from "./store/config.ts";
 export type { RecoveryReport } from "./store/replay.ts";
+export type { AttachedStore, AttachOptions } from "./workers/attached.ts";
+export type { StoreHandle } from "./workers/handle.ts";
 export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/state/seids.ts";
 export {
   LogStructuredStore,

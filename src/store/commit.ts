@@ -66,6 +66,24 @@ export interface StoreCore {
   readonly parts: Map<bigint, Multipart>;
   readonly spaces: SeidSpaces;
   liveValueBytes: number;
+  /** Set once the store is shared with Workers: sees every applied commit (src/workers). */
+  observer?: CommitObserver;
+}
+
+/** A turn provider shared across threads (src/workers/turn.ts `OwnerTurns`). */
+export interface SharedTurns {
+  takeTurn(): { ready: Promise<void>; release: () => void };
+}
+
+/**
+ * Sees every applied commit, in the same synchronous step (src/workers publishes the mapping
+ * table to Workers through it): `begin`, one `set`/`delete` per op, `end`.
+ */
+export interface CommitObserver {
+  begin(): void;
+  set(seid: bigint, location: Location): void;
+  delete(seid: bigint): void;
+  end(): void;
 }
 
 /** Who made a live commit: users' bytes count toward write amplification, the cleaner's do not. */
@@ -83,8 +101,13 @@ export interface CommitCounters {
 export class CommitPath {
   private readonly core: StoreCore;
   private turn: Promise<void> = Promise.resolve();
-  /** Highest transaction id handed out or seen in the log: the next one is above it. */
-  lastTxId: number;
+  /**
+   * The cross-thread turn, once the store is shared with Workers (src/workers/turn.ts): from then
+   * on every turn is a ticket of that lock, so the owner's transactions queue with the Workers'.
+   */
+  private sharedTurns: SharedTurns | undefined;
+  /** `[0]`: the last transaction id; a SharedArrayBuffer cell once shared (Workers read it in their turn). */
+  private txIdCell: Float64Array<ArrayBufferLike> = new Float64Array(1);
   /** Commit records written or replayed (live and replay count alike). */
   commits: number;
   /** Bytes of values users committed in this process. */
@@ -111,13 +134,47 @@ export class CommitPath {
     this.commits = start.commits;
   }
 
+  /** Highest transaction id handed out or seen in the log: the next one is above it. */
+  get lastTxId(): number {
+    return this.txIdCell[0] as number;
+  }
+
+  set lastTxId(value: number) {
+    this.txIdCell[0] = value;
+  }
+
+  /**
+   * Share the turn with Workers: from now on turns are tickets of `turns`, and the last
+   * transaction id lives in `txIdCell` (a turn holder in any thread takes the next id from it).
+   * Turns taken before this call still run first: the first ticket is held until they are done.
+   */
+  shareTurns(turns: SharedTurns, txIdCell: Float64Array): void {
+    if (this.sharedTurns !== undefined) return;
+    txIdCell[0] = this.lastTxId;
+    this.txIdCell = txIdCell;
+    const legacy = this.turn;
+    this.sharedTurns = turns;
+    const first = turns.takeTurn();
+    void first.ready.then(() => legacy).then(first.release);
+  }
+
   // ───────────────────────────── the turn ─────────────────────────────
 
   /**
    * Wait for the turn (FIFO: callers get it in the order they called) and return the function
    * that passes it on. The caller must call it exactly once, also when it fails.
    */
+  /** The store stopped serving Workers (closing): turns are this thread's own again. */
+  unshareTurns(): void {
+    if (this.sharedTurns === undefined) return;
+    const last = this.lastTxId;
+    this.sharedTurns = undefined;
+    this.txIdCell = new Float64Array([last]);
+    this.turn = Promise.resolve();
+  }
+
   takeTurn(): { ready: Promise<void>; release: () => void } {
+    if (this.sharedTurns !== undefined) return this.sharedTurns.takeTurn();
     const previous = this.turn;
     let release!: () => void;
     this.turn = new Promise<void>((resolve) => (release = resolve));
@@ -137,6 +194,7 @@ export class CommitPath {
 
   /** Resolves once every turn taken so far has been passed on. */
   get idle(): Promise<void> {
+    if (this.sharedTurns !== undefined) return this.exclusive(async () => {});
     return this.turn;
   }
 
@@ -230,14 +288,31 @@ function applyOps(core: StoreCore, ops: readonly AppliedOp[]): void {
   // Writes that replace a seid count too, so the table may grow one step early; reserve() grows
   // geometrically, so repeated large commits do not rehash each time.
   if (ops.length > RESERVE_FROM_OPS) core.map.reserve(core.map.size + ops.length);
+  const observer = core.observer;
+  if (observer !== undefined) {
+    observer.begin();
+    try {
+      applyEach(core, ops, observer);
+    } finally {
+      observer.end();
+    }
+    return;
+  }
+  applyEach(core, ops, undefined);
+}
+
+function applyEach(core: StoreCore, ops: readonly AppliedOp[], observer: CommitObserver | undefined): void {
   for (const op of ops) {
     // One mapping-table lookup per operation: set and delete hand back the location they replace.
     if (op.kind === "delete") {
       forget(core, op.seid, core.map.delete(op.seid));
       core.cache.invalidate(op.seid);
+      observer?.delete(op.seid);
       continue;
     }
-    forget(core, op.seid, core.map.set(op.seid, { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined }));
+    const location = { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined };
+    forget(core, op.seid, core.map.set(op.seid, location));
+    observer?.set(op.seid, location);
     if (op.multipart !== undefined) {
       for (const part of op.multipart.parts) core.sut.add(part.address, partRecordBytes(part));
       for (const record of op.multipart.meta) core.sut.add(record.address, record.recordBytes);

@@ -13,6 +13,8 @@ import type { Location } from "./state/mapping.ts";
 /** Counts of readers per segment seq: pinned segments are not released. */
 export class SegmentPins {
   private readonly counts = new Map<number, number>();
+  /** Pins held in other threads (src/workers: Workers' reads), consulted by {@link isPinned}. */
+  external: ((seq: number) => boolean) | undefined;
 
   pin(seqs: Iterable<number>): void {
     for (const seq of seqs) this.counts.set(seq, (this.counts.get(seq) ?? 0) + 1);
@@ -27,7 +29,7 @@ export class SegmentPins {
   }
 
   isPinned(seq: number): boolean {
-    return this.counts.has(seq);
+    return this.counts.has(seq) || (this.external !== undefined && this.external(seq));
   }
 }
 

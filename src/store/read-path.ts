@@ -119,13 +119,26 @@ export async function readPart(log: LogStructuredStore, seid: bigint, part: Part
 
 /** Read a whole multipart element into one buffer, verifying every part. */
 export async function readMultipart(log: LogStructuredStore, seid: bigint, location: Location, parts: readonly Part[]): Promise<Uint8Array> {
-  const out = new Uint8Array(location.sizeBytes);
+  return assembleParts(seid, location.sizeBytes, parts, (part, index) => readPart(log, seid, part, index));
+}
+
+/**
+ * Read every part with `readOne` (a few at once: the backend overlaps them) into one buffer of
+ * `sizeBytes`, checking the parts add up to it. Shared with a Worker's reads (src/workers).
+ */
+export async function assembleParts(
+  seid: bigint,
+  sizeBytes: number,
+  parts: readonly Part[],
+  readOne: (part: Part, index: number) => Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  const out = new Uint8Array(sizeBytes);
   let offset = 0;
   // Read a few parts at once: the backend overlaps them.
   const window = 4;
   for (let first = 0; first < parts.length; first += window) {
     const batch = parts.slice(first, first + window);
-    const bodies = await Promise.all(batch.map((part, i) => readPart(log, seid, part, first + i)));
+    const bodies = await Promise.all(batch.map((part, i) => readOne(part, first + i)));
     for (const body of bodies) {
       if (offset + body.length > out.length) throw new CorruptionError(`seid ${seid}: parts add up to more than its size`);
       out.set(body, offset);

@@ -33,6 +33,9 @@ import { backupStore, type BackupInfo, type BackupOptions } from "../backup/back
 import { Archive, archiveStatsOf, stopArchiveOf, type ArchiveOptions, type ArchiveStats } from "../backup/archive.ts";
 import type { RestoreInfo, RestoreOptions } from "../backup/restore.ts";
 import type { VerifyOptions, VerifyReport } from "../backup/verify.ts";
+import { AttachedStore, type AttachOptions } from "../workers/attached.ts";
+import type { StoreHandle } from "../workers/handle.ts";
+import { WorkerHost } from "../workers/host.ts";
 
 /** What `store.stats()` returns. */
 export interface StoreStats {
@@ -81,6 +84,12 @@ export interface StoreStats {
   archive: ArchiveStats | undefined;
 }
 
+/**
+ * Longest a Worker's commit leaves its flush to the transactions queued behind it (see
+ * `afterCommit`): they normally ask within a Worker round trip (~0.1 ms).
+ */
+const GROUP_COMMIT_FALLBACK_MS = 5;
+
 /** Keys of the two internal seams (see {@link openStore}, {@link storeInternals}): not exported. */
 const OPEN: unique symbol = Symbol("bloom-lss.open");
 const INTERNALS: unique symbol = Symbol("bloom-lss.internals");
@@ -104,6 +113,8 @@ export class Store {
   private closing: Promise<void> | undefined;
   private flushTimer: ReturnType<typeof setInterval> | undefined;
   private lastRelaxedFlushMs = 0;
+  /** Serves attached Workers once {@link share} was called (src/workers/host.ts). */
+  private host: WorkerHost | undefined;
 
   private constructor(init: {
     path: string;
@@ -300,21 +311,37 @@ export class Store {
     } finally {
       release();
     }
-    if (commitEnd !== undefined) {
-      if (this.options.durability === "sync") {
-        // Seal at once when no other transaction is queued behind this one; otherwise let the
-        // queued ones join the same flush (group commit).
-        this.log.requestFlush(this.commits.queued === 0);
-        await this.log.waitDurable(commitEnd);
-      } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
-        // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.
-        this.lastRelaxedFlushMs = performance.now();
-        this.log.requestFlush();
-      }
-      this.checkpointer.maybeCheckpoint(this.acceptsWork);
-      this.cleaner.nudge();
-    }
+    if (commitEnd !== undefined) await this.afterCommit(commitEnd, this.commits.queued > 0 || (this.host?.queuedTickets ?? 0) > 0);
     return result;
+  }
+
+  /**
+   * After a commit (of this thread's transaction or an attached Worker's): wait for what the
+   * durability setting promises, then let checkpoints and the cleaner run. `othersQueued`: more
+   * transactions wait for the turn, so the flush waits for them to join it (group commit).
+   * `deferFlush` (a Worker's commit with Workers queued behind it): do not ask for the flush at
+   * all — the last queued commit will — except through a fallback timer, in case that
+   * transaction aborts or its Worker dies.
+   */
+  private async afterCommit(commitEnd: number, othersQueued: boolean, deferFlush = false): Promise<void> {
+    if (this.options.durability === "sync") {
+      // Seal at once when no other transaction is queued behind this one; otherwise let the
+      // queued ones join the same flush (group commit).
+      if (deferFlush) {
+        const fallback = setTimeout(() => this.log.requestFlush(true), GROUP_COMMIT_FALLBACK_MS);
+        fallback.unref?.();
+        await this.log.waitDurable(commitEnd).finally(() => clearTimeout(fallback));
+      } else {
+        this.log.requestFlush(!othersQueued);
+        await this.log.waitDurable(commitEnd);
+      }
+    } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
+      // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.
+      this.lastRelaxedFlushMs = performance.now();
+      this.log.requestFlush();
+    }
+    this.checkpointer.maybeCheckpoint(this.acceptsWork);
+    this.cleaner.nudge();
   }
 
   // ───────────────────────────── reads ─────────────────────────────
@@ -444,6 +471,54 @@ export class Store {
     return verifyBackup(source, options);
   }
 
+  // ───────────────────────────── Workers ─────────────────────────────
+
+  /**
+   * A handle that `worker.postMessage(handle)` carries (plain data and SharedArrayBuffers, no
+   * transfer list); `await Store.attach(handle)` in a Worker of this process gives the same API
+   * on this store. From the first call on, transactions of every thread share one FIFO turn and
+   * one commit path (docs/WORKERS.md). This thread stays the store's owner: it must keep its event
+   * loop running while Workers use the store, and its `close()` waits for them to close.
+   */
+  share(): StoreHandle {
+    this.assertOpen();
+    if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing`);
+    this.host ??= new WorkerHost({
+      path: this.path,
+      core: this.core,
+      commits: this.commits,
+      cacheBytes: this.options.cacheBytes,
+      maxReadBytes: this.options.maxReadBytes,
+      durability: this.options.durability,
+      readOnly: this.options.readOnly,
+      assertWritable: () => this.assertWritable(),
+      throttle: () => this.cleaner.throttle(),
+      afterCommit: (commitEnd, othersQueued, deferFlush) => this.afterCommit(commitEnd, othersQueued, deferFlush),
+      flush: () => this.flush(),
+      checkpoint: () => this.checkpoint(),
+      compact: (options) => this.compact(options),
+      stats: () => this.stats(),
+      lastDetached: () => this.lastWorkerDetached?.(),
+    });
+    if (this.pins.external === undefined) {
+      const host = this.host;
+      this.pins.external = (seq) => host.isPinned(seq);
+    }
+    return this.host.handle(this.log.ringDescriptor, this.log.segmentSize);
+  }
+
+  /**
+   * In a Worker: attach to the store whose {@link share} handle this is. The result has the
+   * `Store` API (transactions FIFO with every thread's, reads without messages); its `close()`
+   * detaches only this Worker.
+   */
+  static attach(handle: StoreHandle, options?: AttachOptions): Promise<AttachedStore> {
+    return AttachedStore.attach(handle, options);
+  }
+
+  /** Set while `close()` waits for attached Workers to detach. */
+  private lastWorkerDetached: (() => void) | undefined;
+
   // ───────────────────────────── stats and close ─────────────────────────────
 
   /** A plain-object snapshot of the store's counters. */
@@ -486,19 +561,36 @@ export class Store {
   /**
    * Wait for transactions in flight, write a checkpoint, flush, and release the file. Safe to
    * call twice. After it, every method throws `StoreClosedError`.
+   *
+   * Once the store was {@link share}d, this is the owner's close: new transactions of this thread
+   * are refused at once, and the store really closes when the last attached Worker has closed
+   * (or died) — the last holder's close closes the store. `detachWorkers: true` closes now: the
+   * Workers' calls then fail with `StoreClosedError`.
    */
-  close(): Promise<void> {
-    this.closing ??= this.closeOnce();
+  close(options: { detachWorkers?: boolean } = {}): Promise<void> {
+    this.closing ??= this.closeOnce(options.detachWorkers === true);
     return this.closing;
   }
 
-  private async closeOnce(): Promise<void> {
+  private async closeOnce(detachWorkers: boolean): Promise<void> {
+    await Promise.allSettled([...this.inFlight]);
+    const host = this.host;
+    if (host !== undefined) {
+      // The closing rule: the last holder's close() closes the store. Workers still attached
+      // keep it open (this thread keeps serving them) until they close or die.
+      await new Promise<void>((resolve) => {
+        this.lastWorkerDetached = resolve;
+        host.ownerClosing(detachWorkers);
+      });
+      await Promise.allSettled([...this.inFlight]);
+    }
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
     // The archiver ships what is durable one last time before the store goes.
     await stopArchiveOf(this.core).catch(() => {});
-    await Promise.allSettled([...this.inFlight]);
     await this.cleaner.idle();
     await this.commits.idle;
+    // Every turn of the shared lock has been passed on: the lock closes, turns are this thread's again.
+    host?.stop();
     let error: unknown;
     try {
       if (!this.options.readOnly && this.log.failedReason === undefined && this.commits.dirty) {

@@ -67,6 +67,18 @@ export class SeidSpaces {
     return (BigInt(space) << 32n) | BigInt(counter);
   }
 
+  /**
+   * Hand out `count` consecutive seids of `space` at once (a Worker's lease, src/workers): returns
+   * the low half of the first. Logged like single allocations (the next Alloc record).
+   */
+  allocateBlock(space: number, count: number): number {
+    const first = this.allocate(space);
+    const firstLow = Number(first & 0xffff_ffffn);
+    const end = Math.min(firstLow + count, MAX_SEIDS_PER_SPACE + 1);
+    this.next.set(space, end);
+    return firstLow;
+  }
+
   /** Counters changed since the last call: for an Alloc record. Includes the next space number. */
   takeDirty(): Array<[number, number]> | undefined {
     if (this.dirty.size === 0) return undefined;

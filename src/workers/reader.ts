@@ -1,0 +1,386 @@
+/**
+ * Reads in an attached Worker, with no message to any other thread:
+ *
+ *   seid → shared mapping table (seqlock: a whole commit or none) → pin the segments (shared
+ *   pins) → look again: still the same location? (else unpin and start over) → bytes from a flush
+ *   buffer still in memory (through the ring's native pointers) or from the file (this Worker's
+ *   own read-only O_DIRECT descriptor) → every record verified (length, CRC, type, seid, part) →
+ *   unpin.
+ *
+ * Why the second look makes the pin safe: the cleaner gives a segment back only after a commit
+ * moved every live element out of it, and only if no pin names it. A pin written before that
+ * commit is seen by the cleaner; a pin written after it is caught by the second look, since the
+ * location changed. So a segment is never reused under a Worker's read.
+ *
+ * Why bytes from a flush buffer are checked twice: the owner may write the buffer out and reuse
+ * its slot while a Worker copies from it. The copy counts only if the slot held the same
+ * incarnation (ring counter) before and after; otherwise the unit is on disk by then, and the
+ * file read finds it.
+ *
+ * The Worker keeps its own small cache of values, each tagged with the log address it was read
+ * from: a hit counts only if the shared table still maps the seid to that address (addresses are
+ * never reused), so no invalidation message is ever needed.
+ *
+ * @module
+ */
+import { ALIGNMENT_BYTES, type FileHandle, type IoBackend, type NativeBuffer } from "../io/backend.ts";
+import { openBackend } from "../io/open.ts";
+import { IoQueue } from "../io/queue.ts";
+import { CorruptionError, InvalidArgumentError } from "../errors.ts";
+import { alignDown, alignUp, LogGeometry } from "../log/address.ts";
+import { UNIT_HEADER_BYTES } from "../log/format.ts";
+import { RingWriter, type RingDescriptor } from "../log/ring.ts";
+import { ElementCache } from "../store/cache.ts";
+import { decodeExtents, FLAG_EXTENTS_INDIRECT, FLAG_PART, type Part } from "../store/format/extents.ts";
+import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "../store/format/records.ts";
+import { assembleParts } from "../store/read-path.ts";
+import type { Location } from "../store/state/mapping.ts";
+import { checkSeid } from "../store/state/seids.ts";
+import type { StoreHandle } from "./handle.ts";
+import { SharedMapping, SharedPins, SharedSegments } from "./shared-state.ts";
+
+/** Attempts of one read before a persistent mismatch is reported as corruption. */
+const READ_ATTEMPTS = 8;
+/** Parts a Worker's read stream keeps in flight. */
+const READ_AHEAD_PARTS = 4;
+/** Pooled aligned read buffers of this size (larger reads allocate their own). */
+const POOLED_READ_BYTES = 64 << 10;
+const POOL_MAX = 8;
+
+/** A read that lost a race (buffer reused, segment index stale): try again from the map. */
+class Retry extends Error {}
+
+/** The ring seen from a Worker: only to find bytes still in flush buffers. */
+class ReaderRing extends RingWriter {
+  view(slot: number): Uint8Array {
+    return this.views[slot] as Uint8Array;
+  }
+}
+
+/** Reads of one attached Worker (see the module doc). */
+export class WorkerReader {
+  private readonly id: number;
+  private readonly mapping: SharedMapping;
+  private readonly segments: SharedSegments;
+  private readonly pins: SharedPins;
+  private readonly ring: ReaderRing;
+  private readonly geometry: LogGeometry;
+  private readonly backend: IoBackend;
+  private readonly queue: IoQueue;
+  private readonly file: FileHandle;
+  private readonly cache: ElementCache;
+  private readonly maxReadBytes: number;
+  private readonly pool: NativeBuffer[] = [];
+  private openStreams = 0;
+  private closed = false;
+  cacheHits = 0;
+  cacheMisses = 0;
+
+  private constructor(id: number, handle: StoreHandle, backend: IoBackend, file: FileHandle, cacheBytes: number) {
+    this.id = id;
+    this.mapping = new SharedMapping(handle.mapping);
+    this.segments = new SharedSegments(handle.segments);
+    this.pins = new SharedPins(handle.pins);
+    this.ring = new ReaderRing(handle.ring as RingDescriptor);
+    this.geometry = new LogGeometry(handle.segmentSize);
+    this.backend = backend;
+    this.queue = new IoQueue(backend);
+    this.file = file;
+    this.cache = new ElementCache(cacheBytes);
+    this.maxReadBytes = handle.maxReadBytes;
+  }
+
+  /** Open this Worker's own read-only descriptor of the store's file (never locked). */
+  static async open(id: number, handle: StoreHandle, cacheBytes: number): Promise<WorkerReader> {
+    const backend = await openBackend({ io: "portable", queueDepth: 64 });
+    try {
+      const file = backend.openFile(handle.path, { readOnly: true, direct: true });
+      return new WorkerReader(id, handle, backend, file, cacheBytes);
+    } catch (error) {
+      backend.close();
+      throw error;
+    }
+  }
+
+  get shared(): SharedMapping {
+    return this.mapping;
+  }
+
+  // ───────────────────────────── elements ─────────────────────────────
+
+  has(seid: bigint): boolean {
+    return this.mapping.lookup(checkSeid(seid)).location !== undefined;
+  }
+
+  sizeOf(seid: bigint): number | undefined {
+    return this.mapping.lookup(checkSeid(seid)).location?.sizeBytes;
+  }
+
+  seids(space: number): bigint[] {
+    if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
+      throw new InvalidArgumentError(`space must be an integer in [0, 4294967295], got ${space}`);
+    }
+    return this.mapping.seidsOfSpace(space).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** The element's committed bytes, or undefined. */
+  async read(seid: bigint): Promise<Uint8Array | undefined> {
+    checkSeid(seid);
+    for (let attempt = 0; ; attempt++) {
+      const { location } = this.mapping.lookup(seid);
+      if (location === undefined) return undefined;
+      if (location.sizeBytes > this.maxReadBytes) {
+        throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
+      }
+      const cached = this.cache.get(seid);
+      if (cached !== undefined && new DataView(cached.buffer, cached.byteOffset, 8).getFloat64(0, true) === location.address) {
+        this.cacheHits += 1;
+        return cached.subarray(8);
+      }
+      this.cacheMisses += 1;
+      try {
+        const value = await this.pinned(seid, location, async (parts) => {
+          if (parts === undefined) return this.readSingle(seid, location);
+          return assembleParts(seid, location.sizeBytes, parts, (part, index) => this.readPart(seid, part, index));
+        });
+        if (value === undefined) continue; // moved while we pinned: look again
+        if (value.length <= this.cache.chunkBytes / 4) {
+          const tagged = new Uint8Array(8 + value.length);
+          new DataView(tagged.buffer).setFloat64(0, location.address, true);
+          tagged.set(value, 8);
+          this.cache.set(seid, tagged);
+        }
+        return value;
+      } catch (error) {
+        if (error instanceof Retry && attempt < READ_ATTEMPTS) continue;
+        throw error instanceof Retry ? new CorruptionError(`seid ${seid}: its record could not be read consistently (${error.message})`) : error;
+      }
+    }
+  }
+
+  /** The element's committed bytes as a stream; its segments stay pinned until it ends. */
+  readStream(seid: bigint): ReadableStream<Uint8Array> {
+    checkSeid(seid);
+    const { location } = this.mapping.lookup(seid);
+    if (location === undefined) throw new InvalidArgumentError(`seid ${seid} has no element to stream`);
+    let parts: readonly Part[] | undefined;
+    let entries: number[] = [];
+    let next = 0;
+    let delivered = 0;
+    let started = false;
+    let finished = false;
+    const inFlight: Array<Promise<Uint8Array>> = [];
+    const release = () => {
+      if (finished) return;
+      finished = true;
+      this.openStreams -= 1;
+      for (const entry of entries) this.pins.unpin(entry);
+      entries = [];
+    };
+    this.openStreams += 1;
+    const start = async () => {
+      // Pin everything the version being streamed touches, once, for the stream's whole life.
+      for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        const now = this.mapping.lookup(seid).location;
+        if (now === undefined || !sameLocation(now, location)) throw new InvalidArgumentError(`seid ${seid} changed before its stream started`);
+        const held = await this.pinSeqs([this.geometry.seqOf(location.address)]);
+        try {
+          if (!sameLocation(this.mapping.lookup(seid).location, location)) throw new Retry("moved");
+          parts = location.multipart ? await this.partsOf(seid, location.address, held) : undefined;
+          if (parts !== undefined) held.push(...(await this.pinSeqs(parts.map((part) => this.geometry.seqOf(part.address)))));
+          if (!sameLocation(this.mapping.lookup(seid).location, location)) throw new Retry("moved");
+          entries = held;
+          return;
+        } catch (error) {
+          for (const entry of held) this.pins.unpin(entry);
+          if (!(error instanceof Retry)) throw error;
+        }
+      }
+      throw new InvalidArgumentError(`seid ${seid} kept moving while its stream started`);
+    };
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          try {
+            if (!started) {
+              started = true;
+              await start();
+            }
+            if (parts === undefined) {
+              const body = await this.readSingle(seid, location);
+              if (body.length > 0) controller.enqueue(body);
+              release();
+              controller.close();
+              return;
+            }
+            const list = parts;
+            while (inFlight.length < READ_AHEAD_PARTS && next < list.length) {
+              const index = next++;
+              const read = this.readPart(seid, list[index] as Part, index);
+              read.catch(() => {});
+              inFlight.push(read);
+            }
+            const head = inFlight.shift();
+            if (head === undefined) {
+              if (delivered !== location.sizeBytes) throw new CorruptionError(`seid ${seid}: parts add up to ${delivered} bytes, expected ${location.sizeBytes}`);
+              release();
+              controller.close();
+              return;
+            }
+            const body = await head;
+            delivered += body.length;
+            controller.enqueue(body);
+          } catch (error) {
+            release();
+            controller.error(error instanceof Retry ? new CorruptionError(`seid ${seid}: ${error.message}`) : error);
+          }
+        },
+        cancel: release,
+      },
+      { highWaterMark: 1 },
+    );
+  }
+
+  /**
+   * Pin the element's segments (and for a multipart element, its parts' segments), check the
+   * location did not move meanwhile, run `body`, unpin. Undefined when it moved: look again.
+   */
+  private async pinned<T>(seid: bigint, location: Location, body: (parts: readonly Part[] | undefined) => Promise<T>): Promise<T | undefined> {
+    const held = await this.pinSeqs([this.geometry.seqOf(location.address)]);
+    try {
+      if (!sameLocation(this.mapping.lookup(seid).location, location)) return undefined;
+      let parts: readonly Part[] | undefined;
+      if (location.multipart) {
+        parts = await this.partsOf(seid, location.address, held);
+        held.push(...(await this.pinSeqs(parts.map((part) => this.geometry.seqOf(part.address)))));
+        if (!sameLocation(this.mapping.lookup(seid).location, location)) return undefined;
+      }
+      return await body(parts);
+    } finally {
+      for (const entry of held) this.pins.unpin(entry);
+    }
+  }
+
+  /** Pin each distinct seq; waits (never errors) while the shared pin table is full. */
+  private async pinSeqs(seqs: readonly number[]): Promise<number[]> {
+    const entries: number[] = [];
+    for (const seq of new Set(seqs)) {
+      for (;;) {
+        const entry = this.pins.tryPin(this.id, seq);
+        if (entry >= 0) {
+          entries.push(entry);
+          break;
+        }
+        await Bun.sleep(1);
+      }
+    }
+    return entries;
+  }
+
+  /** The part list of a multipart element, from its Extents record(s), every one verified. */
+  private async partsOf(seid: bigint, address: number, held: number[]): Promise<Part[]> {
+    const root = await this.readRecordAt(address, RecordType.Extents, seid);
+    const entries = decodeExtents(root.body);
+    if ((root.flags & FLAG_EXTENTS_INDIRECT) === 0) return entries;
+    held.push(...(await this.pinSeqs(entries.map((chunk) => this.geometry.seqOf(chunk.address)))));
+    const parts: Part[] = [];
+    for (const chunk of entries) {
+      const record = await this.readBytes(chunk.address, RECORD_HEADER_BYTES + chunk.bodyBytes);
+      verifyRecord(record, { type: RecordType.Extents, seid });
+      parts.push(...decodeExtents(record.subarray(RECORD_HEADER_BYTES)));
+    }
+    return parts;
+  }
+
+  /** A record whose length is not known: its header first, then the whole record. */
+  private async readRecordAt(address: number, type: RecordType, seid: bigint): Promise<{ flags: number; body: Uint8Array }> {
+    const head = await this.readBytes(address, RECORD_HEADER_BYTES);
+    const recordBytes = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
+    if (recordBytes < RECORD_HEADER_BYTES || recordBytes > this.ring.maxReservationBytes) throw new Retry(`record at ${address} claims ${recordBytes} bytes`);
+    const record = await this.readBytes(address, recordBytes);
+    let header;
+    try {
+      header = verifyRecord(record, { type, seid });
+    } catch (error) {
+      throw new Retry(error instanceof Error ? error.message : String(error));
+    }
+    return { flags: header.flags, body: record.subarray(RECORD_HEADER_BYTES) };
+  }
+
+  private async readSingle(seid: bigint, location: Location): Promise<Uint8Array> {
+    const record = await this.readBytes(location.address, RECORD_HEADER_BYTES + location.sizeBytes);
+    const header = verifyOrRetry(record, seid);
+    if ((header.flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
+    return record.subarray(RECORD_HEADER_BYTES);
+  }
+
+  private async readPart(seid: bigint, part: Part, index: number): Promise<Uint8Array> {
+    const record = await this.readBytes(part.address, RECORD_HEADER_BYTES + part.bodyBytes);
+    const header = verifyOrRetry(record, seid);
+    if ((header.flags & FLAG_PART) === 0 || header.aux !== index) {
+      throw new CorruptionError(`seid ${seid}: part ${index} record is not the part expected (aux ${header.aux})`);
+    }
+    return record.subarray(RECORD_HEADER_BYTES);
+  }
+
+  // ───────────────────────────── log bytes ─────────────────────────────
+
+  /** `length` log bytes at `address`: from a flush buffer while there, else from the file. */
+  private async readBytes(address: number, length: number): Promise<Uint8Array> {
+    const fromMemory = this.readFromBuffers(address, length);
+    if (fromMemory !== undefined) return fromMemory;
+    const seq = this.geometry.seqOf(address);
+    const index = this.segments.indexOf(seq);
+    if (index === undefined) throw new Retry(`segment ${seq} is not in the published segment index`);
+    const physical = this.geometry.physicalOffset(index, address);
+    const alignedStart = alignDown(physical);
+    const alignedBytes = alignUp(physical + length) - alignedStart;
+    const buffer = alignedBytes <= POOLED_READ_BYTES ? (this.pool.pop() ?? this.backend.alloc(POOLED_READ_BYTES)) : this.backend.alloc(alignUp(alignedBytes, ALIGNMENT_BYTES));
+    try {
+      await this.queue.read(this.file, buffer, 0, alignedBytes, alignedStart);
+      return buffer.bytes.slice(physical - alignedStart, physical - alignedStart + length);
+    } finally {
+      if (buffer.sizeBytes === POOLED_READ_BYTES && this.pool.length < POOL_MAX && !this.closed) this.pool.push(buffer);
+      else this.backend.free(buffer);
+    }
+  }
+
+  /** Copy from a flush buffer holding `[address, +length)`, valid only if the slot was not reused meanwhile. */
+  private readFromBuffers(address: number, length: number): Uint8Array | undefined {
+    for (const buffer of this.ring.slots) {
+      if (buffer.isFree) continue;
+      const incarnation = buffer.counter;
+      const start = address - buffer.baseAddress;
+      if (start < UNIT_HEADER_BYTES || start + length > UNIT_HEADER_BYTES + buffer.finalFillBytes) continue;
+      if (start + length > this.ring.bufferSize) continue;
+      const copy = this.ring.view(buffer.slot).slice(start, start + length);
+      if (buffer.isFree || buffer.counter !== incarnation) return undefined; // written out meanwhile: the file has it
+      return copy;
+    }
+    return undefined;
+  }
+
+  /** Close the descriptor and free every buffer (after the Worker's reads have ended). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    while (this.queue.outstanding > 0) await this.backend.wait(1, 10);
+    for (const buffer of this.pool.splice(0)) this.backend.free(buffer);
+    this.backend.closeFile(this.file);
+    this.backend.close();
+    this.cache.clear();
+  }
+}
+
+function sameLocation(a: Location | undefined, b: Location): boolean {
+  return a !== undefined && a.address === b.address && a.sizeBytes === b.sizeBytes && a.multipart === b.multipart;
+}
+
+/** Verify a Data record; a mismatch is first treated as a lost race (retried), then corruption. */
+function verifyOrRetry(record: Uint8Array, seid: bigint): { flags: number; aux: number } {
+  try {
+    return verifyRecord(record, { type: RecordType.Data, seid });
+  } catch (error) {
+    throw new Retry(error instanceof Error ? error.message : String(error));
+  }
+}

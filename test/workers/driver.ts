@@ -1,0 +1,145 @@
+/**
+ * A test Worker: attaches to the store it is handed and runs one job, posting what it observed.
+ * Every value written is `valueFor(tag, seid)`, so any read can be checked byte for byte.
+ */
+import { Store } from "../../src/index.ts";
+import type { AttachedStore } from "../../src/workers/attached.ts";
+import type { StoreHandle } from "../../src/workers/handle.ts";
+import { rng } from "../../testing/prng.ts";
+import { bigValue, decodeValue, randomWorkload, valueFor, type DriverJob } from "./model.ts";
+
+declare const self: Worker;
+
+async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
+  switch (job.kind) {
+    case "random":
+      return randomWorkload(store, job);
+    case "stripe": {
+      // Write every key with the transaction's id as tag, in key order, until the time is up.
+      const deadline = Date.now() + job.ms;
+      let commits = 0;
+      while (Date.now() < deadline) {
+        await store.transaction((tx) => {
+          for (const seid of job.keys) tx.write(seid, valueFor(tx.id, seid));
+        });
+        commits += 1;
+      }
+      return { commits };
+    }
+    case "hold": {
+      // Open a transaction with writes and an open write stream, say so, and never finish it.
+      await store.transaction(async (tx) => {
+        for (const seid of job.keys) tx.write(seid, valueFor(999_999, seid));
+        const writer = tx.writeStream(job.streamSeid).getWriter();
+        await writer.write(new Uint8Array(3 << 20).fill(7));
+        self.postMessage({ inside: true, txId: tx.id });
+        await new Promise(() => {});
+      });
+      return undefined;
+    }
+    case "queue": {
+      // Take a turn behind whoever holds it, and say so once the ticket is taken.
+      const done = store.transaction((tx) => {
+        for (const seid of job.keys) tx.write(seid, valueFor(888_888, seid));
+      });
+      self.postMessage({ queued: true });
+      await done;
+      return undefined;
+    }
+    case "commit-loop": {
+      // Commit `count` transactions as fast as the turn allows (for group commit and SIGKILL).
+      for (let i = 1; i <= job.count; i++) {
+        await store.transaction((tx) => tx.write(job.keys[0] as bigint, valueFor((job.base ?? 0) + i, job.keys[0] as bigint)));
+        if (job.ack) self.postMessage({ ack: i });
+      }
+      return undefined;
+    }
+    case "scan": {
+      // Read keys in order until told to stop: a transaction writes them all with one tag, in the
+      // same order, so a later key must never show an older tag than an earlier key.
+      let scans = 0;
+      let violations = 0;
+      const deadline = Date.now() + job.ms;
+      while (Date.now() < deadline) {
+        let previous = -1;
+        for (const seid of job.keys) {
+          const tag = decodeValue(await store.read(seid)) ?? -1;
+          const size = store.sizeOf(seid) ?? -1;
+          if (tag < previous) violations += 1;
+          if (tag >= 0 && size < 0) violations += 1;
+          previous = tag;
+        }
+        scans += 1;
+      }
+      return { scans, violations };
+    }
+    case "misuse": {
+      const errors: string[] = [];
+      await store.transaction(async () => {
+        for (const call of [() => store.transaction(() => {}), () => store.flush(), () => store.close()]) {
+          const started = performance.now();
+          try {
+            await call();
+            errors.push("no error");
+          } catch (error) {
+            errors.push(`${(error as Error).name} in ${(performance.now() - started).toFixed(1)} ms`);
+          }
+        }
+      });
+      return { errors };
+    }
+    case "big": {
+      // Read a large element whole and as a stream; write one through a stream and one whole.
+      const whole = await store.read(job.read);
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of store.readStream(job.read)) chunks.push(chunk);
+      const streamed = Buffer.concat(chunks);
+      await store.transaction(async (tx) => {
+        const writer = tx.writeStream(job.streamed).getWriter();
+        const value = bigValue(job.sizes[0], 11);
+        for (let offset = 0; offset < value.length; offset += 100_003) await writer.write(value.subarray(offset, offset + 100_003));
+        await writer.close();
+        tx.write(job.whole, bigValue(job.sizes[1], 12));
+      });
+      return { wholeHash: Bun.hash(whole ?? new Uint8Array(0)).toString(), streamedHash: Bun.hash(streamed).toString(), size: store.sizeOf(job.read) };
+    }
+    case "timed-loop": {
+      // Commits whose callbacks note when they start and end (one clock across threads).
+      const spans: Array<[number, number, number]> = [];
+      for (let i = 0; i < job.count; i++) {
+        await store.transaction((tx) => {
+          const start = performance.timeOrigin + performance.now();
+          tx.write(job.keys[0] as bigint, valueFor(i, job.keys[0] as bigint));
+          spans.push([tx.id, start, performance.timeOrigin + performance.now()]);
+        });
+      }
+      return { spans };
+    }
+    case "reads": {
+      // Read throughput: random reads of `keys` for `ms`.
+      const next = rng(job.seed);
+      let reads = 0;
+      let bytes = 0;
+      const deadline = performance.now() + job.ms;
+      while (performance.now() < deadline) {
+        for (let i = 0; i < 256; i++) {
+          const value = await store.read(job.keys[Math.floor(next() * job.keys.length)] as bigint);
+          bytes += value?.length ?? 0;
+          reads += 1;
+        }
+      }
+      return { reads, bytes };
+    }
+  }
+}
+
+self.onmessage = async (event: MessageEvent<{ handle: StoreHandle; job: DriverJob; close?: boolean }>) => {
+  try {
+    const store = await Store.attach(event.data.handle);
+    const result = await run(event.data.job, store);
+    if (event.data.close !== false) await store.close();
+    self.postMessage({ done: true, result });
+  } catch (error) {
+    self.postMessage({ error: error instanceof Error ? `${error.name}: ${error.message}\n${error.stack}` : String(error) });
+  }
+};

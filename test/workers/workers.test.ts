@@ -1,0 +1,265 @@
+/**
+ * One store shared by real Bun Workers: FIFO transactions through the one commit path, reads in
+ * Workers without messages, a Worker's death mid-transaction, group commit across Workers, misuse
+ * and the closing rule. Every wait has a deadline; every value is checked byte for byte.
+ */
+import { describe, expect, test } from "bun:test";
+import path from "node:path";
+import { Store, StoreClosedError } from "../../src/index.ts";
+import { scratchDir } from "../helpers.ts";
+import { bigValue, decodeValue, randomWorkload, valueFor, type RandomResult, type TxRecord } from "./model.ts";
+import { startJob, withTimeout, type Running } from "./util.ts";
+
+/** Replay records in turn (txId) order; every read inside a transaction must match the model. */
+function replay(records: TxRecord[]): { final: Map<string, number | null>; history: Map<string, Array<[number, number | null]>> } {
+  const sorted = [...records].sort((a, b) => a.txId - b.txId);
+  expect(new Set(sorted.map((r) => r.txId)).size).toBe(sorted.length);
+  const state = new Map<string, number | null>();
+  const history = new Map<string, Array<[number, number | null]>>();
+  for (const record of sorted) {
+    for (const [seid, tag] of record.reads) {
+      if ((state.get(seid) ?? null) !== tag) {
+        throw new Error(`tx ${record.txId} (thread ${record.thread}) read ${seid} = ${tag}, but in turn order it is ${state.get(seid) ?? null}`);
+      }
+    }
+    for (const [seid, tag] of record.writes) {
+      state.set(seid, tag);
+      const list = history.get(seid) ?? [];
+      list.push([record.txId, tag]);
+      history.set(seid, list);
+    }
+  }
+  return { final: state, history };
+}
+
+/** A read made after transaction `afterTx` committed must show that state or a later one. */
+function checkOutsideRead(history: Map<string, Array<[number, number | null]>>, read: { seid: string; tag: number | null; afterTx: number }): void {
+  const versions = history.get(read.seid) ?? [];
+  let atOrBefore: number | null = null;
+  const later: Array<number | null> = [];
+  for (const [txId, tag] of versions) {
+    if (txId <= read.afterTx) atOrBefore = tag;
+    else later.push(tag);
+  }
+  if (read.tag !== atOrBefore && !later.includes(read.tag)) {
+    throw new Error(`read of ${read.seid} after tx ${read.afterTx} saw ${read.tag}: never its value at or after that point`);
+  }
+}
+
+describe("workers", () => {
+  test("4 Workers and the main thread: every read and the final state match one serial order in turn order", async () => {
+    const { dir, cleanup } = scratchDir("workers-model");
+    const file = path.join(dir, "a.lss");
+    const running: Array<Running<RandomResult>> = [];
+    try {
+      const store = await Store.open(file, { segmentSize: 256 << 10, bufferSize: 64 << 10 });
+      const keys = Array.from({ length: 12 }, () => store.allocateSeid());
+      const handle = store.share();
+      for (let thread = 1; thread <= 4; thread++) {
+        running.push(startJob<RandomResult>(handle, { kind: "random", thread, seed: 1000 + thread, transactions: 60, keys }));
+      }
+      // The main thread runs its own workload at the same time, plus bursts of transactions
+      // opened without waiting: their ids must follow the order of the calls (FIFO).
+      const mine = randomWorkload(store, { thread: 0, seed: 7, transactions: 60, keys });
+      const burstIds: number[] = [];
+      for (let round = 0; round < 5; round++) {
+        const calls = Array.from({ length: 5 }, (_, i) =>
+          store.transaction((tx) => {
+            tx.write(keys[i] as bigint, valueFor(tx.id * 16 + 15, keys[i] as bigint));
+            return tx.id;
+          }),
+        );
+        const ids = await withTimeout(Promise.all(calls), 30_000, "burst");
+        burstIds.push(...ids);
+        for (let i = 1; i < ids.length; i++) expect(ids[i] as number).toBeGreaterThan(ids[i - 1] as number);
+      }
+      const results = await withTimeout(Promise.all([mine, ...running.map((r) => r.result)]), 120_000, "workloads");
+      const records = results.flatMap((r) => r.records);
+      // The bursts' writes are part of the history too.
+      burstIds.forEach((txId, n) => records.push({ txId, thread: -1, reads: [], writes: [[`${keys[n % 5]}`, txId * 16 + 15]] }));
+      const { final, history } = replay(records);
+      for (const result of results) for (const read of result.outside) checkOutsideRead(history, read);
+      expect(records.length).toBe(5 * 60 + 25);
+      for (const seid of keys) expect(decodeValue(await store.read(seid))).toBe(final.get(`${seid}`) ?? null);
+      await withTimeout(store.close(), 30_000, "close");
+      const reopened = await Store.open(file);
+      for (const seid of keys) expect(decodeValue(await reopened.read(seid))).toBe(final.get(`${seid}`) ?? null);
+      await reopened.close();
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 180_000);
+
+  test("a Worker terminated inside its transaction (writes and an open write stream): gone, the next runs at once, reopen shows a committed prefix", async () => {
+    const { dir, cleanup } = scratchDir("workers-death");
+    const file = path.join(dir, "a.lss");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(file, { segmentSize: 1 << 20, bufferSize: 256 << 10 });
+      const keys = Array.from({ length: 4 }, () => store.allocateSeid());
+      const streamSeid = store.allocateSeid();
+      await store.transaction((tx) => {
+        for (const seid of keys) tx.write(seid, valueFor(1, seid));
+      });
+      const handle = store.share();
+      const holder = startJob<unknown>(handle, { kind: "hold", keys, streamSeid });
+      running.push(holder);
+      await withTimeout(holder.message((m) => m.inside === true), 20_000, "holder inside its transaction");
+      // A second Worker queues behind it and dies waiting; the main thread queues last.
+      const queued = startJob<unknown>(handle, { kind: "queue", keys });
+      running.push(queued);
+      await withTimeout(queued.message((m) => m.queued === true), 20_000, "queued");
+      const mainTx = store.transaction((tx) => {
+        tx.write(keys[0] as bigint, valueFor(2, keys[0] as bigint));
+        return tx.id;
+      });
+      await Bun.sleep(50);
+      const killedAt = performance.now();
+      holder.worker.terminate();
+      queued.worker.terminate();
+      const mainId = await withTimeout(mainTx, 10_000, "the next transaction after the death");
+      const handOffMs = performance.now() - killedAt;
+      expect(handOffMs).toBeLessThan(2_000);
+      // Nothing of the dead transactions is visible, and the stream's element never appeared.
+      expect(decodeValue(await store.read(keys[0] as bigint))).toBe(2);
+      for (const seid of keys.slice(1)) expect(decodeValue(await store.read(seid))).toBe(1);
+      expect(store.has(streamSeid)).toBe(false);
+      // The store goes on: another Worker commits, the main thread reads it.
+      const after = startJob<unknown>(handle, { kind: "commit-loop", keys: [keys[1] as bigint], count: 3, ack: false });
+      running.push(after);
+      await withTimeout(after.result, 20_000, "a Worker after the death");
+      expect(decodeValue(await store.read(keys[1] as bigint))).toBe(3);
+      await withTimeout(store.close(), 20_000, "close after deaths");
+      const reopened = await Store.open(file);
+      expect(decodeValue(await reopened.read(keys[0] as bigint))).toBe(2);
+      expect(decodeValue(await reopened.read(keys[1] as bigint))).toBe(3);
+      for (const seid of keys.slice(2)) expect(decodeValue(await reopened.read(seid))).toBe(1);
+      expect(reopened.has(streamSeid)).toBe(false);
+      expect(reopened.stats().commits).toBe(1 + 1 + 3);
+      await reopened.close();
+      console.log(`hand-off after a terminated holder: ${handOffMs.toFixed(1)} ms (main tx ${mainId})`);
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+
+  test("a reader Worker never sees part of a transaction while the main thread and a Worker commit", async () => {
+    const { dir, cleanup } = scratchDir("workers-atomic");
+    const file = path.join(dir, "a.lss");
+    const running: Array<Running<unknown>> = [];
+    try {
+      // Small buffers and segments: commits rotate buffers and segments while the reader reads.
+      const store = await Store.open(file, { segmentSize: 128 << 10, bufferSize: 32 << 10, durability: "relaxed", cacheBytes: 1 << 20 });
+      const keys = Array.from({ length: 8 }, () => store.allocateSeid());
+      const handle = store.share();
+      const reader = startJob<{ scans: number; violations: number }>(handle, { kind: "scan", keys, ms: 2_000 });
+      const writer = startJob<{ commits: number }>(handle, { kind: "stripe", keys, ms: 2_000 });
+      running.push(reader, writer);
+      let mine = 0;
+      const deadline = Date.now() + 2_000;
+      while (Date.now() < deadline) {
+        await store.transaction((tx) => {
+          for (const seid of keys) tx.write(seid, valueFor(tx.id, seid));
+        });
+        mine += 1;
+      }
+      const [scan, stripes] = await withTimeout(Promise.all([reader.result, writer.result]), 30_000, "reader and writer");
+      console.log(`atomic visibility: ${scan.scans} scans of 8 keys, ${mine} + ${stripes.commits} commits, ${scan.violations} violations`);
+      expect(scan.violations).toBe(0);
+      expect(scan.scans).toBeGreaterThan(10);
+      expect(stripes.commits).toBeGreaterThan(5);
+      await withTimeout(store.close(), 20_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+
+  test("group commit across Workers: 8 Workers committing at once share flushes", async () => {
+    const { dir, cleanup } = scratchDir("workers-group");
+    const file = path.join(dir, "a.lss");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(file);
+      const keys = Array.from({ length: 8 }, () => store.allocateSeid());
+      const handle = store.share();
+      await store.flush();
+      const before = store.stats();
+      for (const seid of keys) running.push(startJob<unknown>(handle, { kind: "commit-loop", keys: [seid], count: 25, ack: false }));
+      await withTimeout(Promise.all(running.map((r) => r.result)), 60_000, "commit loops");
+      const after = store.stats();
+      const commits = after.commits - before.commits;
+      const datasyncs = after.datasyncs - before.datasyncs;
+      console.log(`group commit: ${commits} durable commits from 8 Workers took ${datasyncs} datasyncs`);
+      expect(commits).toBe(200);
+      expect(datasyncs).toBeLessThan(commits / 2);
+      for (const seid of keys) expect(decodeValue(await store.read(seid))).toBe(25);
+      await withTimeout(store.close(), 20_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 90_000);
+
+  test("large elements across threads: a Worker reads one whole and as a stream, writes one through a stream and one of 20 MiB whole", async () => {
+    const { dir, cleanup } = scratchDir("workers-big");
+    const file = path.join(dir, "a.lss");
+    const running: Array<Running<{ wholeHash: string; streamedHash: string; size: number }>> = [];
+    try {
+      const store = await Store.open(file, { segmentSize: 4 << 20, bufferSize: 1 << 20 });
+      const [read, streamed, whole] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
+      const big = bigValue(5_000_011, 10);
+      await store.transaction((tx) => tx.write(read, big));
+      const handle = store.share();
+      const job = startJob<{ wholeHash: string; streamedHash: string; size: number }>(handle, { kind: "big", read, streamed, whole, sizes: [6_000_007, 20 << 20] });
+      running.push(job);
+      const result = await withTimeout(job.result, 60_000, "big");
+      expect(result.size).toBe(big.length);
+      expect(result.wholeHash).toBe(Bun.hash(big).toString());
+      expect(result.streamedHash).toBe(Bun.hash(big).toString());
+      expect(Buffer.compare(Buffer.from((await store.read(streamed)) as Uint8Array), Buffer.from(bigValue(6_000_007, 11)))).toBe(0);
+      expect(Buffer.compare(Buffer.from((await store.read(whole)) as Uint8Array), Buffer.from(bigValue(20 << 20, 12)))).toBe(0);
+      await withTimeout(store.close(), 20_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 90_000);
+
+  test("misuse never hangs; the last holder's close closes the store; a terminated Worker leaves the file unlocked", async () => {
+    const { dir, cleanup } = scratchDir("workers-close");
+    const file = path.join(dir, "a.lss");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(file);
+      const handle = store.share();
+      const misuse = startJob<{ errors: string[] }>(handle, { kind: "misuse" });
+      running.push(misuse);
+      const { errors } = await withTimeout(misuse.result, 20_000, "misuse");
+      expect(errors.length).toBe(3);
+      for (const error of errors) expect(error).toMatch(/^TransactionError in \d+\.\d ms$/);
+      // A Worker that stays attached keeps the store open past the owner's close().
+      const seid = store.allocateSeid();
+      const stays = startJob<unknown>(handle, { kind: "commit-loop", keys: [seid], count: 1, ack: false }, { close: false });
+      running.push(stays);
+      await withTimeout(stays.result, 20_000, "attached worker");
+      let closed = false;
+      const closing = store.close().then(() => (closed = true));
+      await Bun.sleep(300);
+      expect(closed).toBe(false);
+      expect(store.transaction(() => {})).rejects.toBeInstanceOf(StoreClosedError);
+      expect(decodeValue(await store.read(seid))).toBe(1);
+      // Its death detaches it: the store closes and the file is free for this process.
+      stays.worker.terminate();
+      await withTimeout(closing, 10_000, "close after the last Worker died");
+      const reopened = await withTimeout(Store.open(file), 10_000, "reopen");
+      expect(decodeValue(await reopened.read(seid))).toBe(1);
+      await reopened.close();
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+});
