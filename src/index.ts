@@ -15,6 +15,7 @@ export { Store, type StoreStats } from "./store/store.ts";
 export type { Transaction, ElementValue } from "./store/transaction.ts";
 export type { StoreOptions, Durability } from "./store/config.ts";
 export type { RecoveryReport } from "./store/replay.ts";
+export type { EntriesOptions } from "./store/read-path.ts";
 export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/state/seids.ts";
 export {
   LogStructuredStore,
@@ -30,6 +31,7 @@ export { RingWriter, type Reservation, type RingDescriptor } from "./log/ring.ts
 export type { IoBackend, IoChoice, IoKind, IoOp, IoCompletion, NativeBuffer, FileHandle } from "./io/backend.ts";
 export { openBackend, type OpenBackendOptions } from "./io/open.ts";
 export {
+  type ErrorCode,
   LssError,
   StoreLockedError,
   CorruptionError,

@@ -163,7 +163,9 @@ function copyToCache(bytes: Uint8Array): string {
 /** The embedded library's path, via a module that only loads when the file exists. */
 function embeddedPath(): string {
   // require(), not import: a missing prebuilt must fail here, inside try/catch, not at load time.
-  const module = require("./shim-embed.ts") as { default?: unknown };
+  // ".js", not ".ts": the build (tsc) rewrites import specifiers but not require() strings, and
+  // Bun resolves "./shim-embed.js" to the .ts file when run from source.
+  const module = require("./shim-embed.js") as { default?: unknown };
   if (typeof module.default !== "string" || module.default === "") throw new Error("no embedded path");
   return module.default;
 }

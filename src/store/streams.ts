@@ -86,7 +86,7 @@ export function createWriteStream(tx: TransactionState, log: LogStructuredStore,
             tx.write(seid, value);
           } else {
             await flushPart();
-            await tx.enqueueApplied(() => appendExtents(log, tx.id, seid, parts, sizeBytes));
+            await tx.enqueueApplied(seid, () => appendExtents(log, tx.id, seid, parts, sizeBytes));
           }
         } finally {
           part = new Uint8Array(0);
