@@ -49,8 +49,8 @@ for (const io of BACKENDS) {
     test("entries() yields [seid, bytes] in seid order, by space or range, lazily", async () => {
       await using store = await Store.open(file, { ...SMALL, io });
       const space = store.createSeidSpace();
-      const inDefault = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
-      const inSpace = [store.allocateSeid(space), store.allocateSeid(space)];
+      const inDefault: [bigint, bigint, bigint] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
+      const inSpace: [bigint, bigint] = [store.allocateSeid(space), store.allocateSeid(space)];
       await store.transaction((tx) => {
         // Written out of order: entries() sorts.
         for (const seid of [...inSpace].reverse()) tx.write(seid, text(`s${seid}`));
@@ -59,7 +59,7 @@ for (const io of BACKENDS) {
       });
       const all = await collect(store.entries());
       expect(all.map(([seid]) => seid)).toEqual([1n, ...inDefault, ...inSpace]);
-      expect(all[1]).toEqual([inDefault[0] as bigint, `d${inDefault[0]}`]);
+      expect(all[1]).toEqual([inDefault[0], `d${inDefault[0]}`]);
       expect((await collect(store.entries({ space }))).map(([s]) => s)).toEqual(inSpace);
       expect((await collect(store.entries({ space: 0 }))).map(([s]) => s)).toEqual([1n]);
       expect((await collect(store.entries({ from: inDefault[1], to: inSpace[0] }))).map(([s]) => s)).toEqual([inDefault[1], inDefault[2], inSpace[0]]);
@@ -67,7 +67,7 @@ for (const io of BACKENDS) {
       const seen: bigint[] = [];
       for await (const [seid] of store.entries({ space: 1 })) {
         seen.push(seid);
-        if (seen.length === 1) await store.transaction((tx) => tx.delete(inDefault[1] as bigint));
+        if (seen.length === 1) await store.transaction((tx) => tx.delete(inDefault[1]));
       }
       expect(seen).toEqual([inDefault[0], inDefault[2]]);
       expect(() => store.entries({ space: -1 }).next()).toThrow(InvalidArgumentError);
