@@ -207,8 +207,12 @@ export async function readMultipart(log: LogStructuredStore, seid: bigint, locat
   const window = 4;
   for (let first = 0; first < parts.length; first += window) {
     const batch = parts.slice(first, first + window);
-    const bodies = await Promise.all(batch.map((part, i) => readPart(log, seid, part, first + i)));
-    offset = copyParts(seid, out, offset, bodies);
+    // allSettled, not all: when one part fails its checksum the others are still being read, and
+    // the caller must not unpin their segments (or close the store) under reads in flight.
+    const settled = await Promise.allSettled(batch.map((part, i) => readPart(log, seid, part, first + i)));
+    const failed = settled.find((result) => result.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+    offset = copyParts(seid, out, offset, settled.map((result) => (result as PromiseFulfilledResult<Uint8Array>).value));
   }
   return checkFilled(seid, out, offset);
 }

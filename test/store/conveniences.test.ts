@@ -192,6 +192,31 @@ for (const io of BACKENDS) {
       expect(() => store.readSync(a)).toThrow(CorruptionError);
       await store.close();
     });
+
+    test("a multipart read that fails a checksum leaves no part read in flight: close() right after returns (regression)", async () => {
+      let store = await Store.open(file, { ...SMALL, io });
+      const seid = store.allocateSeid();
+      const value = new Uint8Array(300_000).fill(0x5a); // about ten parts, read four at a time
+      await store.transaction((tx) => tx.write(seid, value));
+      await store.close();
+      const bytes = fs.readFileSync(file);
+      const at = bytes.indexOf(Buffer.alloc(1024, 0x5a));
+      bytes[at + 10] = 0x00; // the first part: its siblings are still being read when it fails
+      fs.writeFileSync(file, bytes);
+      // A race: a few rounds make it show (before the fix, close hung on uring and threw on portable).
+      for (let round = 0; round < 6; round++) {
+        store = await Store.open(file, { io, readOnly: true, cacheBytes: 0 });
+        await expect(store.read(seid)).rejects.toThrow(CorruptionError);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const deadline = new Promise<string>((resolve) => (timer = setTimeout(() => resolve("close hung"), 10_000)));
+        const closed = store.close().then(
+          () => "closed",
+          (error: unknown) => `close threw ${String(error)}`,
+        );
+        expect(await Promise.race([closed, deadline])).toBe("closed");
+        clearTimeout(timer);
+      }
+    });
   });
 }
 
