@@ -156,7 +156,7 @@ describe("the installed package", () => {
   afterAll(() => {
     fs.rmSync(appRoot, { recursive: true, force: true });
     data.cleanup();
-  });
+  }, 60_000);
 
   test("the tarball ships the shim, dist/ with types, the CLI, LICENSE and README, and nothing of the build or tests", () => {
     for (const needed of ["prebuilt/linux-x64/libbloom_lss_shim.so", "dist/index.js", "dist/index.d.ts", "dist/cli.js", "dist/not-bun.cjs", "dist/io/shim-embed.js", "LICENSE", "README.md", "package.json"]) {
@@ -167,7 +167,7 @@ describe("the installed package", () => {
     const manifest = JSON.parse(fs.readFileSync(path.join(app, "node_modules", "bloom-lss", "package.json"), "utf8"));
     expect(manifest.dependencies ?? {}).toEqual({});
     expect(manifest.engines).toEqual({ bun: expect.any(String) });
-  });
+  }, 60_000);
 
   test("an app using the store runs on io_uring with correct bytes", () => {
     const out = ok(run("bun", ["app.ts", path.join(data.dir, "app.lss")], { cwd: app, env: userEnv() }), "bun app.ts");
@@ -181,7 +181,7 @@ describe("the installed package", () => {
       codes: ["LSS_CORRUPTION", "LSS_CORRUPTION", "LSS_INVALID_SEID"],
       fallback: null,
     });
-  });
+  }, 60_000);
 
   test("the app type-checks against the shipped .d.ts under tsc --strict (types node, then bun; skipLibCheck false)", () => {
     for (const types of ["node", "bun"]) {
@@ -225,7 +225,7 @@ describe("the installed package", () => {
     expect(verify.stdout).toContain("every checksum matches");
     expect(verify.stderr).toContain("verifying");
     expect(verify.status).toBe(0);
-  });
+  }, 60_000);
 
   test("importing it from Node fails at once with a clear message", () => {
     fs.writeFileSync(path.join(app, "from-node.mjs"), 'import "bloom-lss";\n');
@@ -235,5 +235,5 @@ describe("the installed package", () => {
       expect(ran.status).not.toBe(0);
       expect(ran.stderr).toContain("bloom-lss runs on Bun only");
     }
-  });
+  }, 60_000);
 });
