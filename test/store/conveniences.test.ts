@@ -220,6 +220,21 @@ for (const io of BACKENDS) {
   });
 }
 
+describe("read streams left early (regression)", () => {
+  test("an error or a cancel waits for the read-ahead in flight: close() right after returns", () => {
+    const { dir, cleanup } = scratchDir("stream-close");
+    try {
+      const child = path.join(import.meta.dir, "stream-close-child.ts");
+      const ran = spawnSync(process.execPath, [child, dir], { encoding: "utf8", timeout: 60_000, killSignal: "SIGKILL" });
+      expect(ran.stderr).toBe("");
+      expect(ran.status).toBe(0);
+      expect(JSON.parse(ran.stdout)).toEqual([...Array(4).fill("uring:corruption"), ...Array(4).fill("portable:corruption")]);
+    } finally {
+      cleanup();
+    }
+  }, 90_000);
+});
+
 describe("io fallback warning", () => {
   const child = path.join(import.meta.dir, "fallback-child.ts");
   let dir: string;
