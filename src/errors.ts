@@ -8,11 +8,34 @@ import { errnoName, isNoSpaceErrno } from "./io/errno.ts";
 
 export { errnoName };
 
-/** Base class of every error bloom-lss throws on purpose. */
+/**
+ * Every `code` an {@link LssError} can carry. Stable: new codes may be added in a minor release,
+ * existing ones never change meaning. `LSS_INTERNAL` means a bug in bloom-lss (please report it).
+ */
+export type ErrorCode =
+  | "LSS_STORE_LOCKED"
+  | "LSS_CORRUPTION"
+  | "LSS_INVALID_SEID"
+  | "LSS_INVALID_ARGUMENT"
+  | "LSS_TRANSACTION"
+  | "LSS_CLOSED"
+  | "LSS_READ_ONLY"
+  | "LSS_NO_SPACE"
+  | "LSS_IO_UNAVAILABLE"
+  | "LSS_IO"
+  | "LSS_LOG_TRUNCATED"
+  | "LSS_BACKUP_CHAIN"
+  | "LSS_BACKUP_TARGET"
+  | "LSS_BACKUP_POINT"
+  | "LSS_BACKUP_OBJECT_EXISTS"
+  | "LSS_BACKUP_OBJECT_MISSING"
+  | "LSS_INTERNAL";
+
+/** Base class of every error bloom-lss throws on purpose. Switch on `code`, not on messages. */
 export class LssError extends Error {
   /** Stable machine-readable code, e.g. `"LSS_CORRUPTION"`. */
-  readonly code: string;
-  constructor(code: string, message: string, options?: { cause?: unknown }) {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
@@ -21,6 +44,7 @@ export class LssError extends Error {
 
 /** The store file is locked by another opener (another process, or this one). */
 export class StoreLockedError extends LssError {
+  declare readonly code: "LSS_STORE_LOCKED";
   constructor(message: string) {
     super("LSS_STORE_LOCKED", message);
   }
@@ -28,6 +52,7 @@ export class StoreLockedError extends LssError {
 
 /** Bytes read from the file failed their checksum, or the file's structure is invalid. */
 export class CorruptionError extends LssError {
+  declare readonly code: "LSS_CORRUPTION";
   constructor(message: string) {
     super("LSS_CORRUPTION", message);
   }
@@ -35,6 +60,7 @@ export class CorruptionError extends LssError {
 
 /** A seid outside `[1, 2^64 - 1]`, or not a bigint. */
 export class InvalidSeidError extends LssError {
+  declare readonly code: "LSS_INVALID_SEID";
   constructor(message: string) {
     super("LSS_INVALID_SEID", message);
   }
@@ -42,6 +68,7 @@ export class InvalidSeidError extends LssError {
 
 /** An argument of the wrong type, size or range. */
 export class InvalidArgumentError extends LssError {
+  declare readonly code: "LSS_INVALID_ARGUMENT";
   constructor(message: string) {
     super("LSS_INVALID_ARGUMENT", message);
   }
@@ -49,6 +76,7 @@ export class InvalidArgumentError extends LssError {
 
 /** A transaction used after it ended, or a commit that cannot proceed. */
 export class TransactionError extends LssError {
+  declare readonly code: "LSS_TRANSACTION";
   constructor(message: string) {
     super("LSS_TRANSACTION", message);
   }
@@ -56,6 +84,7 @@ export class TransactionError extends LssError {
 
 /** An operation on a store or backend that has been closed. */
 export class StoreClosedError extends LssError {
+  declare readonly code: "LSS_CLOSED";
   constructor(message: string) {
     super("LSS_CLOSED", message);
   }
@@ -63,6 +92,7 @@ export class StoreClosedError extends LssError {
 
 /** A write on a store opened with `readOnly: true` (or made read-only by a fatal I/O error). */
 export class ReadOnlyError extends LssError {
+  declare readonly code: "LSS_READ_ONLY";
   constructor(message: string) {
     super("LSS_READ_ONLY", message);
   }
@@ -70,6 +100,7 @@ export class ReadOnlyError extends LssError {
 
 /** The disk (or the configured `maxFileBytes`) is full. */
 export class NoSpaceError extends LssError {
+  declare readonly code: "LSS_NO_SPACE";
   constructor(message: string) {
     super("LSS_NO_SPACE", message);
   }
@@ -77,6 +108,7 @@ export class NoSpaceError extends LssError {
 
 /** The requested I/O backend cannot work here (io_uring disabled, shim missing, no O_DIRECT…). */
 export class IoUnavailableError extends LssError {
+  declare readonly code: "LSS_IO_UNAVAILABLE";
   constructor(message: string) {
     super("LSS_IO_UNAVAILABLE", message);
   }
@@ -88,6 +120,7 @@ export class IoUnavailableError extends LssError {
  * a newer position (for a standby or a backup: re-seed from a full copy).
  */
 export class LogTruncatedError extends LssError {
+  declare readonly code: "LSS_LOG_TRUNCATED";
   /** The address asked for. */
   readonly address: number;
   constructor(address: number, message: string) {
@@ -98,6 +131,7 @@ export class LogTruncatedError extends LssError {
 
 /** An I/O call failed with an errno (other than ENOSPC, which is {@link NoSpaceError}). */
 export class IoError extends LssError {
+  declare readonly code: "LSS_IO";
   /** Positive errno value, e.g. 5 for EIO. */
   readonly errno: number;
   /** Symbolic errno name, e.g. `"EIO"`. */
@@ -123,6 +157,7 @@ export interface BackupChainGap {
  * it would silently skip or repeat transactions, so it is refused. {@link gap} names where.
  */
 export class BackupChainError extends LssError {
+  declare readonly code: "LSS_BACKUP_CHAIN";
   /** Where the chain breaks. */
   readonly gap: BackupChainGap;
   constructor(message: string, gap: BackupChainGap) {
@@ -136,6 +171,7 @@ export class BackupChainError extends LssError {
  * the bounded retries, access denied, a bad bucket, an I/O error. `cause` holds the last error.
  */
 export class BackupTargetError extends LssError {
+  declare readonly code: "LSS_BACKUP_TARGET";
   /** How many attempts were made before giving up (1 when the error was not retryable). */
   readonly attempts: number;
   constructor(message: string, options: { attempts: number; cause?: unknown }) {
@@ -149,6 +185,7 @@ export class BackupTargetError extends LssError {
  * immutable (a manifest's checksums name their exact bytes), so the target refuses.
  */
 export class BackupObjectExistsError extends LssError {
+  declare readonly code: "LSS_BACKUP_OBJECT_EXISTS";
   /** The object's name on the target. */
   readonly objectName: string;
   constructor(objectName: string, message: string) {
@@ -159,6 +196,7 @@ export class BackupObjectExistsError extends LssError {
 
 /** A backup object that should be on the target is not there. */
 export class BackupObjectMissingError extends LssError {
+  declare readonly code: "LSS_BACKUP_OBJECT_MISSING";
   /** The object's name on the target. */
   readonly objectName: string;
   constructor(objectName: string, message: string) {

@@ -22,6 +22,7 @@ export type { StoreOptions, Durability } from "./store/config.ts";
 export type { RecoveryReport } from "./store/replay.ts";
 export type { AttachedStore, AttachOptions } from "./workers/attached.ts";
 export type { StoreHandle } from "./workers/handle.ts";
+export type { EntriesOptions } from "./store/read-path.ts";
 export { ROOT_SEID, NULL_SEID, MAX_SEID } from "./store/state/seids.ts";
 export {
   LogStructuredStore,
@@ -37,6 +38,7 @@ export { RingWriter, type Reservation, type RingDescriptor } from "./log/ring.ts
 export type { IoBackend, IoChoice, IoKind, IoOp, IoCompletion, NativeBuffer, FileHandle } from "./io/backend.ts";
 export { openBackend, type OpenBackendOptions } from "./io/open.ts";
 export {
+  type ErrorCode,
   LssError,
   StoreLockedError,
   CorruptionError,

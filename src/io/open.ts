@@ -6,6 +6,11 @@
  * Set `BLOOM_LSS_DISABLE_URING=1` (or pass `disableUring: true`) to make the probe fail on
  * purpose, as tests do to exercise the fallback.
  *
+ * A fallback nobody asked for is announced once per process on stderr (and kept as the backend's
+ * `fallbackReason`, which `store.stats().ioFallbackReason` reports): losing io_uring silently
+ * costs a large part of the store's speed, and the reason is what tells the user how to get it
+ * back. A deliberate one (the option or the environment variable) is not.
+ *
  * @module
  */
 import type { IoBackend, IoChoice } from "./backend.ts";
@@ -25,6 +30,18 @@ function uringDisabledReason(options: OpenBackendOptions): string | undefined {
   const env = process.env.BLOOM_LSS_DISABLE_URING;
   if (env !== undefined && env !== "" && env !== "0") return "io_uring disabled by BLOOM_LSS_DISABLE_URING";
   return undefined;
+}
+
+/** The fallback warning was printed already (once per process is enough to be seen). */
+let warnedFallback = false;
+
+function warnFallback(reason: string): void {
+  if (warnedFallback) return;
+  warnedFallback = true;
+  console.warn(
+    `bloom-lss: io_uring is unavailable, so this process uses the slower portable (node:fs) backend. ${reason}\n` +
+      'bloom-lss: pass io: "portable" to choose that backend on purpose (and not see this warning).',
+  );
 }
 
 async function createUring(options: OpenBackendOptions): Promise<IoBackend> {
@@ -48,6 +65,7 @@ export async function openBackend(options: OpenBackendOptions = {}): Promise<IoB
         return await createUring(options);
       } catch (error) {
         if (!(error instanceof IoUnavailableError)) throw error;
+        if (uringDisabledReason(options) === undefined) warnFallback(error.message);
         return new PortableBackend({ queueDepth: options.queueDepth, fallbackReason: error.message });
       }
     default:

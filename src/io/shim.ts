@@ -125,9 +125,40 @@ function openAt(file: string): ShimSymbols {
   const version = library.symbols.lss_abi_version();
   if (version !== SHIM_ABI_VERSION) {
     library.close();
-    throw new Error(`ABI version ${version}, expected ${SHIM_ABI_VERSION} (a stale build: run \`bun run build:shim\`)`);
+    throw new Error(`ABI version ${version}, expected ${SHIM_ABI_VERSION} (a library from another version of bloom-lss)`);
   }
   return library.symbols;
+}
+
+/**
+ * Where this copy of bloom-lss runs: inside a `bun build --compile` binary, from an installed
+ * package (under `node_modules`), or from a checkout of its repository. Advice about a shim that
+ * does not load depends on it: a binary's user cannot rebuild anything.
+ */
+export type RunContext = "compiled" | "installed" | "checkout";
+
+/** This module's {@link RunContext}. */
+export function runContext(): RunContext {
+  const file = fileURLToPath(import.meta.url);
+  // Inside a compiled binary every module lives under the embedded file system /$bunfs/.
+  if (file.startsWith("/$bunfs/")) return "compiled";
+  return file.includes(`${path.sep}node_modules${path.sep}`) ? "installed" : "checkout";
+}
+
+/** What to do about a shim that does not load, for where this process runs. */
+export function shimRemedy(context: RunContext = runContext()): string {
+  switch (context) {
+    case "compiled":
+      return (
+        "This binary embeds the shim and copies it to $TMPDIR or, failing that, to " +
+        `${shimCacheDir()} to load it: point TMPDIR or XDG_CACHE_HOME at a writable directory on a ` +
+        "filesystem mounted with exec, or set BLOOM_LSS_SHIM to a copy of the library."
+      );
+    case "installed":
+      return `The bloom-lss package ships it as prebuilt/linux-x64/${SHIM_FILE_NAME}: reinstall the package, or set BLOOM_LSS_SHIM to a copy of the library.`;
+    case "checkout":
+      return "Build it with `bun run build:shim`, or point BLOOM_LSS_SHIM at it.";
+  }
 }
 
 /** `$XDG_CACHE_HOME/bloom-lss`, else `~/.cache/bloom-lss`. */
@@ -163,7 +194,9 @@ function copyToCache(bytes: Uint8Array): string {
 /** The embedded library's path, via a module that only loads when the file exists. */
 function embeddedPath(): string {
   // require(), not import: a missing prebuilt must fail here, inside try/catch, not at load time.
-  const module = require("./shim-embed.ts") as { default?: unknown };
+  // ".js", not ".ts": the build (tsc) rewrites import specifiers but not require() strings, and
+  // Bun resolves "./shim-embed.js" to the .ts file when run from source.
+  const module = require("./shim-embed.js") as { default?: unknown };
   if (typeof module.default !== "string" || module.default === "") throw new Error("no embedded path");
   return module.default;
 }
@@ -201,9 +234,9 @@ function loadShimWithInfo(): { symbols: ShimSymbols; info: ShimInfo } {
     throw new IoUnavailableError(`cannot load the bloom-lss native shim from BLOOM_LSS_SHIM: ${tried.join("; ")}`);
   }
 
-  // Inside a `bun build --compile` binary this module lives under /$bunfs/: there is no package
-  // directory next to it, so only the embedded copy counts.
-  const compiled = fileURLToPath(import.meta.url).startsWith("/$bunfs/");
+  // Inside a `bun build --compile` binary there is no package directory next to this module, so
+  // only the embedded copy counts.
+  const compiled = runContext() === "compiled";
   const prebuilt = fileURLToPath(new URL(`../../prebuilt/linux-x64/${SHIM_FILE_NAME}`, import.meta.url));
   if (compiled) tried.push("prebuilt: skipped inside a compiled binary");
   else if (!fs.existsSync(prebuilt)) tried.push(`${prebuilt} (prebuilt): no such file`);
@@ -227,8 +260,7 @@ function loadShimWithInfo(): { symbols: ShimSymbols; info: ShimInfo } {
   }
 
   throw new IoUnavailableError(
-    `cannot load the bloom-lss native shim ${SHIM_FILE_NAME}; tried: ${tried.join("; ")}. ` +
-      "Build it with `bun run build:shim`, or point BLOOM_LSS_SHIM at it.",
+    `cannot load the bloom-lss native shim ${SHIM_FILE_NAME}; tried: ${tried.join("; ")}. ${shimRemedy()}`,
   );
 }
 

@@ -17,8 +17,19 @@ import { FLAG_PART, type Part } from "./format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "./format/records.ts";
 import { elementSegments, type SegmentPins } from "./pins.ts";
 import type { Location } from "./state/mapping.ts";
-import { checkSeid } from "./state/seids.ts";
+import { checkSeid, MAX_SEID } from "./state/seids.ts";
 import { createReadStream } from "./streams.ts";
+import type { SyncLogReader } from "./sync-read.ts";
+
+/** Which elements `store.entries()` visits: one space, and/or a range of seids. */
+export interface EntriesOptions {
+  /** Only seids of this space (the seid's high 32 bits). Default: every space. */
+  space?: number;
+  /** Only seids ≥ `from`. */
+  from?: bigint;
+  /** Only seids ≤ `to`. */
+  to?: bigint;
+}
 
 /** Element reads of one store. */
 export class ReadPath {
@@ -64,6 +75,49 @@ export class ReadPath {
     return value;
   }
 
+  /**
+   * The element's bytes as last committed, synchronously: from the cache, a flush buffer, or the
+   * file through `sync` (see sync-read.ts), every record verified as in {@link read}.
+   */
+  readSync(seid: bigint, sync: SyncLogReader): Uint8Array | undefined {
+    checkSeid(seid);
+    const { core } = this;
+    const hit = core.cache.get(seid);
+    if (hit !== undefined && hit.length <= this.maxReadBytes) return hit;
+    const location = core.map.get(seid);
+    if (location === undefined) return undefined;
+    if (location.sizeBytes > this.maxReadBytes) {
+      throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
+    }
+    // No pins: nothing else runs until this returns.
+    const parts = this.partsOf(seid, location);
+    let value: Uint8Array;
+    if (parts === undefined) {
+      value = checkSingle(sync.read(location.address, RECORD_HEADER_BYTES + location.sizeBytes), seid);
+    } else {
+      const bodies = parts.map((part, index) => checkPart(sync.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes), seid, index));
+      value = new Uint8Array(location.sizeBytes);
+      checkFilled(seid, value, copyParts(seid, value, 0, bodies));
+    }
+    if (this.caching) core.cache.set(seid, value);
+    return value;
+  }
+
+  /** Seids `entries()` visits, ascending: 8 bytes each, taken at once. */
+  seidsIn(options: EntriesOptions): BigUint64Array {
+    const { space, from = 1n, to = MAX_SEID } = options;
+    if (space !== undefined) checkSpace(space);
+    if (typeof from !== "bigint" || typeof to !== "bigint") throw new InvalidArgumentError("from and to must be bigints");
+    const out: bigint[] = [];
+    const keep = (seid: bigint) => seid >= from && seid <= to;
+    if (space !== undefined) {
+      for (const seid of this.core.map.seidsOfSpace(space)) if (keep(seid)) out.push(seid);
+    } else {
+      for (const [seid] of this.core.map.entries()) if (keep(seid)) out.push(seid);
+    }
+    return BigUint64Array.from(out).sort();
+  }
+
   /** The element's committed bytes as a stream (see `Store.readStream`). */
   readStream(seid: bigint): ReadableStream<Uint8Array> {
     checkSeid(seid);
@@ -84,9 +138,7 @@ export class ReadPath {
 
   /** Seids present in `space`, ascending. */
   seids(space: number): bigint[] {
-    if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
-      throw new InvalidArgumentError(`space must be an integer in [0, 4294967295], got ${space}`);
-    }
+    checkSpace(space);
     return [...this.core.map.seidsOfSpace(space)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
@@ -99,22 +151,52 @@ export class ReadPath {
   }
 }
 
-/** Read and verify a single-part element's Data record; returns its body. */
-export async function readSingle(log: LogStructuredStore, seid: bigint, location: Location): Promise<Uint8Array> {
-  const record = await log.read(location.address, RECORD_HEADER_BYTES + location.sizeBytes);
+function checkSpace(space: number): void {
+  if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
+    throw new InvalidArgumentError(`space must be an integer in [0, 4294967295], got ${space}`);
+  }
+}
+
+/** Verify a single-part element's Data record; returns its body. */
+function checkSingle(record: Uint8Array, seid: bigint): Uint8Array {
   const header = verifyRecord(record, { type: RecordType.Data, seid });
   if ((header.flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
   return record.subarray(RECORD_HEADER_BYTES);
 }
 
-/** Read and verify part `index` of a multipart element; returns its body. */
-export async function readPart(log: LogStructuredStore, seid: bigint, part: Part, index: number): Promise<Uint8Array> {
-  const record = await log.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes);
+/** Verify part `index` of a multipart element; returns its body. */
+function checkPart(record: Uint8Array, seid: bigint, index: number): Uint8Array {
   const header = verifyRecord(record, { type: RecordType.Data, seid });
   if ((header.flags & FLAG_PART) === 0 || header.aux !== index) {
     throw new CorruptionError(`seid ${seid}: part ${index} record is not the part expected (aux ${header.aux})`);
   }
   return record.subarray(RECORD_HEADER_BYTES);
+}
+
+/** Copy part bodies, in order, into `out` at `offset`; returns the offset after them. */
+function copyParts(seid: bigint, out: Uint8Array, offset: number, bodies: readonly Uint8Array[]): number {
+  for (const body of bodies) {
+    if (offset + body.length > out.length) throw new CorruptionError(`seid ${seid}: parts add up to more than its size`);
+    out.set(body, offset);
+    offset += body.length;
+  }
+  return offset;
+}
+
+/** The parts copied must fill the element exactly. */
+function checkFilled(seid: bigint, out: Uint8Array, offset: number): Uint8Array {
+  if (offset !== out.length) throw new CorruptionError(`seid ${seid}: parts add up to ${offset} bytes, expected ${out.length}`);
+  return out;
+}
+
+/** Read and verify a single-part element's Data record; returns its body. */
+export async function readSingle(log: LogStructuredStore, seid: bigint, location: Location): Promise<Uint8Array> {
+  return checkSingle(await log.read(location.address, RECORD_HEADER_BYTES + location.sizeBytes), seid);
+}
+
+/** Read and verify part `index` of a multipart element; returns its body. */
+export async function readPart(log: LogStructuredStore, seid: bigint, part: Part, index: number): Promise<Uint8Array> {
+  return checkPart(await log.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes), seid, index);
 }
 
 /** Read a whole multipart element into one buffer, verifying every part. */
@@ -138,13 +220,12 @@ export async function assembleParts(
   const window = 4;
   for (let first = 0; first < parts.length; first += window) {
     const batch = parts.slice(first, first + window);
-    const bodies = await Promise.all(batch.map((part, i) => readOne(part, first + i)));
-    for (const body of bodies) {
-      if (offset + body.length > out.length) throw new CorruptionError(`seid ${seid}: parts add up to more than its size`);
-      out.set(body, offset);
-      offset += body.length;
-    }
+    // allSettled, not all: when one part fails its checksum the others are still being read, and
+    // the caller must not unpin their segments (or close the store) under reads in flight.
+    const settled = await Promise.allSettled(batch.map((part, i) => readOne(part, first + i)));
+    const failed = settled.find((result) => result.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
+    offset = copyParts(seid, out, offset, settled.map((result) => (result as PromiseFulfilledResult<Uint8Array>).value));
   }
-  if (offset !== out.length) throw new CorruptionError(`seid ${seid}: parts add up to ${offset} bytes, expected ${out.length}`);
-  return out;
+  return checkFilled(seid, out, offset);
 }

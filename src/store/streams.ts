@@ -86,7 +86,7 @@ export function createWriteStream(tx: TransactionState, log: LogStructuredStore,
             tx.write(seid, value);
           } else {
             await flushPart();
-            await tx.enqueueApplied(() => appendExtents(log, tx.id, seid, parts, sizeBytes));
+            await tx.enqueueApplied(seid, () => appendExtents(log, tx.id, seid, parts, sizeBytes));
           }
         } finally {
           part = new Uint8Array(0);
@@ -142,8 +142,17 @@ export function createReadStream(
   let next = 0;
   let delivered = 0;
   const inFlight: Array<Promise<Uint8Array>> = [];
+  // An error or a cancel leaves read-ahead parts in flight: wait for them before unpinning, so no
+  // read runs on a segment that may be reused, and none is left behind a close() of the store.
+  // A pull still running when the consumer cancels must not start more reads after it.
+  let stopped = false;
+  const settleThenUnpin = async () => {
+    stopped = true;
+    await Promise.allSettled(inFlight.splice(0));
+    unpin();
+  };
   const fill = () => {
-    while (inFlight.length < READ_AHEAD_PARTS && next < parts.length) {
+    while (!stopped && inFlight.length < READ_AHEAD_PARTS && next < parts.length) {
       const index = next++;
       const read = readPart(log, seid, parts[index] as Part, index);
       read.catch(() => {}); // surfaced when its turn comes
@@ -155,7 +164,8 @@ export function createReadStream(
       async pull(controller) {
         try {
           fill();
-          const head = inFlight.shift();
+          // Left in inFlight while awaited, so that a cancel meanwhile waits for it too.
+          const head = inFlight[0];
           if (head === undefined) {
             if (delivered !== location.sizeBytes) {
               throw new CorruptionError(`seid ${seid}: parts add up to ${delivered} bytes, expected ${location.sizeBytes}`);
@@ -165,15 +175,17 @@ export function createReadStream(
             return;
           }
           const body = await head;
+          if (stopped) return; // cancelled meanwhile
+          inFlight.shift();
           delivered += body.length;
           fill();
           controller.enqueue(body);
         } catch (error) {
-          unpin();
+          await settleThenUnpin();
           controller.error(error);
         }
       },
-      cancel: unpin,
+      cancel: settleThenUnpin,
     },
     { highWaterMark: 1 },
   );

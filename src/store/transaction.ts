@@ -8,8 +8,9 @@
  */
 import { InvalidArgumentError, TransactionError } from "../errors.ts";
 import type { LogStructuredStore } from "../log/log.ts";
-import type { AppliedOp } from "./commit.ts";
+import type { AppliedOp, WriteOp } from "./commit.ts";
 import { RecordType } from "./format/records.ts";
+import { readMultipart, readSingle } from "./read-path.ts";
 import { checkSeid } from "./state/seids.ts";
 import { createWriteStream } from "./streams.ts";
 import { appendElement, appendRecord, tryAppendSmallElement } from "./write-path.ts";
@@ -26,7 +27,29 @@ export const CACHE_BUDGET_MAX_BYTES = 1 << 20;
 /** Values a transaction accepts for an element. */
 export type ElementValue = Uint8Array | ArrayBufferView | ArrayBuffer;
 
-type PendingOp = { kind: "write"; seid: bigint; value: Uint8Array } | { kind: "delete"; seid: bigint };
+type PendingOp = { kind: "write"; seid: bigint; value: Uint8Array; latest: LatestWrite } | { kind: "delete"; seid: bigint };
+
+/**
+ * The transaction's newest write of a seid, for `tx.read` (read-your-writes). The value is held
+ * only until the write reaches the log (then `op` says where it is and reads go there), so a large
+ * transaction keeps no more in memory for this than it did before.
+ */
+interface LatestWrite {
+  kind: "write";
+  /** The bytes, while they are still in memory (pending, or kept for the cache). */
+  value: Uint8Array | undefined;
+  /** Where the write is in the log, once appended. */
+  op: WriteOp | undefined;
+}
+type LatestOp = LatestWrite | { kind: "delete" };
+
+/** What a transaction needs of the store to read (see {@link TransactionState}). */
+export interface TransactionReads {
+  /** The committed value of `seid` (the store's read path). */
+  readCommitted(seid: bigint): Promise<Uint8Array | undefined>;
+  /** The store's `maxReadBytes`. */
+  maxReadBytes: number;
+}
 
 /** Copy `value` into a fresh Uint8Array, or throw `InvalidArgumentError`. */
 export function toBytes(value: unknown): Uint8Array {
@@ -52,6 +75,13 @@ export interface Transaction {
   writeStream(seid: bigint): WritableStream<Uint8Array>;
   /** Delete element `seid` (deleting a missing element is allowed and changes nothing). */
   delete(seid: bigint): void;
+  /**
+   * Read element `seid` as this transaction sees it: its own latest write or delete of `seid` if
+   * it made one (a write stream counts once it is closed), else the committed value, as
+   * `store.read` returns it. Bytes read back from the log are verified as every read is.
+   * The value is the one at the time of the call; the result is a copy.
+   */
+  read(seid: bigint): Promise<Uint8Array | undefined>;
   /** Operations so far (writes and deletes). */
   readonly operationCount: number;
 }
@@ -73,10 +103,14 @@ export class TransactionState implements Transaction {
   private spillError: unknown;
   private active = true;
   private openStreams = 0;
+  /** This transaction's newest operation per seid (for {@link read}). */
+  private readonly latest = new Map<bigint, LatestOp>();
+  private readonly reads: TransactionReads;
 
-  constructor(id: number, log: LogStructuredStore, cacheBytes: number) {
+  constructor(id: number, log: LogStructuredStore, cacheBytes: number, reads: TransactionReads) {
     this.id = id;
     this.log = log;
+    this.reads = reads;
     // A bulk transaction would only churn the cache (and pay for it on every write).
     this.cacheBudgetBytes = Math.min(Math.floor(cacheBytes / 8), CACHE_BUDGET_MAX_BYTES);
   }
@@ -90,7 +124,9 @@ export class TransactionState implements Transaction {
     this.assertActive();
     checkSeid(seid);
     const bytes = toBytes(value);
-    this.pending.push({ kind: "write", seid, value: bytes });
+    const latest: LatestWrite = { kind: "write", value: bytes, op: undefined };
+    this.latest.set(seid, latest);
+    this.pending.push({ kind: "write", seid, value: bytes, latest });
     this.pendingBytes += bytes.length;
     if (this.pendingBytes >= SPILL_BYTES) this.spill();
   }
@@ -111,7 +147,33 @@ export class TransactionState implements Transaction {
   delete(seid: bigint): void {
     this.assertActive();
     checkSeid(seid);
+    this.latest.set(seid, { kind: "delete" });
     this.pending.push({ kind: "delete", seid });
+  }
+
+  /** Read `seid` as this transaction sees it (see {@link Transaction.read}). */
+  async read(seid: bigint): Promise<Uint8Array | undefined> {
+    this.assertActive();
+    checkSeid(seid);
+    const latest = this.latest.get(seid);
+    if (latest === undefined) return this.reads.readCommitted(seid);
+    if (latest.kind === "delete") return undefined;
+    if (latest.value !== undefined) return latest.value.slice();
+    // On its way to the log (a spill or a closing stream): wait until it is there.
+    if (latest.op === undefined) await this.spilling;
+    if (this.spillError !== undefined) throw this.spillError;
+    const op = latest.op;
+    if (op === undefined) throw new TransactionError(`transaction ${this.id}: its write of seid ${seid} never reached the log`);
+    if (op.value !== undefined) return op.value.slice();
+    if (op.sizeBytes > this.reads.maxReadBytes) {
+      throw new InvalidArgumentError(`seid ${seid} holds ${op.sizeBytes} bytes, over maxReadBytes ${this.reads.maxReadBytes}`);
+    }
+    // Uncommitted records cannot be reclaimed under this read: the cleaner and checkpoints wait
+    // for the transaction turn, which this transaction holds.
+    const location = { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined };
+    return op.multipart === undefined
+      ? readSingle(this.log, seid, location)
+      : readMultipart(this.log, seid, location, op.multipart.parts);
   }
 
   /** Operations so far (writes and deletes). */
@@ -129,12 +191,17 @@ export class TransactionState implements Transaction {
     return this.active;
   }
 
-  /** Append `op` produced elsewhere (a stream) after what is pending, in order. */
-  enqueueApplied(producer: () => Promise<AppliedOp>): Promise<void> {
+  /** Append the write of `seid` produced elsewhere (a stream) after what is pending, in order. */
+  enqueueApplied(seid: bigint, producer: () => Promise<WriteOp>): Promise<void> {
     const batch = this.takePending();
+    // Registered now, in call order: a later tx.write of the same seid must win over it.
+    const latest: LatestWrite = { kind: "write", value: undefined, op: undefined };
+    this.latest.set(seid, latest);
     const run = this.spilling.then(async () => {
       await this.appendBatch(batch);
-      this.applied.push(await producer());
+      const op = await producer();
+      latest.op = op;
+      this.applied.push(op);
     });
     this.spilling = run.catch((error: unknown) => {
       this.spillError ??= error;
@@ -168,7 +235,11 @@ export class TransactionState implements Transaction {
         const keep = op.value.length <= this.cacheBudgetBytes;
         if (keep) this.cacheBudgetBytes -= op.value.length;
         const fast = tryAppendSmallElement(this.log, this.id, op.seid, op.value, keep);
-        this.applied.push(fast ?? (await appendElement(this.log, this.id, op.seid, op.value, keep)));
+        const applied = fast ?? (await appendElement(this.log, this.id, op.seid, op.value, keep));
+        this.applied.push(applied);
+        // From now on tx.read finds it in the log; the bytes are kept only if the cache keeps them.
+        op.latest.op = applied;
+        op.latest.value = applied.value;
       }
     }
   }
@@ -176,6 +247,7 @@ export class TransactionState implements Transaction {
   /** End the transaction: no more calls. */
   end(): void {
     this.active = false;
+    this.latest.clear();
   }
 
   /**

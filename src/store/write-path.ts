@@ -91,7 +91,7 @@ export function singleWriteOp(seid: bigint, address: number, value: Uint8Array, 
  * Write an element's bytes: one Data record when it fits a part, else parts then an Extents
  * record. Returns the op to apply at commit.
  */
-export async function appendElement(log: LogStructuredStore, txId: number, seid: bigint, value: Uint8Array, keepValue: boolean): Promise<AppliedOp> {
+export async function appendElement(log: LogStructuredStore, txId: number, seid: bigint, value: Uint8Array, keepValue: boolean): Promise<WriteOp> {
   const partBytes = partBytesFor(log);
   if (value.length <= partBytes) {
     const address = await appendRecord(log, RecordType.Data, txId, seid, 0, value);

@@ -27,6 +27,7 @@ import {
   ReadOnlyError,
   StoreClosedError,
   TransactionError,
+  type ErrorCode,
 } from "../errors.ts";
 import type { ElementValue, Transaction } from "../store/transaction.ts";
 import { toBytes } from "../store/transaction.ts";
@@ -79,11 +80,17 @@ function rebuildError(described: { name: string; code: string; message: string }
   };
   const cls = classes[described.name];
   if (cls !== undefined) return new cls(described.message);
-  if (described.code !== "") return new LssError(described.code, described.message);
+  // A code this build does not know still travels as it was (the owner's build made it).
+  if (described.code !== "") return new LssError(described.code as ErrorCode, described.message);
   const error = new Error(described.message);
   error.name = described.name;
   return error;
 }
+
+/** Bytes of its own written values a Worker's transaction keeps for `tx.read` (its bytes also go to the owner). */
+const READ_BACK_MAX_BYTES = 64 << 20;
+
+type LatestWorkerOp = { kind: "write"; value: Uint8Array } | { kind: "delete" } | { kind: "unreadable"; why: string };
 
 /** The transaction handed to `fn` in a Worker: the same {@link Transaction} interface. */
 class WorkerTransaction implements Transaction {
@@ -92,6 +99,9 @@ class WorkerTransaction implements Transaction {
   private batch: FrameBuilder;
   private ops = 0;
   private nextStream = 1;
+  /** This transaction's newest operation per seid, for {@link read} (bounded: see READ_BACK_MAX_BYTES). */
+  private readonly latest = new Map<bigint, LatestWorkerOp>();
+  private keptBytes = 0;
   openStreams = 0;
   active = true;
 
@@ -114,6 +124,7 @@ class WorkerTransaction implements Transaction {
     checkSeid(seid);
     const bytes = toBytes(value);
     this.ops += 1;
+    this.remember(seid, bytes);
     if (bytes.length > STREAM_VALUE_BYTES) {
       // A large value goes as a stream: the same element results (parts + Extents), frames stay bounded.
       this.sendBatch();
@@ -134,6 +145,8 @@ class WorkerTransaction implements Transaction {
     this.assertActive();
     checkSeid(seid);
     this.ops += 1;
+    this.forgetKept(seid);
+    this.latest.set(seid, { kind: "delete" });
     this.batch.u8(OP_DELETE).u64(seid);
     if (this.batch.bytes >= OPS_BATCH_BYTES) this.sendBatch();
   }
@@ -144,6 +157,8 @@ class WorkerTransaction implements Transaction {
     this.sendBatch();
     const stream = this.nextStream++;
     this.ops += 1;
+    this.forgetKept(seid);
+    this.latest.set(seid, { kind: "unreadable", why: "was written as a stream" });
     this.openStreams += 1;
     this.store.send(new FrameBuilder(Frame.StreamOpen).f64(this.id).u32(stream).u64(seid).finish());
     let open = true;
@@ -169,6 +184,37 @@ class WorkerTransaction implements Transaction {
       },
       abort: () => end(true),
     });
+  }
+
+  /**
+   * Read-your-writes: this transaction's own newest write or delete of `seid`, else the committed
+   * value. Values are kept in this Worker for it up to {@link READ_BACK_MAX_BYTES} in all; an
+   * element written as a stream, or past that budget, gets a `TransactionError` (its bytes went to
+   * the owner thread, and reading them back from there is not built yet): read it after commit.
+   */
+  async read(seid: bigint): Promise<Uint8Array | undefined> {
+    this.assertActive();
+    checkSeid(seid);
+    const latest = this.latest.get(seid);
+    if (latest === undefined) return this.store.read(seid);
+    if (latest.kind === "delete") return undefined;
+    if (latest.kind === "write") return latest.value.slice();
+    throw new TransactionError(`transaction ${this.id}: seid ${seid} ${latest.why} in this Worker's transaction; read it after the commit`);
+  }
+
+  private remember(seid: bigint, bytes: Uint8Array): void {
+    this.forgetKept(seid);
+    if (this.keptBytes + bytes.length > READ_BACK_MAX_BYTES) {
+      this.latest.set(seid, { kind: "unreadable", why: `was written past the ${READ_BACK_MAX_BYTES}-byte read-back budget` });
+      return;
+    }
+    this.keptBytes += bytes.length;
+    this.latest.set(seid, { kind: "write", value: bytes });
+  }
+
+  private forgetKept(seid: bigint): void {
+    const previous = this.latest.get(seid);
+    if (previous?.kind === "write") this.keptBytes -= previous.value.length;
   }
 
   get operationCount(): number {

@@ -41,6 +41,8 @@ export interface HostServices {
   readonly maxReadBytes: number;
   readonly durability: "sync" | "relaxed";
   readonly readOnly: boolean;
+  /** The committed value of `seid` (the store's read path): what a transaction reads of what it has not written. */
+  readCommitted(seid: bigint): Promise<Uint8Array | undefined>;
   /** Throws the store's error when it cannot take writes. */
   assertWritable(): void;
   /** Before a transaction's records: the cleaner's throttle (writers wait for free segments). */
@@ -278,7 +280,10 @@ export class WorkerHost implements CommitObserver {
     }
     const tx: OpenTransaction = {
       txId,
-      state: new TransactionState(txId, this.services.core.log, this.services.cacheBytes),
+      state: new TransactionState(txId, this.services.core.log, this.services.cacheBytes, {
+        readCommitted: (seid) => this.services.readCommitted(seid),
+        maxReadBytes: this.services.maxReadBytes,
+      }),
       streams: new Map(),
       failure,
     };

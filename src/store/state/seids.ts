@@ -99,6 +99,11 @@ export class SeidSpaces {
     }
   }
 
+  /** Every space that exists, ascending: 0 (fixed seids), 1 and each one created. */
+  spaces(): number[] {
+    return [0, ...this.next.keys()].sort((a, b) => a - b);
+  }
+
   /** Everything, for a checkpoint. */
   snapshot(): Array<[number, number]> {
     return [[0, this.nextSpace], ...this.next.entries()];
