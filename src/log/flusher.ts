@@ -68,6 +68,8 @@ export interface FlusherDeps {
   readonly epoch: () => number;
   /** The caching layer: a unit's bytes go in when its write completes, before its slot is freed. */
   readonly blockCache: BlockCache;
+  /** Whether a written unit goes into the caching layer (the layer above knows its payloads). */
+  readonly admitToCache: (payload: Uint8Array) => boolean;
 }
 
 /** The owner's flush pipeline. */
@@ -205,7 +207,7 @@ export class Flusher {
         this.bytesWritten += fileBytes;
         // Reading what was just written must not go to the disk: keep the unit's bytes (exactly
         // what the file now holds) while its buffer is still ours.
-        this.deps.blockCache.put(base, native.bytes.subarray(0, fileBytes));
+        if (this.deps.admitToCache(payload)) this.deps.blockCache.put(base, native.bytes.subarray(0, fileBytes));
         durability.markWritten(unitId);
         buffer.markFree();
         durability.scheduleSync();

@@ -81,6 +81,12 @@ export interface LogOptions {
    */
   blockCacheBytes?: number;
   /**
+   * Which written units the caching layer keeps (default: all). The store keeps units of small
+   * records and leaves out the parts of large elements: a streamed 4 GiB element would only push
+   * the small, re-read records out, and cost a copy of every byte written.
+   */
+  cacheAdmission?: (payload: Uint8Array) => boolean;
+  /**
    * Leave recovery to the caller (the seid store): it reads the checkpoint with
    * {@link LogStructuredStore.readCheckpoint} and then calls {@link LogStructuredStore.recover}.
    */
@@ -190,7 +196,7 @@ export class LogStructuredStore {
         assertCanReserve: () => this.assertCanReserve(),
       },
     );
-    this.blockCache = new BlockCache(init.options.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES);
+    this.blockCache = new BlockCache(init.options.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES, backend);
     this.prewriter = new SegmentPrewriter(backend, queue, file);
     this.space = new SegmentSpace(backend, file, geometry, this.prewriter, init.options.maxFileBytes ?? Number.MAX_SAFE_INTEGER);
     this.durability = new Durability(queue, file, life, init.root.current.replayFrom.address, {
@@ -215,6 +221,7 @@ export class LogStructuredStore {
       life,
       epoch: () => this.root.current.epoch,
       blockCache: this.blockCache,
+      admitToCache: init.options.cacheAdmission ?? (() => true),
     });
     this.reader = new LogReader(backend, queue, file, geometry, this.space, this.ring, life, this.blockCache, () => this.durability.stableAddress);
     this.tail = new DurableTail({

@@ -22,6 +22,8 @@ import type { SegmentSpace } from "./space.ts";
 import { checkUnit, checkUnitHeader, type WalkContext } from "./walk.ts";
 import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 
+/** Reads larger than this go around the caching layer (see read()). */
+export const CACHE_FILL_MAX_BYTES = 64 << 10;
 /** Reads up to this size reuse pooled native buffers of this size. */
 export const READ_SCRATCH_BYTES = 64 << 10;
 /** Pooled read buffers kept at most, per pool (idle native memory ≤ 16 × (64 KiB + bufferSize)). */
@@ -95,7 +97,9 @@ export class LogReader {
     }
     // With the cache on, a miss reads the whole blocks around the range (inside its segment) and
     // keeps them: neighbours are likely next (a scan, a multipart element, records written together).
-    const caching = this.cache.enabled;
+    // Large reads (parts of big elements, streams) neither fill nor count against the cache: they
+    // would evict the small records it is for, and a stream reads each part once.
+    const caching = this.cache.enabled && lengthBytes <= CACHE_FILL_MAX_BYTES;
     const from = caching ? Math.max(geometry.segmentStart(seq), Math.floor(address / BLOCK_BYTES) * BLOCK_BYTES) : alignDown(address);
     const to = caching ? Math.min(segmentEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES) : alignUp(address + lengthBytes);
     // Only bytes that can no longer change on disk are kept: a block may reach past the log's

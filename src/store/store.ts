@@ -25,6 +25,7 @@ import type { Multipart } from "./format/extents.ts";
 import { SegmentPins } from "./pins.ts";
 import { ReadPath, type EntriesOptions } from "./read-path.ts";
 import { Replayer, type RecoveryReport } from "./replay.ts";
+import { unitWorthCaching } from "./format/records.ts";
 import { MappingTable } from "./state/mapping.ts";
 import { DEFAULT_SPACE, SeidSpaces } from "./state/seids.ts";
 import { SegmentUtilisation } from "./state/sut.ts";
@@ -183,6 +184,7 @@ export class Store {
       readOnly: resolved.readOnly,
       maxFileBytes: resolved.maxFileBytes,
       blockCacheBytes: resolved.blockCacheBytes,
+      cacheAdmission: unitWorthCaching,
       deferRecovery: true,
     }, backend);
     try {

@@ -6,10 +6,16 @@ import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 
 const PAGE = 4096;
 
+/** A JS allocator for the model tests (the log passes its I/O backend). */
+const jsAllocator = {
+  alloc: (sizeBytes: number) => ({ ptr: 0, sizeBytes, bytes: new Uint8Array(sizeBytes) }),
+  free: () => {},
+};
+
 describe("block cache (model)", () => {
   test("a hit returns exactly the bytes last put there; partial pages are misses; memory stays bounded", () => {
     const capacityBlocks = 8;
-    const cache = new BlockCache(capacityBlocks * BLOCK_BYTES);
+    const cache = new BlockCache(capacityBlocks * BLOCK_BYTES, jsAllocator);
     expect(cache.capacityBlocks).toBe(capacityBlocks);
     // The model: the log's bytes by page, and which pages the cache could hold.
     const log = new Map<number, Uint8Array>();
@@ -45,7 +51,7 @@ describe("block cache (model)", () => {
   });
 
   test("never hands out a range whose pages it does not all hold", () => {
-    const cache = new BlockCache(8 * BLOCK_BYTES);
+    const cache = new BlockCache(8 * BLOCK_BYTES, jsAllocator);
     cache.put(0, new Uint8Array(PAGE).fill(1));
     cache.put(2 * PAGE, new Uint8Array(PAGE).fill(3));
     expect(cache.get(0, PAGE)).toEqual(new Uint8Array(PAGE).fill(1));
@@ -55,7 +61,7 @@ describe("block cache (model)", () => {
   });
 
   test("a cache smaller than a few blocks is off", () => {
-    const cache = new BlockCache(BLOCK_BYTES);
+    const cache = new BlockCache(BLOCK_BYTES, jsAllocator);
     expect(cache.enabled).toBe(false);
     cache.put(0, new Uint8Array(PAGE));
     expect(cache.get(0, 10)).toBeUndefined();
