@@ -8,7 +8,7 @@
  * @module
  */
 import { Presets, SingleBar } from "cli-progress";
-import { CorruptionError, LssError, MAX_SEID, Store, type StoreOptions } from "../index.ts";
+import { BackupChainError, BackupObjectMissingError, CorruptionError, LssError, MAX_SEID, Store, type StoreOptions } from "../index.ts";
 
 /** Exit codes of every command (documented in docs/CLI.md). */
 export const ExitCode = {
@@ -144,7 +144,10 @@ export function formatBytes(bytes: number): string {
 /** The exit code and message for an error a command threw. */
 export function describeFailure(error: unknown): { code: ExitCode; message: string } {
   if (error instanceof UsageError) return { code: ExitCode.usage, message: error.message };
-  if (error instanceof CorruptionError) return { code: ExitCode.damaged, message: `${error.code}: ${error.message}` };
+  // A damaged backup is damage too: an object that fails its checksum, a chain with a gap, an object gone.
+  if (error instanceof CorruptionError || error instanceof BackupChainError || error instanceof BackupObjectMissingError) {
+    return { code: ExitCode.damaged, message: `${error.code}: ${error.message}` };
+  }
   if (error instanceof LssError) return { code: ExitCode.failed, message: `${error.code}: ${error.message}` };
   const errno = (error as NodeJS.ErrnoException | undefined)?.code;
   if (errno === "EPIPE") return { code: ExitCode.ok, message: "" }; // the reader went away (| head)

@@ -7,6 +7,7 @@
  */
 import { Command, CommanderError } from "commander";
 import packageJson from "../../package.json" with { type: "json" };
+import { backupCommand, restoreCommand, verifyBackupCommand } from "./backup.ts";
 import { compactCommand } from "./compact.ts";
 import type { CliCommand } from "./command.ts";
 import { describeFailure, ExitCode, processOutput, type CliOutput } from "./common.ts";
@@ -14,11 +15,16 @@ import { dumpCommand } from "./dump.ts";
 import { statCommand } from "./stat.ts";
 import { verifyCommand } from "./verify.ts";
 
-/**
- * Every command, in the order `--help` lists them. `backup`, `restore`, `verify-backup` and
- * `standby` join this table (one file each, like these) once the store's APIs for them land.
- */
-export const COMMANDS: ReadonlyArray<CliCommand<never>> = [statCommand, verifyCommand, dumpCommand, compactCommand];
+/** Every command, in the order `--help` lists them (`standby` joins once the store's API for it lands). */
+export const COMMANDS: ReadonlyArray<CliCommand<never>> = [
+  statCommand,
+  verifyCommand,
+  dumpCommand,
+  compactCommand,
+  backupCommand,
+  restoreCommand,
+  verifyBackupCommand,
+];
 
 /** Run the CLI on `argv` (without the runtime and script); resolves with the exit code. */
 export async function main(argv: readonly string[], output: CliOutput = processOutput): Promise<ExitCode> {

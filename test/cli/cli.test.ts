@@ -42,7 +42,8 @@ describe("bloom-lss CLI", () => {
     // Churn so compact has something to clean.
     for (let round = 0; round < 4; round++) {
       await store.transaction((tx) => {
-        for (const seid of seids.large) tx.write(seid, new Uint8Array(200_000).fill(0x61 + round));
+        // A fill of its own per seid and round, so a damaged byte names its element.
+        seids.large.forEach((seid, index) => tx.write(seid, new Uint8Array(200_000).fill(0x61 + round * 3 + index)));
       });
     }
     await store.close();
@@ -91,7 +92,7 @@ describe("bloom-lss CLI", () => {
     expect(Buffer.from(ranged[0].value, "base64").toString()).toBe("value 2 ".padEnd(100, "-"));
     const large = cli("dump", "--space", String(seids.space), "--limit", "1", "--encoding", "hex", file).stdout.trim().split("\n");
     expect(large.length).toBe(1);
-    expect(JSON.parse(large[0] as string).value).toBe("64".repeat(200_000));
+    expect(JSON.parse(large[0] as string).value).toBe((0x61 + 3 * 3).toString(16).repeat(200_000)); // round 3 of the first large seid
     const hex = cli("dump", "--format", "hex", "--from", String(seids.small[0]), "--to", String(seids.small[0]), file);
     expect(hex.status).toBe(0);
     expect(hex.stdout).toContain(`seid ${seids.small[0]} (space 1, 100 bytes)`);
@@ -110,7 +111,7 @@ describe("bloom-lss CLI", () => {
     // A small element's bytes, and somewhere inside one part of the last version of a large one.
     const small = bytes.indexOf(Buffer.from("value 7 "));
     bytes[small + 40] = (bytes[small + 40] as number) ^ 0x01;
-    const large = bytes.indexOf(Buffer.alloc(4096, 0x62 + 2)); // round 3's fill of the third large seid
+    const large = bytes.indexOf(Buffer.alloc(4096, 0x61 + 3 * 3 + 2)); // round 3's fill of the third large seid
     expect(large).toBeGreaterThan(0);
     bytes[large + 100] = (bytes[large + 100] as number) ^ 0x80;
     fs.writeFileSync(damaged, bytes);
@@ -134,5 +135,41 @@ describe("bloom-lss CLI", () => {
     expect(ran.stderr).toContain("compacting");
     expect(cli("verify", copy).stdout).toContain("ok: 23 elements");
     expect(cli("compact", "--utilisation", "500", copy).status).toBe(3);
+  }, 60_000);
+
+  test("backup, verify-backup and restore: the restored store holds the same elements; a damaged backup exits 1 naming the object", async () => {
+    const copy = path.join(dir, "backup-src.lss");
+    fs.copyFileSync(file, copy);
+    const target = path.join(dir, "backups");
+    const first = cli("backup", "--json", "--progress", copy, target);
+    expect(first.status).toBe(0);
+    expect(JSON.parse(first.stdout).kind).toBe("full");
+    expect(first.stderr).toContain("copying");
+    const verified = cli("verify-backup", "--json", target);
+    expect(verified.status).toBe(0);
+    expect(JSON.parse(verified.stdout).base.elements).toBe(23);
+    const restored = path.join(dir, "restored.lss");
+    const ran = cli("restore", "--json", target, restored);
+    expect(ran.status).toBe(0);
+    const original = await Store.open(copy, { readOnly: true });
+    const back = await Store.open(restored, { readOnly: true });
+    try {
+      for (const seid of [...seids.small, ...seids.large]) expect(await back.read(seid)).toEqual(await original.read(seid));
+    } finally {
+      await original.close();
+      await back.close();
+    }
+    expect(cli("restore", target, restored).status).toBe(3); // the file exists: refused, left unchanged
+    expect(cli("restore", "--transaction", "1", "--time", "0", target, path.join(dir, "x.lss")).status).toBe(2);
+    // Flip a byte in a base chunk: verify-backup and restore both exit 1 and name it.
+    const chunk = fs.readdirSync(target, { recursive: true }).map(String).find((name) => name.endsWith(".bin")) as string;
+    const chunkPath = path.join(target, chunk);
+    const bytes = fs.readFileSync(chunkPath);
+    bytes[Math.floor(bytes.length / 2)] = (bytes[Math.floor(bytes.length / 2)] as number) ^ 0x10;
+    fs.writeFileSync(chunkPath, bytes);
+    const bad = cli("verify-backup", target);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toContain(path.basename(chunk));
+    expect(cli("restore", target, path.join(dir, "y.lss")).status).toBe(1);
   }, 60_000);
 });
