@@ -15,7 +15,7 @@
  * bytes never go stale and nothing needs invalidating. What the cache returns is raw log bytes:
  * callers verify their records' checksums as for any read.
  *
- * Memory: one slab of `capacityBlocks × BLOCK_BYTES` native memory from the I/O backend, allocated
+ * Memory: one slab of `capacityBlocks × BLOCK_BYTES` native memory (posix_memalign), allocated
  * on first use and freed explicitly at close; second-chance (CLOCK) eviction per block. Each block
  * tracks which of its 4 KiB pages hold bytes (a unit or a read may cover part of a block). Native,
  * not a JS ArrayBuffer: a 32 MiB live JS buffer raised the garbage collector's threshold with it,
@@ -26,7 +26,7 @@
  */
 import { ALIGNMENT_BYTES, type NativeBuffer } from "../io/backend.ts";
 
-/** Where the slab comes from: the log's I/O backend (aligned native memory, freed explicitly). */
+/** Where the slab comes from: aligned native memory, freed explicitly (the log passes libc's). */
 export interface SlabAllocator {
   alloc(sizeBytes: number): NativeBuffer;
   free(buffer: NativeBuffer): void;

@@ -288,6 +288,8 @@ class PowerCutTorture {
       bufferSize: BUFFER_BYTES,
       ringSize: 2 + this.int(3),
       cacheBytes: [0, 64 << 10, 4 << 20][this.int(3)] as number,
+      // Off, a few blocks (eviction all the time), or the default: each read a block around a miss.
+      blockCacheBytes: [0, 256 << 10, 32 << 20][this.int(3)] as number,
       durability: relaxed ? "relaxed" : "sync",
       // The relaxed flush timer fires by the clock: only with real async I/O (no exact replay anyway).
       flushTimeMs: this.options.asyncIo === true ? 2 + this.int(20) : 60_000,
