@@ -303,10 +303,15 @@ export class S3Target implements BackupTarget {
       // Abort the multipart upload so no parts linger (best effort: the target may be down).
       try {
         const aborted = writer.end(error instanceof Error ? error : new Error(String(error)));
-        if (aborted instanceof Promise) aborted.catch(() => {});
+        if (aborted instanceof Promise) await withDeadline(aborted, deadline, what).catch(() => {});
       } catch {
         // already ended
       }
+      // Bun's writer can complete the upload with the parts sent so far instead of aborting it
+      // (seen against s3rver: the truncated object appeared after the put had failed). The key
+      // did not exist before this upload (put checks), so remove whatever landed: a truncated
+      // object must never stand under a final name, where a retry would meet it as "different bytes".
+      await this.#request(this.#what("delete", key), () => this.#file(key).delete()).catch(() => {});
       throw error;
     }
     const info = hasher.finish(name);
