@@ -85,11 +85,13 @@ export interface LogOptions {
    * Which written units the caching layer keeps (default: all). The store keeps units of small
    * records and leaves out the parts of large elements: a streamed 4 GiB element would only push
    * the small, re-read records out, and cost a copy of every byte written.
+   * @internal
    */
   cacheAdmission?: (payload: Uint8Array) => boolean;
   /**
    * Leave recovery to the caller (the seid store): it reads the checkpoint with
    * {@link LogStructuredStore.readCheckpoint} and then calls {@link LogStructuredStore.recover}.
+   * @internal
    */
   deferRecovery?: boolean;
 }
@@ -292,7 +294,7 @@ export class LogStructuredStore {
 
   // ───────────────────────────── state ─────────────────────────────
 
-  /** The root block as loaded or last written (the layer above keeps its own fields in `user`). */
+  /** @internal The root block as loaded or last written (the layer above keeps its own fields in `user`). */
   get rootBlock(): Readonly<RootBlock> {
     return this.root.current;
   }
@@ -355,12 +357,12 @@ export class LogStructuredStore {
     return this.ring.maxReservationBytes;
   }
 
-  /** The ring's slots (for tests and diagnostics). */
+  /** @internal The ring's slots (for tests and diagnostics). */
   get slots(): readonly FlushBuffer[] {
     return this.ring.slots;
   }
 
-  /** Ring counter of the open buffer. */
+  /** @internal Ring counter of the open buffer. */
   get currentCounter(): number {
     return this.ring.currentCounter;
   }
@@ -424,6 +426,7 @@ export class LogStructuredStore {
    * Move the log's tail to the start of the next segment (taking the lowest free segment for the
    * one after), so that high segments can later be cut off the file. Needs an empty open buffer
    * (`flush()` first), and a unit written before it is called again.
+   * @internal
    */
   advanceSegment(): Promise<void> {
     return this.flusher.advanceSegment();
@@ -437,19 +440,19 @@ export class LogStructuredStore {
     return this.flusher.serveWorkers(stop);
   }
 
-  /** Address where the next unit will start; meaningful right after `flush()` (nothing buffered). */
+  /** @internal Address where the next unit will start; meaningful right after `flush()` (nothing buffered). */
   tailPosition(): LogPosition {
     const position = this.rotation.emptyTail();
     if (position === undefined) throw new InvalidArgumentError("tailPosition() needs an empty open buffer: flush() first");
     return position;
   }
 
-  /** End of the last unit sealed so far (flush() makes everything below it durable). */
+  /** @internal End of the last unit sealed so far (flush() makes everything below it durable). */
   get sealedEnd(): number {
     return this.rotation.sealedEnd;
   }
 
-  /** Address just past everything reserved so far (the open buffer's fill included). */
+  /** @internal Address just past everything reserved so far (the open buffer's fill included). */
   get appendedEnd(): number {
     return this.rotation.appendedEnd;
   }
@@ -464,17 +467,17 @@ export class LogStructuredStore {
     return this.reader.read(address, lengthBytes);
   }
 
-  /** Copy from a flush buffer still holding `[address, +length)`, if one does. */
+  /** @internal Copy from a flush buffer still holding `[address, +length)`, if one does. */
   readFromBuffers(address: number, lengthBytes: number): Uint8Array | undefined {
     return this.reader.readFromBuffers(address, lengthBytes);
   }
 
-  /** Read every intact unit of segment `seq` (for the cleaner), in address order. */
+  /** @internal Read every intact unit of segment `seq` (for the cleaner), in address order. */
   readSegmentUnits(seq: number): Promise<SegmentUnit[]> {
     return this.reader.readSegmentUnits(seq);
   }
 
-  /** Visit every intact unit of segment `seq` without copying (see {@link LogReader.visitSegmentUnits}). */
+  /** @internal Visit every intact unit of segment `seq` without copying (see {@link LogReader.visitSegmentUnits}). */
   visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes?: number): Promise<void> {
     return this.reader.visitSegmentUnits(seq, visit, stepBytes);
   }
@@ -521,6 +524,7 @@ export class LogStructuredStore {
    * Read the checkpoint the root block points to: the payloads of its units, in order (copied).
    * Undefined when the root names no checkpoint. A checkpoint that cannot be read whole is a
    * `CorruptionError`: the root only ever points to a durable one.
+   * @internal
    */
   async readCheckpoint(): Promise<Uint8Array[] | undefined> {
     const checkpoint = this.root.current.checkpoint;
@@ -565,6 +569,7 @@ export class LogStructuredStore {
    * Replay the log after the root's `replayFrom`, calling `onUnit` for each intact unit in order,
    * stopping at the first hole; then set the write position after the last intact unit.
    * `state` is the segment table of the checkpoint, when there is one.
+   * @internal
    */
   async recover(state: SegmentTableState | undefined, onUnit: (unit: WalkedUnit) => void | Promise<void>): Promise<{ units: number; bytes: number }> {
     if (this.life.recovered) throw new InvalidArgumentError("recover() runs once, at open");
@@ -581,6 +586,7 @@ export class LogStructuredStore {
    * Load the checkpoint's segment table (keeping the segments the checkpoint walk itself found),
    * so that reads of checkpointed addresses work before the replay. Called by `recover(state)`,
    * or earlier by the layer above when it must read elements while loading its checkpoint.
+   * @internal
    */
   restoreSegments(state: SegmentTableState): void {
     if (this.life.recovered) throw new InvalidArgumentError("restoreSegments() runs before recovery");
@@ -609,27 +615,27 @@ export class LogStructuredStore {
 
   // ───────────────────────────── segments and the root ─────────────────────────────
 
-  /** The segment table's state, for a checkpoint. */
+  /** @internal The segment table's state, for a checkpoint. */
   segmentState(): SegmentTableState {
     return this.space.snapshot();
   }
 
-  /** Sequence number of the segment holding `address`. */
+  /** @internal Sequence number of the segment holding `address`. */
   segmentSeqOf(address: number): number {
     return this.geometry.seqOf(address);
   }
 
-  /** Segment sequence numbers that hold log, ascending. */
+  /** @internal Segment sequence numbers that hold log, ascending. */
   liveSegmentSeqs(): number[] {
     return this.space.liveSeqs();
   }
 
-  /** True while segment `seq` holds log (it has not been given back). */
+  /** @internal True while segment `seq` holds log (it has not been given back). */
   isLiveSegment(seq: number): boolean {
     return this.space.indexOf(seq) !== undefined;
   }
 
-  /** Give segment `seq` back (the cleaner emptied it); reusable after the next durable root. */
+  /** @internal Give segment `seq` back (the cleaner emptied it); reusable after the next durable root. */
   releaseSegment(seq: number): void {
     const tailSeq = this.space.tailSeq;
     if (seq >= tailSeq) throw new InvalidArgumentError(`segment seq ${seq} is not behind the log's tail (${tailSeq})`);
@@ -637,22 +643,22 @@ export class LogStructuredStore {
     this.promotePending();
   }
 
-  /** Sequence number of the segment the log is writing. */
+  /** @internal Sequence number of the segment the log is writing. */
   get tailSegmentSeq(): number {
     return this.space.tailSeq;
   }
 
-  /** Free segments (reusable now). */
+  /** @internal Free segments (reusable now). */
   get freeSegments(): number {
     return this.space.freeCount;
   }
 
-  /** Segments given back but waiting for a checkpoint (or a tail reader) before reuse. */
+  /** @internal Segments given back but waiting for a checkpoint (or a tail reader) before reuse. */
   get pendingSegments(): number {
     return this.space.pendingCount;
   }
 
-  /** Segments the file has room for. */
+  /** @internal Segments the file has room for. */
   get fileSegments(): number {
     return this.space.fileSegments;
   }
@@ -660,6 +666,7 @@ export class LogStructuredStore {
   /**
    * Truncate free segments at the end of the file. Returns the bytes given back. Safe at any
    * time: only segments on the free list are cut, and nothing durable points into them.
+   * @internal
    */
   shrinkFile(): number {
     return this.space.shrinkFile(this.readOnly);
@@ -673,6 +680,7 @@ export class LogStructuredStore {
   /**
    * Write a new root block (the other copy), then datasync. The layer above calls this after a
    * checkpoint's units are durable; the log itself does at open and close.
+   * @internal
    */
   async writeRoot(patch: RootPatch): Promise<void> {
     if (this.readOnly) throw new ReadOnlyError("writeRoot on a read-only log");
