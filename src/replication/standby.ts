@@ -552,8 +552,9 @@ export class StandbyStore {
         if (item === undefined) {
           // Caught up with what arrived: commit what is batched, then sleep until more comes.
           await this.commitBatch();
-          if (this.stopped) return;
-          await new Promise<void>((resolve) => (this.queueWake = resolve));
+          if (this.stopped && this.queue.length === 0) return;
+          // Items may have arrived while the batch was handed over: sleep only on an empty queue.
+          if (this.queue.length === 0) await new Promise<void>((resolve) => (this.queueWake = resolve));
           continue;
         }
         await this.applyItem(item);
