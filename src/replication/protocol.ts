@@ -110,6 +110,7 @@ export interface WireSocket {
   write(data: Uint8Array): number;
   end(): void;
   terminate?(): void;
+  setNoDelay?(noDelay?: boolean): boolean;
   readonly remoteAddress?: string;
 }
 
@@ -133,6 +134,13 @@ export class Connection {
   constructor(socket: WireSocket) {
     this.socket = socket;
     this.sender = new FrameSender(socket);
+    // Acknowledgements and units are small frames that must not wait for Nagle's coalescing
+    // (with delayed ACKs it adds up to ~40 ms per round trip, which a synchronous commit pays).
+    try {
+      socket.setNoDelay?.(true);
+    } catch {
+      // a Unix socket has no Nagle
+    }
   }
 
   /** Remote address, for log lines. */

@@ -175,7 +175,7 @@ test("a replayed handshake is refused, and nothing of the store was sent to it",
         void Bun.connect({
           hostname: "127.0.0.1",
           port: server.port!,
-          socket: { data: (_s, chunk) => void client.write(chunk), close: () => client.end() },
+          socket: { data: (_s, chunk) => void client.write(chunk), close: () => void client.end() },
         }).then((up) => {
           client.data.up = up;
           for (const chunk of client.data.held.splice(0)) up.write(chunk);
@@ -225,7 +225,7 @@ test("a replayed handshake is refused, and nothing of the store was sent to it",
   expect(types).toEqual([Msg.Challenge, Msg.Refused]);
   expect(Buffer.concat(received).includes(Buffer.from("secret data"))).toBe(false);
   // Junk before authenticating is refused too.
-  const junk = await Bun.connect({ hostname: "127.0.0.1", port: server.port!, socket: { data: () => {} } });
+  const junk = await Bun.connect({ hostname: "127.0.0.1", port: server.port!, socket: { data() {} } });
   junk.write(encodeMessage(Msg.Start, { from: 0 }));
   await until(() => failures.length === 2, 5_000, "auth-failed for junk");
   junk.end();
