@@ -14,10 +14,9 @@
  *
  * @module
  */
-import { closeSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
 import { Store } from "../src/index.ts";
 import type { ReplicationServer } from "../src/replication/primary.ts";
-import { dataPath, fmt, log, randomBytes, removeData, scaled } from "./common.ts";
+import { dataPath, fmt, log, randomBytes, rawCopy, removeData, scaled } from "./common.ts";
 
 const SECRET = "bench-replication-secret-0123456789";
 const RATE = 5_000;
@@ -137,24 +136,6 @@ async function commitsPerSecond(store: Store, ms: number, level: "async" | "dura
     }),
   );
   return count / (ms / 1000);
-}
-
-function rawCopy(source: string, target: string, bytes: number): number {
-  const started = performance.now();
-  const input = openSync(source, "r");
-  const output = openSync(target, "w");
-  const buffer = new Uint8Array(8 << 20);
-  let done = 0;
-  while (done < bytes) {
-    const n = readSync(input, buffer, 0, Math.min(buffer.length, bytes - done), done);
-    if (n === 0) break;
-    writeSync(output, buffer, 0, n);
-    done += n;
-  }
-  fsyncSync(output);
-  closeSync(input);
-  closeSync(output);
-  return performance.now() - started;
 }
 
 async function main(): Promise<void> {

@@ -19,6 +19,21 @@ afterEach(async () => {
 
 const GROUP = 8;
 
+/** A standby following through `proxy`, quick to reconnect. */
+async function standbyThrough(proxy: StallingProxy, dir: string, connectTimeoutMs: number): Promise<StandbyStore> {
+  const standby = await Store.openStandby(path.join(dir, "s.lss"), {
+    primary: `127.0.0.1:${proxy.port}`,
+    secret: SECRET,
+    store: STORE_OPTIONS,
+    reconnectMinMs: 20,
+    reconnectMaxMs: 200,
+    connectTimeoutMs,
+    log: () => {},
+  });
+  cleanups.push(() => standby.close());
+  return standby;
+}
+
 /** Version of each element of a group, read on the standby: all equal, or a torn transaction was seen. */
 async function groupVersions(standby: StandbyStore, seids: bigint[]): Promise<number[]> {
   const values = await Promise.all(seids.map((s) => standby.read(s)));
@@ -41,16 +56,7 @@ test("connections dropped and stalled mid-stream: the standby catches up exactly
   cleanups.push(() => proxy.close());
   const group = Array.from({ length: GROUP }, () => primary.allocateSeid());
   const others = Array.from({ length: 100 }, () => primary.allocateSeid());
-  const standby = await Store.openStandby(path.join(dir, "s.lss"), {
-    primary: `127.0.0.1:${proxy.port}`,
-    secret: SECRET,
-    store: STORE_OPTIONS,
-    reconnectMinMs: 20,
-    reconnectMaxMs: 200,
-    connectTimeoutMs: 1_000,
-    log: () => {},
-  });
-  cleanups.push(() => standby.close());
+  const standby = await standbyThrough(proxy, dir, 1_000);
   const next = rng(11);
   let version = 0;
   let stop = false;
@@ -117,16 +123,7 @@ test("a standby stalled past maxRetainedBytes is dropped, the primary's file sta
     }
   };
   await burst(50);
-  const standby = await Store.openStandby(path.join(dir, "s.lss"), {
-    primary: `127.0.0.1:${proxy.port}`,
-    secret: SECRET,
-    store: STORE_OPTIONS,
-    reconnectMinMs: 20,
-    reconnectMaxMs: 200,
-    connectTimeoutMs: 500,
-    log: () => {},
-  });
-  cleanups.push(() => standby.close());
+  const standby = await standbyThrough(proxy, dir, 500);
   await standby.caughtUp({ timeoutMs: 20_000 });
   proxy.stall();
   // ~40 MiB of overwrites (live data ~1 MiB): ten times the cap.
