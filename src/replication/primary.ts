@@ -36,9 +36,9 @@ import type { BackupHost } from "../backup/backup.ts";
 import { runBackup, serialized } from "../backup/backup.ts";
 import { ensureStoreId } from "../backup/identity.ts";
 import { encodeManifest } from "../backup/manifest.ts";
-import type { StoreCore } from "../store/commit.ts";
 import { checkNonce, macMatches, newNonce, primaryMac, secretBytes, standbyMac } from "./auth.ts";
 import { Connection, Inbox, Msg, num, PROTOCOL_VERSION, str, type Message } from "./protocol.ts";
+import { registerServer, serverOf } from "./registry.ts";
 import { SocketTarget } from "./seed.ts";
 import { primaryIdentity } from "./state.ts";
 import { checkLevel, SyncWaiters, type ReplicationLevel, type ReplicationTimeoutPolicy } from "./sync-levels.ts";
@@ -157,25 +157,6 @@ function limit(value: number | undefined, name: string, fallback: number, min: n
   return v;
 }
 
-const servers = new WeakMap<StoreCore, ReplicationServer>();
-
-/** The store's commit hook: wait for the replication level of a user commit ending at `end`. */
-export function replicationAfterCommit(core: StoreCore, end: number, level: ReplicationLevel | undefined): Promise<void> | undefined {
-  const server = servers.get(core);
-  if (server === undefined) return undefined;
-  return server.afterCommit(end, level);
-}
-
-/** `stats().replication` of a primary (undefined when not serving). */
-export function primaryStatsOf(core: StoreCore): PrimaryReplicationStats | undefined {
-  return servers.get(core)?.stats();
-}
-
-/** Close the store's replication server, if any (the store is closing). */
-export async function stopReplicationOf(core: StoreCore): Promise<void> {
-  await servers.get(core)?.close();
-}
-
 type Listener = (...args: never[]) => void;
 
 /** A replication server (see the module doc). Close it with {@link close}; the store's close does too. */
@@ -248,14 +229,14 @@ export class ReplicationServer {
   static async start(host: BackupHost, options: ServeReplicationOptions): Promise<ReplicationServer> {
     if (typeof options !== "object" || options === null) throw new InvalidArgumentError("serveReplication() takes an options object");
     const secret = secretBytes(options.secret, "primary");
-    if (servers.has(host.core)) throw new InvalidArgumentError("this store already serves replication: close that server first");
+    if (serverOf(host.core) !== undefined) throw new InvalidArgumentError("this store already serves replication: close that server first");
     const log = host.core.log;
     if (log.closed) throw new StoreClosedError("the store is closed");
     if (log.readOnly) throw new InvalidArgumentError("a read-only store cannot serve replication (it could not record its identity and epoch)");
     if ((options.port === undefined) === (options.unix === undefined)) throw new InvalidArgumentError("serveReplication() takes either port or unix");
     const identity = await host.commits.exclusive(() => primaryIdentity(log, () => ensureStoreId(log)));
     const server = new ReplicationServer({ host, secret, options, identity, listen: (s) => listen(s, options) });
-    servers.set(host.core, server);
+    registerServer(host.core, server);
     return server;
   }
 
@@ -418,7 +399,7 @@ export class ReplicationServer {
     for (const hold of this.held.values()) hold.release();
     this.held.clear();
     this.sync.close();
-    if (servers.get(this.host.core) === this) servers.delete(this.host.core);
+    if (serverOf(this.host.core) === this) registerServer(this.host.core, undefined);
   }
 }
 

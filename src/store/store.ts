@@ -36,14 +36,8 @@ import type { VerifyOptions, VerifyReport } from "../backup/verify.ts";
 import { AttachedStore, type AttachOptions } from "../workers/attached.ts";
 import type { StoreHandle } from "../workers/handle.ts";
 import { WorkerHost } from "../workers/host.ts";
-import {
-  primaryStatsOf,
-  replicationAfterCommit,
-  ReplicationServer,
-  stopReplicationOf,
-  type PrimaryReplicationStats,
-  type ServeReplicationOptions,
-} from "../replication/primary.ts";
+import { primaryStatsOf, replicationAfterCommit, stopReplicationOf } from "../replication/registry.ts";
+import type { PrimaryReplicationStats, ReplicationServer, ServeReplicationOptions } from "../replication/primary.ts";
 import type { ReplicationLevel } from "../replication/sync-levels.ts";
 import type { StandbyOptions, StandbyReplicationStats, StandbyStore } from "../replication/standby.ts";
 
@@ -514,6 +508,8 @@ export class Store {
    */
   async serveReplication(options: ServeReplicationOptions): Promise<ReplicationServer> {
     this.assertWritable();
+    // Loaded on use: a store that never replicates does not carry the code (registry.ts).
+    const { ReplicationServer } = await import("../replication/primary.ts");
     return ReplicationServer.start(this[INTERNALS](), options);
   }
 

@@ -82,6 +82,8 @@ test("connections dropped and stalled mid-stream: the standby catches up exactly
       await Bun.sleep(0);
     }
   })();
+  // The first seed completes before the network misbehaves (a drop during it would re-seed, rightly).
+  await standby.caughtUp({ timeoutMs: 30_000 });
   for (let round = 0; round < 6; round++) {
     await Bun.sleep(150 + Math.floor(next() * 200));
     if (round % 2 === 0) proxy.drop();
