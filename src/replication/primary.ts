@@ -681,7 +681,7 @@ class Session {
       sentAddress: this.sent,
       receivedAddress: this.acked.received,
       durableAddress: this.acked.durable,
-      lagBytes: Math.max(0, stable - Math.max(this.acked.durable, this.sent === 0 ? 0 : this.acked.durable)),
+      lagBytes: Math.max(0, stable - this.acked.durable),
       lagTransactions: caughtUp ? 0 : Math.max(0, commits.lastTxId - this.acked.transaction),
       lagMs: caughtUp || lastTime === null || this.acked.commitTime === null ? 0 : Math.max(0, lastTime - this.acked.commitTime),
     };
