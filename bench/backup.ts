@@ -14,10 +14,10 @@
  *
  * @module
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, writeSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { Store } from "../src/index.ts";
-import { dataPath, fmt, log, randomBytes, removeData, scaled } from "./common.ts";
+import { dataPath, fmt, log, randomBytes, rawCopy, removeData, scaled } from "./common.ts";
 
 const ELEMENTS = scaled(60_000, 2_000);
 const LARGE = scaled(20, 2);
@@ -50,25 +50,6 @@ async function commitLatencies(store: Store, ms: number, during?: () => Promise<
   await background;
   latencies.sort((a, b) => a - b);
   return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? 0, n: latencies.length };
-}
-
-/** Read `bytes` of `source` sequentially and write them to `target` in 8 MiB steps, then fsync. */
-function rawCopy(source: string, target: string, bytes: number): number {
-  const started = performance.now();
-  const input = openSync(source, "r");
-  const output = openSync(target, "w");
-  const buffer = new Uint8Array(8 << 20);
-  let done = 0;
-  while (done < bytes) {
-    const n = readSync(input, buffer, 0, Math.min(buffer.length, bytes - done), done);
-    if (n === 0) break;
-    writeSync(output, buffer, 0, n);
-    done += n;
-  }
-  fsyncSync(output);
-  closeSync(input);
-  closeSync(output);
-  return performance.now() - started;
 }
 
 async function main(): Promise<void> {

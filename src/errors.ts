@@ -228,6 +228,51 @@ export class BackupPointError extends LssError {
   }
 }
 
+/**
+ * A replication peer failed authentication: a wrong or missing secret, a handshake that does not
+ * answer this connection's fresh challenge (a replay), or a standby of another store. Raised on
+ * the side that detected it; the other side sees it too (the connection is refused).
+ */
+export class AuthenticationError extends LssError {
+  constructor(message: string) {
+    super("LSS_AUTH", message);
+  }
+}
+
+/**
+ * Replication cannot go on as asked: the primary refused this standby (it must re-seed and
+ * could not), the protocol was broken, or the standby was asked to do what only a primary does.
+ */
+export class StandbyError extends LssError {
+  constructor(message: string, code = "LSS_STANDBY") {
+    super(code, message);
+  }
+}
+
+/**
+ * Epoch fencing: a standby that has seen a newer epoch (a promotion) refuses a primary of an
+ * older one, and such a primary learns it has been fenced off.
+ */
+export class FencedError extends StandbyError {
+  /** The epoch of the side that refused. */
+  readonly epoch: number;
+  constructor(message: string, epoch: number) {
+    super(message, "LSS_FENCED");
+    this.epoch = epoch;
+  }
+}
+
+/**
+ * A commit asked for a replication level (`received`, `durable`, `applied`) that no standby
+ * confirmed within `replicationTimeoutMs`, with `onReplicationTimeout: "fail"`. The transaction
+ * is committed (and durable) on the primary; only the standby's confirmation is missing.
+ */
+export class ReplicationTimeoutError extends LssError {
+  constructor(message: string) {
+    super("LSS_REPLICATION_TIMEOUT", message);
+  }
+}
+
 /** Map a negative-errno result (as the shim and backends return them) to a typed error. */
 export function errorFromErrno(negErrno: number, what: string): LssError {
   const errno = -negErrno;

@@ -58,4 +58,8 @@ export {
   BackupPointError,
   type BackupChainGap,
   LogTruncatedError,
+  AuthenticationError,
+  StandbyError,
+  FencedError,
+  ReplicationTimeoutError,
 } from "./errors.ts";

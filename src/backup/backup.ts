@@ -136,6 +136,11 @@ export interface BackupHost {
 export interface BackupRunOptions extends BackupOptions {
   /** The target's newest manifest as this process last committed it (skips a listing and a read). */
   known?: BackupManifest;
+  /**
+   * A full backup's base only, without the log written meanwhile (a standby's seed: the log from
+   * the base's point follows as the live tail, src/replication/seed.ts).
+   */
+  baseOnly?: boolean;
 }
 
 /** Result of a run, with the committed manifest (for the archiver). */
@@ -434,7 +439,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     };
 
     // 4. The log written meanwhile, so the backup ends as late as it can.
-    const copied = await copyLogSince(job, point.lsn, 1, point.transaction);
+    const copied = job.options.baseOnly === true ? { increments: [] } : await copyLogSince(job, point.lsn, 1, point.transaction);
     const manifest: BackupManifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,

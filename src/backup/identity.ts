@@ -15,7 +15,8 @@ interface RootUserFields {
   [key: string]: unknown;
 }
 
-function readFields(log: LogStructuredStore): RootUserFields {
+/** The root block's user fields (backup identity, replication state), `{}` when none. */
+export function readFields(log: LogStructuredStore): RootUserFields {
   const bytes = log.rootBlock.user;
   if (bytes.length === 0) return {};
   try {
@@ -43,7 +44,15 @@ export async function ensureStoreId(log: LogStructuredStore): Promise<string> {
   if (existing !== undefined) return existing;
   if (log.readOnly) throw new ReadOnlyError("this store was never backed up and is open read-only: its backup identity cannot be recorded");
   const storeId = crypto.randomUUID();
-  const fields = { ...readFields(log), storeId };
-  await log.writeRoot({ user: new TextEncoder().encode(JSON.stringify(fields)) });
+  await writeFields(log, { storeId });
   return storeId;
+}
+
+/**
+ * Merge `patch` into the root block's user fields and write the root block (other layers keep
+ * their state there too: src/replication's epoch). The caller holds the transaction turn.
+ */
+export async function writeFields(log: LogStructuredStore, patch: Record<string, unknown>): Promise<void> {
+  const fields = { ...readFields(log), ...patch };
+  await log.writeRoot({ user: new TextEncoder().encode(JSON.stringify(fields)) });
 }

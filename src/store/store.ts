@@ -38,6 +38,19 @@ import type { VerifyOptions, VerifyReport } from "../backup/verify.ts";
 import { AttachedStore, type AttachOptions } from "../workers/attached.ts";
 import type { StoreHandle } from "../workers/handle.ts";
 import { WorkerHost } from "../workers/host.ts";
+import { primaryStatsOf, replicationAfterCommit, stopReplicationOf } from "../replication/registry.ts";
+import type { PrimaryReplicationStats, ReplicationServer, ServeReplicationOptions } from "../replication/primary.ts";
+import type { ReplicationLevel } from "../replication/sync-levels.ts";
+import type { StandbyOptions, StandbyReplicationStats, StandbyStore } from "../replication/standby.ts";
+
+/** Options of one transaction. */
+export interface TransactionOptions {
+  /**
+   * How far replication must get before the promise resolves (docs/REPLICATION.md); default:
+   * the level given to `serveReplication`. Ignored when the store serves no standbys.
+   */
+  replication?: ReplicationLevel;
+}
 
 /** What `store.stats()` returns. */
 export interface StoreStats {
@@ -84,6 +97,8 @@ export interface StoreStats {
   readOnly: boolean;
   /** Continuous archiving (`store.archive()`): backlog, position shipped, failures; `undefined` when never started. */
   archive: ArchiveStats | undefined;
+  /** Replication: a primary's standbys and sync levels, or a standby's lag; `undefined` when neither. */
+  replication: PrimaryReplicationStats | StandbyReplicationStats | undefined;
 }
 
 /**
@@ -273,7 +288,7 @@ export class Store {
    * becomes visible at once, and the promise resolves with `fn`'s result once the commit is
    * durable (`durability: "sync"`) or applied (`"relaxed"`).
    */
-  transaction<T>(fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: Transaction) => T | Promise<T>, options: TransactionOptions = {}): Promise<T> {
     try {
       this.assertWritable();
       if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing`);
@@ -290,14 +305,19 @@ export class Store {
       this.commits.queued -= 1;
       turn.release();
     };
-    const run = this.runTransaction(turn.ready, release, fn);
+    const run = this.runTransaction(turn.ready, release, fn, options.replication);
     this.inFlight.add(run);
     const untrack = () => this.inFlight.delete(run);
     run.then(untrack, untrack);
     return run;
   }
 
-  private async runTransaction<T>(ready: Promise<void>, release: () => void, fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
+  private async runTransaction<T>(
+    ready: Promise<void>,
+    release: () => void,
+    fn: (tx: Transaction) => T | Promise<T>,
+    replication: ReplicationLevel | undefined,
+  ): Promise<T> {
     let commitEnd: number | undefined;
     let result: T;
     await ready;
@@ -320,7 +340,12 @@ export class Store {
     } finally {
       release();
     }
-    if (commitEnd !== undefined) await this.afterCommit(commitEnd, this.commits.queued > 0 || (this.host?.queuedTickets ?? 0) > 0);
+    if (commitEnd !== undefined) {
+      await this.afterCommit(commitEnd, this.commits.queued > 0 || (this.host?.queuedTickets ?? 0) > 0);
+      // A standby's confirmation, as the transaction's replication level asks (src/replication).
+      const replicated = replicationAfterCommit(this.core, commitEnd, replication);
+      if (replicated !== undefined) await replicated;
+    }
     return result;
   }
 
@@ -522,6 +547,37 @@ export class Store {
     return verifyBackup(source, options);
   }
 
+  // ───────────────────────────── replication (src/replication) ─────────────────────────────
+
+  /**
+   * Serve standbys (docs/REPLICATION.md): listen on `options.port` (on 127.0.0.1 unless
+   * `options.host`) or the Unix socket `options.unix`, authenticate each standby with the
+   * pre-shared `options.secret`, seed new ones and ship the durable log to each. Closed with the
+   * returned server or the store.
+   *
+   * @throws AuthenticationError when the secret is missing or too short
+   */
+  async serveReplication(options: ServeReplicationOptions): Promise<ReplicationServer> {
+    this.assertWritable();
+    // Loaded on use: a store that never replicates does not carry the code (registry.ts).
+    const { ReplicationServer } = await import("../replication/primary.ts");
+    return ReplicationServer.start(this[INTERNALS](), options);
+  }
+
+  /**
+   * Open (creating if missing) a standby of the primary `options.primary` at `path`: it seeds
+   * itself when new, follows the primary's log, serves reads of a committed prefix, refuses
+   * writes until `promote()`. Resolves once connected (or, when the primary is unreachable, at
+   * once: it keeps trying and serves what it has).
+   *
+   * @throws AuthenticationError when the primary refuses the secret or serves another store
+   * @throws FencedError when the primary is of an older epoch than this standby has seen
+   */
+  static async openStandby(path: string, options: StandbyOptions): Promise<StandbyStore> {
+    const { StandbyStore } = await import("../replication/standby.ts");
+    return StandbyStore.open(path, options);
+  }
+
   // ───────────────────────────── Workers ─────────────────────────────
 
   /**
@@ -607,6 +663,7 @@ export class Store {
       durability: this.options.durability,
       readOnly: this.options.readOnly,
       archive: archiveStatsOf(this.core),
+      replication: primaryStatsOf(this.core),
     };
   }
 
@@ -639,6 +696,7 @@ export class Store {
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
     // The archiver ships what is durable one last time before the store goes.
     await stopArchiveOf(this.core).catch(() => {});
+    await stopReplicationOf(this.core).catch(() => {});
     await this.cleaner.idle();
     await this.commits.idle;
     // Every turn of the shared lock has been passed on: the lock closes, turns are this thread's again.

@@ -88,14 +88,21 @@ export class SeidSpaces {
     return out;
   }
 
-  /** Apply an Alloc record (replay) or a checkpoint's list: counters only move forward. */
-  apply(entries: ReadonlyArray<readonly [number, number]>): void {
+  /**
+   * Apply an Alloc record (replay) or a checkpoint's list: counters only move forward. `log`:
+   * the counters came from elsewhere (a standby applying its primary's Alloc records) and must
+   * reach this store's own log with its next commit, as if allocated here.
+   */
+  apply(entries: ReadonlyArray<readonly [number, number]>, log = false): void {
     for (const [space, value] of entries) {
       if (space === 0) {
         this.nextSpace = Math.max(this.nextSpace, value);
+        // Any dirty space makes the next Alloc record carry the space counter too.
+        if (log) this.dirty.add(DEFAULT_SPACE);
         continue;
       }
       this.next.set(space, Math.max(this.next.get(space) ?? 1, value));
+      if (log) this.dirty.add(space);
     }
   }
 
