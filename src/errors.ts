@@ -29,6 +29,13 @@ export type ErrorCode =
   | "LSS_BACKUP_POINT"
   | "LSS_BACKUP_OBJECT_EXISTS"
   | "LSS_BACKUP_OBJECT_MISSING"
+  | "LSS_AUTH"
+  | "LSS_STANDBY"
+  | "LSS_STANDBY_DISCONNECTED"
+  | "LSS_STANDBY_RESEED"
+  | "LSS_STANDBY_TIMEOUT"
+  | "LSS_FENCED"
+  | "LSS_REPLICATION_TIMEOUT"
   | "LSS_INTERNAL";
 
 /** Base class of every error bloom-lss throws on purpose. Switch on `code`, not on messages. */
@@ -244,7 +251,7 @@ export class AuthenticationError extends LssError {
  * could not), the protocol was broken, or the standby was asked to do what only a primary does.
  */
 export class StandbyError extends LssError {
-  constructor(message: string, code = "LSS_STANDBY") {
+  constructor(message: string, code: Extract<ErrorCode, `LSS_STANDBY${string}` | "LSS_FENCED"> = "LSS_STANDBY") {
     super(code, message);
   }
 }

@@ -885,5 +885,8 @@ function refusal(message: Message): Error {
   const text = typeof message.header.message === "string" ? message.header.message : "refused";
   if (code === "LSS_AUTH") return new AuthenticationError(`the primary refused this standby: ${text} (a wrong secret, or a standby of another store)`);
   if (code === "LSS_FENCED") return new FencedError(`the primary refused this standby: ${text}`, typeof message.header.epoch === "number" ? message.header.epoch : 0);
-  return new StandbyError(`the primary refused this standby: ${text}`, code);
+  // A code from the wire is only trusted when it is one of the standby codes this build knows.
+  const known = ["LSS_STANDBY", "LSS_STANDBY_DISCONNECTED", "LSS_STANDBY_RESEED", "LSS_STANDBY_TIMEOUT"] as const;
+  const standbyCode = known.find((c) => c === code) ?? "LSS_STANDBY";
+  return new StandbyError(`the primary refused this standby: ${text}`, standbyCode);
 }
