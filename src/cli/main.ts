@@ -12,10 +12,11 @@ import { compactCommand } from "./compact.ts";
 import type { CliCommand } from "./command.ts";
 import { describeFailure, ExitCode, processOutput, type CliOutput } from "./common.ts";
 import { dumpCommand } from "./dump.ts";
+import { standbyCommand } from "./standby.ts";
 import { statCommand } from "./stat.ts";
 import { verifyCommand } from "./verify.ts";
 
-/** Every command, in the order `--help` lists them (`standby` joins once the store's API for it lands). */
+/** Every command, in the order `--help` lists them. */
 export const COMMANDS: ReadonlyArray<CliCommand<never>> = [
   statCommand,
   verifyCommand,
@@ -24,6 +25,7 @@ export const COMMANDS: ReadonlyArray<CliCommand<never>> = [
   backupCommand,
   restoreCommand,
   verifyBackupCommand,
+  standbyCommand,
 ];
 
 /** Run the CLI on `argv` (without the runtime and script); resolves with the exit code. */

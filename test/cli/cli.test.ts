@@ -172,4 +172,44 @@ describe("bloom-lss CLI", () => {
     expect(bad.stderr).toContain(path.basename(chunk));
     expect(cli("restore", target, path.join(dir, "y.lss")).status).toBe(1);
   }, 60_000);
+
+  test("standby: seeds from a live primary, catches up, promotes; a wrong secret exits 3 with the typed error", async () => {
+    const primaryFile = path.join(dir, "primary.lss");
+    const primary = await Store.open(primaryFile);
+    const secret = "cli-test-secret-of-32-bytes-1234";
+    const server = await primary.serveReplication({ port: 0, host: "127.0.0.1", secret });
+    try {
+      await primary.transaction((tx) => {
+        for (let i = 1n; i <= 50n; i++) tx.write(i, new Uint8Array(64).fill(Number(i)));
+      });
+      const standbyFile = path.join(dir, "standby.lss");
+      const run = (env: string, ...args: string[]) =>
+        new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+          const child = Bun.spawn([process.execPath, MAIN, ...args], { env: { ...process.env, BLOOM_LSS_SECRET: env }, stdout: "pipe", stderr: "pipe" });
+          const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+          Promise.all([child.exited, new Response(child.stdout).text(), new Response(child.stderr).text()]).then(([status, stdout, stderr]) => {
+            clearTimeout(timer);
+            resolve({ status, stdout, stderr });
+          }, reject);
+        });
+      const wrong = await run("not-the-secret-but-long-enough", "standby", "--primary", `127.0.0.1:${server.port}`, "--until-caught-up", "--timeout", "5000", path.join(dir, "wrong.lss"));
+      expect(wrong.status).toBe(3);
+      expect(wrong.stderr).toContain("LSS_AUTH");
+      const ran = await run(secret, "standby", "--primary", `127.0.0.1:${server.port}`, "--promote", "--json", standbyFile);
+      expect(ran.status).toBe(0);
+      const stats = JSON.parse(ran.stdout);
+      expect(stats.promoted).toBe(true);
+      expect(stats.lagTransactions).toBe(0);
+      const promoted = await Store.open(standbyFile);
+      try {
+        for (let i = 1n; i <= 50n; i++) expect(await promoted.read(i)).toEqual(new Uint8Array(64).fill(Number(i)));
+        await promoted.transaction((tx) => tx.write(51n, new Uint8Array([1]))); // writable: a primary now
+      } finally {
+        await promoted.close();
+      }
+    } finally {
+      await server.close();
+      await primary.close();
+    }
+  }, 90_000);
 });
