@@ -46,9 +46,9 @@ import { checkLevel, SyncWaiters, type ReplicationLevel, type ReplicationTimeout
 /** TLS material for the server (Bun's `tls` options of `Bun.listen`). */
 export interface ReplicationTlsOptions {
   /** PEM private key (string, or a file: `Bun.file(path)`). */
-  key: string | Uint8Array | ReturnType<typeof Bun.file>;
+  key: string | Uint8Array | Blob;
   /** PEM certificate chain. */
-  cert: string | Uint8Array | ReturnType<typeof Bun.file>;
+  cert: string | Uint8Array | Blob;
   /** Optional passphrase of the key. */
   passphrase?: string;
 }
@@ -433,7 +433,13 @@ function listen(server: ReplicationServer, options: ServeReplicationOptions): Li
       socket.data?.session?.conn.socketClosed(error);
     },
   };
-  const tls = options.tls === undefined ? undefined : { key: options.tls.key, cert: options.tls.cert, passphrase: options.tls.passphrase };
+  // The public type says Blob (a Bun.file is one) so the shipped .d.ts needs no Bun types; Bun's
+  // listener takes its own file type, which is what a Blob here is at run time.
+  type BunTlsFile = string | Uint8Array | ReturnType<typeof Bun.file>;
+  const tls =
+    options.tls === undefined
+      ? undefined
+      : { key: options.tls.key as BunTlsFile, cert: options.tls.cert as BunTlsFile, passphrase: options.tls.passphrase };
   if (options.unix !== undefined) {
     if (typeof options.unix !== "string" || options.unix.length === 0) throw new InvalidArgumentError("unix must be a socket path");
     // A stale socket file of a dead server would make listen fail; only ever remove a socket.
@@ -573,6 +579,10 @@ class Session {
   /** Serve a Start: follow from `from`, or seed first. */
   private async run(from: number | null): Promise<void> {
     const log = this.server.host.core.log;
+    // Until this standby acknowledges on this connection, where it resumes is where it stands: if
+    // the connection drops before its first ack, the log is held from here (a hold from 0 is no
+    // hold, and the next reconnect found the log reused and re-seeded; seen under load).
+    if (from !== null && this.acked.position === 0) this.acked = { ...this.acked, position: from };
     this.server.releaseHold(this.standbyId);
     if (from !== null && from <= log.stableAddress && log.appendedEnd - from <= this.server.limits.maxRetainedBytes) {
       try {
