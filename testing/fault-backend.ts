@@ -4,8 +4,11 @@
  *
  * - **models durability**: each file has a shadow *durable image*. A write is recorded (offset and
  *   a copy of its bytes, taken at submit) as *pending*. A datasync covers the writes whose
- *   completion the wrapper had seen when the datasync was submitted; when the datasync completes
- *   successfully those writes join the durable image. `syncNow` does the same at once.
+ *   completion the wrapper had seen when the datasync started; when the datasync completes
+ *   successfully those writes join the durable image. `syncNow` does the same at once. Linked
+ *   ops (`IoOp.link`) are run by the wrapper one at a time: the next op of a chain starts only
+ *   once the wrapper has seen the one before complete whole (else it completes with -ECANCELED),
+ *   so a datasync linked after a write starts after that write's completion and covers it.
  * - **simulates power loss**: {@link FaultBackend.cutPower} freezes, for every file, an image that
  *   a power cut could leave: the durable image, plus each pending write independently (seeded)
  *   kept whole, dropped, or torn at 512-byte sector granularity (each sector new or old), and a
@@ -36,6 +39,8 @@ import type {
   NativeBuffer,
   OpenFileOptions,
 } from "../src/io/backend.ts";
+import { checkChains, linkSucceeded } from "../src/io/backend.ts";
+import { ECANCELED } from "../src/io/errno.ts";
 import { errnoOf, PortableBackend } from "../src/io/portable.ts";
 import { seededRandom } from "./prng.ts";
 import { errorFromErrno, InvalidArgumentError, StoreClosedError } from "../src/errors.ts";
@@ -316,6 +321,10 @@ export class FaultBackend implements IoBackend {
   private readonly shadows = new Map<string, FileShadow>();
   private readonly openFiles = new Map<number, OpenRecord>();
   private readonly tracked = new Map<number, Tracked>();
+  /** Link chains under way, by the user data of the op running now: that op and the ops after it. */
+  private readonly chains = new Map<number, { op: IoOp; rest: readonly IoOp[] }>();
+  /** Ops of chains not started yet (they count in flight). */
+  private deferred = 0;
   /** Completions of our own (injected, simulated syncs, or after the cut) plus those pulled from inner. */
   private ready: IoCompletion[] = [];
   private readonly scratch: IoCompletion[] = [];
@@ -542,7 +551,7 @@ export class FaultBackend implements IoBackend {
 
   /** Real operations in flight, plus completions waiting to be reaped. */
   get inFlight(): number {
-    return this.inner.inFlight + this.ready.length + this.held.length;
+    return this.inner.inFlight + this.ready.length + this.held.length + this.deferred;
   }
 
   private assertOpen(): void {
@@ -662,6 +671,49 @@ export class FaultBackend implements IoBackend {
         `submitting ${ops.length} ops would put ${this.inFlight + ops.length} in flight, over queueDepth ${this.queueDepth}`,
       );
     }
+    checkChains(ops, this.queueDepth);
+    // Link chains are run here, one op at a time: an op's successor starts (is counted as a call,
+    // may be failed, and a datasync takes what it covers) only when the op's completion reaches
+    // this wrapper whole — as the kernel starts a linked op only once the one before completed.
+    // So a linked datasync covers exactly the writes completed before it starts, its own chain's
+    // among them, and the durable image stays exact whatever order completions are reaped in.
+    const heads: IoOp[] = [];
+    let i = 0;
+    while (i < ops.length) {
+      let j = i;
+      while ((ops[j] as IoOp).link === true) j += 1;
+      const head = unlinked(ops[i] as IoOp);
+      if (j > i) {
+        this.chains.set(head.userData, { op: head, rest: ops.slice(i + 1, j + 1) });
+        this.deferred += j - i;
+      }
+      heads.push(head);
+      i = j + 1;
+    }
+    this.begin(heads);
+  }
+
+  /** A completion of `userData` is ready: start the rest of its link chain, or cancel it. */
+  private continueChain(completion: IoCompletion): void {
+    const chain = this.chains.get(completion.userData);
+    if (chain === undefined) return;
+    this.chains.delete(completion.userData);
+    this.deferred -= chain.rest.length;
+    if (!linkSucceeded(chain.op, completion.result) || this.isClosed) {
+      for (const op of chain.rest) this.ready.push({ userData: op.userData, result: -ECANCELED });
+      this.wake();
+      return;
+    }
+    const next = unlinked(chain.rest[0] as IoOp);
+    if (chain.rest.length > 1) {
+      this.chains.set(next.userData, { op: next, rest: chain.rest.slice(1) });
+      this.deferred += chain.rest.length - 1;
+    }
+    this.begin([next]);
+  }
+
+  /** Start unlinked ops now (chains are unrolled by {@link submit} and {@link continueChain}). */
+  private begin(ops: readonly IoOp[]): void {
     const pass: IoOp[] = [];
     const passTracked: Array<[number, Tracked]> = [];
     const own: IoCompletion[] = [];
@@ -703,6 +755,7 @@ export class FaultBackend implements IoBackend {
     for (const [userData, tracked] of ownSyncs) this.tracked.set(userData, tracked);
     if (own.length > 0) {
       this.ready.push(...own);
+      for (const completion of own) this.continueChain(completion);
       this.wake();
     }
   }
@@ -746,6 +799,7 @@ export class FaultBackend implements IoBackend {
         }
       }
       this.ready.push(completion);
+      this.continueChain(completion);
     }
   }
 
@@ -836,6 +890,13 @@ export class FaultBackend implements IoBackend {
       this.inner.close();
     }
   }
+}
+
+/** The op without its link flag (this wrapper runs chains itself, one op at a time). */
+function unlinked(op: IoOp): IoOp {
+  if (op.link !== true) return op;
+  const { link: _link, ...rest } = op;
+  return rest as IoOp;
 }
 
 /** Fill byte of quarantined buffers. */

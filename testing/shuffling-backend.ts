@@ -36,7 +36,10 @@ export interface UnitWrite {
   result: number | undefined;
   /** Event number of the delivery of its completion (-1 until delivered). */
   deliveredAt: number;
-  /** A datasync submitted after that delivery has been delivered as completed. */
+  /**
+   * A datasync submitted after that delivery has been delivered as completed, or one linked after
+   * this write in its chain (it started only once the write completed) has.
+   */
   durable: boolean;
 }
 
@@ -81,6 +84,11 @@ export class ShufflingBackend implements IoBackend {
   /** Submissions and deliveries, numbered in the order they happen. */
   private events = 0;
   private readonly syncByUserData = new Map<number, number>();
+  /** Unit writes linked before a datasync in its chain, by the datasync's user data. */
+  private readonly chainedBySync = new Map<number, UnitWrite[]>();
+  /** Datasyncs submitted linked after a unit write, and those that completed successfully. */
+  linkedSyncs = 0;
+  linkedSyncsCompleted = 0;
 
   constructor(inner: IoBackend, options: ShufflingOptions = {}) {
     this.inner = inner;
@@ -141,10 +149,22 @@ export class ShufflingBackend implements IoBackend {
       throw new InvalidArgumentError(`submitting ${ops.length} ops would exceed queueDepth ${this.inner.queueDepth}`);
     }
     this.inner.submit(ops);
-    for (const op of ops) {
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i] as IoOp;
       if (op.op === "datasync") {
         this.datasyncs += 1;
         this.syncByUserData.set(op.userData, this.events++);
+        // Linked after writes of its chain: it starts only once they completed whole, so when it
+        // succeeds they are durable too, even if their completions are still held back here.
+        const chained: UnitWrite[] = [];
+        for (let k = i - 1; k >= 0 && (ops[k] as IoOp).link === true; k--) {
+          const write = this.unitByUserData.get((ops[k] as IoOp).userData);
+          if (write !== undefined) chained.push(write);
+        }
+        if (chained.length > 0) {
+          this.chainedBySync.set(op.userData, chained);
+          this.linkedSyncs += 1;
+        }
         continue;
       }
       if (op.op !== "write") continue;
@@ -241,10 +261,14 @@ export class ShufflingBackend implements IoBackend {
       const syncSubmittedAt = this.syncByUserData.get(c.userData);
       if (syncSubmittedAt !== undefined) {
         this.syncByUserData.delete(c.userData);
+        const chained = this.chainedBySync.get(c.userData);
+        this.chainedBySync.delete(c.userData);
         if (c.result === 0) {
           for (const w of this.unitWrites) {
             if (!w.durable && w.deliveredAt >= 0 && w.deliveredAt < syncSubmittedAt && w.result === w.lengthBytes) w.durable = true;
           }
+          for (const w of chained ?? []) w.durable = true;
+          if (chained !== undefined) this.linkedSyncsCompleted += 1;
         }
       }
       out.push(c);

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { InvalidArgumentError } from "../errors.ts";
 
 /** Alignment of every I/O buffer, file offset and length under O_DIRECT. */
 export const ALIGNMENT_BYTES = 4096;
@@ -34,7 +35,18 @@ export interface NativeBuffer {
   readonly bytes: Uint8Array;
 }
 
-/** One operation of a batch. `userData` comes back, unchanged, in its completion. */
+/**
+ * One operation of a batch. `userData` comes back, unchanged, in its completion.
+ *
+ * `link: true` links the op to the next one of the same `submit` batch (io_uring's
+ * IOSQE_IO_LINK): the next op starts only after this one has completed *successfully* — a read or
+ * write that transferred all of `lengthBytes`, a datasync that returned 0 — and otherwise
+ * completes with `-ECANCELED` without running (and so does the rest of the chain). A chain is the
+ * run of linked ops plus the first unlinked op after them; it must end inside its batch (the last
+ * op of a batch never links), and a backend starts it whole or not at all, never split across
+ * submissions. A datasync linked after a write therefore covers that write: it starts only once
+ * the write is complete.
+ */
 export type IoOp =
   | {
       readonly op: "write" | "read";
@@ -45,8 +57,29 @@ export type IoOp =
       readonly lengthBytes: number;
       readonly fileOffset: number;
       readonly userData: number;
+      readonly link?: boolean;
     }
-  | { readonly op: "datasync"; readonly fd: number; readonly userData: number };
+  | { readonly op: "datasync"; readonly fd: number; readonly userData: number; readonly link?: boolean };
+
+/** True when `op` finished as a link chain needs it to (a whole transfer, or a datasync's 0). */
+export function linkSucceeded(op: IoOp, result: number): boolean {
+  return op.op === "datasync" ? result === 0 : result === op.lengthBytes;
+}
+
+/**
+ * Check that every chain of `ops` ends inside the batch and fits in `queueDepth`.
+ * @throws InvalidArgumentError otherwise.
+ */
+export function checkChains(ops: readonly IoOp[], queueDepth: number): void {
+  let run = 0;
+  for (const op of ops) {
+    run = op.link === true ? run + 1 : 0;
+    if (run + 1 > queueDepth) {
+      throw new InvalidArgumentError(`a link chain of more than ${queueDepth} ops cannot fit in queueDepth ${queueDepth}`);
+    }
+  }
+  if (run > 0) throw new InvalidArgumentError("the last op of a batch links to nothing: a link chain must end inside its batch");
+}
 
 /** A finished operation: `result` is bytes transferred (≥ 0) or a negative errno. */
 export interface IoCompletion {

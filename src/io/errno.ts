@@ -31,6 +31,8 @@ export const ENODATA = 61;
 export const ETIME = 62;
 export const EOPNOTSUPP = 95;
 export const EDQUOT = 122;
+/** A linked op that did not run because an op before it in its chain failed. */
+export const ECANCELED = 125;
 
 const ERRNO_NAMES: Readonly<Record<number, string>> = {
   [EPERM]: "EPERM",
@@ -55,6 +57,7 @@ const ERRNO_NAMES: Readonly<Record<number, string>> = {
   [ETIME]: "ETIME",
   [EOPNOTSUPP]: "EOPNOTSUPP",
   [EDQUOT]: "EDQUOT",
+  [ECANCELED]: "ECANCELED",
 };
 
 /** Symbolic name of a positive errno (`E<n>` for one not listed). */

@@ -9,6 +9,8 @@ import fs from "node:fs";
 import os from "node:os";
 import {
   ALIGNMENT_BYTES,
+  checkChains,
+  linkSucceeded,
   MAX_QUEUE_DEPTH,
   type FileHandle,
   type IoBackend,
@@ -17,7 +19,7 @@ import {
   type NativeBuffer,
   type OpenFileOptions,
 } from "./backend.ts";
-import { EINVAL, EIO, EOPNOTSUPP, EWOULDBLOCK } from "./errno.ts";
+import { ECANCELED, EINVAL, EIO, EOPNOTSUPP, EWOULDBLOCK } from "./errno.ts";
 import { allocAligned, fallocate, freeAligned, tryLockExclusive } from "./libc.ts";
 import {
   errorFromErrno,
@@ -174,7 +176,40 @@ export class PortableBackend implements IoBackend {
       );
     }
     for (const op of ops) this.validate(op);
-    for (const op of ops) this.start(op);
+    checkChains(ops, this.queueDepth);
+    // Every op counts in flight from now, also a chain's ops that have not started yet.
+    this.inFlightCount += ops.length;
+    let chainStart = 0;
+    for (let i = 0; i < ops.length; i++) {
+      if ((ops[i] as IoOp).link === true) continue;
+      if (i === chainStart) this.start(ops[i] as IoOp);
+      else this.startChain(ops.slice(chainStart, i + 1), 0);
+      chainStart = i + 1;
+    }
+  }
+
+  /**
+   * Emulate io_uring's linked ops: run `chain[index]`, and the next op only once it has
+   * succeeded; after a failure (or a short transfer) the rest complete with -ECANCELED.
+   * Every op of the chain counts in flight from its submission (see `submit`).
+   */
+  private startChain(chain: readonly IoOp[], index: number): void {
+    const op = chain[index] as IoOp;
+    if (index === chain.length - 1) {
+      this.start(op);
+      return;
+    }
+    this.start(op, (result) => {
+      if (linkSucceeded(op, result)) {
+        this.startChain(chain, index + 1);
+        return;
+      }
+      for (let i = index + 1; i < chain.length; i++) {
+        this.inFlightCount -= 1;
+        this.ready.push({ userData: (chain[i] as IoOp).userData, result: -ECANCELED });
+      }
+      this.wake();
+    });
   }
 
   private validate(op: IoOp): void {
@@ -192,11 +227,12 @@ export class PortableBackend implements IoBackend {
     }
   }
 
-  private start(op: IoOp): void {
-    this.inFlightCount += 1;
+  /** Run `op` (counted in flight by `submit`); `then` runs once its completion is ready. */
+  private start(op: IoOp, then?: (result: number) => void): void {
     const finish = (result: number): void => {
       this.inFlightCount -= 1;
       this.ready.push({ userData: op.userData, result });
+      then?.(result);
       this.wake();
     };
     if (op.op === "datasync") {

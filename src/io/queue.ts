@@ -5,9 +5,9 @@
  *
  * @module
  */
-import type { FileHandle, IoBackend, IoCompletion, IoOp, NativeBuffer } from "./backend.ts";
+import { linkSucceeded, type FileHandle, type IoBackend, type IoCompletion, type IoOp, type NativeBuffer } from "./backend.ts";
 import { CorruptionError, errorFromErrno } from "../errors.ts";
-import { EIO } from "./errno.ts";
+import { ECANCELED, EIO } from "./errno.ts";
 
 /** Longest single blocking wait of the pump; short so timers and other callers keep running. */
 const PUMP_WAIT_MS = 50;
@@ -25,6 +25,10 @@ export class IoQueue {
   private readonly backlog: IoOp[] = [];
   private pumping = false;
   private readonly completions: IoCompletion[] = [];
+  /** Outstanding members of link chains: user data → chain (the user data of its first op). */
+  private readonly chainMembers = new Map<number, number>();
+  /** Chains with members outstanding, and how many each has. */
+  private readonly chainsOutstanding = new Map<number, number>();
 
   constructor(backend: IoBackend) {
     this.backend = backend;
@@ -54,25 +58,100 @@ export class IoQueue {
     await this.issue((userData) => ({ op: "datasync", fd: file.fd, userData }), `fdatasync ${file.path}`);
   }
 
-  private issue(make: (userData: number) => IoOp, what: string): Promise<number> {
-    const userData = this.nextUserData++;
-    const op = make(userData);
-    const promise = new Promise<number>((resolve, reject) => {
-      this.pending.set(userData, {
-        resolve: (result) => (result < 0 ? reject(errorFromErrno(result, what)) : resolve(result)),
-        reject,
-      });
+  /**
+   * A write and an fdatasync linked in one submission (see `IoOp.link`): the datasync starts only
+   * once the write has completed whole, so when `synced` resolves the write is on stable storage
+   * — one device round trip and one wake-up of this thread instead of two. If the write fails (or
+   * is short) `written` rejects with its error and `synced` with ECANCELED.
+   */
+  writeThenSync(
+    file: FileHandle,
+    buffer: NativeBuffer,
+    bufferOffset: number,
+    lengthBytes: number,
+    fileOffset: number,
+  ): { written: Promise<void>; synced: Promise<void> } {
+    const what = `write ${file.path}@${fileOffset}+${lengthBytes}`;
+    const [write, sync] = this.issueChain(
+      [
+        (userData) => ({ op: "write", fd: file.fd, buffer, bufferOffset, lengthBytes, fileOffset, userData, link: true }),
+        (userData) => ({ op: "datasync", fd: file.fd, userData }),
+      ],
+      [what, `fdatasync ${file.path} (linked after ${what})`],
+    ) as [Promise<number>, Promise<number>];
+    const written = write.then((count) => {
+      if (count !== lengthBytes) throw errorFromErrno(-EIO, `short write ${count}/${lengthBytes} at ${fileOffset} of ${file.path}`);
     });
-    this.backlog.push(op);
+    return { written, synced: sync.then(() => undefined) };
+  }
+
+  private issue(make: (userData: number) => IoOp, what: string): Promise<number> {
+    return this.issueChain([make], [what])[0] as Promise<number>;
+  }
+
+  /**
+   * Issue ops as one link chain (each but the last linked to the next); one op is a plain issue.
+   * A chain longer than the backend's whole queue can never go in at once: it is then run one op
+   * at a time here, each only after the one before succeeded (else -ECANCELED), as the kernel would.
+   */
+  private issueChain(makers: ReadonlyArray<(userData: number) => IoOp>, whats: readonly string[]): Promise<number>[] {
+    const count = makers.length;
+    if (count > 1 && count > this.backend.queueDepth) return this.emulateChain(makers, whats);
+    const promises: Promise<number>[] = [];
+    const chain = this.nextUserData;
+    if (count > 1) this.chainsOutstanding.set(chain, count);
+    for (let i = 0; i < count; i++) {
+      const userData = this.nextUserData++;
+      const op = (makers[i] as (userData: number) => IoOp)(userData);
+      const what = whats[i] as string;
+      promises.push(
+        new Promise<number>((resolve, reject) => {
+          this.pending.set(userData, {
+            resolve: (result) => (result < 0 ? reject(errorFromErrno(result, what)) : resolve(result)),
+            reject,
+          });
+        }),
+      );
+      this.backlog.push(op);
+      if (count > 1) this.chainMembers.set(userData, chain);
+    }
     this.drainBacklog();
     this.startPump();
-    return promise;
+    return promises;
+  }
+
+  private emulateChain(makers: ReadonlyArray<(userData: number) => IoOp>, whats: readonly string[]): Promise<number>[] {
+    const done: Promise<{ op: IoOp; result: number }>[] = [];
+    for (let i = 0; i < makers.length; i++) {
+      const make = makers[i] as (userData: number) => IoOp;
+      const what = whats[i] as string;
+      const before = done[i - 1];
+      const run = async (): Promise<{ op: IoOp; result: number }> => {
+        if (before !== undefined) {
+          const prior = await before.catch(() => undefined);
+          if (prior === undefined || !linkSucceeded(prior.op, prior.result)) throw errorFromErrno(-ECANCELED, what);
+        }
+        let op: IoOp | undefined;
+        const result = await this.issue((userData) => {
+          const { link: _link, ...plain } = make(userData);
+          op = plain as IoOp;
+          return op;
+        }, what);
+        return { op: op as IoOp, result };
+      };
+      done.push(run());
+    }
+    return done.map((promise) => promise.then(({ result }) => result));
   }
 
   private drainBacklog(): void {
     const room = this.backend.queueDepth - this.backend.inFlight;
     if (room <= 0 || this.backlog.length === 0) return;
-    const batch = this.backlog.splice(0, room);
+    // Never split a link chain across submissions: stop after the last op that ends one.
+    let take = Math.min(room, this.backlog.length);
+    while (take > 0 && (this.backlog[take - 1] as IoOp).link === true) take -= 1;
+    if (take === 0) return; // the next chain needs more room: it goes once completions free some
+    const batch = this.backlog.splice(0, take);
     try {
       this.backend.submit(batch);
     } catch (error) {
@@ -84,6 +163,13 @@ export class IoQueue {
     const entry = this.pending.get(userData);
     if (entry === undefined) return;
     this.pending.delete(userData);
+    const chain = this.chainMembers.get(userData);
+    if (chain !== undefined) {
+      this.chainMembers.delete(userData);
+      const left = (this.chainsOutstanding.get(chain) ?? 1) - 1;
+      if (left > 0) this.chainsOutstanding.set(chain, left);
+      else this.chainsOutstanding.delete(chain);
+    }
     if (error !== undefined) entry.reject(error);
     else entry.resolve(result as number);
   }
@@ -97,7 +183,12 @@ export class IoQueue {
   private async pump(): Promise<void> {
     try {
       while (this.pending.size > 0 && !this.backend.closed) {
-        await this.backend.wait(1, PUMP_WAIT_MS);
+        // When all that is outstanding is one link chain (a commit's write and its datasync),
+        // wake once for the whole chain, not once per op: nothing is waiting on the write alone.
+        const onlyOneChain =
+          this.chainsOutstanding.size === 1 && this.chainMembers.size === this.pending.size && this.backlog.length === 0;
+        const minReady = onlyOneChain ? this.chainMembers.size : 1;
+        await this.backend.wait(minReady, PUMP_WAIT_MS);
         this.completions.length = 0;
         this.backend.reap(this.completions);
         for (const c of this.completions) this.settle(c.userData, c.result);

@@ -29,6 +29,7 @@
 import { toArrayBuffer } from "bun:ffi";
 import fs from "node:fs";
 import {
+  checkChains,
   MAX_QUEUE_DEPTH,
   type FileHandle,
   type IoBackend,
@@ -46,6 +47,7 @@ import {
   O_RDONLY,
   O_RDWR,
   OP_DATASYNC,
+  OP_FLAG_LINK,
   OP_READ,
   OP_WRITE,
   SUBMISSION_ENTRY_BYTES,
@@ -147,6 +149,8 @@ export class UringBackend implements IoBackend {
   /** Per-slot state of accepted ops. */
   private readonly slotUserData: Float64Array;
   private readonly slotOp: Uint8Array;
+  /** Submission flags of the op in each slot ({@link OP_FLAG_LINK}). */
+  private readonly slotFlags: Uint8Array;
   private readonly slotFd: Int32Array;
   private readonly slotAddress: Float64Array;
   private readonly slotLength: Uint32Array;
@@ -236,6 +240,7 @@ export class UringBackend implements IoBackend {
 
     this.slotUserData = new Float64Array(queueDepth);
     this.slotOp = new Uint8Array(queueDepth);
+    this.slotFlags = new Uint8Array(queueDepth);
     this.slotFd = new Int32Array(queueDepth);
     this.slotAddress = new Float64Array(queueDepth);
     this.slotLength = new Uint32Array(queueDepth);
@@ -404,6 +409,7 @@ export class UringBackend implements IoBackend {
       );
     }
     for (let i = 0; i < count; i++) this.validate(ops[i] as IoOp);
+    checkChains(ops, this.queueDepth);
     for (let i = 0; i < count; i++) this.accept(ops[i] as IoOp);
     this.inFlightCount += count;
     this.flushPending();
@@ -440,6 +446,8 @@ export class UringBackend implements IoBackend {
     this.slotBusy[slot] = 1;
     this.slotUserData[slot] = op.userData;
     this.slotFd[slot] = op.fd;
+    // The kernel links the chain (IOSQE_IO_LINK); the shim never splits one across submissions.
+    this.slotFlags[slot] = op.link === true ? OP_FLAG_LINK : 0;
     if (op.op === "datasync") {
       this.slotOp[slot] = OP_DATASYNC;
       this.slotAddress[slot] = 0;
@@ -476,7 +484,7 @@ export class UringBackend implements IoBackend {
       u32[w + 2] = address >>> 0;
       u32[w + 3] = Math.floor(address / TWO_POW_32);
       u32[w + 4] = this.slotLength[slot] as number;
-      u32[w + 5] = 0;
+      u32[w + 5] = this.slotFlags[slot] as number;
       u32[w + 6] = offset >>> 0;
       u32[w + 7] = Math.floor(offset / TWO_POW_32);
       u32[w + 8] = slot;

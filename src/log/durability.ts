@@ -17,6 +17,12 @@
  * Every completed datasync is announced (`onSynced`): the reuse rule, the durable tail and group
  * commit all move on it.
  *
+ * When a datasync is wanted as a unit write is issued and none is in flight, the flusher links one
+ * after that write in the same submission (`IoOp.link`): a serial durable commit then costs one
+ * device round trip and one wake-up. Such a datasync covers the units written before its
+ * submission plus its own unit (which it starts after); `stableAddress` still moves only over
+ * units whose write completion was seen, so the two completions may be reaped in either order.
+ *
  * @module
  */
 import type { FileHandle } from "../io/backend.ts";
@@ -31,6 +37,8 @@ interface TrackedUnit {
   readonly end: number;
   written: boolean;
   durable: boolean;
+  /** A datasync in flight covers it (taken from the unsynced list, or linked after its write). */
+  syncing: boolean;
 }
 
 /** Tracks units from registration to durability (pure state, no I/O). */
@@ -39,8 +47,8 @@ export class StabilityTracker {
   private head = 0;
   private nextId = 0;
   private stable: number;
-  /** Units written but not yet covered by a completed datasync, by id. */
-  private readonly writtenUnsynced: number[] = [];
+  /** Units written but not yet covered by a datasync (completed or in flight), by id. */
+  private writtenUnsynced: number[] = [];
 
   constructor(startAddress: number) {
     this.stable = startAddress;
@@ -65,43 +73,86 @@ export class StabilityTracker {
   register(end: number): number {
     const last = this.units[this.units.length - 1];
     if (end <= (last?.end ?? this.stable)) throw new Error(`unit end ${end} does not advance the log`);
-    this.units.push({ end, written: false, durable: false });
+    this.units.push({ end, written: false, durable: false, syncing: false });
     return this.nextId++;
   }
 
-  /** The unit's write completed (not yet durable: a datasync must follow). */
-  markWritten(id: number): void {
+  /**
+   * The unit's write completed. Not yet durable unless a datasync linked after the write already
+   * completed (its completion may be reaped first); returns true when `stableAddress` moved.
+   */
+  markWritten(id: number): boolean {
     const unit = this.unit(id);
     if (unit.written) throw new Error(`unit ${id} written twice`);
     unit.written = true;
-    this.writtenUnsynced.push(id);
+    if (unit.durable) return this.advance();
+    if (!unit.syncing) this.writtenUnsynced.push(id);
+    return false;
   }
 
   /** A datasync is being issued: it covers every unit written so far. Returns their ids. */
   beginSync(): number[] {
-    return this.writtenUnsynced.splice(0, this.writtenUnsynced.length);
+    const ids = this.writtenUnsynced;
+    this.writtenUnsynced = [];
+    for (const id of ids) this.unit(id).syncing = true;
+    return ids;
   }
 
-  /** That datasync completed: its units are durable; advance over the gap-free prefix. */
-  completeSync(ids: readonly number[]): void {
-    for (const id of ids) this.unit(id).durable = true;
-    let advanced = 0;
-    while (this.head < this.nextId && (this.units[advanced] as TrackedUnit).durable) {
-      this.stable = (this.units[advanced] as TrackedUnit).end;
-      this.head += 1;
-      advanced += 1;
+  /**
+   * A datasync linked after unit `id`'s write is being issued (see IoOp.link): it starts only
+   * once that write completed, so it covers the unit whether or not its completion was seen yet,
+   * plus every unit written so far. Returns their ids (the linked one last).
+   */
+  beginLinkedSync(id: number): number[] {
+    const unit = this.unit(id);
+    if (unit.written || unit.syncing) throw new Error(`unit ${id} is already written or being synced`);
+    const ids = this.beginSync();
+    unit.syncing = true;
+    ids.push(id);
+    return ids;
+  }
+
+  /**
+   * That datasync completed: its units are durable. `stableAddress` advances over the gap-free
+   * prefix of units both durable and seen written (a linked unit whose write completion comes
+   * later moves it then, in {@link markWritten}). Returns true when it moved.
+   */
+  completeSync(ids: readonly number[]): boolean {
+    for (const id of ids) {
+      const unit = this.unit(id);
+      unit.durable = true;
+      unit.syncing = false;
     }
-    if (advanced > 0) this.units.splice(0, advanced);
+    return this.advance();
   }
 
-  /** A datasync failed: its units go back to waiting for the next one. */
+  /** A datasync failed: its written units go back to waiting for the next one. */
   failSync(ids: readonly number[]): void {
-    this.writtenUnsynced.unshift(...ids);
+    const back: number[] = [];
+    for (const id of ids) {
+      const unit = this.unit(id);
+      unit.syncing = false;
+      if (unit.written) back.push(id);
+    }
+    this.writtenUnsynced = [...back, ...this.writtenUnsynced];
   }
 
   /** True when the byte at `address` is durable. */
   isDurable(address: number): boolean {
     return address < this.stable;
+  }
+
+  private advance(): boolean {
+    let advanced = 0;
+    while (this.head < this.nextId) {
+      const unit = this.units[advanced] as TrackedUnit;
+      if (!unit.durable || !unit.written) break;
+      this.stable = unit.end;
+      this.head += 1;
+      advanced += 1;
+    }
+    if (advanced > 0) this.units.splice(0, advanced);
+    return advanced > 0;
   }
 
   private unit(id: number): TrackedUnit {
@@ -138,6 +189,8 @@ export class Durability {
   private waiters: DurabilityWaiter[] = [];
   /** Datasyncs completed (a statistic). */
   datasyncs = 0;
+  /** Of the datasyncs issued, those linked after a unit write in its submission (a statistic). */
+  linkedDatasyncs = 0;
 
   constructor(queue: IoQueue, file: FileHandle, life: LogLifecycle, startAddress: number, hooks: DurabilityHooks) {
     this.queue = queue;
@@ -173,9 +226,42 @@ export class Durability {
     return this.tracker.register(end);
   }
 
-  /** The unit's write completed; a datasync issued from now on covers it (see {@link scheduleSync}). */
+  /**
+   * The unit's write completed; a datasync issued from now on covers it (see {@link scheduleSync}).
+   * If a datasync linked after the write already completed, the unit is durable now: waiters wake
+   * and the hooks hear of it as of any completed datasync.
+   */
   markWritten(id: number): void {
-    this.tracker.markWritten(id);
+    if (this.tracker.markWritten(id)) this.announce();
+  }
+
+  /**
+   * True when a datasync is wanted now (a durability waiter, a group commit, a flush target not
+   * reached, or many unsynced units) and none is in flight: the flusher then links one after the
+   * unit write it is about to issue ({@link syncLinked}) instead of waiting for its completion.
+   */
+  wantsLinkedSync(sealingForSync: boolean): boolean {
+    if (this.syncing || this.life.failed !== undefined) return false;
+    return (
+      sealingForSync ||
+      this.waiters.length > 0 ||
+      this.hooks.groupCommitPending() ||
+      this.tracker.stableAddress < this.syncTarget ||
+      this.tracker.unsyncedUnits + 1 >= SYNC_EVERY_UNITS
+    );
+  }
+
+  /**
+   * Take over the datasync linked after unit `id`'s write (`synced` settles with it). It makes
+   * durable the units written before its submission plus unit `id` itself: conservative, and
+   * right whatever order the two completions are reaped in.
+   */
+  syncLinked(id: number, synced: Promise<void>): void {
+    if (this.syncing) throw new Error("a linked datasync while another is in flight");
+    const ids = this.tracker.beginLinkedSync(id);
+    this.syncing = true;
+    this.linkedDatasyncs += 1;
+    this.settleSync(ids, synced);
   }
 
   /** Sync until the log is durable up to `address`, whether or not anybody waits for it. */
@@ -206,7 +292,12 @@ export class Durability {
     if (!wanted) return;
     const ids = tracker.beginSync();
     this.syncing = true;
-    this.queue.datasync(this.file).then(
+    this.settleSync(ids, this.queue.datasync(this.file));
+  }
+
+  private settleSync(ids: readonly number[], synced: Promise<void>): void {
+    const tracker = this.tracker;
+    synced.then(
       () => {
         this.syncing = false;
         this.datasyncs += 1;
@@ -221,6 +312,12 @@ export class Durability {
         this.life.fail(asLssError(error, (message) => new CorruptionError(message)));
       },
     );
+  }
+
+  /** `stableAddress` moved outside a datasync's completion: tell whoever waits. */
+  private announce(): void {
+    this.wakeWaiters();
+    this.hooks.onSynced();
   }
 
   private wakeWaiters(): void {

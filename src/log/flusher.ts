@@ -81,6 +81,8 @@ export class Flusher {
   /** A group commit waits for the pipeline to drain. */
   private flushWhenIdle = false;
   private sealScheduled = false;
+  /** {@link sealOpenBuffer} is sealing a unit somebody wants durable (a flush or group commit). */
+  private sealingForSync = false;
   private pumping = false;
   private doorbellSeen = 0;
   /** Statistics. */
@@ -195,10 +197,19 @@ export class Flusher {
     this.writes += 1;
     // A segment being pre-written takes no unit until its zeros are down (see prewrite.ts).
     const prewrite = prewriter.ready(unit.segmentIndex);
-    const write =
-      prewrite === undefined
-        ? queue.write(file, native, 0, fileBytes, offset)
-        : prewrite.then(() => queue.write(file, native, 0, fileBytes, offset));
+    let write: Promise<void>;
+    if (prewrite === undefined && durability.wantsLinkedSync(this.sealingForSync)) {
+      // Somebody waits for durability and no datasync is in flight: link one after this write, so
+      // a serial commit costs one device round trip and one wake-up of this thread, not two.
+      const linked = queue.writeThenSync(file, native, 0, fileBytes, offset);
+      durability.syncLinked(unitId, linked.synced);
+      write = linked.written;
+    } else {
+      write =
+        prewrite === undefined
+          ? queue.write(file, native, 0, fileBytes, offset)
+          : prewrite.then(() => queue.write(file, native, 0, fileBytes, offset));
+    }
     write.then(
       () => {
         // Event "written".
@@ -208,8 +219,9 @@ export class Flusher {
         // Reading what was just written must not go to the disk: keep the unit's bytes (exactly
         // what the file now holds) while its buffer is still ours.
         if (this.deps.admitToCache(payload)) this.deps.blockCache.put(base, native.bytes.subarray(0, fileBytes));
-        durability.markWritten(unitId);
         buffer.markFree();
+        // May make the unit durable at once (a linked datasync reaped first) and wake its waiters.
+        durability.markWritten(unitId);
         durability.scheduleSync();
         const queued = this.serializedQueue.shift();
         if (queued !== undefined) this.dispatchWrite(queued);
@@ -239,7 +251,13 @@ export class Flusher {
 
   private sealOpenBuffer(): void {
     this.flushWhenIdle = false;
-    this.sealCurrent(false);
+    // The unit sealed now is wanted durable: its write gets a linked datasync (dispatchWrite).
+    this.sealingForSync = true;
+    try {
+      this.sealCurrent(false);
+    } finally {
+      this.sealingForSync = false;
+    }
     // Whatever was sealed must also be synced, even if nobody waits on it (relaxed durability).
     this.deps.durability.syncUpTo(this.deps.rotation.sealedEnd);
   }
@@ -278,7 +296,12 @@ export class Flusher {
     if (life.readOnly) return;
     if (life.failed !== undefined) throw life.failed;
     this.pollCompletions();
-    this.sealCurrent(false);
+    this.sealingForSync = true; // the caller waits for durability: link a datasync to the write
+    try {
+      this.sealCurrent(false);
+    } finally {
+      this.sealingForSync = false;
+    }
     // Sealed but not finalized (a Worker's overrunning reservation still holds a writer): its
     // end is not known yet; wait for that writer's release, signalled through the doorbell.
     while (life.isOpen && rotation.sealedUnfinalized) {

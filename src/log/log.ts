@@ -107,6 +107,8 @@ export interface LogStats {
   unitsWritten: number;
   bytesWritten: number;
   datasyncs: number;
+  /** Of the datasyncs, those linked after a unit write in one submission (one device round trip). */
+  linkedDatasyncs: number;
   stableAddress: number;
   segmentsLive: number;
   segmentsFree: number;
@@ -330,6 +332,7 @@ export class LogStructuredStore {
       unitsWritten: this.flusher.unitsWritten,
       bytesWritten: this.flusher.bytesWritten,
       datasyncs: this.durability.datasyncs,
+      linkedDatasyncs: this.durability.linkedDatasyncs,
       stableAddress: this.stableAddress,
       segmentsLive: this.space.liveCount,
       segmentsFree: this.space.freeCount,

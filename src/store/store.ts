@@ -366,8 +366,11 @@ export class Store {
         fallback.unref?.();
         await this.log.waitDurable(commitEnd).finally(() => clearTimeout(fallback));
       } else {
+        // Wait first, then seal: a unit sealed while somebody waits for it gets its datasync
+        // linked to its write (one device round trip; see flusher.ts dispatchWrite).
+        const durable = this.log.waitDurable(commitEnd);
         this.log.requestFlush(!othersQueued);
-        await this.log.waitDurable(commitEnd);
+        await durable;
       }
     } else if (performance.now() - this.lastRelaxedFlushMs >= this.options.flushTimeMs) {
       // A tight loop of relaxed commits may never give the flush timer a turn: flush from here too.

@@ -80,6 +80,8 @@ for (const io of BACKENDS) {
         expect(backend.inversions()).toBeGreaterThan(0);
         expect(islands).toBeGreaterThan(0);
         expect(backend.maxUnitWritesInFlight).toBeGreaterThan(1);
+        // Flushes linked their datasync to a unit write, and the checks above held with them.
+        expect(backend.linkedSyncsCompleted).toBeGreaterThan(0);
         expect(backend.unitWrites.length).toBeGreaterThan(100);
         expect(new Set(backend.unitWrites.map((w) => w.header.address)).size).toBe(backend.unitWrites.length);
         expect(stableSeen.size).toBeGreaterThan(10);
