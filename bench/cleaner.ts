@@ -4,6 +4,7 @@
  * 1992).
  *
  *   bun bench/cleaner.ts            (writes bench/cleaner.md and bench/cleaner.svg)
+ *   bun bench/cleaner.ts --churn-only   (only the default-settings churn runs, printed)
  *
  * Each run fixes the "disk" with `maxFileBytes` (160 segments of 1 MiB by default) and fills it to the given
  * utilisation with live data. It then overwrites the live set 3× (BENCH_CLEANER_OVERWRITES) in small durable transactions,
@@ -152,6 +153,85 @@ function svg(rows: Row[]): string {
   return parts.join("\n");
 }
 
+/** One run of steady overwrite churn with the store's default cleaner settings (no maxFileBytes). */
+interface ChurnRow {
+  liveMiB: number;
+  churn: number;
+  spaceAmplification: number;
+  wa: number;
+  fileBytes: number;
+  liveRecordBytes: number;
+  seconds: number;
+}
+
+/**
+ * Steady uniform overwrite churn with default settings (1 MiB segments, nothing else set: no
+ * maxFileBytes, so no pressure ever comes from a full disk): `liveMiB` of 1 KB values, then the
+ * live set overwritten `churn` times in durable transactions of 50 writes. The file should stay
+ * within 1.5× the live records (the issue's goal); write amplification is reported beside it.
+ */
+async function runDefaultChurn(liveMiB: number, churn: number): Promise<ChurnRow> {
+  fs.mkdirSync(DIR, { recursive: true });
+  const file = path.join(DIR, `cleaner-default-${liveMiB}-${churn}.lss`);
+  fs.rmSync(file, { force: true });
+  const store = await Store.open(file, { segmentSize: SEGMENT });
+  const keys = Math.floor((liveMiB * 2 ** 20) / RECORD_BYTES);
+  const value = new Uint8Array(VALUE_BYTES).fill(7);
+  for (let first = 1; first <= keys; first += 500) {
+    await store.transaction((tx) => {
+      for (let k = first; k < Math.min(keys + 1, first + 500); k++) tx.write(BigInt(k), value);
+    });
+  }
+  const before = store.stats();
+  const next = rng(liveMiB * 31 + churn);
+  const started = performance.now();
+  for (let done = 0; done < churn * keys; done += 50) {
+    await store.transaction((tx) => {
+      for (let j = 0; j < 50; j++) tx.write(BigInt(1 + Math.floor(next() * keys)), value);
+    });
+  }
+  const after = store.stats();
+  const liveRecordBytes = keys * RECORD_BYTES;
+  const row: ChurnRow = {
+    liveMiB,
+    churn,
+    spaceAmplification: after.fileBytes / liveRecordBytes,
+    wa: (after.bytesWritten - before.bytesWritten) / (after.userBytesWritten - before.userBytesWritten),
+    fileBytes: after.fileBytes,
+    liveRecordBytes,
+    seconds: (performance.now() - started) / 1000,
+  };
+  await store.close();
+  fs.rmSync(file, { force: true });
+  return row;
+}
+
+/** `BENCH_CLEANER_CHURN`: "liveMiB:churn,…" (default "8:20,64:5"). */
+const CHURN_RUNS = (process.env.BENCH_CLEANER_CHURN ?? "8:20,64:5").split(",").map((pair) => pair.split(":").map(Number) as [number, number]);
+const churnRows: ChurnRow[] = [];
+for (const [liveMiB, churn] of CHURN_RUNS) {
+  try {
+    const row = await runDefaultChurn(liveMiB, churn);
+    churnRows.push(row);
+    console.log(
+      `default churn ${liveMiB} MiB live × ${churn}: space amplification ${row.spaceAmplification.toFixed(2)} (file ${(row.fileBytes / 2 ** 20).toFixed(1)} MiB), WA ${row.wa.toFixed(2)}, ${row.seconds.toFixed(1)} s`,
+    );
+  } catch (error) {
+    console.log(`default churn ${liveMiB} MiB × ${churn}: FAILED: ${error instanceof Error ? error.stack : String(error)}`);
+  }
+}
+const churnTable = [
+  "| live data | churn (overwrites of the live set) | file ÷ live records (goal ≤ 1.5) | write amplification | file |",
+  "|---|---|---|---|---|",
+  ...churnRows.map(
+    (r) => `| ${r.liveMiB} MiB | ${r.churn}× | ${r.spaceAmplification.toFixed(2)} | ${r.wa.toFixed(2)} | ${(r.fileBytes / 2 ** 20).toFixed(1)} MiB |`,
+  ),
+];
+if (process.argv.includes("--churn-only")) {
+  console.log(churnTable.join("\n"));
+  process.exit(0);
+}
+
 const rows: Row[] = [];
 for (const workload of ["uniform", "hot/cold"] as const) {
   for (const utilisation of [50, 70, 80, 90]) {
@@ -184,6 +264,12 @@ const doc = [
   ...table,
   "",
   "![chart](cleaner.svg)",
+  "",
+  "## Steady churn with default settings",
+  "",
+  "1 MiB segments and every other setting at its default (no `maxFileBytes`): the live set of 1 KB values overwritten uniformly at random in durable transactions of 50 writes. Space amplification is the file's size over the live records' bytes (the issue's goal: ≤ 1.5); write amplification is log bytes written over user bytes, during the churn. `BENCH_CLEANER_CHURN=liveMiB:churn,…` picks the runs; `--churn-only` runs just these.",
+  "",
+  ...churnTable,
   "",
 ];
 fs.writeFileSync(path.join(import.meta.dir, "cleaner.md"), doc.join("\n"));
