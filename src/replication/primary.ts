@@ -302,8 +302,14 @@ export class ReplicationServer {
 
   /** @internal A standby will follow from `address`: the hold kept for it while it was away can go once the follower holds. */
   releaseHold(standbyId: string): void {
-    this.held.get(standbyId)?.release();
+    this.takeHold(standbyId)?.release();
+  }
+
+  /** @internal The hold kept for a standby while it was away, handed to its new session (which releases it). */
+  takeHold(standbyId: string): LogRetention | undefined {
+    const hold = this.held.get(standbyId);
     this.held.delete(standbyId);
+    return hold;
   }
 
   /** @internal A standby's connection ended: hold the log from where it would resume. */
@@ -583,15 +589,22 @@ class Session {
     // the connection drops before its first ack, the log is held from here (a hold from 0 is no
     // hold, and the next reconnect found the log reused and re-seeded; seen under load).
     if (from !== null && this.acked.position === 0) this.acked = { ...this.acked, position: from };
-    this.server.releaseHold(this.standbyId);
-    if (from !== null && from <= log.stableAddress && log.appendedEnd - from <= this.server.limits.maxRetainedBytes) {
-      try {
-        await this.stream(from, undefined);
-        return;
-      } catch (error) {
-        if (!(error instanceof LogTruncatedError)) throw error;
-        this.server.log(`standby ${this.standbyId}: the log at ${from} is gone (${error.message}): re-seeding`);
+    // The hold kept while the standby was away goes only once the new follower holds the log
+    // itself (stream() releases it after its first unit): released first, a checkpoint could free
+    // the segment in between, and the standby re-seeded (seen in the network test).
+    const awayHold = this.server.takeHold(this.standbyId);
+    try {
+      if (from !== null && from <= log.stableAddress && log.appendedEnd - from <= this.server.limits.maxRetainedBytes) {
+        try {
+          await this.stream(from, awayHold);
+          return;
+        } catch (error) {
+          if (!(error instanceof LogTruncatedError)) throw error;
+          this.server.log(`standby ${this.standbyId}: the log at ${from} is gone (${error.message}): re-seeding`);
+        }
       }
+    } finally {
+      awayHold?.release();
     }
     await this.seed();
   }
