@@ -477,6 +477,8 @@ class Session {
   private readonly abort = new AbortController();
   private sent = 0;
   private acked = { received: 0, durable: 0, position: 0, transaction: 0, commitTime: null as number | null };
+  /** The log held from the acknowledged position while this session streams (see stream()). */
+  private ackHold: LogRetention | undefined;
   private ackWaiter: (() => void) | undefined;
   private target: SocketTarget | undefined;
   private running: Promise<void> = Promise.resolve();
@@ -577,6 +579,12 @@ class Session {
       commitTime: typeof message.header.commitTime === "number" ? message.header.commitTime : null,
     };
     this.server.sync.acknowledge(this.acked.received, this.acked.durable);
+    const hold = this.ackHold;
+    if (hold !== undefined && !hold.released) {
+      const segmentSize = this.server.host.core.log.segmentSize;
+      const start = Math.floor(this.acked.position / segmentSize) * segmentSize;
+      if (start > hold.address) hold.advance(start);
+    }
     const wake = this.ackWaiter;
     this.ackWaiter = undefined;
     wake?.();
@@ -640,6 +648,12 @@ class Session {
   private async stream(from: number, handOff: LogRetention | undefined): Promise<void> {
     const log = this.server.host.core.log;
     const start = Math.floor(from / log.segmentSize) * log.segmentSize;
+    // The follower's own retention moves with what is *sent*; units in flight are lost when the
+    // connection drops, and the standby resumes from what it *received*. Hold the log from the
+    // acknowledged position too, for as long as this session lives (then holdFor takes over), so a
+    // reconnect that is seen before this session's close still finds its log.
+    this.ackHold?.release();
+    this.ackHold = log.retain(start);
     const units = log.durableUnits(start, { signal: this.abort.signal });
     this.holdAddress = start;
     this.state = "streaming";
@@ -727,6 +741,8 @@ class Session {
     if (this.authenticated) {
       const dropped = (reason as { code?: string } | undefined)?.code === "LSS_STANDBY_RESEED";
       if (this.state === "streaming" && !dropped) this.server.holdFor(this.standbyId, this.acked.position);
+      this.ackHold?.release();
+      this.ackHold = undefined;
       this.server.emit("standby-disconnected", this.standbyId, reason?.message ?? "closed");
     }
     this.server.counters.bytesSent += this.conn.bytesOut;

@@ -106,6 +106,8 @@ export type StandbyStats = Omit<StoreStats, "replication"> & { replication: Stan
 
 const KB = 1024;
 const MB = 1024 * KB;
+/** A following standby closes a connection silent this long (the primary heartbeats every 250 ms), and reconnects. */
+const SILENCE_MS = 5_000;
 /** Standby commits applied and not yet durable at once (group commit across them). */
 const MAX_APPLY_PIPELINE = 4;
 /** Primary transactions per standby commit at most. */
@@ -405,11 +407,26 @@ export class StandbyStore {
     this.conn = conn;
     const inbox = new Inbox();
     let authenticated = false;
+    // While the tail streams, the primary sends a frame at least every heartbeat (250 ms). A
+    // connection silent for SILENCE_MS then is wedged (a stalled network path that never comes
+    // back, a half-open socket): close it, and the connect loop resumes from what was received.
+    // Without this the standby waited forever (the network test's stall-then-resume caught it).
+    let lastFrameAt = Date.now();
+    let tailing = false;
     conn.onMessage = (message) => {
+      lastFrameAt = Date.now();
+      if (message.type === Msg.Unit || message.type === Msg.Heartbeat) tailing = true;
+      else if (message.type === Msg.SeedBegin) tailing = false;
       if (!authenticated) inbox.push(message);
       else this.onMessage(conn, message);
     };
+    const watchdog = setInterval(() => {
+      if (tailing && Date.now() - lastFrameAt > SILENCE_MS) {
+        conn.close(new StandbyError(`no frame from ${this.primary.label} for ${SILENCE_MS} ms while following: reconnecting`, "LSS_STANDBY_DISCONNECTED"));
+      }
+    }, SILENCE_MS / 5);
     const ended = new Promise<Error | undefined>((resolve) => conn.onClose(resolve));
+    void ended.then(() => clearInterval(watchdog));
     conn.onClose((reason) => inbox.fail(reason ?? new StandbyError("the primary closed the connection", "LSS_STANDBY_DISCONNECTED")));
     if (this.stopped) {
       conn.close();
