@@ -668,7 +668,12 @@ class Session {
         this.holdAddress = unit.address;
         if (unit.endAddress <= from) continue;
         // Window: never more than `window` bytes sent and not durable on the standby.
-        while (!this.conn.closed && unit.endAddress - this.acked.durable > window && this.sent > this.acked.durable) {
+        // The window counts from what this standby acknowledged, or, before its first ack on this
+        // connection, from where the stream starts: it had everything before `from` (a seed, or
+        // what it received before a reconnect). Counting from 0 deadlocked once the log passed the
+        // window: the primary waited for an ack, the standby for a unit to ack.
+        const base = Math.max(this.acked.durable, from);
+        while (!this.conn.closed && unit.endAddress - Math.max(this.acked.durable, base) > window && this.sent > Math.max(this.acked.durable, base)) {
           await new Promise<void>((resolve) => {
             this.ackWaiter = resolve;
             this.conn.onClose(() => resolve());
