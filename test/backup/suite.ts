@@ -82,12 +82,15 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
       // With nothing new, a backup is "unchanged". The background cleaner (nudged by the writer's
       // last commits) and a checkpoint may still add log for a moment after the writer stops, so
       // back up until the store is quiet, within a bound.
+      // Those backups join the chain like any other (the checks below cover them).
       let unchanged = await store.backup(location, opts);
       for (let tries = 0; unchanged.kind !== "unchanged" && tries < 10; tries++) {
+        backups.push(unchanged);
         await Bun.sleep(200);
         unchanged = await store.backup(location, opts);
       }
       expect(unchanged.kind).toBe("unchanged");
+      expect(unchanged.transaction).toBe(backups.at(-1)!.transaction);
       expect(store.stats().cleaner.segmentsCleaned).toBeGreaterThan(0);
 
       // Each backup's own point (a restore of the newest chain to that transaction).
