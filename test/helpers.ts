@@ -4,7 +4,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import type { IoChoice } from "../src/io/backend.ts";
+import type { IoBackend, IoChoice, IoCompletion } from "../src/io/backend.ts";
 
 const ROOT = path.resolve(import.meta.dir, "..", ".test-data");
 
@@ -34,3 +34,14 @@ export function rssBytes(): number {
 
 
 export { forEachLine } from "../testing/torture/util.ts";
+
+/** Wait for `count` completions (10 s deadline, then whatever arrived: callers assert the count). */
+export async function reapAll(backend: IoBackend, count: number, timeoutMs = 10_000): Promise<IoCompletion[]> {
+  const out: IoCompletion[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (out.length < count && Date.now() < deadline) {
+    await backend.wait(1, 100);
+    backend.reap(out);
+  }
+  return out;
+}

@@ -11,17 +11,8 @@ import {
   StoreClosedError,
   StoreLockedError,
 } from "../../src/errors.ts";
-import { BACKENDS, fillPattern, rng, rssBytes, scratchDir } from "../helpers.ts";
+import { BACKENDS, fillPattern, rng, rssBytes, scratchDir, reapAll } from "../helpers.ts";
 
-async function reapAll(backend: IoBackend, count: number): Promise<IoCompletion[]> {
-  const out: IoCompletion[] = [];
-  const deadline = Date.now() + 10_000;
-  while (out.length < count && Date.now() < deadline) {
-    await backend.wait(1, 100);
-    backend.reap(out);
-  }
-  return out;
-}
 
 for (const io of BACKENDS) {
   describe(`io backend: ${io}`, () => {

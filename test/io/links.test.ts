@@ -15,19 +15,10 @@ import { IoQueue } from "../../src/io/queue.ts";
 import { InvalidArgumentError, IoError } from "../../src/errors.ts";
 import { StabilityTracker } from "../../src/log/durability.ts";
 import { FaultBackend } from "../../testing/fault-backend.ts";
-import { BACKENDS, fillPattern, scratchDir } from "../helpers.ts";
+import { BACKENDS, fillPattern, scratchDir, reapAll } from "../helpers.ts";
 
 const BLOCK = ALIGNMENT_BYTES;
 
-async function reapAll(backend: IoBackend, count: number): Promise<IoCompletion[]> {
-  const out: IoCompletion[] = [];
-  const deadline = Date.now() + 10_000;
-  while (out.length < count && Date.now() < deadline) {
-    await backend.wait(1, 100);
-    backend.reap(out);
-  }
-  return out;
-}
 
 /** `inner`, with every submitted batch shown to `see` first. */
 function recording(inner: IoBackend, see: (ops: readonly IoOp[]) => void): IoBackend {
