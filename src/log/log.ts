@@ -41,7 +41,7 @@ import type { LogPosition, RootBlock } from "./format.ts";
 import { Flusher, type WriteMode } from "./flusher.ts";
 import { LogLifecycle } from "./lifecycle.ts";
 import { SegmentPrewriter } from "./prewrite.ts";
-import { LogReader, type SegmentUnit } from "./reader.ts";
+import { LogReader, type HeldBytes, type SegmentUnit } from "./reader.ts";
 import { BlockCache, type BlockCacheStats } from "./block-cache.ts";
 import { allocAligned, freeAligned } from "../io/libc.ts";
 import { createRingShared, MAX_RING_SIZE, MIN_RING_SIZE, OwnerRing, type Reservation, type RingDescriptor } from "./ring.ts";
@@ -468,6 +468,14 @@ export class LogStructuredStore {
    */
   read(address: number, lengthBytes: number): Promise<Uint8Array> {
     return this.reader.read(address, lengthBytes);
+  }
+
+  /**
+   * @internal Read like {@link read}, but a file read comes back as a view of a native buffer held
+   * until `release()` (see LogReader.readHeld): streams copy it straight into a caller's buffer.
+   */
+  readHeld(address: number, lengthBytes: number): Promise<HeldBytes> {
+    return this.reader.readHeld(address, lengthBytes);
   }
 
   /** @internal Copy from a flush buffer still holding `[address, +length)`, if one does. */

@@ -35,6 +35,32 @@ export interface SegmentUnit {
   payload: Uint8Array;
 }
 
+/** Bytes read by {@link LogReader.readHeld}: a view valid until `release()` (or the log's close). */
+export interface HeldBytes {
+  readonly bytes: Uint8Array;
+  /** True when `bytes` is the caller's own copy (it came from memory) and outlives release. */
+  readonly copied: boolean;
+  /** False once released, also by the log's close: `bytes` must not be touched then. */
+  readonly live: boolean;
+  release(): void;
+}
+
+/** A view of a pooled native read buffer, given back once on release. */
+class HeldRead implements HeldBytes {
+  readonly copied = false;
+  live = true;
+  constructor(
+    readonly bytes: Uint8Array,
+    private readonly giveBack: () => void,
+  ) {}
+
+  release(): void {
+    if (!this.live) return;
+    this.live = false;
+    this.giveBack();
+  }
+}
+
 /** Every read of one log, and the buffers they use. */
 export class LogReader {
   private readonly backend: IoBackend;
@@ -52,6 +78,8 @@ export class LogReader {
   private readonly segmentPool: NativeBuffer[] = [];
   /** Recovery's walk buffer (one unit), kept until close. */
   private walkScratch: NativeBuffer | undefined;
+  /** Reads handed out by {@link readHeld} and not yet released (freed at close). */
+  private readonly held = new Set<HeldBytes>();
   /** The caching layer (block-cache.ts): written units and blocks read around misses. */
   private readonly cache: BlockCache;
   /** Every log byte below it is written and synced: bytes that can no longer change on disk. */
@@ -85,9 +113,25 @@ export class LogReader {
    * else from the file. The log does not interpret the bytes; callers verify their own checksums.
    */
   async read(address: number, lengthBytes: number): Promise<Uint8Array> {
+    const held = await this.readHeld(address, lengthBytes);
+    try {
+      return held.copied ? held.bytes : held.bytes.slice();
+    } finally {
+      held.release();
+    }
+  }
+
+  /**
+   * Like {@link read}, but a read from the file hands back a view of the native read buffer, held
+   * until `release()`: for a caller that copies the bytes straight to where they go (a stream into
+   * a caller's buffer), with no JS allocation per read, so streaming gigabytes leaves no garbage
+   * for the GC to catch up with. Bytes from memory (a flush buffer, the cache) come as a copy.
+   * Held buffers still out at close are freed then, and `live` turns false: check it before use.
+   */
+  async readHeld(address: number, lengthBytes: number): Promise<HeldBytes> {
     this.life.assertOpen();
     const fromMemory = this.readFromBuffers(address, lengthBytes) ?? this.cache.get(address, lengthBytes);
-    if (fromMemory !== undefined) return fromMemory;
+    if (fromMemory !== undefined) return { bytes: fromMemory, copied: true, live: true, release: () => {} };
     const geometry = this.geometry;
     const seq = geometry.seqOf(address);
     const index = this.space.indexOf(seq);
@@ -111,10 +155,19 @@ export class LogReader {
       if (caching) this.cache.noteMiss();
       await this.queue.read(this.file, scratch, 0, to - from, physical);
       if (caching && keepEnd > from) this.cache.put(from, scratch.bytes.subarray(0, keepEnd - from));
-      return scratch.bytes.slice(address - from, address - from + lengthBytes);
-    } finally {
+      // Closed while the read was in flight: its held buffers were freed already, and this one
+      // would be left out of that.
+      this.life.assertOpen();
+    } catch (error) {
       this.giveBack(scratch);
+      throw error;
     }
+    const held = new HeldRead(scratch.bytes.subarray(address - from, address - from + lengthBytes), () => {
+      this.held.delete(held);
+      this.giveBack(scratch);
+    });
+    this.held.add(held);
+    return held;
   }
 
   /** Copy from a flush buffer still holding `[address, +length)`, if one does. */
@@ -221,8 +274,9 @@ export class LogReader {
     else this.backend.free(buffer);
   }
 
-  /** Free every pooled buffer (at close, once no read is in flight). */
+  /** Free every pooled buffer and every held one still out (at close, once no read is in flight). */
   free(): void {
+    for (const held of [...this.held]) held.release();
     if (this.walkScratch !== undefined) this.backend.free(this.walkScratch);
     this.walkScratch = undefined;
     for (const pool of [this.smallPool, this.unitPool, this.segmentPool]) {

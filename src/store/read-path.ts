@@ -10,6 +10,7 @@
  *
  * @module
  */
+import type { HeldBytes } from "../log/reader.ts";
 import type { LogStructuredStore } from "../log/log.ts";
 import { CorruptionError, InvalidArgumentError, LssError } from "../errors.ts";
 import type { StoreCore } from "./commit.ts";
@@ -197,6 +198,21 @@ export async function readSingle(log: LogStructuredStore, seid: bigint, location
 /** Read and verify part `index` of a multipart element; returns its body. */
 export async function readPart(log: LogStructuredStore, seid: bigint, part: Part, index: number): Promise<Uint8Array> {
   return checkPart(await log.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes), seid, index);
+}
+
+/**
+ * Read and verify part `index`, its body left in the log's native read buffer (see
+ * `LogStructuredStore.readHeld`): `bytes` is the body; release the hold once it is copied out.
+ */
+export async function readPartHeld(log: LogStructuredStore, seid: bigint, part: Part, index: number): Promise<HeldBytes> {
+  const held = await log.readHeld(part.address, RECORD_HEADER_BYTES + part.bodyBytes);
+  try {
+    const body = checkPart(held.bytes, seid, index);
+    return { bytes: body, copied: held.copied, get live() { return held.live; }, release: () => held.release() };
+  } catch (error) {
+    held.release();
+    throw error;
+  }
 }
 
 /** Read a whole multipart element into one buffer, verifying every part. */

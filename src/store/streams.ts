@@ -9,17 +9,19 @@
  * cleaner.
  *
  * Reading: parts are read ahead a few at a time through the backend, and each part's checksum is
- * verified before its bytes are enqueued. The segments the stream reads are pinned while it runs,
+ * verified before its bytes are enqueued. The stream is a byte stream: a BYOB reader gets the
+ * bytes copied straight into its own buffer, with no allocation per chunk. The segments the stream reads are pinned while it runs,
  * so an overwrite, a delete or the cleaner cannot reclaim them under the reader.
  *
  * @module
  */
-import { CorruptionError, TransactionError } from "../errors.ts";
+import { CorruptionError, StoreClosedError, TransactionError } from "../errors.ts";
+import type { HeldBytes } from "../log/reader.ts";
 import type { LogStructuredStore } from "../log/log.ts";
 import { FLAG_PART, type Part } from "./format/extents.ts";
 import { RecordType } from "./format/records.ts";
 import { elementSegments, type SegmentPins } from "./pins.ts";
-import { readPart, readSingle } from "./read-path.ts";
+import { readPartHeld, readSingle } from "./read-path.ts";
 import type { Location } from "./state/mapping.ts";
 import type { TransactionState } from "./transaction.ts";
 import { appendExtents, appendRecord, partBytesFor } from "./write-path.ts";
@@ -141,29 +143,45 @@ export function createReadStream(
   }
   let next = 0;
   let delivered = 0;
-  const inFlight: Array<Promise<Uint8Array>> = [];
+  // Parts read ahead, each verified and held in a native read buffer until copied out.
+  const inFlight: Array<Promise<HeldBytes>> = [];
+  // The part being delivered, and how much of it is delivered already.
+  let current: HeldBytes | undefined;
+  let offset = 0;
   // An error or a cancel leaves read-ahead parts in flight: wait for them before unpinning, so no
   // read runs on a segment that may be reused, and none is left behind a close() of the store.
   // A pull still running when the consumer cancels must not start more reads after it.
   let stopped = false;
   const settleThenUnpin = async () => {
     stopped = true;
-    await Promise.allSettled(inFlight.splice(0));
+    for (const result of await Promise.allSettled(inFlight.splice(0))) {
+      if (result.status === "fulfilled") result.value.release();
+    }
+    current?.release();
+    current = undefined;
     unpin();
   };
   const fill = () => {
     while (!stopped && inFlight.length < READ_AHEAD_PARTS && next < parts.length) {
       const index = next++;
-      const read = readPart(log, seid, parts[index] as Part, index);
+      const read = readPartHeld(log, seid, parts[index] as Part, index);
       read.catch(() => {}); // surfaced when its turn comes
       inFlight.push(read);
     }
   };
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          fill();
+  // A byte stream: a BYOB reader (`getReader({ mode: "byob" })`) gets each part copied straight
+  // from the native read buffer into its own buffer, so streaming any size allocates nothing per
+  // chunk. A default reader (`for await`) gets one new chunk per part, which the GC reclaims when it
+  // decides: a 4 GiB read that way peaked at 172-328 MiB RSS across runs, the same read through a
+  // BYOB reader stays flat (test/store/streams.test.ts).
+  return new ReadableStream<Uint8Array>({
+    type: "bytes",
+    async pull(controller) {
+      try {
+        fill();
+        while (current === undefined || offset === current.bytes.length) {
+          current?.release();
+          current = undefined;
           // Left in inFlight while awaited, so that a cancel meanwhile waits for it too.
           const head = inFlight[0];
           if (head === undefined) {
@@ -172,21 +190,43 @@ export function createReadStream(
             }
             unpin();
             controller.close();
+            controller.byobRequest?.respond(0);
             return;
           }
-          const body = await head;
-          if (stopped) return; // cancelled meanwhile
+          const held = await head;
           inFlight.shift();
-          delivered += body.length;
+          if (stopped) {
+            held.release(); // cancelled meanwhile
+            return;
+          }
+          current = held;
+          offset = 0;
           fill();
-          controller.enqueue(body);
-        } catch (error) {
-          await settleThenUnpin();
-          controller.error(error);
         }
-      },
-      cancel: settleThenUnpin,
+        if (!current.live) throw new StoreClosedError(`store closed while seid ${seid} was being streamed`);
+        const body = current.bytes;
+        const request = controller.byobRequest;
+        if (request !== null && request.view !== null) {
+          const view = new Uint8Array(request.view.buffer, request.view.byteOffset, request.view.byteLength);
+          const length = Math.min(view.length, body.length - offset);
+          view.set(body.subarray(offset, offset + length));
+          offset += length;
+          delivered += length;
+          request.respond(length);
+        } else {
+          // A copy the consumer owns (a copied part is ours already: hand it over whole).
+          const chunk = current.copied && offset === 0 ? body : body.slice(offset);
+          offset = body.length;
+          delivered += chunk.length;
+          current.release();
+          current = undefined;
+          controller.enqueue(chunk as Uint8Array<ArrayBuffer>);
+        }
+      } catch (error) {
+        await settleThenUnpin();
+        controller.error(error);
+      }
     },
-    { highWaterMark: 1 },
-  );
+    cancel: settleThenUnpin,
+  });
 }
