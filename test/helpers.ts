@@ -4,6 +4,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import fc from "fast-check";
 import type { IoBackend, IoChoice, IoCompletion } from "../src/io/backend.ts";
 
 const ROOT = path.resolve(import.meta.dir, "..", ".test-data");
@@ -44,4 +45,35 @@ export async function reapAll(backend: IoBackend, count: number, timeoutMs = 10_
     backend.reap(out);
   }
   return out;
+}
+
+/** How long a failed property may shrink before it reports what it has (see {@link failFast}). */
+export const SHRINK_BUDGET_MS = 15_000;
+
+/**
+ * Wrap a fast-check predicate so a failure is reported fast: the first failing case is logged in
+ * full at once (its values and error), and once it has shrunk for `budgetMs` every further
+ * candidate is skipped, so fast-check ends with the smallest case found so far (with its seed and
+ * path for replay) instead of shrinking until the test's timeout hides everything.
+ */
+export function failFast<Args extends unknown[], R>(name: string, predicate: (...args: Args) => R, budgetMs = SHRINK_BUDGET_MS): (...args: Args) => R {
+  let firstFailureAt: number | undefined;
+  const failed = (args: Args, error: unknown): never => {
+    if (firstFailureAt === undefined) {
+      firstFailureAt = Date.now();
+      console.error(`${name}: first failing case (shrinking for at most ${budgetMs} ms):\n${fc.stringify(args)}\n`, error);
+    }
+    throw error;
+  };
+  return (...args: Args): R => {
+    if (firstFailureAt !== undefined && Date.now() - firstFailureAt > budgetMs) fc.pre(false);
+    let result: R;
+    try {
+      result = predicate(...args);
+    } catch (error) {
+      return failed(args, error);
+    }
+    if (result instanceof Promise) return result.catch((error: unknown) => failed(args, error)) as R;
+    return result;
+  };
 }

@@ -11,7 +11,7 @@ import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import path from "node:path";
 import type { Reservation } from "../../src/log/ring.ts";
-import { BACKENDS, scratchDir } from "../helpers.ts";
+import { BACKENDS, failFast, scratchDir } from "../helpers.ts";
 import { closeRecorded, expectDisjoint, expectIntact, KiB, openRecorded, payload, type Written } from "./util.ts";
 
 const BUFFER = 16 * KiB;
@@ -57,7 +57,7 @@ for (const io of BACKENDS) {
     test("random interleavings of many tasks: intact, written once, stable never passes unreleased bytes", async () => {
       let run = 0;
       await fc.assert(
-        fc.asyncProperty(scenarioArb, async ({ writeMode, ringSize, tasks }) => {
+        fc.asyncProperty(scenarioArb, failFast(`log interleavings on ${io}`, async ({ writeMode, ringSize, tasks }) => {
           const { dir, cleanup } = scratchDir(`log-interleave-${io}`);
           const file = path.join(dir, `run-${run++}.lss`);
           try {
@@ -176,7 +176,7 @@ for (const io of BACKENDS) {
           } finally {
             cleanup();
           }
-        }),
+        })),
         { numRuns: Number(process.env.LOG_RUNS ?? 20), seed: Number(process.env.LOG_SEED ?? (io === "uring" ? 0xb100 : 0xb10f)), endOnFailure: process.env.LOG_SHRINK === undefined },
       );
     });

@@ -15,7 +15,7 @@ import {
   StoreLockedError,
   TransactionError,
 } from "../../src/index.ts";
-import { BACKENDS, scratchDir } from "../helpers.ts";
+import { BACKENDS, failFast, scratchDir } from "../helpers.ts";
 
 const SMALL = { segmentSize: 256 << 10, bufferSize: 64 << 10 } as const;
 
@@ -71,7 +71,7 @@ for (const io of BACKENDS) {
       const universe = Array.from({ length: 24 }, (_, i) => BigInt(i + 1));
       let run = 0;
       await fc.assert(
-        fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 25 }), async (steps) => {
+        fc.asyncProperty(fc.array(stepArb, { minLength: 1, maxLength: 25 }), failFast(`model on ${io}`, async (steps) => {
           const target = path.join(dir, `model-${run++}.lss`);
           const model = new Map<bigint, Uint8Array>();
           let store = await Store.open(target, { io, ...SMALL, cacheBytes: 16 << 10 });
@@ -109,7 +109,7 @@ for (const io of BACKENDS) {
           } finally {
             await store.close();
           }
-        }),
+        })),
         { numRuns: 25, seed: 4242 },
       );
     });
