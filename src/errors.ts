@@ -23,6 +23,8 @@ export type ErrorCode =
   | "LSS_NO_SPACE"
   | "LSS_IO_UNAVAILABLE"
   | "LSS_IO"
+  | "LSS_NOT_A_STORE"
+  | "LSS_DEVICE_BUSY"
   | "LSS_LOG_TRUNCATED"
   | "LSS_BACKUP_CHAIN"
   | "LSS_BACKUP_TARGET"
@@ -118,6 +120,33 @@ export class IoUnavailableError extends LssError {
   declare readonly code: "LSS_IO_UNAVAILABLE";
   constructor(message: string) {
     super("LSS_IO_UNAVAILABLE", message);
+  }
+}
+
+/**
+ * The path holds something bloom-lss will not open as a store, and it was left exactly as it was
+ * (nothing written, not even a root block): a directory, a character device such as `/dev/null`,
+ * a FIFO or socket, a file of a kernel pseudo-filesystem (`/proc`, `/sys`…), a file that says it
+ * is empty but reads back data, or a block device that holds no bloom-lss store (a filesystem,
+ * a partition table, zeros…) when `format: true` was not given. A non-empty regular file without
+ * a valid root block stays a {@link CorruptionError} (it may be a damaged store).
+ */
+export class NotAStoreError extends LssError {
+  declare readonly code: "LSS_NOT_A_STORE";
+  constructor(message: string) {
+    super("LSS_NOT_A_STORE", message);
+  }
+}
+
+/**
+ * A block device is in use by someone else — mounted, part of a RAID or LVM volume, or opened
+ * exclusively by another program — so bloom-lss does not write to it (its exclusive open,
+ * O_EXCL, failed with EBUSY). Nothing was written.
+ */
+export class DeviceBusyError extends LssError {
+  declare readonly code: "LSS_DEVICE_BUSY";
+  constructor(message: string) {
+    super("LSS_DEVICE_BUSY", message);
   }
 }
 

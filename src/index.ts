@@ -50,6 +50,8 @@ export {
   NoSpaceError,
   IoUnavailableError,
   IoError,
+  NotAStoreError,
+  DeviceBusyError,
   BackupChainError,
   BackupTargetError,
   BackupObjectExistsError,

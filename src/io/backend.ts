@@ -103,6 +103,12 @@ export interface FileHandle {
   readonly path: string;
   /** True when the file was opened with O_DIRECT. */
   readonly direct: boolean;
+  /**
+   * Set when the path is a block device (a raw partition): its size in bytes, from the device
+   * (ioctl BLKGETSIZE64), fixed while it is open. A device is never truncated or fallocated:
+   * {@link IoBackend.allocateSpace} and {@link IoBackend.truncate} refuse it.
+   */
+  readonly deviceBytes?: number | undefined;
 }
 
 /** The contract every backend keeps. All failures are typed errors from `src/errors.ts`. */
@@ -117,9 +123,11 @@ export interface IoBackend {
   closeFile(file: FileHandle): void;
   /** Take an exclusive advisory lock on the whole file; `StoreLockedError` if another holds it. */
   lockFile(file: FileHandle): void;
+  /** The file's size; a block device's own size (fstat says 0 for a device). */
   fileSizeBytes(file: FileHandle): number;
-  /** Reserve space (fallocate, keep size unchanged when `keepSize`). */
+  /** Reserve space (fallocate; the file grows to cover it). Refused on a block device. */
   allocateSpace(file: FileHandle, offset: number, lengthBytes: number): void;
+  /** Set the file's size. Refused on a block device. */
   truncate(file: FileHandle, sizeBytes: number): void;
   /** Synchronous datasync, for rare paths (open, close); hot paths submit `datasync` ops. */
   syncNow(file: FileHandle): void;

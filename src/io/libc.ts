@@ -1,6 +1,8 @@
 /**
  * The few libc calls the portable backend needs that node:fs does not offer: aligned native
- * memory (posix_memalign/free), advisory whole-file locks (flock) and fallocate.
+ * memory (posix_memalign/free), advisory whole-file locks (flock) and fallocate; and two that
+ * both backends use at open: a block device's size (ioctl BLKGETSIZE64) and the type of the
+ * filesystem a file lives on (fstatfs).
  *
  * These come straight from the system's libc through bun:ffi, so the portable backend keeps
  * working where the liburing shim cannot be built or loaded.
@@ -20,6 +22,10 @@ function openLibc() {
     free: { args: [FFIType.u64], returns: FFIType.void },
     flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     fallocate: { args: [FFIType.i32, FFIType.i32, FFIType.i64, FFIType.i64], returns: FFIType.i32 },
+    // ioctl is variadic in C; its third argument is one pointer, passed in the same register a
+    // fixed one is (x86-64 and aarch64 Linux ABIs), so it is declared with that one.
+    ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    fstatfs: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
@@ -86,4 +92,36 @@ export function tryLockExclusive(fd: number): number {
 export function fallocate(fd: number, mode: number, offset: number, lengthBytes: number): number {
   const rc = symbols().fallocate(fd, mode, offset, lengthBytes);
   return rc === 0 ? 0 : lastErrno();
+}
+
+/** `_IOR(0x12, 114, size_t)`: the size of a block device in bytes, as a u64. */
+const BLKGETSIZE64 = 0x80081272;
+const sizeOut = new BigUint64Array(1);
+
+/**
+ * The size in bytes of the block device open as `fd` (ioctl BLKGETSIZE64): what the kernel says
+ * the device holds. fstat reports 0 for a device, which is why a device's size never comes from
+ * it. Returns a negative errno on failure (ENOTTY when `fd` is not a block device).
+ *
+ * Why libc and not the shim: it runs once per open, io_uring has nothing to add to it, and the
+ * portable backend must work where the shim cannot be loaded; one call serves both backends.
+ */
+export function blockDeviceBytes(fd: number): number {
+  sizeOut[0] = 0n;
+  const rc = symbols().ioctl(fd, BLKGETSIZE64, ptr(sizeOut));
+  if (rc !== 0) return -lastErrno();
+  const size = sizeOut[0] as bigint;
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) return -75; // EOVERFLOW: beyond exact file offsets
+  return Number(size);
+}
+
+/** struct statfs is 120 bytes on 64-bit Linux; f_type (a long) comes first. */
+const statfsOut = new BigInt64Array(16);
+
+/** The magic number of the filesystem `fd` lives on (statfs f_type), or a negative errno. */
+export function fileSystemMagic(fd: number): number {
+  statfsOut.fill(0n);
+  const rc = symbols().fstatfs(fd, ptr(statfsOut));
+  if (rc !== 0) return -lastErrno();
+  return Number(BigInt.asUintN(32, statfsOut[0] as bigint));
 }

@@ -20,6 +20,7 @@ import {
   type OpenFileOptions,
 } from "./backend.ts";
 import { ECANCELED, EINVAL, EIO, EOPNOTSUPP, EWOULDBLOCK } from "./errno.ts";
+import { deviceBytesOf, refuseOnDevice } from "./device.ts";
 import { allocAligned, fallocate, freeAligned, tryLockExclusive } from "./libc.ts";
 import {
   errorFromErrno,
@@ -85,18 +86,29 @@ export class PortableBackend implements IoBackend {
     this.assertOpen();
     const base = (options.readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (options.create ? fs.constants.O_CREAT : 0);
     const wantDirect = options.direct ?? true;
+    let fd: number | undefined;
+    let direct = false;
     if (wantDirect) {
       try {
-        return { fd: fs.openSync(path, base | O_DIRECT, 0o644), path, direct: true };
+        fd = fs.openSync(path, base | O_DIRECT, 0o644);
+        direct = true;
       } catch (error) {
         // tmpfs and some others refuse O_DIRECT with EINVAL: fall back to buffered I/O.
         if (errnoOf(error) !== EINVAL) throw errorFromErrno(-errnoOf(error), `open ${path}`);
       }
     }
+    if (fd === undefined) {
+      try {
+        fd = fs.openSync(path, base, 0o644);
+      } catch (error) {
+        throw errorFromErrno(-errnoOf(error), `open ${path}`);
+      }
+    }
     try {
-      return { fd: fs.openSync(path, base, 0o644), path, direct: false };
+      return { fd, path, direct, deviceBytes: deviceBytesOf(fd, path) };
     } catch (error) {
-      throw errorFromErrno(-errnoOf(error), `open ${path}`);
+      fs.closeSync(fd);
+      throw error;
     }
   }
 
@@ -117,6 +129,7 @@ export class PortableBackend implements IoBackend {
 
   fileSizeBytes(file: FileHandle): number {
     this.assertOpen();
+    if (file.deviceBytes !== undefined) return file.deviceBytes;
     try {
       return fs.fstatSync(file.fd).size;
     } catch (error) {
@@ -126,6 +139,7 @@ export class PortableBackend implements IoBackend {
 
   allocateSpace(file: FileHandle, offset: number, lengthBytes: number): void {
     this.assertOpen();
+    refuseOnDevice(file, "fallocate");
     const errno = fallocate(file.fd, 0, offset, lengthBytes);
     if (errno === EOPNOTSUPP) {
       // Filesystems without fallocate: extend by truncation, which still reserves the range's size.
@@ -138,6 +152,7 @@ export class PortableBackend implements IoBackend {
 
   truncate(file: FileHandle, sizeBytes: number): void {
     this.assertOpen();
+    refuseOnDevice(file, "ftruncate");
     try {
       fs.ftruncateSync(file.fd, sizeBytes);
     } catch (error) {

@@ -53,6 +53,11 @@ export class IoQueue {
     }
   }
 
+  /** Read up to `lengthBytes`; resolves with how many were read (fewer at the end of the file, 0 past it). */
+  readSome(file: FileHandle, buffer: NativeBuffer, bufferOffset: number, lengthBytes: number, fileOffset: number): Promise<number> {
+    return this.issue((userData) => ({ op: "read", fd: file.fd, buffer, bufferOffset, lengthBytes, fileOffset, userData }), `read ${file.path}@${fileOffset}+${lengthBytes}`);
+  }
+
   /** fdatasync through the backend's queue. */
   async datasync(file: FileHandle): Promise<void> {
     await this.issue((userData) => ({ op: "datasync", fd: file.fd, userData }), `fdatasync ${file.path}`);

@@ -38,6 +38,7 @@ import {
   type NativeBuffer,
   type OpenFileOptions,
 } from "./backend.ts";
+import { deviceBytesOf, refuseOnDevice } from "./device.ts";
 import {
   COMPLETION_ENTRY_BYTES,
   cString,
@@ -292,13 +293,23 @@ export class UringBackend implements IoBackend {
     let directFallbackReason: string | undefined;
     if (wantDirect) {
       const fd = this.lib.lss_open(name, base | O_DIRECT, FILE_MODE);
-      if (fd >= 0) return { fd, path, direct: true, directFallbackReason: undefined };
+      if (fd >= 0) return this.handleOf(fd, path, true, undefined);
       if (fd !== -EINVAL) throw errorFromErrno(fd, `open ${path}`);
       directFallbackReason = `the filesystem of ${path} refuses O_DIRECT (EINVAL); using buffered I/O`;
     }
     const fd = this.lib.lss_open(name, base, FILE_MODE);
     if (fd < 0) throw errorFromErrno(fd, `open ${path}`);
-    return { fd, path, direct: false, directFallbackReason };
+    return this.handleOf(fd, path, false, directFallbackReason);
+  }
+
+  /** The handle of a file just opened as `fd` (closed again if its device size cannot be read). */
+  private handleOf(fd: number, path: string, direct: boolean, directFallbackReason: string | undefined): UringFileHandle {
+    try {
+      return { fd, path, direct, directFallbackReason, deviceBytes: deviceBytesOf(fd, path) };
+    } catch (error) {
+      this.lib.lss_close(fd);
+      throw error;
+    }
   }
 
   /** Close a file this backend opened. */
@@ -316,9 +327,10 @@ export class UringBackend implements IoBackend {
     if (rc < 0) throw errorFromErrno(rc, `flock ${file.path}`);
   }
 
-  /** The file's size in bytes. */
+  /** The file's size in bytes; a block device's own size (see {@link FileHandle.deviceBytes}). */
   fileSizeBytes(file: FileHandle): number {
     this.assertOpen();
+    if (file.deviceBytes !== undefined) return file.deviceBytes;
     const result = this.lib.lss_file_size(file.fd);
     const size = typeof result === "number" ? result : Number(result);
     if (size < 0) throw errorFromErrno(size, `fstat ${file.path}`);
@@ -331,6 +343,7 @@ export class UringBackend implements IoBackend {
    */
   allocateSpace(file: FileHandle, offset: number, lengthBytes: number): void {
     this.assertOpen();
+    refuseOnDevice(file, "fallocate");
     checkNonNegativeInteger(offset, "allocateSpace offset");
     checkNonNegativeInteger(lengthBytes, "allocateSpace length");
     if (lengthBytes === 0) return;
@@ -345,6 +358,7 @@ export class UringBackend implements IoBackend {
   /** Set the file's size. */
   truncate(file: FileHandle, sizeBytes: number): void {
     this.assertOpen();
+    refuseOnDevice(file, "ftruncate");
     checkNonNegativeInteger(sizeBytes, "truncate size");
     const rc = this.lib.lss_ftruncate(file.fd, sizeBytes);
     if (rc < 0) throw errorFromErrno(rc, `ftruncate ${file.path}`);

@@ -195,8 +195,9 @@ export class Flusher {
     const offset = geometry.physicalOffset(unit.segmentIndex, base);
     const unitId = unit.unitId;
     this.writes += 1;
-    // A segment being pre-written takes no unit until its zeros are down (see prewrite.ts).
-    const prewrite = prewriter.ready(unit.segmentIndex);
+    // A segment being pre-written takes no unit until its zeros are down, and on a block device
+    // no unit names a successor whose zeros are not down (see prewrite.ts).
+    const prewrite = prewriter.readyFor(unit.segmentIndex, unit.nextSegmentIndex);
     let write: Promise<void>;
     if (prewrite === undefined && durability.wantsLinkedSync(this.sealingForSync)) {
       // Somebody waits for durability and no datasync is in flight: link one after this write, so

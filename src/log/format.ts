@@ -179,6 +179,15 @@ function readPosition(view: DataView, at: number): LogPosition {
 }
 
 /**
+ * True when `source` starts with the root block's magic, valid or not: a copy that has it but
+ * fails its checksum is a damaged root of a store, not somebody else's bytes.
+ */
+export function hasRootMagic(source: Uint8Array): boolean {
+  const view = new DataView(source.buffer, source.byteOffset, 8);
+  return view.getUint32(0, true) === ROOT_MAGIC_LO && view.getUint32(4, true) === ROOT_MAGIC_HI;
+}
+
+/**
  * Decode one root-block copy: `undefined` when it is torn or was never written; a
  * `CorruptionError` when it is intact but of a format version this build does not read.
  */

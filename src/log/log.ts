@@ -50,6 +50,7 @@ import { Rotation } from "./rotation.ts";
 import type { SegmentTableState } from "./segments.ts";
 import { SegmentSpace } from "./space.ts";
 import { DurableTail, type DurableUnit, type DurableUnitsOptions, type LogRetention } from "./tail.ts";
+import { checkOpened, checkPathBeforeOpen, claimDevice, type DeviceClaim } from "./target.ts";
 import { walkLog, type WalkedUnit } from "./walk.ts";
 
 export type { WriteMode } from "./flusher.ts";
@@ -74,6 +75,15 @@ export interface LogOptions {
   create?: boolean;
   /** Open without writing anything (default false). */
   readOnly?: boolean;
+  /**
+   * Make a store of a block device that holds none (default false): the device's first bytes
+   * are overwritten with the store's root blocks and first segment, destroying what it held (a
+   * filesystem, a partition table). Without it such a device is refused with `NotAStoreError`,
+   * unchanged. A device that already holds a store is opened, never formatted again; a device
+   * in use (mounted…) is refused with `DeviceBusyError`. Regular files ignore it: they become
+   * a store only when new or empty.
+   */
+  format?: boolean;
   /** Largest file the log may grow to, in bytes (default: unlimited). */
   maxFileBytes?: number;
   /**
@@ -115,7 +125,10 @@ export interface LogStats {
   segmentsPending: number;
   /** Fresh segments zero-filled ahead of use (see prewrite.ts). */
   segmentsPrewritten: number;
+  /** Bytes of the file; on a block device, the part of it the log has used so far. */
   fileBytes: number;
+  /** Size of the block device the log lives on; undefined for a regular file. */
+  deviceBytes: number | undefined;
   /** The caching layer's counters (block-cache.ts). */
   blockCache: BlockCacheStats;
 }
@@ -141,6 +154,8 @@ export class LogStructuredStore {
   readonly backend: IoBackend;
   private readonly ownsBackend: boolean;
   private readonly file: FileHandle;
+  /** The exclusive hold on a block device opened for writing (target.ts), released at close. */
+  private readonly deviceClaim: DeviceClaim | undefined;
   private readonly queue: IoQueue;
   private readonly buffers: NativeBuffer[];
   private readonly shared: SharedArrayBuffer;
@@ -166,6 +181,7 @@ export class LogStructuredStore {
     backend: IoBackend;
     ownsBackend: boolean;
     file: FileHandle;
+    claim: DeviceClaim | undefined;
     queue: IoQueue;
     root: RootBlocks;
     buffers: NativeBuffer[];
@@ -178,6 +194,7 @@ export class LogStructuredStore {
     this.backend = backend;
     this.ownsBackend = init.ownsBackend;
     this.file = file;
+    this.deviceClaim = init.claim;
     this.queue = queue;
     this.buffers = buffers;
     this.shared = init.shared;
@@ -266,13 +283,25 @@ export class LogStructuredStore {
     // An injected backend (the test harness's fault-injecting or shuffling wrappers) stays the
     // caller's to close.
     const ownsBackend = injected === undefined;
+    if (options.format !== undefined && typeof options.format !== "boolean") {
+      throw new InvalidArgumentError(`format must be a boolean, got ${JSON.stringify(options.format)}`);
+    }
+    if (options.format === true && options.readOnly === true) {
+      throw new InvalidArgumentError("format and readOnly exclude each other: formatting writes");
+    }
+    // Before anything is opened: a directory, character device, FIFO or socket is never ours.
+    checkPathBeforeOpen(path);
     const backend = injected ?? (await openBackend({ io: options.io, queueDepth: options.queueDepth }));
     let file: FileHandle | undefined;
+    let claim: DeviceClaim | undefined;
     let root: RootBlocks | undefined;
     const buffers: NativeBuffer[] = [];
     try {
       file = openLogFile(backend, path, options);
+      checkOpened(file);
       backend.lockFile(file);
+      // A device is written to only while held exclusively: never while mounted or used by others.
+      if (file.deviceBytes !== undefined && options.readOnly !== true) claim = claimDevice(file);
       const queue = new IoQueue(backend);
       root = await RootBlocks.loadOrCreate(queue, file, options, bufferSize);
       const segmentSize = root.current.segmentSize;
@@ -282,13 +311,14 @@ export class LogStructuredStore {
         throw new InvalidArgumentError(`bufferSize ${bufferSize} exceeds the file's segmentSize ${segmentSize}`);
       }
       for (let i = 0; i < ringSize; i++) buffers.push(backend.alloc(bufferSize));
-      const log = new LogStructuredStore({ path, options, backend, ownsBackend, file, queue, root, buffers, shared: createRingShared(ringSize) });
+      const log = new LogStructuredStore({ path, options, backend, ownsBackend, file, claim, queue, root, buffers, shared: createRingShared(ringSize) });
       if (options.deferRecovery !== true) await log.recover(undefined, () => {});
       return log;
     } catch (error) {
       for (const buffer of buffers) backend.free(buffer);
       root?.free();
       if (file !== undefined) backend.closeFile(file);
+      claim?.release();
       if (ownsBackend) backend.close();
       throw error;
     }
@@ -316,6 +346,20 @@ export class LogStructuredStore {
     return this.durability.isDurable(address);
   }
 
+  /** Size of the block device the log lives on; undefined for a regular file. */
+  get deviceBytes(): number | undefined {
+    return this.file.deviceBytes;
+  }
+
+  /**
+   * Largest the file may grow to: the `maxFileBytes` option, or a block device's own size when
+   * smaller; undefined when nothing bounds it. The cleaner keeps the store inside it.
+   */
+  get maxFileBytes(): number | undefined {
+    const limit = this.space.fileBytesLimit;
+    return limit >= Number.MAX_SAFE_INTEGER ? undefined : limit;
+  }
+
   /** Why the log stopped accepting writes, if it did (a failed write or datasync). */
   get failedReason(): LssError | undefined {
     return this.life.failed;
@@ -338,7 +382,8 @@ export class LogStructuredStore {
       segmentsFree: this.space.freeCount,
       segmentsPending: this.space.pendingCount,
       segmentsPrewritten: this.prewriter.segmentsPrewritten,
-      fileBytes: this.backend.closed ? 0 : this.backend.fileSizeBytes(this.file),
+      fileBytes: this.backend.closed ? 0 : this.file.deviceBytes !== undefined ? this.geometry.fileBytesFor(this.space.fileSegments) : this.backend.fileSizeBytes(this.file),
+      deviceBytes: this.file.deviceBytes,
       blockCache: this.blockCache.stats(),
     };
   }
@@ -695,6 +740,11 @@ export class LogStructuredStore {
    */
   async writeRoot(patch: RootPatch): Promise<void> {
     if (this.readOnly) throw new ReadOnlyError("writeRoot on a read-only log");
+    // On a block device, recovery follows the root's positions into the segments they name:
+    // each must be zeroed durably first (prewrite.ts).
+    const named = [patch.replayFrom, patch.checkpoint?.start].flatMap((p) => (p === undefined ? [] : [p.segmentIndex, p.nextSegmentIndex]));
+    const zeroed = this.prewriter.zeroed(named);
+    if (zeroed !== undefined) await zeroed;
     // A new anchor: segments given back before this checkpoint are safe to reuse now.
     if (await this.root.write(patch)) this.promotePending();
   }
@@ -732,6 +782,7 @@ export class LogStructuredStore {
     this.reader.free();
     this.blockCache.clear();
     this.backend.closeFile(this.file);
+    this.deviceClaim?.release();
     if (this.ownsBackend) this.backend.close();
     if (error !== undefined) throw error;
   }

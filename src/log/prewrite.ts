@@ -17,6 +17,16 @@
  * crash changes nothing. Unit writes into a segment wait until its pre-write has completed, so
  * zeros never land over log data.
  *
+ * On a block device the zeros are not an optimisation but the format: a device's new segment
+ * holds whatever was there before (a filesystem, an earlier store), and a stale unit that
+ * happened to fit the chain could pass for log. So there every segment the log takes for the
+ * first time is zeroed ({@link SegmentPrewriter.zeroSegment}), whatever the units' fill, and the
+ * zeros are made durable (a datasync) before anything may point at the segment: a unit that
+ * names it as its successor, or a root block whose position names it, is not written before
+ * then. Recovery follows those pointers, and so never lands in a segment that still holds
+ * someone else's bytes, even if the device persisted the pointer first and a power cut took
+ * what its cache held.
+ *
  * @module
  */
 import type { FileHandle, IoBackend, NativeBuffer } from "../io/backend.ts";
@@ -39,6 +49,10 @@ export class SegmentPrewriter {
   private zeros: NativeBuffer | undefined;
   /** Pre-writes in flight, by physical segment index. */
   private readonly inFlight = new Map<number, Promise<void>>();
+  /** Segments being zeroed because they must be (a device's new segments), not to save time. */
+  private readonly mustZero = new Set<number>();
+  /** Such zeroings that failed (rejected promises, already settled): see {@link readyFor}. */
+  private readonly failedZeroing = new Map<number, Promise<void>>();
   /** Average unit fill as a fraction of the buffer; starts small so a new log pre-writes. */
   private averageFill = 0;
   /** Segments pre-written so far (a statistic). */
@@ -65,7 +79,22 @@ export class SegmentPrewriter {
    * zeros over it, if pre-writing pays now.
    */
   onFreshSegment(index: number, offsetBytes: number, segmentBytes: number): void {
-    if (!this.wanted || this.inFlight.has(index)) return;
+    if (!this.wanted) return;
+    this.startZeros(index, offsetBytes, segmentBytes);
+  }
+
+  /**
+   * Zero segment `index` now, whatever the units' fill: a block device's segment taken for the
+   * first time (see the module comment). Units naming it wait through {@link readyFor}.
+   */
+  zeroSegment(index: number, offsetBytes: number, segmentBytes: number): void {
+    this.failedZeroing.delete(index);
+    this.mustZero.add(index);
+    this.startZeros(index, offsetBytes, segmentBytes);
+  }
+
+  private startZeros(index: number, offsetBytes: number, segmentBytes: number): void {
+    if (this.inFlight.has(index)) return;
     if (this.zeros === undefined) {
       // Zeroed here, not trusted to be: the portable backend's posix_memalign memory may hold a
       // freed flush buffer's bytes, and those are valid units (of another log) if written out.
@@ -78,20 +107,60 @@ export class SegmentPrewriter {
       const lengthBytes = Math.min(PREWRITE_CHUNK_BYTES, segmentBytes - at);
       writes.push(this.queue.write(this.file, zeros, 0, lengthBytes, offsetBytes + at));
     }
-    const done = Promise.all(writes).then(() => {
-      this.segmentsPrewritten += 1;
-    });
+    // Zeros that must be there are made durable before anything may point at them: a device may
+    // persist a later write (a unit naming this segment, a root block) before an earlier one it
+    // holds only in its cache, and recovery would then follow a durable pointer into stale bytes.
+    const must = this.mustZero.has(index);
+    const done = Promise.all(writes)
+      .then(() => (must ? this.queue.datasync(this.file) : undefined))
+      .then(() => {
+        this.segmentsPrewritten += 1;
+      });
     this.inFlight.set(index, done);
     // Settled either way; a failure reaches the log through the unit write that waits on it.
+    // A zeroing that had to happen and failed is remembered: the units that must wait for it
+    // fail with it (and the log turns read-only) rather than point into a segment not zeroed.
     done.then(
-      () => this.inFlight.delete(index),
-      () => this.inFlight.delete(index),
+      () => {
+        this.inFlight.delete(index);
+        this.mustZero.delete(index);
+      },
+      () => {
+        this.inFlight.delete(index);
+        if (this.mustZero.delete(index)) this.failedZeroing.set(index, done);
+      },
     );
   }
 
   /** Resolves once segment `index` may take unit writes (at once unless it is being pre-written). */
   ready(index: number): Promise<void> | undefined {
     return this.inFlight.get(index);
+  }
+
+  /**
+   * Resolves once a unit in segment `index` that names `nextIndex` as its successor may be
+   * written: `index` is not being pre-written, and `nextIndex` is not being zeroed by
+   * {@link zeroSegment} (an optional pre-write of the successor is not waited for). A zeroing
+   * that must happen resolves only once its zeros are durable.
+   */
+  readyFor(index: number, nextIndex: number): Promise<void> | undefined {
+    const own = this.failedZeroing.get(index) ?? this.inFlight.get(index);
+    const next = this.failedZeroing.get(nextIndex) ?? (this.mustZero.has(nextIndex) ? this.inFlight.get(nextIndex) : undefined);
+    if (next === undefined) return own;
+    return own === undefined ? next : Promise.all([own, next]).then(() => {});
+  }
+
+  /**
+   * Resolves once none of `indices` is still being zeroed because it must be (rejects when such a
+   * zeroing failed): a root block that names a segment is written only after that (log.ts).
+   */
+  zeroed(indices: readonly number[]): Promise<void> | undefined {
+    const waits: Array<Promise<void>> = [];
+    for (const index of indices) {
+      const wait = this.failedZeroing.get(index) ?? (this.mustZero.has(index) ? this.inFlight.get(index) : undefined);
+      if (wait !== undefined) waits.push(wait);
+    }
+    return waits.length === 0 ? undefined : Promise.all(waits).then(() => {});
   }
 
   /** Whether a pre-write has not settled yet. */

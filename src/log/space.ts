@@ -35,7 +35,13 @@ export class SegmentSpace {
     this.file = file;
     this.geometry = geometry;
     this.prewriter = prewriter;
-    this.maxFileBytes = maxFileBytes;
+    // A block device bounds the log by its own size: segments past its end do not exist.
+    this.maxFileBytes = file.deviceBytes === undefined ? maxFileBytes : Math.min(maxFileBytes, file.deviceBytes);
+  }
+
+  /** Largest the file may grow to: `maxFileBytes`, or a block device's size when smaller. */
+  get fileBytesLimit(): number {
+    return this.maxFileBytes;
   }
 
   // ───────────────────────── the writer's segments ─────────────────────────
@@ -87,8 +93,14 @@ export class SegmentSpace {
   }
 
   private take(): number {
+    const fileSegments = this.table.fileSegments;
     const index = this.table.take();
     this.ensureFileHolds(index);
+    // A block device does not grow, and its new segments hold whatever was there before: each
+    // is zeroed (durably) the first time the log takes it, before anything names it (prewrite.ts).
+    if (this.file.deviceBytes !== undefined && index >= fileSegments) {
+      this.prewriter.zeroSegment(index, this.geometry.segmentFileOffset(index), this.geometry.segmentSize);
+    }
     return index;
   }
 
@@ -102,7 +114,8 @@ export class SegmentSpace {
     const geometry = this.geometry;
     const needBytes = geometry.fileBytesFor(index + 1);
     if (needBytes > this.maxFileBytes) {
-      throw new NoSpaceError(`the log needs ${needBytes} bytes of file, over maxFileBytes ${this.maxFileBytes}`);
+      const limit = this.file.deviceBytes === this.maxFileBytes ? `the ${this.maxFileBytes}-byte device` : `maxFileBytes ${this.maxFileBytes}`;
+      throw new NoSpaceError(`the log needs ${needBytes} bytes of file, over ${limit}`);
     }
     const sizeBytes = this.backend.fileSizeBytes(this.file);
     if (sizeBytes >= needBytes) return;
@@ -189,6 +202,8 @@ export class SegmentSpace {
    */
   shrinkFile(readOnly: boolean): number {
     if (readOnly) throw new ReadOnlyError("shrinkFile on a read-only log");
+    // A block device is never truncated: its free segments stay free, for the log to reuse.
+    if (this.file.deviceBytes !== undefined) return 0;
     const keep = Math.max(this.currentIndex, this.nextIndex, this.table.highestHeldIndex()) + 1;
     const before = this.backend.fileSizeBytes(this.file);
     const after = this.geometry.fileBytesFor(keep);

@@ -69,7 +69,7 @@ export interface CleanerHost {
   readonly commits: CommitPath;
   readonly pins: SegmentPins;
   readonly checkpointer: Checkpointer;
-  /** Largest file allowed, or undefined. */
+  /** Largest file allowed (`maxFileBytes`, or the block device's size), or undefined. */
   readonly maxFileBytes: number | undefined;
   /** False once the store is closing or failed: background cleaning stops. */
   isOpen(): boolean;
@@ -315,7 +315,7 @@ export class Cleaner {
     }
     if (this.host.maxFileBytes !== undefined && this.headroom() === 0) {
       throw new NoSpaceError(
-        `the store is full: ${log.fileSegments} segments of ${log.segmentSize} bytes reach maxFileBytes ${this.host.maxFileBytes}, and cleaning frees none`,
+        `the store is full: ${log.fileSegments} segments of ${log.segmentSize} bytes reach ${log.deviceBytes === this.host.maxFileBytes ? "the size of its device" : "maxFileBytes"} ${this.host.maxFileBytes}, and cleaning frees none`,
       );
     }
   }

@@ -17,6 +17,17 @@ export interface StoreOptions {
   create?: boolean;
   /** Open for reads only: nothing is written, not even recovery's bookkeeping (default false). */
   readOnly?: boolean;
+  /**
+   * Make a store of a block device (a raw partition such as `/dev/sdb1`) that holds none
+   * (default false). Formatting overwrites the device's first bytes with the store's root blocks
+   * and first segment, destroying what it held. Without it, a device holding anything but a
+   * bloom-lss store — a filesystem, a partition table, even zeros — is refused with
+   * `NotAStoreError` and left unchanged. A device that already holds a store is opened, never
+   * formatted again, so passing `format: true` on every start is safe. A device in use (mounted,
+   * part of RAID or LVM) is refused with `DeviceBusyError`, format or not. Ignored for regular
+   * files: a file becomes a store only when it is new or empty.
+   */
+  format?: boolean;
   /** Bytes per segment for a new file (default 8 MiB). An existing file keeps its own. */
   segmentSize?: number;
   /** Bytes per flush buffer (default 1 MiB). */
@@ -44,7 +55,7 @@ export interface StoreOptions {
   numSegmentsPerCheckpoint?: number;
   /** Largest element `read()` returns whole (default 1 GiB); larger ones need `readStream()`. */
   maxReadBytes?: number;
-  /** Largest file the store may grow to (default unlimited). */
+  /** Largest file the store may grow to (default unlimited; on a block device, at most the device). */
   maxFileBytes?: number;
   /** Segments below this live percentage are cleaning candidates (default 80; 1 to 99). */
   cleanerUtilisationPercent?: number;
@@ -60,6 +71,7 @@ export interface StoreOptions {
 export interface ResolvedOptions {
   create: boolean;
   readOnly: boolean;
+  format: boolean;
   segmentSize: number | undefined;
   bufferSize: number | undefined;
   ringSize: number | undefined;
@@ -100,9 +112,16 @@ export function resolveOptions(options: StoreOptions = {}): ResolvedOptions {
   if (durability !== "sync" && durability !== "relaxed") {
     throw new InvalidArgumentError(`durability must be "sync" or "relaxed", got ${JSON.stringify(durability)}`);
   }
+  if (options.format !== undefined && typeof options.format !== "boolean") {
+    throw new InvalidArgumentError(`format must be a boolean, got ${JSON.stringify(options.format)}`);
+  }
+  if (options.format === true && options.readOnly === true) {
+    throw new InvalidArgumentError("format and readOnly exclude each other: formatting writes");
+  }
   return {
     create: options.create ?? true,
     readOnly: options.readOnly ?? false,
+    format: options.format ?? false,
     segmentSize: options.segmentSize,
     bufferSize: options.bufferSize,
     ringSize: options.ringSize,

@@ -64,7 +64,10 @@ export interface StoreStats {
   liveBytes: number;
   /** Bytes of live records in the log (values plus record headers). */
   liveRecordBytes: number;
+  /** Bytes of the store's file; on a block device, the part of the device the store has used so far. */
   fileBytes: number;
+  /** Size of the block device the store lives on; `undefined` for a regular file. */
+  deviceBytes: number | undefined;
   segmentSize: number;
   segmentsUsed: number;
   segmentsFree: number;
@@ -160,7 +163,8 @@ export class Store {
         commits,
         pins,
         checkpointer: this.checkpointer,
-        maxFileBytes: options.maxFileBytes,
+        // The option, or a block device's size: the cleaner keeps the store inside either.
+        maxFileBytes: core.log.maxFileBytes,
         isOpen: () => this.acceptsWork,
       },
       {
@@ -180,6 +184,12 @@ export class Store {
    * Open the store at `path`, creating it when missing (unless `create: false`), and recover it
    * after a crash. Throws `StoreLockedError` when another opener holds it, `CorruptionError`
    * when the file is not a readable store, `IoUnavailableError` when `io: "uring"` cannot work.
+   *
+   * `path` may be a block device (a raw partition): the store then takes the whole device, its
+   * size read from the device. A device that holds no store is made one only with
+   * `format: true`; without it, and for anything else that is not a store or a new or empty
+   * regular file (a directory, `/dev/null`, a `/proc` file), it throws `NotAStoreError` and
+   * writes nothing. A device in use (mounted…) throws `DeviceBusyError`.
    */
   static async open(path: string, options: StoreOptions = {}): Promise<Store> {
     return openStore(path, options, undefined);
@@ -197,6 +207,7 @@ export class Store {
       io: resolved.io,
       create: resolved.create,
       readOnly: resolved.readOnly,
+      format: resolved.format,
       maxFileBytes: resolved.maxFileBytes,
       blockCacheBytes: resolved.blockCacheBytes,
       cacheAdmission: unitWorthCaching,
@@ -644,6 +655,7 @@ export class Store {
       liveBytes: this.core.liveValueBytes,
       liveRecordBytes,
       fileBytes: logStats.fileBytes,
+      deviceBytes: logStats.deviceBytes,
       segmentSize: this.log.segmentSize,
       segmentsUsed: logStats.segmentsLive,
       segmentsFree: logStats.segmentsFree,
