@@ -32,7 +32,7 @@ export const statCommand: CliCommand<StatOptions> = {
         ["io", stats.io + (stats.ioFallbackReason !== undefined ? ` (fell back: ${stats.ioFallbackReason})` : "")],
         ["elements", String(stats.elements)],
         ["live bytes", `${formatBytes(stats.liveBytes)} in values, ${formatBytes(stats.liveRecordBytes)} in records`],
-        ["file bytes", formatBytes(stats.fileBytes)],
+        ["file bytes", formatBytes(stats.fileBytes) + (stats.deviceBytes !== undefined ? ` used of a ${formatBytes(stats.deviceBytes)} block device` : "")],
         ["segments", `${stats.segmentsUsed} used, ${stats.segmentsFree} free, ${stats.segmentsPending} pending, ${formatBytes(stats.segmentSize)} each`],
         ["space amplification", stats.spaceAmplification.toFixed(2)],
         ["commits", String(stats.commits)],

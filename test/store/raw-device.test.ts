@@ -30,7 +30,7 @@ import {
 } from "../../src/index.ts";
 import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 
-const DEVICE_BYTES = 64 << 20;
+const DEVICE_BYTES = 32 << 20;
 /** The devices the fill-up tests fill: smaller, so filling them is quick. */
 const SMALL_DEVICE_BYTES = 24 << 20;
 const SEGMENT_BYTES = 1 << 20;
@@ -212,7 +212,7 @@ describe.skipIf(noLoops)("a raw block device as a store", () => {
       // Churn: overwrites and deletes of a live set of about a third of the device, until the
       // log has written three times the device's size.
       const next = rng(io === "uring" ? 11 : 12);
-      const keys = 600;
+      const keys = 300;
       let seed = 1000;
       let transactions = 0;
       const limitSegments = Math.floor((DEVICE_BYTES - 8192) / SEGMENT_BYTES);
@@ -250,8 +250,10 @@ describe.skipIf(noLoops)("a raw block device as a store", () => {
       expect(compacted.bytesFreed).toBe(0);
       await store.close();
 
-      store = await Store.open(device, options);
+      // Without caches, so every read goes to the device; readSync too (its own descriptor).
+      store = await Store.open(device, { ...options, cacheBytes: 0, blockCacheBytes: 0 });
       await expectModel(store, model, sizeOf, everWritten);
+      for (const [seid, s] of [...model].slice(0, 50)) expect(Buffer.from(store.readSync(seid) as Uint8Array)).toEqual(Buffer.from(value(s, sizeOf(s))));
       expect(store.stats().elements).toBe(model.size);
       await store.close();
     }, 180_000);
@@ -274,6 +276,7 @@ describe.skipIf(noLoops)("a raw block device as a store", () => {
           break;
         }
       }
+      console.log(`raw device full (${io}): ${model.size} values of ${sizeOf()} B acknowledged, then ${String(refusal)}; readOnly ${store.stats().readOnly}`);
       expect(refusal).toBeInstanceOf(NoSpaceError);
       expect((refusal as LssError).code).toBe("LSS_NO_SPACE");
       const stats = store.stats();
@@ -281,6 +284,8 @@ describe.skipIf(noLoops)("a raw block device as a store", () => {
       expect(stats.fileBytes).toBeLessThanOrEqual(SMALL_DEVICE_BYTES);
       expect(model.size).toBeGreaterThan(SMALL_DEVICE_BYTES / sizeOf() / 2);
       await expectModel(store, model, sizeOf, []);
+      // (Freeing room by deleting on a full store is issue 12 item 4's: today the delete's own
+      // transaction gets the same NoSpaceError, on a device as under maxFileBytes.)
       await store.close();
       store = await Store.open(device, options);
       await expectModel(store, model, sizeOf, []);
