@@ -9,7 +9,9 @@
  *   acknowledged transaction reads back (also after a reopen), and a store that fills up gets
  *   `NoSpaceError`, never a write past the end of the device.
  * - A device that held an earlier store is formatted: its new segments are zeroed before use, so
- *   the earlier store's units, which line up with the new log's, are never replayed into it.
+ *   the earlier store's units, which line up with the new log's, are never replayed into it; a
+ *   store whose root blocks are damaged is never formatted over.
+ * - `bloom-lss stat` reads a store on a device; a second opener gets `StoreLockedError`.
  * - `/dev/null`, a `/proc` file, a directory and a non-empty text file: typed errors, unchanged.
  *
  * Loop devices need root and `losetup`; without them the device tests are skipped with the
@@ -339,12 +341,32 @@ describe.skipIf(noLoops)("a raw block device as a store", () => {
     await wipeRoot();
     child("newest", 2);
     await expectOnly("newest", 2);
+
+    // A store whose root blocks are both damaged is never formatted over: it may be restored.
+    const fd = fs.openSync(device, "r+");
+    for (const copy of [0, 4096]) {
+      const byte = Buffer.alloc(1);
+      fs.readSync(fd, byte, 0, 1, copy + 200);
+      byte[0] = (byte[0] as number) ^ 0xff;
+      fs.writeSync(fd, byte, 0, 1, copy + 200);
+    }
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    const damaged = hashOf(device);
+    for (const io of BACKENDS) {
+      const refused = await rejectionOf(Store.open(device, { io, format: true }));
+      expect(refused).toBeInstanceOf(CorruptionError);
+      expect(refused.message).toContain("never formatted over");
+    }
+    expect(hashOf(device)).toBe(damaged);
   }, 120_000);
 
   test("bloom-lss stat reads a store on a device", async () => {
     const device = loop(`store-${BACKENDS[0]}`);
     const store = await Store.open(device, { format: true, segmentSize: SEGMENT_BYTES });
     await store.transaction((tx) => tx.write(7n, new Uint8Array([7])));
+    // A second opener of the device is told the store is locked (not that the device is busy).
+    expect((await rejectionOf(Store.open(device, { format: true }))).code).toBe("LSS_STORE_LOCKED");
     await store.close();
     const ran = spawnSync(process.execPath, [MAIN, "stat", device, "--json"], { encoding: "utf8", timeout: 60_000, killSignal: "SIGKILL" });
     expect(ran.stderr).toBe("");
