@@ -346,6 +346,14 @@ export class LogStructuredStore {
     return this.durability.isDurable(address);
   }
 
+  /** The file's size; on a block device, the part of it the log has taken so far (its size is fixed). */
+  private fileBytesUsed(): number {
+    const deviceBytes = this.file.deviceBytes;
+    if (deviceBytes === undefined) return this.backend.fileSizeBytes(this.file);
+    // A segment refused for lying past the device's end still counts in the table: clamp.
+    return Math.min(deviceBytes, this.geometry.fileBytesFor(this.space.fileSegments));
+  }
+
   /** Size of the block device the log lives on; undefined for a regular file. */
   get deviceBytes(): number | undefined {
     return this.file.deviceBytes;
@@ -382,7 +390,7 @@ export class LogStructuredStore {
       segmentsFree: this.space.freeCount,
       segmentsPending: this.space.pendingCount,
       segmentsPrewritten: this.prewriter.segmentsPrewritten,
-      fileBytes: this.backend.closed ? 0 : this.file.deviceBytes !== undefined ? this.geometry.fileBytesFor(this.space.fileSegments) : this.backend.fileSizeBytes(this.file),
+      fileBytes: this.backend.closed ? 0 : this.fileBytesUsed(),
       deviceBytes: this.file.deviceBytes,
       blockCache: this.blockCache.stats(),
     };

@@ -493,7 +493,8 @@ export class Store {
    * Clean now: relocate the live data of every segment below `cleanerUtilisationPercent` (or
    * `utilisationPercent`), checkpoint so the emptied segments are free, and with `shrink: true`
    * move the log's tail to the lowest free segments and truncate the free segments at the end
-   * of the file. Resolves with what it did.
+   * of the file (not on a block device, which keeps its size: there `shrink` adds nothing).
+   * Resolves with what it did.
    */
   async compact(options: { shrink?: boolean; utilisationPercent?: number } = {}): Promise<{ segmentsCleaned: number; bytesFreed: number }> {
     this.assertWritable();
@@ -502,7 +503,7 @@ export class Store {
       throw new InvalidArgumentError(`utilisationPercent must be an integer in [1, 100], got ${threshold}`);
     }
     const result = await this.cleaner.compact(threshold, false);
-    if (options.shrink !== true) return result;
+    if (options.shrink !== true || this.log.deviceBytes !== undefined) return result;
     // Move the tail down to low free segments (each move followed by a checkpoint, so the log
     // never skips a whole segment), free what the old tail held, then cut the file's end.
     for (let step = 0; step < 2; step++) {
