@@ -600,10 +600,10 @@ export class FaultBackend implements IoBackend {
     this.inner.closeFile(file);
   }
 
-  lockFile(file: FileHandle): void {
+  async lockFile(file: FileHandle): Promise<void> {
     this.assertOpen();
     this.check("lockFile", `flock ${file.path}`);
-    this.inner.lockFile(file);
+    await this.inner.lockFile(file);
   }
 
   fileSizeBytes(file: FileHandle): number {

@@ -121,8 +121,8 @@ export class ShufflingBackend implements IoBackend {
   closeFile(file: FileHandle): void {
     this.inner.closeFile(file);
   }
-  lockFile(file: FileHandle): void {
-    this.inner.lockFile(file);
+  lockFile(file: FileHandle): Promise<void> {
+    return this.inner.lockFile(file);
   }
   fileSizeBytes(file: FileHandle): number {
     return this.inner.fileSizeBytes(file);

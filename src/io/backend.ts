@@ -121,8 +121,12 @@ export interface IoBackend {
 
   openFile(path: string, options?: OpenFileOptions): FileHandle;
   closeFile(file: FileHandle): void;
-  /** Take an exclusive advisory lock on the whole file; `StoreLockedError` if another holds it. */
-  lockFile(file: FileHandle): void;
+  /**
+   * Take the store lock of `file` (see `lock.ts`): resolves once the file is this opener's to
+   * write — no live owner holds it, and a dead owner's I/O is over. Rejects with a
+   * `StoreLockedError` that names a live owner. `closeFile` releases it.
+   */
+  lockFile(file: FileHandle): Promise<void>;
   /** The file's size; a block device's own size (fstat says 0 for a device). */
   fileSizeBytes(file: FileHandle): number;
   /** Reserve space (fallocate; the file grows to cover it). Refused on a block device. */

@@ -1,8 +1,9 @@
 /**
  * The few libc calls the portable backend needs that node:fs does not offer: aligned native
- * memory (posix_memalign/free), advisory whole-file locks (flock) and fallocate; and two that
- * both backends use at open: a block device's size (ioctl BLKGETSIZE64) and the type of the
- * filesystem a file lives on (fstatfs).
+ * memory (posix_memalign/free), advisory whole-file locks (flock) and fallocate; two that both
+ * backends use at open: a block device's size (ioctl BLKGETSIZE64) and the type of the
+ * filesystem a file lives on (fstatfs); and the calls of the store lock (`src/io/lock.ts`, used
+ * by both backends): flock, fcntl (OFD locks, the descriptor's owner), dup3 and lseek.
  *
  * These come straight from the system's libc through bun:ffi, so the portable backend keeps
  * working where the liburing shim cannot be built or loaded.
@@ -26,6 +27,11 @@ function openLibc() {
     // fixed one is (x86-64 and aarch64 Linux ABIs), so it is declared with that one.
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     fstatfs: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+    // fcntl is variadic; every command used here passes one pointer, which the x86_64 and arm64
+    // Linux calling conventions pass the same way to a variadic and a fixed-argument function.
+    fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+    dup3: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    lseek: { args: [FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64_fast },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
@@ -85,6 +91,80 @@ const LOCK_NB = 4;
 export function tryLockExclusive(fd: number): number {
   const rc = symbols().flock(fd, LOCK_EX | LOCK_NB);
   return rc === 0 ? 0 : lastErrno();
+}
+
+const F_SETOWN_EX = 15;
+const F_GETOWN_EX = 16;
+const F_OWNER_TID = 0;
+const F_OFD_GETLK = 36;
+const F_OFD_SETLK = 37;
+/** `l_type` of struct flock. */
+export const F_RDLCK = 0;
+export const F_WRLCK = 1;
+export const F_UNLCK = 2;
+const SEEK_SET = 0;
+const SEEK_CUR = 1;
+const O_CLOEXEC = 0o2000000;
+
+/** struct f_owner_ex { int type; pid_t pid; } */
+const ownerEx = new Int32Array(2);
+/** struct flock (x86_64 and arm64): short l_type, short l_whence, off_t l_start @8, off_t l_len @16, pid_t l_pid @24. */
+const flockBytes = new ArrayBuffer(32);
+const flockView = new DataView(flockBytes);
+
+/** Make thread `tid` the owner of `fd`'s open file description (F_SETOWN_EX); 0 or errno. */
+export function setOwnerThread(fd: number, tid: number): number {
+  ownerEx[0] = F_OWNER_TID;
+  ownerEx[1] = tid;
+  return symbols().fcntl(fd, F_SETOWN_EX, ptr(ownerEx)) === 0 ? 0 : lastErrno();
+}
+
+/** The thread set by {@link setOwnerThread} on `fd`'s description, or 0 when none (or not a thread). */
+export function ownerThread(fd: number): number {
+  ownerEx[0] = 0;
+  ownerEx[1] = 0;
+  if (symbols().fcntl(fd, F_GETOWN_EX, ptr(ownerEx)) !== 0) return 0;
+  return ownerEx[0] === F_OWNER_TID && (ownerEx[1] as number) > 0 ? (ownerEx[1] as number) : 0;
+}
+
+function fillFlock(type: number, start: bigint, lengthBytes: bigint): void {
+  flockView.setInt16(0, type, true);
+  flockView.setInt16(2, SEEK_SET, true);
+  flockView.setBigInt64(8, start, true);
+  flockView.setBigInt64(16, lengthBytes, true);
+  flockView.setInt32(24, 0, true); // OFD locks require l_pid 0
+}
+
+/** Set an open-file-description lock (F_OFD_SETLK, never waits) of `type` on a range; 0 or errno. */
+export function setOfdLock(fd: number, type: number, start: bigint, lengthBytes: bigint): number {
+  fillFlock(type, start, lengthBytes);
+  return symbols().fcntl(fd, F_OFD_SETLK, ptr(flockBytes)) === 0 ? 0 : lastErrno();
+}
+
+/**
+ * F_OFD_GETLK: the type of a lock held through *another* open file description that conflicts
+ * with a `type` lock on the range (F_UNLCK when none does), or a negative errno.
+ */
+export function testOfdLock(fd: number, type: number, start: bigint, lengthBytes: bigint): number {
+  fillFlock(type, start, lengthBytes);
+  if (symbols().fcntl(fd, F_OFD_GETLK, ptr(flockBytes)) !== 0) return -lastErrno();
+  return flockView.getInt16(0, true);
+}
+
+/** dup3(from, to, O_CLOEXEC): `to` now names `from`'s description; 0 or errno. */
+export function replaceDescriptor(from: number, to: number): number {
+  return symbols().dup3(from, to, O_CLOEXEC) === to ? 0 : lastErrno();
+}
+
+/** lseek(fd, position, SEEK_SET); 0 or errno. */
+export function seekTo(fd: number, position: number): number {
+  return symbols().lseek(fd, position, SEEK_SET) === position ? 0 : lastErrno();
+}
+
+/** lseek(fd, 0, SEEK_CUR): the description's file position, or -1. */
+export function positionOf(fd: number): number {
+  const position = symbols().lseek(fd, 0, SEEK_CUR);
+  return typeof position === "number" ? position : Number(position);
 }
 
 

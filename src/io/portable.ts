@@ -19,15 +19,15 @@ import {
   type NativeBuffer,
   type OpenFileOptions,
 } from "./backend.ts";
-import { ECANCELED, EINVAL, EIO, EOPNOTSUPP, EWOULDBLOCK } from "./errno.ts";
+import { ECANCELED, EINVAL, EIO, EOPNOTSUPP } from "./errno.ts";
 import { deviceBytesOf, refuseOnDevice } from "./device.ts";
-import { allocAligned, fallocate, freeAligned, tryLockExclusive } from "./libc.ts";
+import { allocAligned, fallocate, freeAligned } from "./libc.ts";
+import { HeldLocks } from "./lock.ts";
 import {
   errorFromErrno,
   InvalidArgumentError,
   IoError,
   StoreClosedError,
-  StoreLockedError,
 } from "../errors.ts";
 
 /** Positive errno of a node:fs error (EIO when it carries none we know). */
@@ -60,6 +60,7 @@ export class PortableBackend implements IoBackend {
   private inFlightCount = 0;
   private waiter: { minReady: number; resolve: () => void; timer: ReturnType<typeof setTimeout> } | undefined;
   private isClosed = false;
+  private readonly locks = new HeldLocks();
 
   constructor(options: PortableBackendOptions = {}) {
     const queueDepth = options.queueDepth ?? 256;
@@ -117,14 +118,15 @@ export class PortableBackend implements IoBackend {
       fs.closeSync(file.fd);
     } catch (error) {
       throw errorFromErrno(-errnoOf(error), `close ${file.path}`);
+    } finally {
+      // After the data descriptor (a failed close still frees it): see HeldLocks.
+      this.locks.releaseClosed(file);
     }
   }
 
-  lockFile(file: FileHandle): void {
+  async lockFile(file: FileHandle): Promise<void> {
     this.assertOpen();
-    const errno = tryLockExclusive(file.fd);
-    if (errno === EWOULDBLOCK) throw new StoreLockedError(`${file.path} is locked by another opener`);
-    if (errno !== 0) throw errorFromErrno(-errno, `flock ${file.path}`);
+    await this.locks.lock(file);
   }
 
   fileSizeBytes(file: FileHandle): number {

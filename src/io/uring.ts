@@ -54,15 +54,15 @@ import {
   SUBMISSION_ENTRY_BYTES,
   type ShimSymbols,
 } from "./shim.ts";
-import { EINVAL, ENOMEM, ENOSYS, EOPNOTSUPP, EPERM, errnoName, EWOULDBLOCK } from "./errno.ts";
+import { EINVAL, ENOMEM, ENOSYS, EOPNOTSUPP, EPERM, errnoName } from "./errno.ts";
 import {
   errorFromErrno,
   InvalidArgumentError,
   IoError,
   IoUnavailableError,
   StoreClosedError,
-  StoreLockedError,
 } from "../errors.ts";
+import { HeldLocks } from "./lock.ts";
 
 /** Queue depth when the caller does not choose one. */
 export const DEFAULT_QUEUE_DEPTH = 256;
@@ -137,6 +137,7 @@ export class UringBackend implements IoBackend {
   private readonly ring: number;
   private isClosed = false;
   private inFlightCount = 0;
+  private readonly locks = new HeldLocks();
 
   /** Native submission array and its views. */
   private readonly sqAddress: number;
@@ -312,19 +313,22 @@ export class UringBackend implements IoBackend {
     }
   }
 
-  /** Close a file this backend opened. */
+  /** Close a file this backend opened (and release its store lock, after it: see `HeldLocks`). */
   closeFile(file: FileHandle): void {
     this.assertOpen();
     const rc = this.lib.lss_close(file.fd);
+    // close(2) frees the descriptor even when it reports an error.
+    this.locks.releaseClosed(file);
     if (rc < 0) throw errorFromErrno(rc, `close ${file.path}`);
   }
 
-  /** Exclusive, non-blocking flock on the whole file. @throws StoreLockedError when held elsewhere. */
-  lockFile(file: FileHandle): void {
+  /**
+   * Take the store lock (`lock.ts`): not on the data descriptor, whose io_uring requests keep
+   * its description alive past the death of its owner. @throws StoreLockedError naming a live owner.
+   */
+  async lockFile(file: FileHandle): Promise<void> {
     this.assertOpen();
-    const rc = this.lib.lss_lock(file.fd, 1, 1);
-    if (rc === -EWOULDBLOCK) throw new StoreLockedError(`${file.path} is locked by another opener`);
-    if (rc < 0) throw errorFromErrno(rc, `flock ${file.path}`);
+    await this.locks.lock(file);
   }
 
   /** The file's size in bytes; a block device's own size (see {@link FileHandle.deviceBytes}). */

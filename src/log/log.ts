@@ -299,7 +299,7 @@ export class LogStructuredStore {
     try {
       file = openLogFile(backend, path, options);
       checkOpened(file);
-      backend.lockFile(file);
+      await backend.lockFile(file);
       // A device is written to only while held exclusively: never while mounted or used by others.
       if (file.deviceBytes !== undefined && options.readOnly !== true) claim = claimDevice(file);
       const queue = new IoQueue(backend);

@@ -158,10 +158,10 @@ for (const io of BACKENDS) {
       expect(() => backend.free(buffer)).toThrow(InvalidArgumentError);
     });
 
-    test("a second lock on the same file is refused", () => {
-      backend.lockFile(file);
+    test("a second lock on the same file is refused", async () => {
+      await backend.lockFile(file);
       const second = backend.openFile(file.path, {});
-      expect(() => backend.lockFile(second)).toThrow(StoreLockedError);
+      await expect(backend.lockFile(second)).rejects.toThrow(StoreLockedError);
       backend.closeFile(second);
     });
 

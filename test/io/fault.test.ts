@@ -20,11 +20,11 @@ describe("FaultBackend", () => {
   afterEach(() => cleanup());
 
   /** Open `name` through a new FaultBackend; returns helpers that write/sync through an IoQueue. */
-  function setup(name: string, options: ConstructorParameters<typeof FaultBackend>[0] = {}) {
+  async function setup(name: string, options: ConstructorParameters<typeof FaultBackend>[0] = {}) {
     const file = path.join(dir, name);
     const fault = new FaultBackend({ simulateSync: true, ...options });
     const handle = fault.openFile(file, { create: true });
-    fault.lockFile(handle);
+    await fault.lockFile(handle);
     const queue = new IoQueue(fault);
     const buffer = fault.alloc(16 * BLOCK);
     const write = async (offset: number, length: number, fill: number) => {
@@ -40,7 +40,7 @@ describe("FaultBackend", () => {
   }
 
   test("forwards reads and writes to the real file", async () => {
-    const t = setup("rw.bin");
+    const t = await setup("rw.bin");
     await t.write(0, 2 * BLOCK, 7);
     await t.queue.read(t.handle, t.buffer, 0, BLOCK, BLOCK);
     expect(t.buffer.bytes[0]).toBe(7);
@@ -51,7 +51,7 @@ describe("FaultBackend", () => {
   });
 
   test("a power cut keeps synced writes and can drop the rest", async () => {
-    const t = setup("drop.bin", { powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
+    const t = await setup("drop.bin", { powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
     await t.write(0, BLOCK, 1);
     await t.sync();
     await t.write(BLOCK, BLOCK, 2);
@@ -66,7 +66,7 @@ describe("FaultBackend", () => {
   });
 
   test("kept writes land whole; the file keeps its current size when asked", async () => {
-    const t = setup("keep.bin", { powerCut: { keep: 1, drop: 0, torn: 0 }, keepSizeProbability: 1 });
+    const t = await setup("keep.bin", { powerCut: { keep: 1, drop: 0, torn: 0 }, keepSizeProbability: 1 });
     await t.write(0, BLOCK, 1);
     await t.sync();
     await t.write(BLOCK, 2 * BLOCK, 2);
@@ -81,7 +81,7 @@ describe("FaultBackend", () => {
   test("torn writes mix old and new 512-byte sectors, never bytes within a sector", async () => {
     let torn = 0;
     for (let seed = 1; seed <= 20; seed++) {
-      const t = setup(`torn-${seed}.bin`, { seed, powerCut: { keep: 0, drop: 0, torn: 1 } });
+      const t = await setup(`torn-${seed}.bin`, { seed, powerCut: { keep: 0, drop: 0, torn: 1 } });
       await t.write(0, 16 * BLOCK, 0xaa);
       await t.sync();
       await t.write(0, 16 * BLOCK, 0x55);
@@ -103,7 +103,7 @@ describe("FaultBackend", () => {
   });
 
   test("a datasync covers only writes completed before it was submitted", async () => {
-    const t = setup("cover.bin", { powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
+    const t = await setup("cover.bin", { powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
     await t.write(0, BLOCK, 1);
     // Submit the datasync and a later write together: the later one is not covered.
     const other = t.fault.alloc(BLOCK);
@@ -120,7 +120,7 @@ describe("FaultBackend", () => {
   });
 
   test("real fdatasync mode (simulateSync off) gives the same durability model", async () => {
-    const t = setup("realsync.bin", { simulateSync: false, powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
+    const t = await setup("realsync.bin", { simulateSync: false, powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
     await t.write(0, BLOCK, 4);
     await t.sync();
     await t.write(BLOCK, BLOCK, 5);
@@ -130,7 +130,7 @@ describe("FaultBackend", () => {
   });
 
   test("injects EIO and ENOSPC into the Nth call: completions for ops, typed throws for sync calls", async () => {
-    const t = setup("inject.bin");
+    const t = await setup("inject.bin");
     t.fault.injectError({ nth: 2, errno: EIO });
     await t.write(0, BLOCK, 1); // call 1
     await expect(t.write(BLOCK, BLOCK, 1)).rejects.toBeInstanceOf(IoError); // call 2
@@ -151,7 +151,7 @@ describe("FaultBackend", () => {
   test("random errors are seeded: the same seed fails the same calls", async () => {
     const failures: number[][] = [];
     for (let run = 0; run < 2; run++) {
-      const t = setup(`random-${run}.bin`, { seed: 42 });
+      const t = await setup(`random-${run}.bin`, { seed: 42 });
       t.fault.failRandomly({ probability: 0.3, sites: ["write"] });
       const failed: number[] = [];
       for (let i = 0; i < 40; i++) {
@@ -173,7 +173,7 @@ describe("FaultBackend", () => {
   test("the same seed makes the same power-cut image", async () => {
     const images: Buffer[] = [];
     for (let run = 0; run < 2; run++) {
-      const t = setup(`same-${run}.bin`, { seed: 7 });
+      const t = await setup(`same-${run}.bin`, { seed: 7 });
       for (let i = 0; i < 8; i++) await t.write(i * 2 * BLOCK, 2 * BLOCK, i + 1);
       await t.fault.powerCut();
       images.push(fs.readFileSync(t.file));
@@ -183,7 +183,7 @@ describe("FaultBackend", () => {
   });
 
   test("after a cut every call fails, the lock is released and a fresh backend reopens the image", async () => {
-    const t = setup("dead.bin");
+    const t = await setup("dead.bin");
     await t.write(0, BLOCK, 3);
     await t.sync();
     t.fault.cutPowerAtCall(2);
@@ -195,12 +195,12 @@ describe("FaultBackend", () => {
     // Before the cut reaches the disk, the old descriptor still holds the lock.
     const probe = new PortableBackend();
     const held = probe.openFile(t.file);
-    expect(() => probe.lockFile(held)).toThrow(StoreLockedError);
+    await expect(probe.lockFile(held)).rejects.toThrow(StoreLockedError);
     probe.closeFile(held);
     await t.fault.powerCut();
     const fresh = new PortableBackend();
     const handle = fresh.openFile(t.file);
-    fresh.lockFile(handle);
+    await fresh.lockFile(handle);
     const bytes = fs.readFileSync(t.file);
     expect(bytes.subarray(0, BLOCK).every((b) => b === 3)).toBe(true);
     fresh.closeFile(handle);
@@ -213,7 +213,7 @@ describe("FaultBackend", () => {
   test("syncIo: transfers done at submit, completions released in a seeded order (out of order, replayable)", async () => {
     const orders: number[][] = [];
     for (let run = 0; run < 2; run++) {
-      const t = setup(`syncio-${run}.bin`, { seed: 11, syncIo: true, holdProbability: 0.5 });
+      const t = await setup(`syncio-${run}.bin`, { seed: 11, syncIo: true, holdProbability: 0.5 });
       const buffers = Array.from({ length: 12 }, (_, i) => {
         const b = t.fault.alloc(BLOCK);
         b.bytes.fill(i + 1);
@@ -241,7 +241,7 @@ describe("FaultBackend", () => {
   });
 
   test("a cut at the nth datasync leaves every write since the previous one to chance", async () => {
-    const t = setup("cut-sync.bin", { powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
+    const t = await setup("cut-sync.bin", { powerCut: { keep: 0, drop: 1, torn: 0 }, keepSizeProbability: 0 });
     t.fault.cutPowerAtCall(2, ["datasync"]);
     await t.write(0, BLOCK, 1);
     await t.sync(); // datasync 1

@@ -303,12 +303,12 @@ describe("UringBackend", () => {
     backend.close();
   });
 
-  test("a second exclusive lock on the same file is a StoreLockedError", () => {
+  test("a second exclusive lock on the same file is a StoreLockedError", async () => {
     const backend = UringBackend.create({ queueDepth: 4 });
     const first = backend.openFile(file("locked.bin"), { create: true });
     const second = backend.openFile(file("locked.bin"));
-    backend.lockFile(first);
-    expect(() => backend.lockFile(second)).toThrow(StoreLockedError);
+    await backend.lockFile(first);
+    await expect(backend.lockFile(second)).rejects.toThrow(StoreLockedError);
     backend.closeFile(second);
     backend.closeFile(first);
     backend.close();
@@ -327,7 +327,7 @@ describe("UringBackend", () => {
     expect((thrown as IoError).errnoName).toBe("EBADF");
     expect(() => backend.syncNow(bad)).toThrow(IoError);
     expect(() => backend.truncate(bad, 0)).toThrow(IoError);
-    expect(() => backend.lockFile(bad)).toThrow(IoError);
+    await expect(backend.lockFile(bad)).rejects.toThrow(IoError);
     expect(() => backend.openFile(file("no/such/dir/x"))).toThrow(IoError);
     const buffer = backend.alloc(ALIGNMENT_BYTES);
     backend.submit([
@@ -379,7 +379,7 @@ describe("UringBackend", () => {
     expect(() => backend.reap([])).toThrow(StoreClosedError);
     expect(() => backend.openFile(file("closing.bin"))).toThrow(StoreClosedError);
     expect(() => backend.fileSizeBytes(handle)).toThrow(StoreClosedError);
-    expect(() => backend.lockFile(handle)).toThrow(StoreClosedError);
+    await expect(backend.lockFile(handle)).rejects.toThrow(StoreClosedError);
     expect(() => backend.closeFile(handle)).toThrow(StoreClosedError);
     expect(() => backend.syncNow(handle)).toThrow(StoreClosedError);
     expect(() => backend.truncate(handle, 0)).toThrow(StoreClosedError);

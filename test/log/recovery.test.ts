@@ -11,7 +11,6 @@
 import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { retryWhileLocked } from "../../testing/torture/util.ts";
 import { LogStructuredStore, type LogOptions, type WriteMode } from "../../src/log/log.ts";
 import { LogGeometry } from "../../src/log/address.ts";
 import { BACKENDS, rng, scratchDir } from "../helpers.ts";
@@ -40,7 +39,7 @@ interface UnitOnDisk {
 
 /** Walk the log read-only (nothing is written): its intact units and where the walk ended. */
 async function listUnits(file: string, io: "portable" | "uring"): Promise<{ units: UnitOnDisk[]; end: number }> {
-  const log = await retryWhileLocked(() => LogStructuredStore.open(file, { io, readOnly: true, deferRecovery: true, bufferSize: BUFFER }));
+  const log = await LogStructuredStore.open(file, { io, readOnly: true, deferRecovery: true, bufferSize: BUFFER });
   try {
     const units: UnitOnDisk[] = [];
     await log.recover(undefined, (unit) => {

@@ -3,7 +3,6 @@ import { checkInvariants } from "../../testing/invariants.ts";
 import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../../src/index.ts";
-import { openAfterKill } from "../../testing/torture/util.ts";
 import { BACKENDS, fillPattern, forEachLine, rng, scratchDir } from "../helpers.ts";
 
 const SEGMENT = 1 << 20;
@@ -307,7 +306,7 @@ describe("SIGKILL during cleaning", () => {
         await child.exited;
         await reader;
         if (child.signalCode === "SIGKILL") kills += 1;
-        const store = await openAfterKill(file, { autoClean: false });
+        const store = await Store.open(file, { autoClean: false });
         const n = counterValue(await store.read(COUNTER_SEID));
         expect(n).toBeGreaterThanOrEqual(lastAck);
         const model = modelAfter(n);

@@ -2,7 +2,6 @@ import { describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../../src/index.ts";
-import { openAfterKill } from "../../testing/torture/util.ts";
 import { BACKENDS, forEachLine, rng, scratchDir } from "../helpers.ts";
 import { COUNTER_SEID, counterValue, modelAfter, WORKLOAD_KEYS } from "./crash-workload.ts";
 
@@ -11,7 +10,7 @@ const KILLS_PER_BACKEND = 16;
 
 /** Reopen, check the state is the model after a committed prefix covering every ack; return n. */
 async function checkPrefix(file: string, io: "uring" | "portable", lastAck: number): Promise<number> {
-  const store = await openAfterKill(file, { io });
+  const store = await Store.open(file, { io });
   try {
     const n = counterValue(await store.read(COUNTER_SEID));
     expect(n).toBeGreaterThanOrEqual(lastAck);
@@ -77,7 +76,7 @@ for (const io of BACKENDS) {
         }
         expect(kills).toBe(KILLS_PER_BACKEND);
         expect(totalAcks).toBeGreaterThan(KILLS_PER_BACKEND);
-        const store = await openAfterKill(file, { io });
+        const store = await Store.open(file, { io });
         expect(store.stats().uncleanShutdowns).toBeGreaterThanOrEqual(KILLS_PER_BACKEND);
         await store.close();
       } finally {

@@ -2,7 +2,6 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { InvalidArgumentError, Store, StoreClosedError, TransactionError } from "../../src/index.ts";
-import { openAfterKill } from "../../testing/torture/util.ts";
 import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 
 const SEGMENT = 256 << 10;
@@ -211,7 +210,7 @@ for (const io of BACKENDS) {
       await Bun.sleep(50);
       child.kill("SIGKILL");
       await child.exited;
-      const reopened = await openAfterKill(file, { io });
+      const reopened = await Store.open(file, { io });
       expect(Buffer.compare((await reopened.read(5n)) as Uint8Array, original)).toBe(0);
       // The streamed transaction's parts reached the log before the kill; recovery dropped them.
       expect(child.signalCode).toBe("SIGKILL");

@@ -5,7 +5,7 @@
  */
 import { expect, test } from "bun:test";
 import path from "node:path";
-import { openAfterKill } from "../../testing/torture/util.ts";
+import { Store } from "../../src/index.ts";
 import { forEachLine, rng, scratchDir } from "../helpers.ts";
 import { decodeValue } from "./model.ts";
 import { withTimeout } from "./util.ts";
@@ -38,7 +38,7 @@ test(`SIGKILL with ${WORKERS} Workers committing: recovery holds every acknowled
       child.kill("SIGKILL");
       await child.exited;
       await lines.catch(() => {});
-      const store = await openAfterKill(file);
+      const store = await Store.open(file);
       try {
         for (const [who, n] of acked) {
           const seid = who === "main" ? 99n : BigInt(100 + Number(who));

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { forEachLine, openAfterKill } from "./util.ts";
+import { forEachLine } from "./util.ts";
 import path from "node:path";
 import fs from "node:fs";
 import { Store } from "../../src/store/store.ts";
@@ -113,7 +113,7 @@ export async function runKills(options: KillOptions): Promise<KillReport> {
     report.kills += 1;
     let store: Store;
     try {
-      store = await openAfterKill(file, { io, ...KILL_STORE_OPTIONS });
+      store = await Store.open(file, { io, ...KILL_STORE_OPTIONS });
     } catch (error) {
       report.violations.push(`kill ${kill}: reopen failed: ${String(error)}`);
       break;

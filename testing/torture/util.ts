@@ -1,11 +1,10 @@
 /**
  * Small pieces every torture run (and the crash tests) share: a timeout that names what hung,
- * error descriptions, a line reader for child processes, and the open after a SIGKILL.
+ * error descriptions and a line reader for child processes. (A store is reopened after a SIGKILL
+ * with a plain `Store.open`: the store lock frees when its owner dies, see `src/io/lock.ts`.)
  *
  * @module
  */
-import { Store, StoreLockedError, type StoreOptions } from "../../src/index.ts";
-
 /** Thrown by {@link withTimeout}: something did not settle in time (a hang is a violation). */
 export class HangError extends Error {}
 
@@ -35,27 +34,4 @@ export async function forEachLine(stream: ReadableStream<Uint8Array>, onLine: (l
     for (const line of lines) onLine(line);
   }
   if (pending !== "") onLine(pending);
-}
-
-/**
- * Run `open` (of a file whose last writer was SIGKILLed) until it stops failing with
- * `StoreLockedError`. The kernel tears a dead process's io_uring down asynchronously, and until it
- * has, the ring still references the file and holds its flock. Any other error, or a lock that
- * outlives `deadlineMs`, is thrown.
- */
-export async function retryWhileLocked<T>(open: () => Promise<T>, deadlineMs = 10_000): Promise<T> {
-  const deadline = Date.now() + deadlineMs;
-  for (;;) {
-    try {
-      return await open();
-    } catch (error) {
-      if (!(error instanceof StoreLockedError) || Date.now() > deadline) throw error;
-      await Bun.sleep(10);
-    }
-  }
-}
-
-/** {@link Store.open} after a SIGKILL of the file's last writer (see {@link retryWhileLocked}). */
-export function openAfterKill(file: string, options: StoreOptions = {}): Promise<Store> {
-  return retryWhileLocked(() => Store.open(file, options));
 }
