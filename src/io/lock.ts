@@ -15,7 +15,7 @@
  *   lock while the process exits — before its parent can reap it, so a supervisor's reopen right
  *   after `waitpid` finds the file free. (The flock used to be taken on the data descriptor. Its
  *   io_uring requests in flight hold references to that description too, and the kernel finishes
- *   them after the process is gone: 7 of 30 reopens right after a SIGKILL of a busy writer were
+ *   them after the process is gone: 4–7 of 30 reopens right after a SIGKILL of a busy writer were
  *   refused, the lock freeing 26–72 ms later.)
  * - **The I/O marker**: an OFD read lock on the data descriptor, on a byte range no file reaches
  *   ({@link MARKER_START}). It lives exactly as long as the data descriptor's open file
@@ -276,7 +276,9 @@ function findHolder(id: FileIdentity, ownLockFd: number, dataFd: number): Holder
   for (const line of locks.split("\n")) {
     const lock = parseLockLine(line);
     if (lock === undefined || !isOwnerLock(lock, id)) continue;
-    if (lock.pid === process.pid) return { kind: "gone" }; // ours, released since the scan above
+    // Held through a descriptor of this process that the scan above did not see (taken since, or
+    // a kernel without lock lines in fdinfo): live as far as can be told.
+    if (lock.pid === process.pid) return { kind: "descriptor" };
     return lock.pid > 0 ? { kind: "process", pid: lock.pid } : { kind: "unknown" };
   }
   return { kind: "gone" };
