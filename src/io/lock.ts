@@ -432,6 +432,17 @@ async function waitForDeadOwnersIo(file: FileHandle, id: FileIdentity, lockFd: n
 }
 
 /**
+ * Mark `fd`, a descriptor the store's owner keeps open besides its data descriptor (a block
+ * device's exclusive claim), with the I/O marker: a new owner then waits while it is open in a
+ * process that died, and releases it when its owner was a thread of this process that died (a
+ * claim left open would refuse the next owner's claim with EBUSY). Best effort: a filesystem
+ * without OFD locks has no markers at all.
+ */
+export function markOwnerDescriptor(fd: number): void {
+  setOfdLock(fd, F_RDLCK, MARKER_START, MARKER_LENGTH);
+}
+
+/**
  * The store locks one backend took, by data descriptor. Each is released right after its data
  * descriptor is closed (the data descriptor carries the I/O marker, which must go first).
  */

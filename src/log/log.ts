@@ -317,8 +317,10 @@ export class LogStructuredStore {
     } catch (error) {
       for (const buffer of buffers) backend.free(buffer);
       root?.free();
-      if (file !== undefined) backend.closeFile(file);
+      // The claim before the file, whose close releases the store lock: a next owner must find
+      // the device unclaimed once it holds the lock.
       claim?.release();
+      if (file !== undefined) backend.closeFile(file);
       if (ownsBackend) backend.close();
       throw error;
     }
@@ -789,8 +791,8 @@ export class LogStructuredStore {
     this.root.free();
     this.reader.free();
     this.blockCache.clear();
+    this.deviceClaim?.release(); // before the file, whose close releases the store lock
     this.backend.closeFile(this.file);
-    this.deviceClaim?.release();
     if (this.ownsBackend) this.backend.close();
     if (error !== undefined) throw error;
   }

@@ -22,6 +22,7 @@
 import fs from "node:fs";
 import type { FileHandle } from "../io/backend.ts";
 import { fileSystemMagic } from "../io/libc.ts";
+import { markOwnerDescriptor } from "../io/lock.ts";
 import { DeviceBusyError, errorFromErrno, NotAStoreError } from "../errors.ts";
 
 /** Kernel pseudo-filesystems (statfs f_type) whose files are never a store, with their names. */
@@ -134,6 +135,8 @@ export function claimDevice(file: FileHandle): DeviceClaim {
     fs.closeSync(fd);
     throw error instanceof NotAStoreError ? error : errorFromErrno(-errnoOf(error), `fstat ${file.path}`);
   }
+  // Released with its owner's other descriptors when that owner is a Worker that died (lock.ts).
+  markOwnerDescriptor(fd);
   let released = false;
   return {
     release() {

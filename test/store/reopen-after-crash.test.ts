@@ -11,8 +11,12 @@
  * - A live owner is refused with a StoreLockedError naming it: another process by pid, another
  *   Worker by thread id and name, this very thread as such.
  * - A dead owner's I/O still in flight (its data description alive): the new owner waits for it.
+ * - A Worker that opened a raw block device (a loop device; skipped, with the reason, without
+ *   root or losetup) and was terminated: its exclusive claim on the device is released with its
+ *   locks, and the main thread opens the device at once.
  */
-import { describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { Store, StoreLockedError } from "../../src/index.ts";
@@ -74,7 +78,7 @@ async function startChild(mode: "hold" | "marker", file: string, io: Io, round: 
   return started;
 }
 
-function startWorker(name: string, file: string, io: Io, round: number): Promise<{ worker: Worker; tid: number }> {
+function startWorker(name: string, file: string, io: Io, round: number, format = false): Promise<{ worker: Worker; tid: number }> {
   const worker = new Worker(WORKER, { name });
   const answer = new Promise<{ worker: Worker; tid: number }>((resolve, reject) => {
     worker.onmessage = (event: MessageEvent) => {
@@ -84,7 +88,7 @@ function startWorker(name: string, file: string, io: Io, round: number): Promise
     };
     worker.onerror = (event) => reject(new Error(`worker failed: ${event.message}`));
   });
-  worker.postMessage({ path: file, io, round });
+  worker.postMessage({ path: file, io, round, format });
   return withTimeout(answer, 30_000, `worker ${name}`);
 }
 
@@ -299,3 +303,49 @@ for (const io of BACKENDS) {
     }, 60_000);
   });
 }
+
+/** A loop device over a sparse file for the device test, or why there is none. */
+function loopDevice(): { device: string; detach: () => void } | { reason: string } {
+  if (process.getuid?.() !== 0) return { reason: "not running as root (loop devices need it)" };
+  const { dir, cleanup } = scratchDir("reopen-device");
+  const backing = path.join(dir, "device.img");
+  fs.writeFileSync(backing, "");
+  fs.truncateSync(backing, 32 << 20);
+  const made = spawnSync("losetup", ["-f", "--show", backing], { encoding: "utf8", timeout: 30_000 });
+  const device = (made.stdout ?? "").trim();
+  if (made.status !== 0 || !device.startsWith("/dev/")) {
+    cleanup();
+    return { reason: `losetup -f --show failed: ${`${made.stdout ?? ""}${made.stderr ?? ""}${made.error ?? ""}`.trim()}` };
+  }
+  return {
+    device,
+    detach: () => {
+      const detached = spawnSync("losetup", ["-d", device], { encoding: "utf8", timeout: 30_000 });
+      if (detached.status !== 0) console.warn(`reopen-after-crash.test.ts: losetup -d ${device} failed: ${detached.stderr}`);
+      cleanup();
+    },
+  };
+}
+
+const loop = loopDevice();
+if ("reason" in loop) console.warn(`reopen-after-crash.test.ts: skipping the block-device test: ${loop.reason}`);
+afterAll(() => {
+  if ("detach" in loop) loop.detach();
+});
+
+test.skipIf("reason" in loop)("a Worker that opened a block device and was terminated: the main thread opens the device at once, on each backend", async () => {
+  const device = (loop as { device: string }).device;
+  for (const [round, io] of BACKENDS.entries()) {
+    // The first Worker formats the device (it holds no store yet); later ones open the store on it.
+    const { worker } = await startWorker(`device-${io}`, device, io, round, round === 0);
+    await terminate(worker);
+    // Its exclusive claim (O_EXCL) would refuse ours with DeviceBusyError had it been left open.
+    const store = await Store.open(device, { io, ...OPTIONS });
+    try {
+      for (let r = 0; r <= round; r++) expect(Buffer.compare((await store.read(roundSeid(r, 1)))!, roundValue(r, 1))).toBe(0);
+    } finally {
+      await store.close();
+    }
+  }
+  expect(descriptorsOn(device)).toEqual([]);
+}, 60_000);
