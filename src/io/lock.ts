@@ -42,8 +42,9 @@
  * owner's I/O still in flight keeps the marker until it is done, exactly as after a crash. The
  * numbers are never closed: a number that stays taken cannot be handed to a new descriptor, which
  * a second opener taking over at the same moment, or a queued operation of the dead Worker's
- * thread pool, would then hit. Each dead owner so leaves two descriptors on /dev/null (and its
- * ring and buffers, whose I/O may still be in flight, unfreed).
+ * thread pool, would then hit. Each dead owner so leaves two descriptors on /dev/null (three on a
+ * block device, whose exclusive claim carries the marker too: see {@link markOwnerDescriptor}),
+ * and its ring and buffers, whose I/O may still be in flight, unfreed.
  *
  * Without /proc the locks still exclude each other and the marker still waits for a dead
  * process's I/O; only naming the holder and taking over from a dead Worker need it.
