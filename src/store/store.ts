@@ -182,8 +182,11 @@ export class Store {
 
   /**
    * Open the store at `path`, creating it when missing (unless `create: false`), and recover it
-   * after a crash. Throws `StoreLockedError` when another opener holds it, `CorruptionError`
-   * when the file is not a readable store, `IoUnavailableError` when `io: "uring"` cannot work.
+   * after a crash. Throws `StoreLockedError` when a live opener holds it — another process, another
+   * Worker of this process, or this thread; the message names it — `CorruptionError` when the file
+   * is not a readable store, `IoUnavailableError` when `io: "uring"` cannot work. An opener that
+   * died (SIGKILLed, or a Worker terminated without `close()`) holds nothing: opening right after
+   * its death succeeds, once the kernel has finished the I/O it still had in flight.
    *
    * `path` may be a block device (a raw partition): the store then takes the whole device, its
    * size read from the device. A device that holds no store is made one only with
