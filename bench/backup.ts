@@ -114,7 +114,7 @@ async function main(): Promise<void> {
   }
   const logBytes = store.stats().bytesWritten - before;
   const inc = await store.backup(chain);
-  log(`increment: ${fmt(inc.bytes / 2 ** 20)} MiB for ${fmt(logBytes / 2 ** 20)} MiB of log written → ${fmt(inc.bytes / logBytes)}× (${inc.kind})`);
+  log(`increment: ${fmt(inc.bytes / 2 ** 20)} MiB for ${fmt(logBytes / 2 ** 20)} MiB of log written → ${fmt(inc.bytes / logBytes)}× (${inc.kind}${inc.reason ? `: ${inc.reason}` : ""})`);
 
   // 4. Restore throughput.
   const restoredPath = dataPath("backup-restored.lss");

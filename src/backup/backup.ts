@@ -33,6 +33,7 @@
  *
  * @module
  */
+import { DEFAULT_RETAIN_LOG_BYTES, holdForNextIncrement } from "./holds.ts";
 import { BackupChainError, InvalidArgumentError, LogTruncatedError, StoreClosedError } from "../errors.ts";
 import type { LogStructuredStore } from "../log/log.ts";
 import { UNIT_HEADER_BYTES, type LogPosition } from "../log/format.ts";
@@ -87,6 +88,13 @@ export interface BackupOptions extends OpenTargetOptions {
    * manifests stay bounded), 1..100 000. Default 1 000.
    */
   maxChainIncrements?: number;
+  /**
+   * After this backup, keep the log from where the target's chain ends, so the next backup into
+   * the same target is an increment even if the cleaner would have reused that log: up to this
+   * many bytes of log written since (the file may grow by as much), then the hold is let go and
+   * the next backup is full. 0 keeps nothing. Default 64 MiB. In this process only.
+   */
+  retainLogBytes?: number;
 }
 
 /** What a backup did. */
@@ -185,9 +193,12 @@ function checkLimit(value: number | undefined, name: string, fallback: number, m
 
 /** `store.backup(target, options)`: open the target, back up, close the target. */
 export async function backupStore(host: BackupHost, target: string | BackupTarget, options: BackupRunOptions = {}): Promise<BackupInfo> {
+  const retainLogBytes = checkLimit(options.retainLogBytes, "retainLogBytes", DEFAULT_RETAIN_LOG_BYTES, 0, 2 ** 50);
   const opened = typeof target === "string" ? await openTarget(target, options) : target;
   try {
-    return (await serialized(host.core, () => runBackup(host, opened, options))).info;
+    const run = await serialized(host.core, () => runBackup(host, opened, options));
+    holdForNextIncrement(host.core, opened.location, run.info.lsn, retainLogBytes);
+    return run.info;
   } finally {
     if (typeof target === "string") await opened.close();
   }
