@@ -74,9 +74,12 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       return { scans, violations };
     }
     case "misuse": {
+      // Each call that waits for the turn, awaited inside this Worker's own transaction callback;
+      // then the transaction commits, and a later one commits and reads back.
       const errors: string[] = [];
-      await store.transaction(async () => {
-        for (const call of [() => store.transaction(() => {}), () => store.flush(), () => store.close()]) {
+      const calls = [() => store.transaction(() => {}), () => store.flush(), () => store.checkpoint(), () => store.compact(), () => store.close()];
+      await store.transaction(async (tx) => {
+        for (const call of calls) {
           const started = performance.now();
           try {
             await call();
@@ -85,8 +88,22 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
             errors.push(`${(error as Error).name} in ${(performance.now() - started).toFixed(1)} ms`);
           }
         }
+        tx.write(job.seid, valueFor(1, job.seid));
       });
-      return { errors };
+      await store.transaction((tx) => tx.write(job.seid, valueFor(2, job.seid)));
+      await store.flush();
+      return { errors, after: decodeValue(await store.read(job.seid)) };
+    }
+    case "alloc": {
+      // Write some seids by hand, then allocate from this Worker's lease.
+      if (job.byHand.length > 0) {
+        await store.transaction((tx) => {
+          for (const seid of job.byHand) tx.write(seid, valueFor(7, seid));
+        });
+      }
+      await store.reserveSeids();
+      const allocated = Array.from({ length: job.count }, () => store.allocateSeid());
+      return { allocated };
     }
     case "big": {
       // Read a large element whole and as a stream; write one through a stream and one whole.
