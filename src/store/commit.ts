@@ -215,10 +215,14 @@ export class CommitPath {
    * Why an `AsyncLocalStorage` and not a flag ("a callback is running"): a caller in another
    * async task (a request handler, a timer started before the transaction) must keep simply
    * waiting its turn in FIFO order; only calls made from the callback's own async context
-   * (directly, or from promises, timers and stream callbacks it started) are the misuse. Its cost,
-   * measured with bench/commit-path.ts (2 000 serial durable commits, 5 runs each, io_uring):
-   * below the noise of the run-to-run spread (≈1 µs of CPU per commit, against ≈60 µs a commit
-   * costs); a microbenchmark of `run()` + `getStore()` alone puts it at ≈0.1 µs per transaction.
+   * (directly, or from promises, timers and stream callbacks it started) are the misuse.
+   *
+   * Its cost, measured on the shared 2-core test VM, one process per build: serial durable
+   * commits (bench/commit-path.ts) keep 1 submit, 2 ops and 1 wake-up per commit, and their CPU
+   * time (700–900 µs a commit there) moves less than its run-to-run spread; serial relaxed
+   * one-write transactions took 24.0 µs of CPU each against 23.1 µs before (medians of 9 × 100 000;
+   * minima 20.4 against 21.2), so at most ≈1 µs, the price of the async context that promises
+   * made inside the callback carry; `run()` and `getStore()` themselves cost ≈0.1 µs.
    */
   async runCallback<T>(txId: number, callback: () => T | Promise<T>): Promise<T> {
     const holder: TurnHolder = { txId, inCallback: true };
