@@ -248,6 +248,14 @@ export class CommitPath {
     );
   }
 
+  /**
+   * Run `fn` outside any transaction callback's context: for what is started from a callback but
+   * serves others later (a server whose handlers keep the context they were started in).
+   */
+  outsideCallbacks<T>(fn: () => T): T {
+    return this.holders.exit(fn);
+  }
+
   /** Resolves once every turn taken so far has been passed on. */
   get idle(): Promise<void> {
     if (this.sharedTurns !== undefined) return this.exclusive(async () => {});

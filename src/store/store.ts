@@ -611,7 +611,10 @@ export class Store {
   share(): StoreHandle {
     this.assertOpen();
     if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing`);
-    this.host ??= new WorkerHost({
+    // Built outside any transaction callback's context: its socket handlers keep the context the
+    // server was started in, and a Worker's flush() must not pass for a call made inside the
+    // callback that happened to call share() first (it waits its turn like any other caller).
+    this.host ??= this.commits.outsideCallbacks(() => new WorkerHost({
       path: this.path,
       core: this.core,
       commits: this.commits,
@@ -628,7 +631,7 @@ export class Store {
       compact: (options) => this.compact(options),
       stats: () => this.stats(),
       lastDetached: () => this.lastWorkerDetached?.(),
-    });
+    }));
     if (this.pins.external === undefined) {
       const host = this.host;
       this.pins.external = (seq) => host.isPinned(seq);

@@ -94,6 +94,13 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       await store.flush();
       return { errors, after: decodeValue(await store.read(job.seid)) };
     }
+    case "flush": {
+      // Ask the owner for a flush (from outside any transaction of this Worker), and say so.
+      const flushed = store.flush();
+      self.postMessage({ asking: true });
+      await flushed;
+      return { flushed: true };
+    }
     case "alloc": {
       // Write some seids by hand, then allocate from this Worker's lease.
       if (job.byHand.length > 0) {

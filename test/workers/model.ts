@@ -13,6 +13,7 @@ export type DriverJob =
   | { kind: "scan"; keys: bigint[]; ms: number }
   | { kind: "misuse"; seid: bigint }
   | { kind: "alloc"; byHand: bigint[]; count: number }
+  | { kind: "flush" }
   | { kind: "big"; read: bigint; streamed: bigint; whole: bigint; sizes: [number, number] }
   | { kind: "timed-loop"; keys: bigint[]; count: number }
   | { kind: "reads"; keys: bigint[]; ms: number; seed: number };

@@ -258,6 +258,41 @@ describe("workers", () => {
     }
   }, 60_000);
 
+  test("a Worker's flush() while the owner's transaction that called share() runs waits its turn: it is not that callback's call", async () => {
+    const { dir, cleanup } = scratchDir("workers-share-inside");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(path.join(dir, "a.lss"));
+      const seid = store.allocateSeid();
+      let job!: Running<{ flushed: boolean }>;
+      let settledInside: string | undefined;
+      await withTimeout(
+        store.transaction(async (tx) => {
+          tx.write(seid, valueFor(1, seid));
+          // The Worker host starts here, inside this callback.
+          job = startJob<{ flushed: boolean }>(store.share(), { kind: "flush" });
+          running.push(job);
+          job.result.then(
+            () => (settledInside ??= "resolved"),
+            (error: unknown) => (settledInside ??= String(error)),
+          );
+          await withTimeout(job.message((m) => m.asking === true), 20_000, "the Worker's flush request");
+          await Bun.sleep(200);
+          // Not refused (it is another thread's call) and not run (this transaction holds the turn).
+          expect(settledInside).toBeUndefined();
+        }),
+        30_000,
+        "the owner's transaction",
+      );
+      expect(await withTimeout(job.result, 20_000, "the Worker's flush")).toEqual({ flushed: true });
+      expect(decodeValue(await store.read(seid))).toBe(1);
+      await withTimeout(store.close(), 10_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+
   test("misuse never hangs; the last holder's close closes the store; a terminated Worker leaves the file unlocked", async () => {
     const { dir, cleanup } = scratchDir("workers-close");
     const file = path.join(dir, "a.lss");
