@@ -867,7 +867,7 @@ export class StandbyStore {
   close(): Promise<void> {
     try {
       // Inside a (promoted) transaction's callback, closing would wait for that transaction.
-      storeInternals(this.inner).commits.refuseInsideCallback("close()");
+      storeInternals(this.inner).commits.refuseInsideCallback("standby.close()");
     } catch (error) {
       return Promise.reject(error);
     }

@@ -17,6 +17,7 @@ import path from "node:path";
 import { InvalidArgumentError, Store, StoreClosedError, TransactionError } from "../../src/index.ts";
 import { withTimeout } from "../../testing/torture/util.ts";
 import { BACKENDS, scratchDir } from "../helpers.ts";
+import { SECRET, STORE_OPTIONS } from "../replication/util.ts";
 
 const SMALL = { segmentSize: 256 << 10, bufferSize: 64 << 10 } as const;
 /** Far beyond what a rejection "at once" takes, far below a test's timeout: a hang fails here. */
@@ -188,6 +189,47 @@ for (const io of BACKENDS) {
       for (const seid of [20n, 23n, 24n]) expect(await store.read(seid)).toEqual(bytes(seid));
     });
 
+    test("close() inside a callback while a close() from outside waits for it: refused, and the outside close completes", async () => {
+      const store = await Store.open(file, { io, ...SMALL });
+      let openGate!: () => void;
+      const gate = new Promise<void>((resolve) => (openGate = resolve));
+      let inner: unknown;
+      let innerTransaction: unknown;
+      const running = store.transaction(async (tx) => {
+        tx.write(40n, bytes(40n));
+        await gate;
+        inner = await settledError(store.close());
+        innerTransaction = await settledError(store.transaction(() => {}));
+      });
+      await Bun.sleep(10);
+      const closing = store.close();
+      openGate();
+      await withTimeout(running, DEADLINE_MS, "the transaction");
+      await withTimeout(closing, DEADLINE_MS, "the close from outside");
+      expectTurnMisuse(inner, "close");
+      // Closing already refuses new transactions, at once.
+      expect(innerTransaction).toBeInstanceOf(StoreClosedError);
+      await using reopened = await Store.open(file, { io, ...SMALL });
+      expect(await reopened.read(40n)).toEqual(bytes(40n));
+    });
+
+    test("a call to another store inside a callback is not refused", async () => {
+      await using a = await Store.open(file, { io, ...SMALL });
+      await using b = await Store.open(path.join(dir, "b.lss"), { io, ...SMALL });
+      await withTimeout(
+        a.transaction(async (tx) => {
+          tx.write(50n, bytes(50n));
+          await b.transaction((other) => other.write(51n, bytes(51n)));
+          await b.flush();
+          await b.checkpoint();
+        }),
+        DEADLINE_MS,
+        "a transaction using another store",
+      );
+      expect(await a.read(50n)).toEqual(bytes(50n));
+      expect(await b.read(51n)).toEqual(bytes(51n));
+    });
+
     test("with a write stream open, the calls are refused, and the stream still completes its element", async () => {
       const value = new Uint8Array(900_000);
       for (let i = 0; i < value.length; i++) value[i] = (i * 7 + (i >> 11)) & 0xff;
@@ -328,3 +370,40 @@ for (const io of BACKENDS) {
     });
   });
 }
+
+test("a promoted standby's close() inside its transaction callback is refused; the standby goes on", async () => {
+  const { dir, cleanup } = scratchDir("misuse-standby");
+  const closers: Array<() => Promise<void>> = [];
+  try {
+    const primary = await Store.open(path.join(dir, "primary.lss"), STORE_OPTIONS);
+    closers.push(() => primary.close());
+    await primary.transaction((tx) => tx.write(60n, bytes(60n)));
+    const socket = path.join(dir, "p.sock");
+    const server = await primary.serveReplication({ unix: socket, secret: SECRET, log: () => {} });
+    const standby = await Store.openStandby(path.join(dir, "standby.lss"), { primary: { unix: socket }, secret: SECRET, store: STORE_OPTIONS, log: () => {} });
+    closers.push(() => standby.close());
+    await standby.caughtUp({ timeoutMs: 20_000 });
+    await server.close();
+    await standby.promote();
+    const error = await withTimeout(
+      settledError(
+        standby.transaction(async (tx) => {
+          tx.write(61n, bytes(61n));
+          await standby.close();
+        }),
+      ),
+      DEADLINE_MS,
+      "a promoted standby's transaction closing it",
+    );
+    expect(error).toBeInstanceOf(TransactionError);
+    expect((error as Error).message).toContain("standby.close() inside the callback of transaction");
+    await withTimeout(standby.transaction((tx) => tx.write(62n, bytes(62n))), DEADLINE_MS, "a later transaction");
+    expect(standby.has(61n)).toBe(false);
+    expect(await standby.read(62n)).toEqual(bytes(62n));
+    expect(await standby.read(60n)).toEqual(bytes(60n));
+    await withTimeout(standby.close(), DEADLINE_MS, "the standby's close");
+  } finally {
+    for (const close of closers.reverse()) await close().catch(() => {});
+    cleanup();
+  }
+}, 60_000);
