@@ -217,14 +217,18 @@ export class CommitPath {
    * waiting its turn in FIFO order; only calls made from the callback's own async context
    * (directly, or from promises, timers and stream callbacks it started) are the misuse.
    *
-   * Its cost, measured on the shared 2-core test VM, one process per build: serial durable
-   * commits (bench/commit-path.ts) keep 1 submit, 2 ops and 1 wake-up per commit, and their CPU
-   * time (700–900 µs a commit there) moves less than its run-to-run spread; serial relaxed
-   * one-write transactions took 24.0 µs of CPU each against 23.1 µs before (medians of 9 × 100 000;
-   * minima 20.4 against 21.2), so at most ≈1 µs, the price of the async context that promises
-   * made inside the callback carry; `run()` and `getStore()` themselves cost ≈0.1 µs.
+   * What it cannot tell: a call made inside the callback and not awaited is refused too (at the
+   * call, an awaited call and a forgotten one look the same); and a callback that awaits another
+   * task, started outside it, which itself waits for the turn, still waits forever (that task's
+   * context says nothing of the callback).
    */
   async runCallback<T>(txId: number, callback: () => T | Promise<T>): Promise<T> {
+    // Its cost, measured on the shared 2-core test VM, one process per build: serial durable
+    // commits (bench/commit-path.ts) keep 1 submit, 2 ops and 1 wake-up per commit, and their CPU
+    // time (700–900 µs a commit there) moves less than its run-to-run spread; serial relaxed
+    // one-write transactions took 24.0 µs of CPU each against 23.1 µs before (medians of
+    // 9 × 100 000; minima 20.4 against 21.2), so at most ≈1 µs: the async context that promises
+    // made inside the callback carry. `run()` and `getStore()` themselves cost ≈0.1 µs.
     const holder: TurnHolder = { txId, inCallback: true };
     try {
       return await this.holders.run(holder, callback);
