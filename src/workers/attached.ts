@@ -461,6 +461,7 @@ export class AttachedStore {
 
   /** Make sure this Worker can allocate in `space` synchronously (fetches a lease if it has none). */
   async reserveSeids(space: number = DEFAULT_SPACE): Promise<void> {
+    this.assertWritable();
     const lease = this.leases.get(space);
     if (lease !== undefined && lease.end - lease.next >= SEID_LEASE / 2) return;
     this.addLease(await this.request<{ space: number; first: number; count: number }>("lease", { space }));

@@ -101,6 +101,38 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       await flushed;
       return { flushed: true };
     }
+    case "closed": {
+      // Close this Worker's store, then call every method: each must throw StoreClosedError.
+      await store.close();
+      const outcomes: Record<string, string> = {};
+      const calls: Record<string, () => unknown> = {
+        read: () => store.read(job.seid),
+        readStream: () => store.readStream(job.seid),
+        has: () => store.has(job.seid),
+        sizeOf: () => store.sizeOf(job.seid),
+        seids: () => store.seids(),
+        stats: () => store.stats(),
+        allocateSeid: () => store.allocateSeid(),
+        reserveSeids: () => store.reserveSeids(),
+        createSeidSpace: () => store.createSeidSpace(),
+        createSeidSpaceAsync: () => store.createSeidSpaceAsync(),
+        transaction: () => store.transaction(() => {}),
+        flush: () => store.flush(),
+        checkpoint: () => store.checkpoint(),
+        compact: () => store.compact(),
+        share: () => store.share(),
+      };
+      for (const [name, call] of Object.entries(calls)) {
+        try {
+          await call();
+          outcomes[name] = "no error";
+        } catch (error) {
+          outcomes[name] = (error as Error).name;
+        }
+      }
+      await store.close(); // twice is fine
+      return { outcomes };
+    }
     case "alloc": {
       // Write some seids by hand, then allocate from this Worker's lease.
       if (job.byHand.length > 0) {

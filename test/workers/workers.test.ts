@@ -293,6 +293,27 @@ describe("workers", () => {
     }
   }, 60_000);
 
+  test("after close() in a Worker, every method of its store throws StoreClosedError; close() again is fine", async () => {
+    const { dir, cleanup } = scratchDir("workers-closed");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(path.join(dir, "a.lss"));
+      const seid = store.allocateSeid();
+      await store.transaction((tx) => tx.write(seid, valueFor(1, seid)));
+      const job = startJob<{ outcomes: Record<string, string> }>(store.share(), { kind: "closed", seid }, { close: false });
+      running.push(job);
+      const { outcomes } = await withTimeout(job.result, 20_000, "a closed Worker store");
+      expect(Object.keys(outcomes).length).toBe(15);
+      for (const [name, outcome] of Object.entries(outcomes)) expect({ name, outcome }).toEqual({ name, outcome: "StoreClosedError" });
+      // The owner's store is not closed by it.
+      expect(decodeValue(await store.read(seid))).toBe(1);
+      await withTimeout(store.close(), 10_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+
   test("misuse never hangs; the last holder's close closes the store; a terminated Worker leaves the file unlocked", async () => {
     const { dir, cleanup } = scratchDir("workers-close");
     const file = path.join(dir, "a.lss");
