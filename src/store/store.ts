@@ -293,8 +293,9 @@ export class Store {
    * durable (`durability: "sync"`) or applied (`"relaxed"`).
    *
    * Inside `fn`, a call of this store that waits for the transaction turn — `transaction()`,
-   * `flush()`, `checkpoint()`, `compact()`, `close()`, `backup()`, `serveReplication()` — would
-   * wait for this transaction, which waits for `fn`: it throws `TransactionError` at once instead
+   * `flush()`, `checkpoint()`, `compact()`, `close()`, `backup()`, `serveReplication()`, and the
+   * archive's `stop()` and the replication server's `close()` — would wait for this
+   * transaction, which waits for `fn`: it throws `TransactionError` at once instead
    * (awaited, the rejection ends `fn` like any error, and nothing is applied unless `fn` catches
    * it). Reads work as usual. The same calls from anywhere else wait their turn.
    */

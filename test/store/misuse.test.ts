@@ -189,6 +189,31 @@ for (const io of BACKENDS) {
       for (const seid of [20n, 23n, 24n]) expect(await store.read(seid)).toEqual(bytes(seid));
     });
 
+    test("an archive's stop() and a replication server's close() inside a callback are refused; they work after", async () => {
+      await using store = await Store.open(file, { io, ...SMALL });
+      await store.transaction((tx) => tx.write(70n, bytes(70n)));
+      const archive = await store.archive(path.join(dir, "archive"), { intervalMs: 60_000 });
+      const server = await store.serveReplication({ unix: path.join(dir, "replication.sock"), secret: "a secret of enough bytes", log: () => {} });
+      const errors = await withTimeout(
+        store.transaction(async (tx) => {
+          tx.write(71n, bytes(71n));
+          return [await settledError(archive.stop()), await settledError(server.close())];
+        }),
+        DEADLINE_MS,
+        "a transaction stopping the archive and closing the server",
+      );
+      for (const [error, name] of [[errors[0], "archive.stop()"], [errors[1], "server.close()"]] as const) {
+        expect(error).toBeInstanceOf(TransactionError);
+        expect((error as Error).message).toContain(`${name} inside the callback of transaction`);
+      }
+      expect(store.stats().archive?.state).toBe("running");
+      await withTimeout(archive.stop(), DEADLINE_MS, "archive.stop() after");
+      await withTimeout(server.close(), DEADLINE_MS, "server.close() after");
+      expect(store.stats().archive?.state).toBe("stopped");
+      // The last ship took both transactions of this new store, the refused calls' one included.
+      expect(store.stats().archive?.shippedTransaction).toBe(2);
+    });
+
     test("close() inside a callback while a close() from outside waits for it: refused, and the outside close completes", async () => {
       const store = await Store.open(file, { io, ...SMALL });
       let openGate!: () => void;
