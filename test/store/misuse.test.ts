@@ -38,6 +38,13 @@ const NESTED: ReadonlyArray<readonly [string, (store: Store, dir: string) => Pro
   ["serveReplication", (store, dir) => store.serveReplication({ unix: path.join(dir, "replication.sock"), secret: "a secret of enough bytes" })],
 ];
 
+/** Open a store whose `await using` disposal closes it with a deadline: a hang fails the test at once. */
+async function openStore(file: string, options: Parameters<typeof Store.open>[1]): Promise<Store> {
+  const store = await Store.open(file, options);
+  Object.defineProperty(store, Symbol.asyncDispose, { value: () => withTimeout(store.close(), DEADLINE_MS, `close of ${file}`) });
+  return store;
+}
+
 async function settledError(promise: Promise<unknown>): Promise<unknown> {
   try {
     await promise;
@@ -122,7 +129,7 @@ for (const io of BACKENDS) {
     }
 
     test("calls from other async tasks while a callback runs wait their turn, in call order", async () => {
-      await using store = await Store.open(file, { io, ...SMALL });
+      await using store = await openStore(file, { io, ...SMALL });
       const order: string[] = [];
       let openGate!: () => void;
       const gate = new Promise<void>((resolve) => (openGate = resolve));
@@ -190,28 +197,32 @@ for (const io of BACKENDS) {
     });
 
     test("an archive's stop() and a replication server's close() inside a callback are refused; they work after", async () => {
-      await using store = await Store.open(file, { io, ...SMALL });
-      await store.transaction((tx) => tx.write(70n, bytes(70n)));
-      const archive = await store.archive(path.join(dir, "archive"), { intervalMs: 60_000 });
-      const server = await store.serveReplication({ unix: path.join(dir, "replication.sock"), secret: "a secret of enough bytes", log: () => {} });
-      const errors = await withTimeout(
-        store.transaction(async (tx) => {
-          tx.write(71n, bytes(71n));
-          return [await settledError(archive.stop()), await settledError(server.close())];
-        }),
-        DEADLINE_MS,
-        "a transaction stopping the archive and closing the server",
-      );
-      for (const [error, name] of [[errors[0], "archive.stop()"], [errors[1], "server.close()"]] as const) {
-        expect(error).toBeInstanceOf(TransactionError);
-        expect((error as Error).message).toContain(`${name} inside the callback of transaction`);
+      const store = await Store.open(file, { io, ...SMALL });
+      try {
+        await store.transaction((tx) => tx.write(70n, bytes(70n)));
+        const archive = await store.archive(path.join(dir, "archive"), { intervalMs: 60_000 });
+        const server = await store.serveReplication({ unix: path.join(dir, "replication.sock"), secret: "a secret of enough bytes", log: () => {} });
+        const errors = await withTimeout(
+          store.transaction(async (tx) => {
+            tx.write(71n, bytes(71n));
+            return [await settledError(archive.stop()), await settledError(server.close())];
+          }),
+          DEADLINE_MS,
+          "a transaction stopping the archive and closing the server",
+        );
+        for (const [error, name] of [[errors[0], "archive.stop()"], [errors[1], "server.close()"]] as const) {
+          expect(error).toBeInstanceOf(TransactionError);
+          expect((error as Error).message).toContain(`${name} inside the callback of transaction`);
+        }
+        expect(store.stats().archive?.state).toBe("running");
+        await withTimeout(archive.stop(), DEADLINE_MS, "archive.stop() after");
+        await withTimeout(server.close(), DEADLINE_MS, "server.close() after");
+        expect(store.stats().archive?.state).toBe("stopped");
+        // The last ship took both transactions of this new store, the refused calls' one included.
+        expect(store.stats().archive?.shippedTransaction).toBe(2);
+      } finally {
+        await withTimeout(store.close(), DEADLINE_MS, "close");
       }
-      expect(store.stats().archive?.state).toBe("running");
-      await withTimeout(archive.stop(), DEADLINE_MS, "archive.stop() after");
-      await withTimeout(server.close(), DEADLINE_MS, "server.close() after");
-      expect(store.stats().archive?.state).toBe("stopped");
-      // The last ship took both transactions of this new store, the refused calls' one included.
-      expect(store.stats().archive?.shippedTransaction).toBe(2);
     });
 
     test("close() inside a callback while a close() from outside waits for it: refused, and the outside close completes", async () => {
@@ -234,13 +245,13 @@ for (const io of BACKENDS) {
       expectTurnMisuse(inner, "close");
       // Closing already refuses new transactions, at once.
       expect(innerTransaction).toBeInstanceOf(StoreClosedError);
-      await using reopened = await Store.open(file, { io, ...SMALL });
+      await using reopened = await openStore(file, { io, ...SMALL });
       expect(await reopened.read(40n)).toEqual(bytes(40n));
     });
 
     test("a call to another store inside a callback is not refused", async () => {
-      await using a = await Store.open(file, { io, ...SMALL });
-      await using b = await Store.open(path.join(dir, "b.lss"), { io, ...SMALL });
+      await using a = await openStore(file, { io, ...SMALL });
+      await using b = await openStore(path.join(dir, "b.lss"), { io, ...SMALL });
       await withTimeout(
         a.transaction(async (tx) => {
           tx.write(50n, bytes(50n));
@@ -283,7 +294,7 @@ for (const io of BACKENDS) {
       } finally {
         await withTimeout(store.close(), DEADLINE_MS, "close");
       }
-      await using reopened = await Store.open(file, { io, ...SMALL });
+      await using reopened = await openStore(file, { io, ...SMALL });
       expect(Buffer.compare((await reopened.read(30n)) as Uint8Array, value)).toBe(0);
       expect(await reopened.read(31n)).toEqual(bytes(31n));
     });
@@ -367,7 +378,7 @@ for (const io of BACKENDS) {
       expect(fs.existsSync(path.join(dir, "archive"))).toBe(false);
       await withTimeout(store.close(), DEADLINE_MS, "close again");
       await withTimeout(store[Symbol.asyncDispose](), DEADLINE_MS, "dispose after close");
-      await using reopened = await Store.open(file, { io, ...SMALL });
+      await using reopened = await openStore(file, { io, ...SMALL });
       expect(await reopened.read(seid)).toEqual(bytes(seid));
     });
 
@@ -428,7 +439,7 @@ test("a promoted standby's close() inside its transaction callback is refused; t
     expect(await standby.read(60n)).toEqual(bytes(60n));
     await withTimeout(standby.close(), DEADLINE_MS, "the standby's close");
   } finally {
-    for (const close of closers.reverse()) await close().catch(() => {});
+    for (const close of closers.reverse()) await withTimeout(close(), DEADLINE_MS, "close").catch(() => {});
     cleanup();
   }
 }, 60_000);
