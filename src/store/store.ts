@@ -211,7 +211,7 @@ export class Store {
         sut: new SegmentUtilisation((address) => log.segmentSeqOf(address)),
         cache: new ElementCache(resolved.cacheBytes),
         parts: new Map<bigint, Multipart>(),
-        spaces: new SeidSpaces((seid) => map.has(seid)),
+        spaces: new SeidSpaces((space, low) => map.hasHalves(space, low)),
         liveValueBytes: 0,
       };
       // Recovery: the checkpoint, then the log after it replayed through the one commit path.

@@ -48,11 +48,14 @@ export class SeidSpaces {
   private nextSpace = DEFAULT_SPACE + 1;
   /** Spaces whose counter moved since the last Alloc record / checkpoint. */
   private readonly dirty = new Set<number>();
-  /** Whether a seid holds an element now (the mapping table): such a seid is never handed out. */
-  private readonly isLive: (seid: bigint) => boolean;
+  /**
+   * Whether the seid `space`:`low` (high half, low half) holds an element now (the mapping
+   * table): such a seid is never handed out.
+   */
+  private readonly isLive: (space: number, low: number) => boolean;
 
   /** `isLive`: whether a seid holds a committed element (default: none does). */
-  constructor(isLive: (seid: bigint) => boolean = () => false) {
+  constructor(isLive: (space: number, low: number) => boolean = () => false) {
     this.isLive = isLive;
   }
 
@@ -70,15 +73,10 @@ export class SeidSpaces {
     }
     let counter = this.next.get(space);
     if (counter === undefined) throw new InvalidArgumentError(`seid space ${space} was never created`);
-    const high = BigInt(space) << 32n;
     // Step over seids that hold an element (written by hand, say): handing one out would let the
     // caller's next write replace it. One lookup per seid handed out, plus one per live seid
     // stepped over, each stepped over once (the counter only moves forward): no scan.
-    let seid = high | BigInt(counter);
-    while (counter <= MAX_SEIDS_PER_SPACE && this.isLive(seid)) {
-      counter += 1;
-      seid = high | BigInt(counter);
-    }
+    while (counter <= MAX_SEIDS_PER_SPACE && this.isLive(space, counter)) counter += 1;
     if (counter > MAX_SEIDS_PER_SPACE) {
       // Seids stepped over are used: the counter keeps the progress.
       this.next.set(space, counter);
@@ -87,7 +85,7 @@ export class SeidSpaces {
     }
     this.next.set(space, counter + 1);
     this.dirty.add(space);
-    return seid;
+    return (BigInt(space) << 32n) | BigInt(counter);
   }
 
   /**
