@@ -104,8 +104,8 @@ for (const io of BACKENDS) {
       started = performance.now();
       for (let i = 2; i <= 10_000; i++) expect(store.allocateSeid()).toBe(seidOf(1, count + i));
       const nextMs = performance.now() - started;
-      // Bounds far above what it takes (≈6–10 ms and ≈30 ms here, expects included): they catch a scan of the whole map
-      // per call (50 000 × 10 000 lookups), not a slow machine.
+      // Bounds far above what it takes (≈6–10 ms and ≈30 ms here, expects included): they catch
+      // a scan of the whole map per call (50 000 × 10 000 lookups), not a slow machine.
       expect(firstMs).toBeLessThan(2_000);
       expect(nextMs).toBeLessThan(5_000);
     });
