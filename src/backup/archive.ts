@@ -169,9 +169,13 @@ export class Archive {
 
   /**
    * Stop: one last ship of what is durable (its failure is recorded, not thrown), then release
-   * the hold on the log and the target. Idempotent.
+   * the hold on the log and the target. Idempotent. Inside a transaction's callback it throws
+   * `TransactionError` (the last ship waits for the transaction turn).
    */
   async stop(): Promise<void> {
+    // Its last ship takes the transaction turn: inside a transaction's callback it would wait
+    // for that transaction, which waits for the callback.
+    this.host.commits.refuseInsideCallback("archive.stop()");
     if (this.stopped) return this.loop;
     this.stopped = true;
     this.wake?.();

@@ -20,6 +20,7 @@ export const EACCES = 13;
 export const EFAULT = 14;
 export const EBUSY = 16;
 export const EEXIST = 17;
+export const ENOTDIR = 20;
 export const EISDIR = 21;
 export const EINVAL = 22;
 export const EMFILE = 24;
@@ -46,6 +47,7 @@ const ERRNO_NAMES: Readonly<Record<number, string>> = {
   [EFAULT]: "EFAULT",
   [EBUSY]: "EBUSY",
   [EEXIST]: "EEXIST",
+  [ENOTDIR]: "ENOTDIR",
   [EISDIR]: "EISDIR",
   [EINVAL]: "EINVAL",
   [EMFILE]: "EMFILE",

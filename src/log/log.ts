@@ -33,7 +33,10 @@
 import type { FileHandle, IoBackend, IoChoice, NativeBuffer } from "../io/backend.ts";
 import { openBackend } from "../io/open.ts";
 import { IoQueue } from "../io/queue.ts";
-import { CorruptionError, InvalidArgumentError, LssError, ReadOnlyError } from "../errors.ts";
+import fs from "node:fs";
+import nodePath from "node:path";
+import { ENOENT, ENOTDIR } from "../io/errno.ts";
+import { CorruptionError, InvalidArgumentError, IoError, LssError, ReadOnlyError } from "../errors.ts";
 import { checkAlignedSize, LogGeometry } from "./address.ts";
 import { Durability } from "./durability.ts";
 import { MAX_BUFFER_BYTES, type FlushBuffer } from "./flush-buffer.ts";
@@ -803,12 +806,34 @@ export class LogStructuredStore {
 }
 
 function openLogFile(backend: IoBackend, path: string, options: LogOptions): FileHandle {
+  const create = (options.create ?? true) && !options.readOnly;
   try {
-    return backend.openFile(path, { create: (options.create ?? true) && !options.readOnly, readOnly: options.readOnly, direct: true });
+    return backend.openFile(path, { create, readOnly: options.readOnly, direct: true });
   } catch (error) {
-    if (error instanceof LssError && /ENOENT/.test(error.message)) {
+    if (!(error instanceof IoError) || (error.errno !== ENOENT && error.errno !== ENOTDIR)) throw error;
+    // ENOENT also comes from a missing directory on the way, whatever `create` says: name the
+    // directory then (a store creates its file, never directories), so "create is false" is
+    // never the answer to a path whose directory is missing.
+    const directory = nodePath.dirname(nodePath.resolve(path));
+    const problem = directoryProblem(directory);
+    if (problem !== undefined) throw new InvalidArgumentError(`cannot open ${path}: ${problem}`);
+    if (error.errno === ENOENT && !create) {
       throw new InvalidArgumentError(`${path} does not exist${options.readOnly ? " (readOnly never creates)" : " and create is false"}`);
     }
     throw error;
   }
+}
+
+/** Why `directory` cannot hold a file: missing, or not a directory (`undefined` when it can). */
+function directoryProblem(directory: string): string | undefined {
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(directory);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return `the directory ${directory} does not exist (a store creates its file, never the directories above it)`;
+    if (code === "ENOTDIR") return `${directory} is not a directory (a part of the path above it is a file)`;
+    return undefined;
+  }
+  return stat.isDirectory() ? undefined : `${directory} is not a directory`;
 }

@@ -387,8 +387,19 @@ export class ReplicationServer {
     };
   }
 
-  /** Stop listening, close every standby's connection, release every hold. Waiting commits resolve. Safe to call twice. */
+  /**
+   * Stop listening, close every standby's connection, release every hold. Waiting commits
+   * resolve. Safe to call twice. Inside a transaction's callback it throws `TransactionError` (a
+   * standby being seeded holds it up until it gets the transaction turn).
+   */
   close(): Promise<void> {
+    try {
+      // It waits for its sessions, and a seeding one takes the transaction turn: inside a
+      // transaction's callback that would wait for the callback itself.
+      this.host.commits.refuseInsideCallback("server.close()");
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this.closing ??= this.closeOnce();
     return this.closing;
   }

@@ -865,6 +865,12 @@ export class StandbyStore {
 
   /** Stop following and close the store. Always returns; safe to call twice. */
   close(): Promise<void> {
+    try {
+      // Inside a (promoted) transaction's callback, closing would wait for that transaction.
+      storeInternals(this.inner).commits.refuseInsideCallback("standby.close()");
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this.closing ??= this.closeOnce();
     return this.closing;
   }

@@ -218,13 +218,14 @@ export class Store {
     }, backend);
     try {
       const started = performance.now();
+      const map = new MappingTable();
       const core: StoreCore = {
         log,
-        map: new MappingTable(),
+        map,
         sut: new SegmentUtilisation((address) => log.segmentSeqOf(address)),
         cache: new ElementCache(resolved.cacheBytes),
         parts: new Map<bigint, Multipart>(),
-        spaces: new SeidSpaces(),
+        spaces: new SeidSpaces((space, low) => map.hasHalves(space, low)),
         liveValueBytes: 0,
       };
       // Recovery: the checkpoint, then the log after it replayed through the one commit path.
@@ -287,7 +288,10 @@ export class Store {
     return this.core.spaces.createSpace();
   }
 
-  /** A seid never handed out before in `space` (default 1); never `0n`. */
+  /**
+   * A seid never handed out before in `space` (default 1) that holds no element; never `0n`.
+   * Seids written without being allocated (chosen by hand) are stepped over.
+   */
   allocateSeid(space: number = DEFAULT_SPACE): bigint {
     this.assertWritable();
     this.commits.dirty = true;
@@ -301,12 +305,20 @@ export class Store {
    * nothing is applied and the promise rejects with its error. Otherwise everything it wrote
    * becomes visible at once, and the promise resolves with `fn`'s result once the commit is
    * durable (`durability: "sync"`) or applied (`"relaxed"`).
+   *
+   * Inside `fn`, a call of this store that waits for the transaction turn — `transaction()`,
+   * `flush()`, `checkpoint()`, `compact()`, `close()`, `backup()`, `serveReplication()`, and the
+   * archive's `stop()` and the replication server's `close()` — would wait for this
+   * transaction, which waits for `fn`: it throws `TransactionError` at once instead
+   * (awaited, the rejection ends `fn` like any error, and nothing is applied unless `fn` catches
+   * it). Reads work as usual. The same calls from anywhere else wait their turn.
    */
   transaction<T>(fn: (tx: Transaction) => T | Promise<T>, options: TransactionOptions = {}): Promise<T> {
     try {
       this.assertWritable();
       if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing`);
       if (typeof fn !== "function") throw new InvalidArgumentError("transaction() takes a function");
+      this.commits.refuseInsideCallback("store.transaction()");
     } catch (error) {
       return Promise.reject(error);
     }
@@ -344,7 +356,7 @@ export class Store {
         maxReadBytes: this.options.maxReadBytes,
       });
       try {
-        result = await fn(tx);
+        result = await this.commits.runCallback(tx.id, () => fn(tx));
       } catch (error) {
         await tx.abandon();
         throw error;
@@ -479,6 +491,7 @@ export class Store {
   async flush(): Promise<void> {
     this.assertOpen();
     if (this.options.readOnly) return;
+    this.commits.refuseInsideCallback("store.flush()");
     await this.commits.exclusive(() => this.commits.appendAllocations());
     await this.log.flush();
   }
@@ -489,6 +502,7 @@ export class Store {
    */
   async checkpoint(): Promise<void> {
     this.assertWritable();
+    this.commits.refuseInsideCallback("store.checkpoint()");
     await this.commits.exclusive(() => this.checkpointer.writeLocked());
   }
 
@@ -501,6 +515,7 @@ export class Store {
    */
   async compact(options: { shrink?: boolean; utilisationPercent?: number } = {}): Promise<{ segmentsCleaned: number; bytesFreed: number }> {
     this.assertWritable();
+    this.commits.refuseInsideCallback("store.compact()");
     const threshold = options.utilisationPercent ?? this.options.cleanerUtilisationPercent;
     if (!Number.isInteger(threshold) || threshold < 1 || threshold > 100) {
       throw new InvalidArgumentError(`utilisationPercent must be an integer in [1, 100], got ${threshold}`);
@@ -532,6 +547,8 @@ export class Store {
    */
   async backup(target: string, options: BackupOptions = {}): Promise<BackupInfo> {
     this.assertOpen();
+    // It takes the turn for its consistent point.
+    this.commits.refuseInsideCallback("store.backup()");
     return backupStore(this[INTERNALS](), target, options);
   }
 
@@ -577,6 +594,8 @@ export class Store {
    */
   async serveReplication(options: ServeReplicationOptions): Promise<ReplicationServer> {
     this.assertWritable();
+    // It takes the turn to record the store's identity.
+    this.commits.refuseInsideCallback("store.serveReplication()");
     // Loaded on use: a store that never replicates does not carry the code (registry.ts).
     const { ReplicationServer } = await import("../replication/primary.ts");
     return ReplicationServer.start(this[INTERNALS](), options);
@@ -608,7 +627,10 @@ export class Store {
   share(): StoreHandle {
     this.assertOpen();
     if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing`);
-    this.host ??= new WorkerHost({
+    // Built outside any transaction callback's context: its socket handlers keep the context the
+    // server was started in, and a Worker's flush() must not pass for a call made inside the
+    // callback that happened to call share() first (it waits its turn like any other caller).
+    this.host ??= this.commits.outsideCallbacks(() => new WorkerHost({
       path: this.path,
       core: this.core,
       commits: this.commits,
@@ -625,7 +647,7 @@ export class Store {
       compact: (options) => this.compact(options),
       stats: () => this.stats(),
       lastDetached: () => this.lastWorkerDetached?.(),
-    });
+    }));
     if (this.pins.external === undefined) {
       const host = this.host;
       this.pins.external = (seq) => host.isPinned(seq);
@@ -649,6 +671,7 @@ export class Store {
 
   /** A plain-object snapshot of the store's counters. */
   stats(): StoreStats {
+    this.assertOpen();
     const logStats = this.log.stats();
     const liveRecordBytes = this.core.sut.totalLiveBytes;
     const userBytesWritten = this.commits.userBytesWritten;
@@ -696,6 +719,12 @@ export class Store {
    * Workers' calls then fail with `StoreClosedError`.
    */
   close(options: { detachWorkers?: boolean } = {}): Promise<void> {
+    try {
+      // First, also when a close is already under way: it waits for this transaction too.
+      this.commits.refuseInsideCallback("store.close()");
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this.closing ??= this.closeOnce(options.detachWorkers === true);
     return this.closing;
   }

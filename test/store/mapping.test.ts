@@ -42,6 +42,17 @@ describe("mapping table", () => {
       seen += 1;
     }
     expect(seen).toBe(model.size);
+    // hasHalves (the seid allocator's lookup) agrees with has, high halves above 2^31 included.
+    for (const space of [0, 1, 2, 0x8000_0001, 0xffff_ffff]) {
+      for (let low = 1; low <= 5001; low += 7) {
+        const seid = (BigInt(space) << 32n) | BigInt(low);
+        expect(table.hasHalves(space, low)).toBe(model.has(seid));
+      }
+    }
+    const high = (0xffff_ffffn << 32n) | 0xffff_fff0n;
+    table.set(high, { address: 1, sizeBytes: 1, multipart: false });
+    expect(table.hasHalves(0xffff_ffff, 0xffff_fff0)).toBe(true);
+    expect(table.hasHalves(0xffff_ffff, 0xffff_fff1)).toBe(false);
   });
 
   test("reserving a little more again and again grows geometrically, not once per call", () => {

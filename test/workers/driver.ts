@@ -74,9 +74,12 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       return { scans, violations };
     }
     case "misuse": {
+      // Each call that waits for the turn, awaited inside this Worker's own transaction callback;
+      // then the transaction commits, and a later one commits and reads back.
       const errors: string[] = [];
-      await store.transaction(async () => {
-        for (const call of [() => store.transaction(() => {}), () => store.flush(), () => store.close()]) {
+      const calls = [() => store.transaction(() => {}), () => store.flush(), () => store.checkpoint(), () => store.compact(), () => store.close()];
+      await store.transaction(async (tx) => {
+        for (const call of calls) {
           const started = performance.now();
           try {
             await call();
@@ -85,8 +88,61 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
             errors.push(`${(error as Error).name} in ${(performance.now() - started).toFixed(1)} ms`);
           }
         }
+        tx.write(job.seid, valueFor(1, job.seid));
       });
-      return { errors };
+      await store.transaction((tx) => tx.write(job.seid, valueFor(2, job.seid)));
+      await store.flush();
+      return { errors, after: decodeValue(await store.read(job.seid)) };
+    }
+    case "flush": {
+      // Ask the owner for a flush (from outside any transaction of this Worker), and say so.
+      const flushed = store.flush();
+      self.postMessage({ asking: true });
+      await flushed;
+      return { flushed: true };
+    }
+    case "closed": {
+      // Close this Worker's store, then call every method: each must throw StoreClosedError.
+      await store.close();
+      const outcomes: Record<string, string> = {};
+      const calls: Record<string, () => unknown> = {
+        read: () => store.read(job.seid),
+        readStream: () => store.readStream(job.seid),
+        has: () => store.has(job.seid),
+        sizeOf: () => store.sizeOf(job.seid),
+        seids: () => store.seids(),
+        stats: () => store.stats(),
+        allocateSeid: () => store.allocateSeid(),
+        reserveSeids: () => store.reserveSeids(),
+        createSeidSpace: () => store.createSeidSpace(),
+        createSeidSpaceAsync: () => store.createSeidSpaceAsync(),
+        transaction: () => store.transaction(() => {}),
+        flush: () => store.flush(),
+        checkpoint: () => store.checkpoint(),
+        compact: () => store.compact(),
+        share: () => store.share(),
+      };
+      for (const [name, call] of Object.entries(calls)) {
+        try {
+          await call();
+          outcomes[name] = "no error";
+        } catch (error) {
+          outcomes[name] = (error as Error).name;
+        }
+      }
+      await store.close(); // twice is fine
+      return { outcomes };
+    }
+    case "alloc": {
+      // Write some seids by hand, then allocate from this Worker's lease.
+      if (job.byHand.length > 0) {
+        await store.transaction((tx) => {
+          for (const seid of job.byHand) tx.write(seid, valueFor(7, seid));
+        });
+      }
+      await store.reserveSeids();
+      const allocated = Array.from({ length: job.count }, () => store.allocateSeid());
+      return { allocated };
     }
     case "big": {
       // Read a large element whole and as a stream; write one through a stream and one whole.

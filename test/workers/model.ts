@@ -11,7 +11,10 @@ export type DriverJob =
   | { kind: "queue"; keys: bigint[] }
   | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean; base?: number }
   | { kind: "scan"; keys: bigint[]; ms: number }
-  | { kind: "misuse" }
+  | { kind: "misuse"; seid: bigint }
+  | { kind: "alloc"; byHand: bigint[]; count: number }
+  | { kind: "flush" }
+  | { kind: "closed"; seid: bigint }
   | { kind: "big"; read: bigint; streamed: bigint; whole: bigint; sizes: [number, number] }
   | { kind: "timed-loop"; keys: bigint[]; count: number }
   | { kind: "reads"; keys: bigint[]; ms: number; seed: number };

@@ -6,6 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import path from "node:path";
 import { Store, StoreClosedError } from "../../src/index.ts";
+import { SEID_LEASE } from "../../src/workers/host.ts";
 import { scratchDir } from "../helpers.ts";
 import { bigValue, decodeValue, randomWorkload, valueFor, type RandomResult, type TxRecord } from "./model.ts";
 import { startJob, withTimeout, type Running } from "./util.ts";
@@ -228,6 +229,91 @@ describe("workers", () => {
     }
   }, 90_000);
 
+  test("allocateSeid never hands out a live seid: a Worker steps over seids in its lease written by hand, the owner over those a Worker wrote", async () => {
+    const { dir, cleanup } = scratchDir("workers-alloc");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(path.join(dir, "a.lss"));
+      const seid = (low: number) => (1n << 32n) | BigInt(low);
+      // Written by hand where the allocators will look: the start of the space (the first lease
+      // starts past these) and a seid inside that lease.
+      const ownerByHand = [seid(1), seid(2), seid(3), seid(5)];
+      await store.transaction((tx) => {
+        for (const s of ownerByHand) tx.write(s, valueFor(3, s));
+      });
+      const handle = store.share();
+      // The Worker's lease is [4, 4 + SEID_LEASE); it writes the two seids after it by hand.
+      const workerByHand = [seid(4 + SEID_LEASE), seid(5 + SEID_LEASE)];
+      const job = startJob<{ allocated: bigint[] }>(handle, { kind: "alloc", byHand: workerByHand, count: 3 });
+      running.push(job);
+      const { allocated } = await withTimeout(job.result, 20_000, "allocations in a Worker");
+      expect(allocated).toEqual([seid(4), seid(6), seid(7)]);
+      expect(store.allocateSeid()).toBe(seid(6 + SEID_LEASE));
+      for (const s of ownerByHand) expect(decodeValue(await store.read(s))).toBe(3);
+      for (const s of workerByHand) expect(decodeValue(await store.read(s))).toBe(7);
+      await withTimeout(store.close(), 10_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+
+  test("a Worker's flush() while the owner's transaction that called share() runs waits its turn: it is not that callback's call", async () => {
+    const { dir, cleanup } = scratchDir("workers-share-inside");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(path.join(dir, "a.lss"));
+      const seid = store.allocateSeid();
+      let job!: Running<{ flushed: boolean }>;
+      let settledInside: string | undefined;
+      await withTimeout(
+        store.transaction(async (tx) => {
+          tx.write(seid, valueFor(1, seid));
+          // The Worker host starts here, inside this callback.
+          job = startJob<{ flushed: boolean }>(store.share(), { kind: "flush" });
+          running.push(job);
+          job.result.then(
+            () => (settledInside ??= "resolved"),
+            (error: unknown) => (settledInside ??= String(error)),
+          );
+          await withTimeout(job.message((m) => m.asking === true), 20_000, "the Worker's flush request");
+          await Bun.sleep(200);
+          // Not refused (it is another thread's call) and not run (this transaction holds the turn).
+          expect(settledInside).toBeUndefined();
+        }),
+        30_000,
+        "the owner's transaction",
+      );
+      expect(await withTimeout(job.result, 20_000, "the Worker's flush")).toEqual({ flushed: true });
+      expect(decodeValue(await store.read(seid))).toBe(1);
+      await withTimeout(store.close(), 10_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+
+  test("after close() in a Worker, every method of its store throws StoreClosedError; close() again is fine", async () => {
+    const { dir, cleanup } = scratchDir("workers-closed");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(path.join(dir, "a.lss"));
+      const seid = store.allocateSeid();
+      await store.transaction((tx) => tx.write(seid, valueFor(1, seid)));
+      const job = startJob<{ outcomes: Record<string, string> }>(store.share(), { kind: "closed", seid }, { close: false });
+      running.push(job);
+      const { outcomes } = await withTimeout(job.result, 20_000, "a closed Worker store");
+      expect(Object.keys(outcomes).length).toBe(15);
+      for (const [name, outcome] of Object.entries(outcomes)) expect({ name, outcome }).toEqual({ name, outcome: "StoreClosedError" });
+      // The owner's store is not closed by it.
+      expect(decodeValue(await store.read(seid))).toBe(1);
+      await withTimeout(store.close(), 10_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 60_000);
+
   test("misuse never hangs; the last holder's close closes the store; a terminated Worker leaves the file unlocked", async () => {
     const { dir, cleanup } = scratchDir("workers-close");
     const file = path.join(dir, "a.lss");
@@ -235,11 +321,15 @@ describe("workers", () => {
     try {
       const store = await Store.open(file);
       const handle = store.share();
-      const misuse = startJob<{ errors: string[] }>(handle, { kind: "misuse" });
+      const misused = store.allocateSeid();
+      const misuse = startJob<{ errors: string[]; after: number | undefined }>(handle, { kind: "misuse", seid: misused });
       running.push(misuse);
-      const { errors } = await withTimeout(misuse.result, 20_000, "misuse");
-      expect(errors.length).toBe(3);
+      const { errors, after } = await withTimeout(misuse.result, 20_000, "misuse");
+      expect(errors.length).toBe(5);
       for (const error of errors) expect(error).toMatch(/^TransactionError in \d+\.\d ms$/);
+      // The Worker's store went on: both its transactions committed.
+      expect(after).toBe(2);
+      expect(decodeValue(await store.read(misused))).toBe(2);
       // A Worker that stays attached keeps the store open past the owner's close().
       const seid = store.allocateSeid();
       const stays = startJob<unknown>(handle, { kind: "commit-loop", keys: [seid], count: 1, ack: false }, { close: false });

@@ -89,6 +89,14 @@ export class MappingTable {
     return this.locate(seid) >= 0;
   }
 
+  /**
+   * `has` of the seid whose high half is `space` and low half `low`, without making a bigint:
+   * the seid allocator steps over live seids with it (a bigint per step made that 4× slower).
+   */
+  hasHalves(space: number, low: number): boolean {
+    return this.find(low >>> 0, space >>> 0) >= 0;
+  }
+
   get(seid: bigint): Location | undefined {
     const slot = this.locate(seid);
     if (slot < 0) return undefined;

@@ -3,7 +3,9 @@
  * count inside it. Space 0 holds the fixed seids (ROOT_SEID); `allocateSeid()` uses space 1;
  * `createSeidSpace()` hands out 2, 3, … Allocation high-water marks are logged (Alloc records)
  * before the next commit and saved in every checkpoint, so a seid handed out and then used by a
- * durable transaction is never handed out again.
+ * durable transaction is never handed out again. A seid that holds an element is never handed
+ * out either, however it came to hold one (a seid chosen by hand, written by a Worker, a standby's
+ * primary, a restored backup): the counter steps over it.
  *
  * @module
  */
@@ -46,6 +48,16 @@ export class SeidSpaces {
   private nextSpace = DEFAULT_SPACE + 1;
   /** Spaces whose counter moved since the last Alloc record / checkpoint. */
   private readonly dirty = new Set<number>();
+  /**
+   * Whether the seid `space`:`low` (high half, low half) holds an element now (the mapping
+   * table): such a seid is never handed out.
+   */
+  private readonly isLive: (space: number, low: number) => boolean;
+
+  /** `isLive`: whether a seid holds a committed element (default: none does). */
+  constructor(isLive: (space: number, low: number) => boolean = () => false) {
+    this.isLive = isLive;
+  }
 
   createSpace(): number {
     if (this.nextSpace > MAX_SPACE) throw new InvalidArgumentError(`all ${MAX_SPACE} seid spaces are in use`);
@@ -59,9 +71,18 @@ export class SeidSpaces {
     if (!Number.isInteger(space) || space < 1 || space > MAX_SPACE) {
       throw new InvalidArgumentError(`space must be an integer in [1, ${MAX_SPACE}], got ${space}`);
     }
-    const counter = this.next.get(space);
+    let counter = this.next.get(space);
     if (counter === undefined) throw new InvalidArgumentError(`seid space ${space} was never created`);
-    if (counter > MAX_SEIDS_PER_SPACE) throw new InvalidArgumentError(`seid space ${space} is exhausted`);
+    // Step over seids that hold an element (written by hand, say): handing one out would let the
+    // caller's next write replace it. One lookup per seid handed out, plus one per live seid
+    // stepped over, each stepped over once (the counter only moves forward): no scan.
+    while (counter <= MAX_SEIDS_PER_SPACE && this.isLive(space, counter)) counter += 1;
+    if (counter > MAX_SEIDS_PER_SPACE) {
+      // Seids stepped over are used: the counter keeps the progress.
+      this.next.set(space, counter);
+      this.dirty.add(space);
+      throw new InvalidArgumentError(`seid space ${space} is exhausted`);
+    }
     this.next.set(space, counter + 1);
     this.dirty.add(space);
     return (BigInt(space) << 32n) | BigInt(counter);
@@ -69,7 +90,9 @@ export class SeidSpaces {
 
   /**
    * Hand out `count` consecutive seids of `space` at once (a Worker's lease, src/workers): returns
-   * the low half of the first. Logged like single allocations (the next Alloc record).
+   * the low half of the first (never a live seid). Logged like single allocations (the next Alloc
+   * record). Seids of the block may hold elements: the Worker steps over those as it hands them
+   * out (it sees the mapping table), since they can be written any time before it does.
    */
   allocateBlock(space: number, count: number): number {
     const first = this.allocate(space);
