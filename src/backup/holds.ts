@@ -6,7 +6,7 @@
  * backup, 4.7× the log written. So after each backup the store holds the log from where that
  * target's chain ends, per target, up to `retainLogBytes` (default 64 MiB) of log written since:
  * the file grows by at most that much beyond what the cleaner would give back, and past it the
- * hold is let go (checked every second and at every backup), so a target that is never backed up
+ * hold is let go (checked every 250 ms and at every backup), so a target that is never backed up
  * again cannot make the file grow without bound (Litestream's read lock did).
  *
  * Holds live in this process only: after a reopen the first backup of a target is an increment
@@ -20,7 +20,7 @@ import type { StoreCore } from "../store/commit.ts";
 /** Default of `BackupOptions.retainLogBytes`. */
 export const DEFAULT_RETAIN_LOG_BYTES = 64 << 20;
 /** How often holds are checked against their cap, ms. */
-const CHECK_MS = 1_000;
+const CHECK_MS = 250;
 
 interface Hold {
   retention: LogRetention;

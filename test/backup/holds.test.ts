@@ -88,6 +88,9 @@ test("past retainLogBytes the hold is let go and the next backup is full; a bad 
   await expect(store.backup(target, { retainLogBytes: -1 })).rejects.toBeInstanceOf(InvalidArgumentError);
   expect((await store.backup(target, { retainLogBytes: 512 << 10 })).kind).toBe("full");
   await churn(store, seids, 3 << 20, 2);
+  // Holds are checked against their cap every 250 ms: once let go, more churn reuses the log.
+  await Bun.sleep(600);
+  await churn(store, seids, 3 << 20, 3);
   const next = await store.backup(target);
   expect(next.kind).toBe("full");
   expect(next.reason).toContain("reused");
