@@ -700,7 +700,8 @@ async function copyLogSince(job: Job, from: number, firstSeq: number, watermark:
         if (builder.unitCount > 0 && builder.bytes + UNIT_HEADER_BYTES + unit.payload.length > job.limits.maxIncrementBytes) await ship();
         builder.add(unit);
         last = addCommits(info, unit.address, unit.payload, builder.fromLsn, last);
-        done += unit.endAddress - unit.address;
+        // The first unit may start before `from` (it holds it): count only the log after `from`.
+        done += Math.min(unit.endAddress, end) - Math.max(unit.address, from);
         job.options.onProgress?.({ phase: "log", bytesDone: done, bytesTotal: end - from });
       }
       const tail = units.at(-1) as (typeof units)[number];

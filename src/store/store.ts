@@ -645,6 +645,7 @@ export class Store {
       flush: () => this.flush(),
       checkpoint: () => this.checkpoint(),
       compact: (options) => this.compact(options),
+      backup: (target, options) => this.backup(target, options),
       stats: () => this.stats(),
       lastDetached: () => this.lastWorkerDetached?.(),
     }));

@@ -37,6 +37,7 @@ import { SEID_LEASE } from "./host.ts";
 import { WorkerReader } from "./reader.ts";
 import { StatsBoard } from "./shared-state.ts";
 import { CLAIMS, TurnLock } from "./turn.ts";
+import type { BackupInfo, BackupOptions, BackupProgress } from "../backup/backup.ts";
 import { Frame, FrameBuilder, FrameReader, FrameSender, FrameSplitter, OP_DELETE, OP_WRITE } from "./wire.ts";
 
 /** Bytes of small operations batched into one frame before it is sent. */
@@ -243,6 +244,8 @@ export class AttachedStore {
   private readonly sender: FrameSender;
   private readonly committing = new Map<number, Pending>();
   private readonly requests = new Map<number, Pending>();
+  /** A backup request's onProgress, by request id, while it runs. */
+  private readonly progress = new Map<number, (progress: BackupProgress) => void>();
   private readonly leases = new Map<number, Lease>();
   private readonly spacesPool: number[] = [];
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -351,8 +354,22 @@ export class AttachedStore {
         this.committing.delete(txId);
         return;
       }
+      case Frame.Progress: {
+        const id = frame.u32();
+        const progress = frame.json<BackupProgress>();
+        const report = this.progress.get(id);
+        if (report !== undefined) {
+          try {
+            report(progress);
+          } catch {
+            // A throwing onProgress must not take the connection down (as on the owner).
+          }
+        }
+        return;
+      }
       case Frame.Response: {
         const id = frame.u32();
+        this.progress.delete(id);
         const ok = frame.u8() === 1;
         const body = frame.json<unknown>();
         const pending = this.requests.get(id);
@@ -614,6 +631,23 @@ export class AttachedStore {
   async checkpoint(): Promise<void> {
     this.assertNotInTransaction("checkpoint()");
     await this.request("checkpoint");
+  }
+
+  /**
+   * Back up the store (on the owner thread: one backup at a time per store, whichever thread
+   * asks); see `Store.backup`. `onProgress` is called in this Worker as the owner reports.
+   */
+  async backup(target: string, options: BackupOptions = {}): Promise<BackupInfo> {
+    this.assertNotInTransaction("backup()");
+    const { onProgress, ...rest } = options;
+    if (onProgress !== undefined && typeof onProgress !== "function") throw new InvalidArgumentError("onProgress must be a function");
+    const id = this.nextRequest;
+    if (onProgress !== undefined) this.progress.set(id, onProgress);
+    try {
+      return await this.request<BackupInfo>("backup", { target, options: rest, progress: onProgress !== undefined });
+    } finally {
+      this.progress.delete(id);
+    }
   }
 
   /** Clean now (on the owner thread); see `Store.compact`. */

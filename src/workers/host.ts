@@ -17,6 +17,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
+import type { BackupInfo, BackupOptions } from "../backup/backup.ts";
 import { LssError, StoreClosedError, TransactionError } from "../errors.ts";
 import type { RingDescriptor } from "../log/ring.ts";
 import type { CommitObserver, CommitPath, StoreCore } from "../store/commit.ts";
@@ -55,6 +56,8 @@ export interface HostServices {
   flush(): Promise<void>;
   checkpoint(): Promise<void>;
   compact(options: { shrink?: boolean; utilisationPercent?: number }): Promise<unknown>;
+  /** `store.backup` on the owner thread (a Worker's backup runs there: one backup at a time per store). */
+  backup(target: string, options: BackupOptions): Promise<BackupInfo>;
   stats(): unknown;
   /** The last attachment left after the owner asked to close: close for real now. */
   lastDetached(): void;
@@ -405,6 +408,15 @@ export class WorkerHost implements CommitObserver {
         case "stats":
           result = this.services.stats();
           break;
+        case "backup": {
+          // The Worker's onProgress cannot cross threads: each report travels as a Progress frame.
+          const options = { ...(args.options as BackupOptions) };
+          if (args.progress === true) {
+            options.onProgress = (progress) => connection.sender.send(new FrameBuilder(Frame.Progress).u32(requestId).json(progress).finish());
+          }
+          result = await this.services.backup(args.target as string, options);
+          break;
+        }
         case "detach":
           connection.sender.send(new FrameBuilder(Frame.Response).u32(requestId).u8(1).json(null).finish());
           this.detach(connection);

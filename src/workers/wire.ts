@@ -40,6 +40,8 @@ export const enum Frame {
   TxFailed = 22,
   /** u32 request id, u8 ok, JSON (the result, or { name, code, message }). */
   Response = 23,
+  /** u32 request id, JSON progress of a long request (a backup's `onProgress`). */
+  Progress = 24,
 }
 
 export const OP_WRITE = 1;

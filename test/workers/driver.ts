@@ -94,6 +94,25 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       await store.flush();
       return { errors, after: decodeValue(await store.read(job.seid)) };
     }
+    case "backup": {
+      // Write, then back up from this Worker (the owner runs it), counting progress reports here;
+      // a second backup into the same target is an increment with this Worker's later commit.
+      await store.transaction((tx) => {
+        for (const seid of job.keys) tx.write(seid, valueFor(7, seid));
+      });
+      const reports: Array<{ phase: string; bytesDone: number; bytesTotal: number }> = [];
+      const first = await store.backup(job.target, { onProgress: (p) => reports.push({ ...p }) });
+      await store.transaction((tx) => tx.write(job.keys[0] as bigint, valueFor(8, job.keys[0] as bigint)));
+      const second = await store.backup(job.target);
+      let insideError = "";
+      await store.transaction(async () => {
+        insideError = await store.backup(job.target).then(
+          () => "none",
+          (error: unknown) => (error as { code?: string }).code ?? String(error),
+        );
+      });
+      return { first: { kind: first.kind, transaction: first.transaction }, second: { kind: second.kind, transaction: second.transaction }, reports, insideError };
+    }
     case "flush": {
       // Ask the owner for a flush (from outside any transaction of this Worker), and say so.
       const flushed = store.flush();

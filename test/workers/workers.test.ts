@@ -293,6 +293,57 @@ describe("workers", () => {
     }
   }, 60_000);
 
+  test("a Worker backs the store up (run by the owner, progress reported in the Worker): full then an increment, verified and restored exactly", async () => {
+    const { dir, cleanup } = scratchDir("workers-backup");
+    const running: Array<Running<unknown>> = [];
+    try {
+      const store = await Store.open(path.join(dir, "a.lss"));
+      const keys = Array.from({ length: 200 }, () => store.allocateSeid());
+      // The main thread commits meanwhile: the backups are consistent at a transaction all the same.
+      let stop = false;
+      const mine = store.allocateSeid();
+      let n = 0;
+      const writer = (async () => {
+        while (!stop) {
+          await store.transaction((tx) => tx.write(mine, valueFor(++n, mine)));
+          await Bun.sleep(1);
+        }
+      })();
+      const target = path.join(dir, "backups");
+      const job = startJob<{
+        first: { kind: string; transaction: number };
+        second: { kind: string; transaction: number };
+        reports: Array<{ phase: string; bytesDone: number; bytesTotal: number }>;
+        insideError: string;
+      }>(store.share(), { kind: "backup", target, keys });
+      running.push(job);
+      const result = await withTimeout(job.result, 60_000, "the Worker's backups");
+      stop = true;
+      await writer;
+      expect(result.first.kind).toBe("full");
+      expect(result.second.kind).toBe("incremental");
+      expect(result.second.transaction).toBeGreaterThan(result.first.transaction);
+      expect(result.reports.length).toBeGreaterThan(0);
+      const last = result.reports.at(-1)!;
+      expect(last.bytesDone).toBe(last.bytesTotal);
+      expect(result.insideError).toBe("LSS_TRANSACTION");
+      const verified = await Store.verifyBackup(target);
+      expect(verified.objects).toBeGreaterThan(0);
+      const restoredPath = path.join(dir, "restored.lss");
+      await Store.restore(target, restoredPath, { transaction: result.second.transaction });
+      const restored = await Store.open(restoredPath);
+      try {
+        for (const seid of keys) expect(decodeValue(await restored.read(seid))).toBe(seid === keys[0] ? 8 : 7);
+      } finally {
+        await restored.close();
+      }
+      await withTimeout(store.close(), 10_000, "close");
+    } finally {
+      for (const r of running) r.worker.terminate();
+      cleanup();
+    }
+  }, 90_000);
+
   test("after close() in a Worker, every method of its store throws StoreClosedError; close() again is fine", async () => {
     const { dir, cleanup } = scratchDir("workers-closed");
     const running: Array<Running<unknown>> = [];
