@@ -3,6 +3,7 @@ import path from "node:path";
 import type { StoreHandle } from "../../src/workers/handle.ts";
 import { withTimeout } from "../../testing/torture/util.ts";
 import type { DriverJob } from "./model.ts";
+import { scratchDir } from "../helpers.ts";
 
 export { withTimeout };
 
@@ -51,4 +52,23 @@ export function startJob<T>(handle: StoreHandle, job: DriverJob, options: { clos
       return new Promise((resolve) => listeners.push({ match, resolve }));
     },
   };
+}
+
+/** What a Workers test works in: a scratch directory, its store's path, and the Workers it starts. */
+export interface Scene {
+  dir: string;
+  file: string;
+  running: Array<Running<unknown>>;
+}
+
+/** Run `body` in a fresh scene; its Workers are terminated and its directory removed after, also on failure. */
+export async function inScene<T>(name: string, body: (scene: Scene) => Promise<T>): Promise<T> {
+  const { dir, cleanup } = scratchDir(name);
+  const running: Array<Running<unknown>> = [];
+  try {
+    return await body({ dir, file: path.join(dir, "a.lss"), running });
+  } finally {
+    for (const r of running) r.worker.terminate();
+    cleanup();
+  }
 }

@@ -9,7 +9,7 @@ import { Store, StoreClosedError } from "../../src/index.ts";
 import { SEID_LEASE } from "../../src/workers/host.ts";
 import { scratchDir } from "../helpers.ts";
 import { bigValue, decodeValue, randomWorkload, valueFor, type RandomResult, type TxRecord } from "./model.ts";
-import { startJob, withTimeout, type Running } from "./util.ts";
+import { inScene, startJob, withTimeout, type Running } from "./util.ts";
 
 /** Replay records in turn (txId) order; every read inside a transaction must match the model. */
 function replay(records: TxRecord[]): { final: Map<string, number | null>; history: Map<string, Array<[number, number | null]>> } {
@@ -93,10 +93,7 @@ describe("workers", () => {
   }, 180_000);
 
   test("a Worker terminated inside its transaction (writes and an open write stream): gone, the next runs at once, reopen shows a committed prefix", async () => {
-    const { dir, cleanup } = scratchDir("workers-death");
-    const file = path.join(dir, "a.lss");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-death", async ({ file, running }) => {
       const store = await Store.open(file, { segmentSize: 1 << 20, bufferSize: 256 << 10 });
       const keys = Array.from({ length: 4 }, () => store.allocateSeid());
       const streamSeid = store.allocateSeid();
@@ -140,17 +137,11 @@ describe("workers", () => {
       expect(reopened.stats().commits).toBe(1 + 1 + 3);
       await reopened.close();
       console.log(`hand-off after a terminated holder: ${handOffMs.toFixed(1)} ms (main tx ${mainId})`);
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 60_000);
 
   test("a reader Worker never sees part of a transaction while the main thread and a Worker commit", async () => {
-    const { dir, cleanup } = scratchDir("workers-atomic");
-    const file = path.join(dir, "a.lss");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-atomic", async ({ file, running }) => {
       // Small buffers and segments: commits rotate buffers and segments while the reader reads.
       const store = await Store.open(file, { segmentSize: 128 << 10, bufferSize: 32 << 10, durability: "relaxed", cacheBytes: 1 << 20 });
       const keys = Array.from({ length: 8 }, () => store.allocateSeid());
@@ -172,17 +163,11 @@ describe("workers", () => {
       expect(scan.scans).toBeGreaterThan(10);
       expect(stripes.commits).toBeGreaterThan(5);
       await withTimeout(store.close(), 20_000, "close");
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 60_000);
 
   test("group commit across Workers: 8 Workers committing at once share flushes", async () => {
-    const { dir, cleanup } = scratchDir("workers-group");
-    const file = path.join(dir, "a.lss");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-group", async ({ file, running }) => {
       const store = await Store.open(file);
       const keys = Array.from({ length: 8 }, () => store.allocateSeid());
       const handle = store.share();
@@ -198,10 +183,7 @@ describe("workers", () => {
       expect(datasyncs).toBeLessThan(commits / 2);
       for (const seid of keys) expect(decodeValue(await store.read(seid))).toBe(25);
       await withTimeout(store.close(), 20_000, "close");
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 90_000);
 
   test("large elements across threads: a Worker reads one whole and as a stream, writes one through a stream and one of 20 MiB whole", async () => {
@@ -230,9 +212,7 @@ describe("workers", () => {
   }, 90_000);
 
   test("allocateSeid never hands out a live seid: a Worker steps over seids in its lease written by hand, the owner over those a Worker wrote", async () => {
-    const { dir, cleanup } = scratchDir("workers-alloc");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-alloc", async ({ dir, running }) => {
       const store = await Store.open(path.join(dir, "a.lss"));
       const seid = (low: number) => (1n << 32n) | BigInt(low);
       // Written by hand where the allocators will look: the start of the space (the first lease
@@ -252,16 +232,11 @@ describe("workers", () => {
       for (const s of ownerByHand) expect(decodeValue(await store.read(s))).toBe(3);
       for (const s of workerByHand) expect(decodeValue(await store.read(s))).toBe(7);
       await withTimeout(store.close(), 10_000, "close");
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 60_000);
 
   test("a Worker's flush() while the owner's transaction that called share() runs waits its turn: it is not that callback's call", async () => {
-    const { dir, cleanup } = scratchDir("workers-share-inside");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-share-inside", async ({ dir, running }) => {
       const store = await Store.open(path.join(dir, "a.lss"));
       const seid = store.allocateSeid();
       let job!: Running<{ flushed: boolean }>;
@@ -287,16 +262,11 @@ describe("workers", () => {
       expect(await withTimeout(job.result, 20_000, "the Worker's flush")).toEqual({ flushed: true });
       expect(decodeValue(await store.read(seid))).toBe(1);
       await withTimeout(store.close(), 10_000, "close");
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 60_000);
 
   test("a Worker backs the store up (run by the owner, progress reported in the Worker): full then an increment, verified and restored exactly", async () => {
-    const { dir, cleanup } = scratchDir("workers-backup");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-backup", async ({ dir, running }) => {
       const store = await Store.open(path.join(dir, "a.lss"));
       const keys = Array.from({ length: 200 }, () => store.allocateSeid());
       // The main thread commits meanwhile: the backups are consistent at a transaction all the same.
@@ -338,16 +308,11 @@ describe("workers", () => {
         await restored.close();
       }
       await withTimeout(store.close(), 10_000, "close");
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 90_000);
 
   test("after close() in a Worker, every method of its store throws StoreClosedError; close() again is fine", async () => {
-    const { dir, cleanup } = scratchDir("workers-closed");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-closed", async ({ dir, running }) => {
       const store = await Store.open(path.join(dir, "a.lss"));
       const seid = store.allocateSeid();
       await store.transaction((tx) => tx.write(seid, valueFor(1, seid)));
@@ -359,17 +324,11 @@ describe("workers", () => {
       // The owner's store is not closed by it.
       expect(decodeValue(await store.read(seid))).toBe(1);
       await withTimeout(store.close(), 10_000, "close");
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 60_000);
 
   test("misuse never hangs; the last holder's close closes the store; a terminated Worker leaves the file unlocked", async () => {
-    const { dir, cleanup } = scratchDir("workers-close");
-    const file = path.join(dir, "a.lss");
-    const running: Array<Running<unknown>> = [];
-    try {
+    await inScene("workers-close", async ({ file, running }) => {
       const store = await Store.open(file);
       const handle = store.share();
       const misused = store.allocateSeid();
@@ -398,9 +357,6 @@ describe("workers", () => {
       const reopened = await withTimeout(Store.open(file), 10_000, "reopen");
       expect(decodeValue(await reopened.read(seid))).toBe(1);
       await reopened.close();
-    } finally {
-      for (const r of running) r.worker.terminate();
-      cleanup();
-    }
+    });
   }, 60_000);
 });
