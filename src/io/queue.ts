@@ -6,8 +6,8 @@
  * @module
  */
 import { linkSucceeded, type FileHandle, type IoBackend, type IoCompletion, type IoOp, type NativeBuffer } from "./backend.ts";
-import { CorruptionError, errorFromErrno } from "../errors.ts";
-import { ECANCELED, EIO } from "./errno.ts";
+import { CorruptionError, errorFromErrno, NoSpaceError } from "../errors.ts";
+import { ECANCELED } from "./errno.ts";
 
 /** Longest single blocking wait of the pump; short so timers and other callers keep running. */
 const PUMP_WAIT_MS = 50;
@@ -15,6 +15,15 @@ const PUMP_WAIT_MS = 50;
 interface Pending {
   resolve: (result: number) => void;
   reject: (error: Error) => void;
+}
+
+/**
+ * A write that transferred less than asked. On a regular file (or a block device's end) Linux
+ * does that only when it ran out of room part way (the disk, a quota, the file size limit), and
+ * the rest would fail with ENOSPC: so it is a {@link NoSpaceError}, which the log retries.
+ */
+function shortWrite(written: number, lengthBytes: number, fileOffset: number, file: FileHandle): NoSpaceError {
+  return new NoSpaceError(`short write ${written}/${lengthBytes} at ${fileOffset} of ${file.path}: the disk is full`);
 }
 
 /** Promise-returning reads, writes and datasyncs over one backend. */
@@ -42,7 +51,7 @@ export class IoQueue {
   /** Write `lengthBytes` from `buffer` at `bufferOffset` to `fileOffset`; rejects on any error or short write. */
   async write(file: FileHandle, buffer: NativeBuffer, bufferOffset: number, lengthBytes: number, fileOffset: number): Promise<void> {
     const written = await this.issue((userData) => ({ op: "write", fd: file.fd, buffer, bufferOffset, lengthBytes, fileOffset, userData }), `write ${file.path}@${fileOffset}+${lengthBytes}`);
-    if (written !== lengthBytes) throw errorFromErrno(-EIO, `short write ${written}/${lengthBytes} at ${fileOffset} of ${file.path}`);
+    if (written !== lengthBytes) throw shortWrite(written, lengthBytes, fileOffset, file);
   }
 
   /** Read exactly `lengthBytes`; a read past the end of the file is a `CorruptionError`. */
@@ -85,7 +94,7 @@ export class IoQueue {
       [what, `fdatasync ${file.path} (linked after ${what})`],
     ) as [Promise<number>, Promise<number>];
     const written = write.then((count) => {
-      if (count !== lengthBytes) throw errorFromErrno(-EIO, `short write ${count}/${lengthBytes} at ${fileOffset} of ${file.path}`);
+      if (count !== lengthBytes) throw shortWrite(count, lengthBytes, fileOffset, file);
     });
     return { written, synced: sync.then(() => undefined) };
   }

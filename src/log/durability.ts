@@ -23,15 +23,34 @@
  * submission plus its own unit (which it starts after); `stableAddress` still moves only over
  * units whose write completion was seen, so the two completions may be reaped in either order.
  *
+ * **No space after the commit.** The log's segments are allocated whole before any unit goes
+ * into them (space.ts), so a unit write or datasync has nothing to allocate and should never find
+ * the disk full. If one does (a copy-on-write or thin-provisioned filesystem that cannot keep its
+ * allocation), the transactions in that unit are already applied: they can be neither
+ * acknowledged nor failed alone (failing one and making it durable later would tell its caller a
+ * lie). So durability *stalls*: waiters keep waiting while the same write (flusher.ts) or the
+ * datasync is tried again, {@link RETRY_LIMIT} times over about a third of a second, which rides
+ * out a transient shortage; if it still fails the log fails as on an I/O error (read-only until
+ * reopened; recovery keeps exactly what is durable). A datasync is retried only on an O_DIRECT
+ * file, where it only flushes what completed writes already put on the device: on a buffered
+ * file the kernel may have dropped the dirty pages a failed writeback could not write, and a
+ * later datasync would report success for data that is not on the disk.
+ *
  * @module
  */
 import type { FileHandle } from "../io/backend.ts";
 import type { IoQueue } from "../io/queue.ts";
-import { CorruptionError, type LssError } from "../errors.ts";
+import { CorruptionError, IoError, NoSpaceError, type LssError } from "../errors.ts";
+import { ECANCELED } from "../io/errno.ts";
 import { asLssError, type LogLifecycle } from "./lifecycle.ts";
 
 /** Written units that trigger a datasync even when nobody waits for durability yet. */
 export const SYNC_EVERY_UNITS = 16;
+
+/** First wait before a write or datasync that failed for lack of space is tried again (then doubling). */
+export const RETRY_FIRST_MS = 10;
+/** Tries again after a write or datasync failed for lack of space, before the log fails. */
+export const RETRY_LIMIT = 5;
 
 interface TrackedUnit {
   readonly end: number;
@@ -191,6 +210,13 @@ export class Durability {
   datasyncs = 0;
   /** Of the datasyncs issued, those linked after a unit write in its submission (a statistic). */
   linkedDatasyncs = 0;
+  /** A unit write failed for lack of space and waits to be tried again (flusher.ts). */
+  private writeStall: NoSpaceError | undefined;
+  /** A datasync failed for lack of space: the next one is tried after a wait. */
+  private syncStall: NoSpaceError | undefined;
+  private syncRetryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Datasyncs that failed for lack of space in a row. */
+  private syncFailures = 0;
 
   constructor(queue: IoQueue, file: FileHandle, life: LogLifecycle, startAddress: number, hooks: DurabilityHooks) {
     this.queue = queue;
@@ -219,6 +245,31 @@ export class Durability {
   /** A datasync is in flight. */
   get busy(): boolean {
     return this.syncing;
+  }
+
+  /** Why durability is held up for lack of space (see the module comment), while it is. */
+  get stalled(): NoSpaceError | undefined {
+    return this.writeStall ?? this.syncStall;
+  }
+
+  /** A unit write failed for lack of space and is being tried again (flusher.ts). */
+  stallWrites(error: NoSpaceError): void {
+    this.writeStall = error;
+  }
+
+  /** Every unit write that failed for lack of space has been written since. */
+  writesResumed(): void {
+    this.writeStall = undefined;
+  }
+
+  /** Stop trying stalled datasyncs (the log is closing). */
+  stopRetrying(): void {
+    this.clearSyncRetry();
+  }
+
+  private clearSyncRetry(): void {
+    if (this.syncRetryTimer !== undefined) clearTimeout(this.syncRetryTimer);
+    this.syncRetryTimer = undefined;
   }
 
   /** Register the next unit, ending at `end`; returns its id. */
@@ -285,6 +336,7 @@ export class Durability {
     const tracker = this.tracker;
     if (this.syncing || tracker.unsyncedUnits === 0 || this.life.failed !== undefined) return;
     const wanted =
+      this.syncStall !== undefined ||
       this.waiters.length > 0 ||
       this.hooks.groupCommitPending() ||
       tracker.stableAddress < this.syncTarget ||
@@ -301,6 +353,8 @@ export class Durability {
       () => {
         this.syncing = false;
         this.datasyncs += 1;
+        this.syncStall = undefined;
+        this.syncFailures = 0;
         tracker.completeSync(ids);
         this.wakeWaiters();
         this.scheduleSync();
@@ -309,9 +363,32 @@ export class Durability {
       (error: unknown) => {
         this.syncing = false;
         tracker.failSync(ids);
-        this.life.fail(asLssError(error, (message) => new CorruptionError(message)));
+        const failure = asLssError(error, (message) => new CorruptionError(message));
+        if (failure instanceof IoError && failure.errno === ECANCELED) {
+          // Linked after a unit write that failed, it never ran: the write's own outcome decides
+          // (flusher.ts), and the units it covered wait for the next datasync.
+          this.scheduleSync();
+          return;
+        }
+        if (failure instanceof NoSpaceError && this.file.direct && this.life.running && this.syncFailures < RETRY_LIMIT) {
+          // Waiters keep waiting (see the module comment).
+          this.syncStall = failure;
+          this.scheduleSyncRetry();
+          return;
+        }
+        this.life.fail(failure);
       },
     );
+  }
+
+  private scheduleSyncRetry(): void {
+    if (this.syncRetryTimer !== undefined) return;
+    const delay = RETRY_FIRST_MS * 2 ** this.syncFailures;
+    this.syncFailures += 1;
+    this.syncRetryTimer = setTimeout(() => {
+      this.syncRetryTimer = undefined;
+      if (this.life.running) this.scheduleSync();
+    }, delay);
   }
 
   /** `stableAddress` moved outside a datasync's completion: tell whoever waits. */

@@ -33,14 +33,24 @@
  * write/datasync pipeline is idle; if it is busy, the buffer is sealed as soon as it drains (on the
  * next completed datasync). Every commit that arrives meanwhile shares one write and one datasync.
  *
+ * ## A write that finds no space
+ *
+ * A unit write that fails with ENOSPC (or transfers less than asked, which on a regular file
+ * means the same) into a segment the file already holds is tried again: its slot keeps the
+ * unit's bytes and the same bytes go to the same place, {@link RETRY_LIMIT} times, backing off,
+ * while durability waits (durability.ts explains why its waiters are not failed, and why the log
+ * fails if the write never succeeds). Nothing after it can become durable before it (the stable
+ * address moves over a gap-free prefix only), so a crash meanwhile loses only what nobody was
+ * told is durable.
+ *
  * @module
  */
 import type { FileHandle, NativeBuffer } from "../io/backend.ts";
 import type { IoQueue } from "../io/queue.ts";
-import { CorruptionError, InvalidArgumentError } from "../errors.ts";
+import { CorruptionError, InvalidArgumentError, NoSpaceError } from "../errors.ts";
 import type { LogGeometry } from "./address.ts";
 import type { BlockCache } from "./block-cache.ts";
-import type { Durability } from "./durability.ts";
+import { RETRY_FIRST_MS, RETRY_LIMIT, type Durability } from "./durability.ts";
 import type { FlushBuffer } from "./flush-buffer.ts";
 import { encodeUnitHeader, UNIT_HEADER_BYTES, unitFileBytes } from "./format.ts";
 import { asLssError, type LogLifecycle } from "./lifecycle.ts";
@@ -85,6 +95,13 @@ export class Flusher {
   private sealingForSync = false;
   private pumping = false;
   private doorbellSeen = 0;
+  /** Slots whose unit write failed for lack of space: written again until it succeeds. */
+  private readonly stalled = new Set<number>();
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Retry rounds since the stall began. */
+  private retries = 0;
+  /** The retry round in flight, settled either way. */
+  private retrying: Promise<void> | undefined;
   /** Statistics. */
   unitsWritten = 0;
   bytesWritten = 0;
@@ -105,6 +122,11 @@ export class Flusher {
 
   private get pipelineIdle(): boolean {
     return this.writes === 0 && !this.deps.durability.busy;
+  }
+
+  /** Unit writes that failed for lack of space and wait to be tried again. */
+  get stalledWrites(): number {
+    return this.stalled.size;
   }
 
   // ───────────────────────────── events ─────────────────────────────
@@ -165,16 +187,21 @@ export class Flusher {
       (this.deps.ring.slots[slot] as FlushBuffer).markFree();
       return;
     }
-    if (this.deps.writeMode === "serialized" && this.writes > 0) {
+    if (this.deps.writeMode === "serialized" && (this.writes > 0 || this.stalled.size > 0)) {
       this.serializedQueue.push(slot);
       return;
     }
     this.dispatchWrite(slot);
   }
 
-  private dispatchWrite(slot: number): void {
+  /**
+   * Write slot `slot`'s unit. `retry`: the write failed for lack of space before; it is not given
+   * a linked datasync (the one linked the first time may still be settling). Resolves once the
+   * outcome is handled, either way.
+   */
+  private dispatchWrite(slot: number, retry = false): Promise<void> {
     const { ring, rotation, durability, prewriter, queue, file, geometry, life } = this.deps;
-    if (!life.isOpen) return;
+    if (!life.isOpen) return Promise.resolve();
     const unit = rotation.unitOf(slot);
     const buffer = ring.slots[slot] as FlushBuffer;
     const native = this.deps.buffers[slot] as NativeBuffer;
@@ -199,7 +226,7 @@ export class Flusher {
     // no unit names a successor whose zeros are not down (see prewrite.ts).
     const prewrite = prewriter.readyFor(unit.segmentIndex, unit.nextSegmentIndex);
     let write: Promise<void>;
-    if (prewrite === undefined && durability.wantsLinkedSync(this.sealingForSync)) {
+    if (prewrite === undefined && !retry && durability.wantsLinkedSync(this.sealingForSync)) {
       // Somebody waits for durability and no datasync is in flight: link one after this write, so
       // a serial commit costs one device round trip and one wake-up of this thread, not two.
       const linked = queue.writeThenSync(file, native, 0, fileBytes, offset);
@@ -211,10 +238,14 @@ export class Flusher {
           ? queue.write(file, native, 0, fileBytes, offset)
           : prewrite.then(() => queue.write(file, native, 0, fileBytes, offset));
     }
-    write.then(
+    return write.then(
       () => {
         // Event "written".
         this.writes -= 1;
+        if (this.stalled.delete(slot) && this.stalled.size === 0) {
+          this.retries = 0;
+          durability.writesResumed();
+        }
         this.unitsWritten += 1;
         this.bytesWritten += fileBytes;
         // Reading what was just written must not go to the disk: keep the unit's bytes (exactly
@@ -230,9 +261,47 @@ export class Flusher {
       },
       (error: unknown) => {
         this.writes -= 1;
-        life.fail(asLssError(error, (message) => new CorruptionError(message)));
+        const failure = asLssError(error, (message) => new CorruptionError(message));
+        if (failure instanceof NoSpaceError && life.running && this.retries < RETRY_LIMIT) {
+          // Tried again (see the module comment): the slot keeps the unit's bytes.
+          this.stalled.add(slot);
+          durability.stallWrites(failure);
+          this.scheduleRetry();
+          return;
+        }
+        life.fail(failure);
       },
     );
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer !== undefined || this.retrying !== undefined || this.stalled.size === 0) return;
+    const delay = RETRY_FIRST_MS * 2 ** this.retries;
+    this.retries += 1;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.retryStalled();
+    }, delay);
+  }
+
+  /** Write every stalled unit again, in log order; resolves once each outcome is handled. */
+  private retryStalled(): Promise<void> {
+    if (this.retrying !== undefined) return this.retrying;
+    if (!this.deps.life.running || this.stalled.size === 0) return Promise.resolve();
+    const slots = [...this.stalled].sort((a, b) => (this.deps.ring.slots[a] as FlushBuffer).baseAddress - (this.deps.ring.slots[b] as FlushBuffer).baseAddress);
+    const round = Promise.all(slots.map((slot) => this.dispatchWrite(slot, true))).then(() => {
+      this.retrying = undefined;
+      this.scheduleRetry();
+    });
+    this.retrying = round;
+    return round;
+  }
+
+  /** Stop trying stalled writes (the log is closing: their units are never written). */
+  stopRetrying(): void {
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    this.deps.durability.stopRetrying();
   }
 
   // ───────────────────────────── sealing ─────────────────────────────

@@ -36,7 +36,7 @@ import { IoQueue } from "../io/queue.ts";
 import fs from "node:fs";
 import nodePath from "node:path";
 import { ENOENT, ENOTDIR } from "../io/errno.ts";
-import { CorruptionError, InvalidArgumentError, IoError, LssError, ReadOnlyError } from "../errors.ts";
+import { CorruptionError, InvalidArgumentError, IoError, LssError, NoSpaceError, ReadOnlyError } from "../errors.ts";
 import { checkAlignedSize, LogGeometry } from "./address.ts";
 import { Durability } from "./durability.ts";
 import { MAX_BUFFER_BYTES, type FlushBuffer } from "./flush-buffer.ts";
@@ -51,12 +51,13 @@ import { createRingShared, MAX_RING_SIZE, MIN_RING_SIZE, OwnerRing, type Reserva
 import { RootBlocks, type RootPatch } from "./root.ts";
 import { Rotation } from "./rotation.ts";
 import type { SegmentTableState } from "./segments.ts";
-import { SegmentSpace } from "./space.ts";
+import { SegmentSpace, type SpaceReserve, type SpaceUse } from "./space.ts";
 import { DurableTail, type DurableUnit, type DurableUnitsOptions, type LogRetention } from "./tail.ts";
 import { checkOpened, checkPathBeforeOpen, claimDevice, type DeviceClaim } from "./target.ts";
 import { walkLog, type WalkedUnit } from "./walk.ts";
 
 export type { WriteMode } from "./flusher.ts";
+export type { SpaceReserve, SpaceUse } from "./space.ts";
 export type { DurableUnit, DurableUnitsOptions, LogRetention } from "./tail.ts";
 export { DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES } from "./address.ts";
 
@@ -134,6 +135,13 @@ export interface LogStats {
   deviceBytes: number | undefined;
   /** The caching layer's counters (block-cache.ts). */
   blockCache: BlockCacheStats;
+  /** Free segments kept back for deletes and upkeep when the disk is full (space.ts). */
+  segmentsReserved: number;
+  /**
+   * New data is refused for lack of space now: the file could not grow the last time it tried
+   * and no free segment is left outside the reserve, or a write or datasync waits for space.
+   */
+  outOfSpace: boolean;
 }
 
 /** Key of the internal open that takes an injected backend (see {@link openLog}): not exported. */
@@ -177,6 +185,10 @@ export class LogStructuredStore {
   private readonly tail: DurableTail;
   /** Epoch of the checkpoint's units, learned while reading it (see replayMinEpoch). */
   private checkpointEpoch: number | undefined;
+  /** What the appends made now are for (see {@link withSpaceUse}). */
+  private spaceUse: SpaceUse = "write";
+  /** The last NoSpaceError the log gave an appender, or the write or datasync stall. */
+  private lastNoSpace: NoSpaceError | undefined;
 
   private constructor(init: {
     path: string;
@@ -234,7 +246,7 @@ export class LogStructuredStore {
         this.flusher.onSynced();
       },
     });
-    this.rotation = new Rotation(this.ring, geometry, this.space, this.durability, this.prewriter, life);
+    this.rotation = new Rotation(this.ring, geometry, this.space, this.durability, this.prewriter, life, () => this.spaceUse);
     this.flusher = new Flusher({
       writeMode: this.writeMode,
       ring: this.ring,
@@ -398,7 +410,66 @@ export class LogStructuredStore {
       fileBytes: this.backend.closed ? 0 : this.fileBytesUsed(),
       deviceBytes: this.file.deviceBytes,
       blockCache: this.blockCache.stats(),
+      segmentsReserved: this.space.reserveSegments,
+      outOfSpace: this.outOfSpace,
     };
+  }
+
+  // ───────────────────────────── space (space.ts) ─────────────────────────────
+
+  /**
+   * Keep `reserve` free segments allocated in the file for deletes and the store's upkeep, so that
+   * they have room when the disk is full (allocated now when the file can grow). See space.ts.
+   * @internal
+   */
+  keepSpaceReserve(reserve: SpaceReserve): void {
+    if (this.readOnly || !this.life.running) return;
+    try {
+      this.space.keepReserve(reserve);
+    } catch (error) {
+      // An I/O error other than no space, growing the file: the log cannot go on.
+      this.life.fail(error instanceof LssError ? error : new CorruptionError(String(error)));
+      throw error;
+    }
+  }
+
+  /**
+   * Run `fn` with its appends counted as `use` (space.ts): only the holder of the store's
+   * transaction turn appends, so one setting at a time is enough. Restored afterwards.
+   * @internal
+   */
+  async withSpaceUse<T>(use: SpaceUse, fn: () => Promise<T>): Promise<T> {
+    const previous = this.spaceUse;
+    this.spaceUse = use;
+    try {
+      return await fn();
+    } finally {
+      this.spaceUse = previous;
+    }
+  }
+
+  /** See {@link LogStats.outOfSpace}. */
+  get outOfSpace(): boolean {
+    return this.durability.stalled !== undefined || this.space.outOfSpace;
+  }
+
+  /** The last NoSpaceError the log gave out (kept after space came back), if any. */
+  get lastNoSpaceError(): NoSpaceError | undefined {
+    return this.durability.stalled ?? this.lastNoSpace;
+  }
+
+  /**
+   * Throws NoSpaceError unless the current space use may append (space.ts). Remembered for
+   * `lastNoSpaceError`.
+   */
+  private assertRoom(): void {
+    try {
+      this.space.assertRoomFor(this.spaceUse);
+    } catch (error) {
+      if (error instanceof NoSpaceError) this.lastNoSpace = error;
+      else if (error instanceof LssError) this.life.fail(error);
+      throw error;
+    }
   }
 
   // ───────────────────────────── the ring (delegated) ─────────────────────────────
@@ -428,8 +499,12 @@ export class LogStructuredStore {
     return this.ring.currentCounter;
   }
 
-  /** Try to reserve `lengthBytes` without waiting; undefined when every buffer is sealed or flushing. */
+  /**
+   * Try to reserve `lengthBytes` without waiting; undefined when every buffer is sealed or
+   * flushing. Throws NoSpaceError when the current space use may not append (space.ts).
+   */
   tryReserve(lengthBytes: number): Reservation | undefined {
+    this.assertRoom();
     return this.ring.tryReserve(lengthBytes);
   }
 
@@ -449,10 +524,25 @@ export class LogStructuredStore {
     this.ring.release(reservation);
   }
 
-  /** A reservation (or one waiting for a rotation) gives up once the log has failed or closed. */
+  /**
+   * A reservation (or one waiting for a rotation) gives up once the log has failed or closed, and
+   * with NoSpaceError when it would wait for space: the current space use may not append, or the
+   * next segment cannot be had for it.
+   */
   private assertCanReserve(): void {
     if (this.life.failed !== undefined && this.life.isOpen) throw this.life.failed;
     this.life.assertWritable();
+    this.assertRoom();
+    const rotation = this.rotation;
+    if (rotation.opening && rotation.spaceBlocked !== undefined) {
+      // The last try found no segment; this append may be allowed more of the reserve, or space
+      // may have been freed since: try again (the pump is idempotent and not running now).
+      this.flusher.pump();
+      if (rotation.opening && rotation.spaceBlocked !== undefined) {
+        this.lastNoSpace = rotation.spaceBlocked;
+        throw rotation.spaceBlocked;
+      }
+    }
   }
 
   // ───────────────────────────── the flush pipeline (delegated) ─────────────────────────────
@@ -783,8 +873,13 @@ export class LogStructuredStore {
     // and every tail read has given its buffers back. No await between this loop and
     // markClosed: a turn of the event loop there could start new I/O (a flush timer sealing a
     // buffer).
+    // Writes that failed for lack of space are not tried again: nobody was told they are durable.
+    this.flusher.stopRetrying();
+    // Sleep on a timer between checks, never on the backend: the queue's pump is what reaps, and
+    // waiting on the backend too either raced it (the portable backend allows one wait) or, with
+    // a completion ready that only the pump would reap, resolved at once forever and starved it.
     while (this.queue.outstanding > 0 || this.flusher.writesInFlight > 0 || this.durability.busy || this.prewriter.busy || this.tail.busy) {
-      await this.backend.wait(1, 10);
+      await new Promise<void>((resolve) => setTimeout(resolve, 1));
     }
     life.markClosed();
     this.tail.close();

@@ -10,6 +10,12 @@
  * (flusher.ts) → free. Only the owner thread opens and finalizes, one slot at a time, in ring
  * order; the ring counter of the open slot is published to every thread (ring.ts).
  *
+ * Opening a slot in the next segment takes a new successor segment (space.ts). When none can be
+ * had (a full disk, `maxFileBytes`), that is not a failure of the log: the slot stays unopened,
+ * the reason is kept in {@link Rotation.spaceBlocked}, and the next attempt (the next pump, or a
+ * reservation waiting for the rotation, perhaps one allowed to use the full-disk reserve) tries
+ * again. Only the appends that needed the segment fail, with {@link NoSpaceError}.
+ *
  * @module
  */
 import { NoSpaceError } from "../errors.ts";
@@ -20,7 +26,7 @@ import { UNIT_HEADER_BYTES, unitFileBytes, type LogPosition } from "./format.ts"
 import { asLssError, type LogLifecycle } from "./lifecycle.ts";
 import type { SegmentPrewriter } from "./prewrite.ts";
 import type { OwnerRing } from "./ring.ts";
-import type { SegmentSpace } from "./space.ts";
+import type { SegmentSpace, SpaceUse } from "./space.ts";
 
 /** The unit a slot holds, as the owner fixed it. */
 export interface SlotUnit {
@@ -47,8 +53,21 @@ export class Rotation {
   private pendingOpen: { base: number; prevEnd: number } | undefined;
   /** End of the last non-empty unit finalized. */
   private lastUnitEnd = 0;
+  /** What the appends being made now are for (the log facade's current space use). */
+  private readonly spaceUse: () => SpaceUse;
+  /** Why the last attempt to open a slot in the next segment found no segment, until one opens. */
+  spaceBlocked: NoSpaceError | undefined;
 
-  constructor(ring: OwnerRing, geometry: LogGeometry, space: SegmentSpace, durability: Durability, prewriter: SegmentPrewriter, life: LogLifecycle) {
+  constructor(
+    ring: OwnerRing,
+    geometry: LogGeometry,
+    space: SegmentSpace,
+    durability: Durability,
+    prewriter: SegmentPrewriter,
+    life: LogLifecycle,
+    spaceUse: () => SpaceUse,
+  ) {
+    this.spaceUse = spaceUse;
     this.ring = ring;
     this.geometry = geometry;
     this.space = space;
@@ -155,11 +174,15 @@ export class Rotation {
       // Invariant: the log moves one segment at a time (an empty seal skips at most one tail).
       if (seq !== this.space.tailSeq + 1) throw new Error(`log skipped from segment ${this.space.tailSeq} to ${seq}`);
       try {
-        this.space.enter(seq);
+        this.space.enter(seq, this.spaceUse());
       } catch (error) {
-        this.life.fail(asLssError(error, (message) => new NoSpaceError(message)));
+        const failure = asLssError(error, (message) => new NoSpaceError(message));
+        // No space is the appender's problem, not the log's: nothing changed, try again later.
+        if (failure instanceof NoSpaceError) this.spaceBlocked = failure;
+        else this.life.fail(failure);
         return;
       }
+      this.spaceBlocked = undefined;
     }
     const capacityBytes = Math.min(this.ring.bufferSize, this.geometry.nextSegmentStart(base) - base) - UNIT_HEADER_BYTES;
     const unit = this.units[buffer.slot] as SlotUnit;

@@ -83,18 +83,26 @@ export class SegmentTable {
     if (index >= this.fileSegments) this.fileSegments = index + 1;
   }
 
-  /** Take the next segment: the lowest free index, else a new one at the end of the file. */
-  take(): number {
-    if (this.free.length > 0) {
-      const index = this.free.shift() as number;
-      // Invariant (cheap, kept on): a free segment is held by no live seq.
-      if (this.byIndex.has(index)) throw new Error(`free segment ${index} is still held by seq ${this.byIndex.get(index)}`);
-      return index;
-    }
-    if (this.fileSegments >= MAX_SEGMENTS) throw new InvalidArgumentError(`the file already has ${MAX_SEGMENTS} segments`);
-    const index = this.fileSegments;
-    this.fileSegments += 1;
+  /** Take the lowest free index; the caller checked that there is one ({@link freeCount}). */
+  takeFree(): number {
+    const index = this.free.shift();
+    if (index === undefined) throw new Error("takeFree() with no free segment");
+    // Invariant (cheap, kept on): a free segment is held by no live seq.
+    if (this.byIndex.has(index)) throw new Error(`free segment ${index} is still held by seq ${this.byIndex.get(index)}`);
     return index;
+  }
+
+  /** Index the next segment added at the end of the file gets. */
+  get nextNewIndex(): number {
+    if (this.fileSegments >= MAX_SEGMENTS) throw new InvalidArgumentError(`the file already has ${MAX_SEGMENTS} segments`);
+    return this.fileSegments;
+  }
+
+  /** Segment {@link nextNewIndex}, now held by the file, joins the free list. */
+  addNew(index: number): void {
+    if (index !== this.fileSegments) throw new Error(`new segment ${index} is not the next one (${this.fileSegments})`);
+    this.fileSegments += 1;
+    this.insertFree(index);
   }
 
   /**
@@ -179,6 +187,13 @@ export class SegmentTable {
     for (const index of this.bySeq.values()) highest = Math.max(highest, index);
     for (const index of this.pending.keys()) highest = Math.max(highest, index);
     return highest;
+  }
+
+  /** Free indices below `segments`. */
+  freeBelow(segments: number): number {
+    let count = 0;
+    for (const index of this.free) if (index < segments) count += 1;
+    return count;
   }
 
   /** Drop free indices at or above `segments` (after the file was truncated to that many). */

@@ -8,6 +8,15 @@
  * writer *enters* a segment, not when it leaves it. Taking, growing and shrinking must agree on
  * which indices are held, so they are one object's state.
  *
+ * **The full-disk reserve** (docs/ARCHITECTURE.md, "A full disk"): the layer above asks for a
+ * number of free segments to be kept allocated in the file ({@link SegmentSpace.keepReserve}).
+ * They are fallocated ahead of need, whenever the file can grow, so that using them needs no new
+ * disk blocks. Each append says what it is for ({@link SpaceUse}): user writes may neither take
+ * nor write into that reserve, deletes may use its delete share, and the store's upkeep
+ * (relocations, checkpoints) all of it. A segment that cannot be had is a {@link NoSpaceError}
+ * for the append that needed it, and changes nothing: the log stays writable, and the next
+ * attempt grows the file again (the disk may have room by then).
+ *
  * @module
  */
 import type { FileHandle, IoBackend } from "../io/backend.ts";
@@ -16,6 +25,21 @@ import { UNKNOWN_SEGMENT, type LogGeometry } from "./address.ts";
 import type { LogPosition } from "./format.ts";
 import type { SegmentPrewriter } from "./prewrite.ts";
 import { SegmentTable, type SegmentTableState } from "./segments.ts";
+
+/**
+ * What an append is for, which decides how much of the full-disk reserve it may use: `write`
+ * (user data: none of it), `delete` (a transaction that only deletes: the delete share), `upkeep`
+ * (the cleaner's relocations, checkpoints: all of it).
+ */
+export type SpaceUse = "write" | "delete" | "upkeep";
+
+/** Segments of the full-disk reserve (see the module comment). */
+export interface SpaceReserve {
+  /** Kept for upkeep: a checkpoint and a cleaning victim's live records. */
+  readonly upkeep: number;
+  /** Kept for transactions that only delete, on top of `upkeep`. */
+  readonly deletes: number;
+}
 
 /** The segments of one log file. */
 export class SegmentSpace {
@@ -29,6 +53,9 @@ export class SegmentSpace {
   private currentSeq = 0;
   private currentIndex = 0;
   private nextIndex = 0;
+  private reserve: SpaceReserve = { upkeep: 0, deletes: 0 };
+  /** Why the file could not grow the last time it tried (cleared when it grows). */
+  private growthFailure: NoSpaceError | undefined;
 
   constructor(backend: IoBackend, file: FileHandle, geometry: LogGeometry, prewriter: SegmentPrewriter, maxFileBytes: number) {
     this.backend = backend;
@@ -62,7 +89,8 @@ export class SegmentSpace {
 
   /**
    * Recovery ended at `end`: hold its segment and (when writable) its successor — the one the last
-   * unit named, or a newly taken one — and grow the file to hold both.
+   * unit named, or a newly taken one — and grow the file to hold both. Opening may use the whole
+   * reserve: a store reopened on a full disk must still open, and delete and compact.
    */
   startAt(end: LogPosition, writable: boolean): void {
     this.currentSeq = this.geometry.seqOf(end.address);
@@ -70,7 +98,7 @@ export class SegmentSpace {
     this.table.assign(this.currentSeq, this.currentIndex);
     if (!writable) return;
     if (end.nextSegmentIndex === UNKNOWN_SEGMENT || end.nextSegmentIndex === end.segmentIndex) {
-      this.nextIndex = this.take();
+      this.nextIndex = this.take("upkeep");
     } else {
       this.nextIndex = end.nextSegmentIndex;
       this.table.claim(this.nextIndex);
@@ -81,27 +109,132 @@ export class SegmentSpace {
 
   /**
    * The writer moves into segment `seq` (the next one): it gets the successor taken earlier, and a
-   * new successor is taken now. Throws (NoSpaceError…) with nothing changed when none can be had.
+   * new successor is taken now, for `use`. Throws (NoSpaceError…) with nothing changed when none
+   * can be had.
    */
-  enter(seq: number): void {
+  enter(seq: number, use: SpaceUse): void {
     const index = this.nextIndex;
-    const following = this.take();
+    const following = this.take(use);
     this.currentSeq = seq;
     this.currentIndex = index;
     this.nextIndex = following;
     this.table.assign(seq, index);
   }
 
-  private take(): number {
-    const fileSegments = this.table.fileSegments;
-    const index = this.table.take();
-    this.ensureFileHolds(index);
+  /**
+   * A segment for `use`, as long as what `use` must leave free stays free: the lowest free one,
+   * else (on a block device) the next one of the device. A regular file is grown first when free
+   * segments are short of the whole reserve plus this one, so the reserve is only eaten into
+   * when the disk (or `maxFileBytes`) is full.
+   */
+  private take(use: SpaceUse): number {
+    if (!this.onDevice) this.grow(this.reserveSegments + 1);
+    if (this.available <= this.floorFor(use)) throw this.noSpace(use);
+    if (this.table.freeCount > 0) return this.table.takeFree();
     // A block device does not grow, and its new segments hold whatever was there before: each
     // is zeroed (durably) the first time the log takes it, before anything names it (prewrite.ts).
-    if (this.file.deviceBytes !== undefined && index >= fileSegments) {
-      this.prewriter.zeroSegment(index, this.geometry.segmentFileOffset(index), this.geometry.segmentSize);
+    const index = this.table.nextNewIndex;
+    this.ensureFileHolds(index);
+    this.table.addNew(index);
+    this.prewriter.zeroSegment(index, this.geometry.segmentFileOffset(index), this.geometry.segmentSize);
+    return this.table.takeFree();
+  }
+
+  /** A block device: its segments exist already, and it is never grown or truncated. */
+  private get onDevice(): boolean {
+    return this.file.deviceBytes !== undefined;
+  }
+
+  /**
+   * Segments the writer may still take without new disk blocks: the free ones, plus on a block
+   * device those it has not used yet (they are there; the reserve needs no allocating there).
+   */
+  private get available(): number {
+    if (!this.onDevice) return this.table.freeCount;
+    return this.table.freeCount + Math.max(0, this.geometry.segmentsIn(this.maxFileBytes, "whole") - this.table.fileSegments);
+  }
+
+  // ───────────────────────── the full-disk reserve ─────────────────────────
+
+  /**
+   * Keep `reserve` free segments allocated in the file for deletes and upkeep (see the module
+   * comment). Allocates what is missing now if the file can grow; if it cannot, the reserve is
+   * completed by the next growth that succeeds. Throws only for an I/O error other than no space.
+   */
+  keepReserve(reserve: SpaceReserve): void {
+    if (!Number.isInteger(reserve.upkeep) || !Number.isInteger(reserve.deletes) || reserve.upkeep < 0 || reserve.deletes < 0) {
+      throw new Error(`bad space reserve ${JSON.stringify(reserve)}`);
     }
-    return index;
+    this.reserve = { upkeep: reserve.upkeep, deletes: reserve.deletes };
+    if (!this.onDevice) this.grow(this.reserveSegments);
+  }
+
+  /** The reserve being kept, in segments. */
+  get reserveSegments(): number {
+    return this.reserve.upkeep + this.reserve.deletes;
+  }
+
+  /** Free segments an append for `use` must leave free. */
+  private floorFor(use: SpaceUse): number {
+    if (use === "upkeep") return 0;
+    if (use === "delete") return this.reserve.upkeep;
+    return this.reserveSegments;
+  }
+
+  /**
+   * Throws NoSpaceError unless appends for `use` may go on. While free segments are below what
+   * `use` must leave free (upkeep or deletes took from the reserve), its appends would fill the
+   * segment the reserve is being spent in, so they are refused even when that segment has room.
+   * Growing the file is tried first. Cheap when there is room.
+   */
+  assertRoomFor(use: SpaceUse): void {
+    const floor = this.floorFor(use);
+    if (this.available >= floor) return;
+    if (!this.onDevice) this.grow(this.reserveSegments);
+    if (this.available >= floor) return;
+    throw this.noSpace(use);
+  }
+
+  /**
+   * True when user writes cannot get another segment: no segment is left outside the reserve,
+   * and the file could not grow the last time it tried (a block device cannot).
+   */
+  get outOfSpace(): boolean {
+    return this.available <= this.floorFor("write") && (this.onDevice || this.growthFailure !== undefined);
+  }
+
+  /** Why the file could not grow the last time it tried, while that is still so. */
+  get lastGrowthFailure(): NoSpaceError | undefined {
+    return this.growthFailure;
+  }
+
+  private noSpace(use: SpaceUse): NoSpaceError {
+    const why = this.onDevice ? `the ${this.maxFileBytes}-byte device is full` : (this.growthFailure?.message ?? "the file cannot grow");
+    const what = use === "write" ? "new data" : use === "delete" ? "deletes" : "the store's upkeep";
+    const keptFor = use === "write" ? "deletes, compaction and checkpoints" : "compaction and checkpoints";
+    return new NoSpaceError(
+      `no room for ${what}: ${this.available} free segments, ${this.floorFor(use)} kept for ${keptFor}; ${why}`,
+    );
+  }
+
+  /**
+   * Add new segments at the end of a regular file until `target` are free, each allocated whole. Stops
+   * at the first that cannot be had for lack of space (remembered in {@link lastGrowthFailure});
+   * an I/O error of another kind is thrown.
+   */
+  private grow(target: number): void {
+    while (this.table.freeCount < target) {
+      const index = this.table.nextNewIndex;
+      try {
+        this.ensureFileHolds(index);
+      } catch (error) {
+        if (!(error instanceof NoSpaceError)) throw error;
+        this.growthFailure = error;
+        return;
+      }
+      this.table.addNew(index);
+      this.growthFailure = undefined;
+    }
   }
 
   /**
@@ -125,8 +258,30 @@ export class SegmentSpace {
     const firstWhole = geometry.segmentsIn(sizeBytes, "started");
     for (let segment = firstPartial; segment <= index; segment++) {
       const offsetBytes = geometry.segmentFileOffset(segment);
-      this.backend.allocateSpace(this.file, offsetBytes, geometry.segmentSize);
+      this.allocate(offsetBytes, geometry.segmentSize);
       if (segment >= firstWhole) this.prewriter.onFreshSegment(segment, offsetBytes, geometry.segmentSize);
+    }
+  }
+
+  /**
+   * fallocate `[offset, +length)`. On a full disk fallocate may allocate part of the range and
+   * grow the file over it before it fails with ENOSPC: that part is cut off again, so the failed
+   * attempt changes nothing (its blocks go back to the filesystem, and the file keeps whole segments).
+   */
+  private allocate(offsetBytes: number, lengthBytes: number): void {
+    const before = this.backend.fileSizeBytes(this.file);
+    try {
+      this.backend.allocateSpace(this.file, offsetBytes, lengthBytes);
+    } catch (error) {
+      if (error instanceof NoSpaceError) {
+        try {
+          if (this.backend.fileSizeBytes(this.file) > before) this.backend.truncate(this.file, before);
+        } catch {
+          // Best effort: a partly allocated segment left past the end is allocated whole by the
+          // next growth (it starts at the first segment the file does not hold whole).
+        }
+      }
+      throw error;
     }
   }
 
@@ -203,8 +358,11 @@ export class SegmentSpace {
   shrinkFile(readOnly: boolean): number {
     if (readOnly) throw new ReadOnlyError("shrinkFile on a read-only log");
     // A block device is never truncated: its free segments stay free, for the log to reuse.
-    if (this.file.deviceBytes !== undefined) return 0;
-    const keep = Math.max(this.currentIndex, this.nextIndex, this.table.highestHeldIndex()) + 1;
+    if (this.onDevice) return 0;
+    let keep = Math.max(this.currentIndex, this.nextIndex, this.table.highestHeldIndex()) + 1;
+    // The full-disk reserve stays allocated: every segment past the highest held one is free,
+    // so keeping as many more as the reserve lacks below `keep` keeps it whole.
+    keep = Math.min(this.table.fileSegments, keep + Math.max(0, this.reserveSegments - this.table.freeBelow(keep)));
     const before = this.backend.fileSizeBytes(this.file);
     const after = this.geometry.fileBytesFor(keep);
     if (after >= before) return 0;

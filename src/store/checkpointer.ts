@@ -86,8 +86,16 @@ export class Checkpointer {
       });
   }
 
-  /** Write a checkpoint and point the root block at it. The caller holds the transaction turn. */
+  /**
+   * Write a checkpoint and point the root block at it. The caller holds the transaction turn.
+   * It is the store's upkeep: it may use the whole full-disk reserve (src/log/space.ts), since
+   * it is what makes the segments the cleaner emptied reusable.
+   */
   async writeLocked(): Promise<void> {
+    await this.core.log.withSpaceUse("upkeep", () => this.write());
+  }
+
+  private async write(): Promise<void> {
     const { log } = this.core;
     await this.commits.appendAllocations();
     await log.flush();

@@ -25,8 +25,7 @@
  *
  * @module
  */
-import type { LogStructuredStore } from "../log/log.ts";
-import { NoSpaceError } from "../errors.ts";
+import type { LogStructuredStore, SpaceReserve } from "../log/log.ts";
 import { ROOT_REGION_BYTES, UNIT_HEADER_BYTES } from "../log/format.ts";
 import type { Checkpointer } from "./checkpointer.ts";
 import type { AppliedOp, CommitPath, StoreCore } from "./commit.ts";
@@ -189,6 +188,9 @@ export class Cleaner {
       if (!log.isLiveSegment(seq) || core.sut.liveBytesOf(seq) !== 0 || pins.isPinned(seq) || seq >= log.tailSegmentSeq) return false;
       log.releaseSegment(seq);
       this.counters.segmentsCleaned += 1;
+      // On a full disk the relocations may have used the reserve: make what cleaning emptied
+      // reusable before the next victim needs room (durable, and past a checkpoint).
+      if (log.outOfSpace) await this.freeEmptied();
       return true;
     };
     return locked ? release() : this.host.commits.exclusive(release);
@@ -232,8 +234,15 @@ export class Cleaner {
     return batches;
   }
 
-  /** Relocate the live records of one batch as a system transaction. The turn is held. */
+  /**
+   * Relocate the live records of one batch as a system transaction. The turn is held. It is the
+   * store's upkeep: it may use the whole full-disk reserve (src/log/space.ts).
+   */
   private async relocate(seq: number, batch: VictimRecord[]): Promise<void> {
+    await this.log.withSpaceUse("upkeep", () => this.relocateBatch(seq, batch));
+  }
+
+  private async relocateBatch(seq: number, batch: VictimRecord[]): Promise<void> {
     const { core } = this.host;
     const log = this.log;
     const txId = this.host.commits.nextTxId();
@@ -291,8 +300,9 @@ export class Cleaner {
   /**
    * Writers' throttle (CEDA's BlockUntilLowWaterMark), called with the turn held before a
    * transaction runs: while fewer than the low-water mark of segments are free and cleaning can
-   * free some, clean and checkpoint instead of growing the file. With `maxFileBytes`, a store
-   * whose live data fills it gets `NoSpaceError` here, before anything is written.
+   * free some, clean and checkpoint instead of growing the file. A store whose live data fills
+   * the disk or `maxFileBytes` gets `NoSpaceError` from the log when its transaction needs a
+   * segment the full-disk reserve keeps back (not here: a transaction that only deletes may run).
    */
   async throttle(): Promise<void> {
     const log = this.log;
@@ -313,16 +323,41 @@ export class Cleaner {
     } finally {
       this.counters.throttledMs += performance.now() - started;
     }
-    if (this.host.maxFileBytes !== undefined && this.headroom() === 0) {
-      throw new NoSpaceError(
-        `the store is full: ${log.fileSegments} segments of ${log.segmentSize} bytes reach ${log.deviceBytes === this.host.maxFileBytes ? "the size of its device" : "maxFileBytes"} ${this.host.maxFileBytes}, and cleaning frees none`,
-      );
-    }
+  }
+
+  /**
+   * Make the segments cleaning emptied reusable now (the turn is held): their relocations
+   * durable, and a checkpoint when some lie past the newest one. Used when the disk is full,
+   * where the next victim's relocations need the room.
+   */
+  private async freeEmptied(): Promise<void> {
+    const log = this.log;
+    if (log.pendingSegments === 0) return;
+    await log.flush();
+    if (log.pendingSegments > 0) await this.checkpointLocked();
+  }
+
+  /**
+   * The full-disk reserve the log keeps allocated (docs/ARCHITECTURE.md, "A full disk"): room for
+   * the store's upkeep to free space when the disk is full — one checkpoint (about 24 bytes per
+   * seid) plus the live records of one victim (at most `cleanerUtilisationPercent` of a segment),
+   * over segments of which a unit that does not fit may waste up to a buffer at the tail — and one
+   * segment more for transactions that only delete.
+   */
+  fullDiskReserve(): SpaceReserve {
+    const { core } = this.host;
+    const log = this.log;
+    const segment = log.segmentSize;
+    const checkpointBytes = core.map.size * 24 + core.sut.segmentCount * 16 + (64 << 10);
+    const victimBytes = Math.ceil((segment * this.settings.cleanerUtilisationPercent) / 100);
+    const usableBytes = Math.max(segment - log.bufferSize, segment >> 1);
+    return { upkeep: Math.ceil((checkpointBytes + victimBytes) / usableBytes), deletes: 1 };
   }
 
   /**
    * Segments kept back for the cleaner's own writes: a checkpoint (about 24 bytes per seid) and
-   * one batch of relocations. Writers are throttled before they eat into it.
+   * one batch of relocations. Writers are throttled before they eat into it. (The log's full-disk
+   * reserve, {@link fullDiskReserve}, is the hard floor under this soft one.)
    */
   reserveSegments(): number {
     const { core } = this.host;
@@ -431,9 +466,11 @@ export class Cleaner {
    */
   async compact(thresholdPercent: number, shrink: boolean): Promise<{ segmentsCleaned: number; bytesFreed: number }> {
     await this.idle();
+    const { core } = this.host;
     const before = this.counters.segmentsCleaned;
     for (let pass = 0; pass < 3; pass++) {
-      const victims = this.candidates(thresholdPercent, 1);
+      // Emptiest first: on a full disk the reserve then frees the most for what it relocates.
+      const victims = this.candidates(thresholdPercent, 1).sort((a, b) => core.sut.liveBytesOf(a) - core.sut.liveBytesOf(b));
       if (victims.length === 0) break;
       for (const seq of victims) await this.cleanSegment(seq, false);
       // Relocations land in the tail; a checkpoint makes the emptied segments free.

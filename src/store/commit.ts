@@ -30,6 +30,7 @@ import { encodeAlloc } from "./format/alloc.ts";
 import { partRecordBytes, type Multipart } from "./format/extents.ts";
 import { encodeCommitBody, FLAG_COMMIT_SYSTEM, paddedRecordBytes, RECORD_HEADER_BYTES, RecordType } from "./format/records.ts";
 import type { Location, MappingTable } from "./state/mapping.ts";
+import type { TransactionState } from "./transaction.ts";
 import type { SeidSpaces } from "./state/seids.ts";
 import type { SegmentUtilisation } from "./state/sut.ts";
 import { appendRecord } from "./write-path.ts";
@@ -284,8 +285,25 @@ export class CommitPath {
   async appendAllocations(): Promise<boolean> {
     const alloc = this.core.spaces.takeDirty();
     if (alloc === undefined) return false;
-    await appendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, encodeAlloc(alloc));
+    try {
+      await appendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, encodeAlloc(alloc));
+    } catch (error) {
+      // Not in the log (no space, say): the next Alloc record must still carry these counters,
+      // or a seid handed out now could be handed out again after a crash.
+      this.core.spaces.apply(alloc, true);
+      throw error;
+    }
     return true;
+  }
+
+  /**
+   * Append what user transaction `tx` still holds and commit it (the turn is held). A
+   * transaction that only deletes appends as a delete (src/log/space.ts): it may use the delete
+   * share of the full-disk reserve, so that a store that ran out of space can still be emptied.
+   */
+  async commitTransaction(tx: TransactionState): Promise<number | undefined> {
+    const commit = async (): Promise<number | undefined> => this.commitLive(tx.id, await tx.finish(), "user");
+    return tx.onlyDeletes ? this.core.log.withSpaceUse("delete", commit) : commit();
   }
 
   /**

@@ -15,7 +15,7 @@
  */
 import { openLog, type LogStructuredStore } from "../log/log.ts";
 import type { IoBackend, IoKind } from "../io/backend.ts";
-import { InvalidArgumentError, ReadOnlyError, StoreClosedError } from "../errors.ts";
+import { InvalidArgumentError, NoSpaceError, ReadOnlyError, StoreClosedError, type ErrorCode } from "../errors.ts";
 import { ElementCache } from "./cache.ts";
 import { Checkpointer, loadCheckpoint } from "./checkpointer.ts";
 import { Cleaner, type CleanerStats } from "./cleaner.ts";
@@ -97,7 +97,21 @@ export interface StoreStats {
   /** Segments given back by the cleaner, free after the next checkpoint. */
   segmentsPending: number;
   durability: Durability;
+  /** Writes are refused: the store was opened `readOnly`, or an I/O failure stopped it (reopen it). */
   readOnly: boolean;
+  /**
+   * New data is refused for lack of disk space (or `maxFileBytes`) now: transactions that write
+   * get `NoSpaceError`, while deletes, `compact()` and checkpoints still work in the reserve kept
+   * for them. Checked again at the next write, so it clears once space is freed.
+   */
+  outOfSpace: boolean;
+  /** Free segments kept allocated for deletes, compaction and checkpoints when the disk is full. */
+  segmentsReserved: number;
+  /**
+   * The I/O failure that made the store read-only, else the last `NoSpaceError` it gave (kept
+   * after space came back); `undefined` when neither happened since open.
+   */
+  lastError: { code: ErrorCode; message: string } | undefined;
   /** Continuous archiving (`store.archive()`): backlog, position shipped, failures; `undefined` when never started. */
   archive: ArchiveStats | undefined;
   /** Replication: a primary's standbys and sync levels, or a standby's lag; `undefined` when neither. */
@@ -246,7 +260,10 @@ export class Store {
         commits: commits.commits,
         durationMs: performance.now() - started,
       };
-      return new Store({ path, options: resolved, core, commits, pins: new SegmentPins(), report });
+      const store = new Store({ path, options: resolved, core, commits, pins: new SegmentPins(), report });
+      // Allocated now, while the disk may have room: later, when it is full, using it needs none.
+      store.keepSpaceReserve();
+      return store;
     } catch (error) {
       await log.close().catch(() => {});
       throw error;
@@ -361,8 +378,7 @@ export class Store {
         await tx.abandon();
         throw error;
       }
-      const ops = await tx.finish();
-      commitEnd = await this.commits.commitLive(tx.id, ops, "user");
+      commitEnd = await this.commits.commitTransaction(tx);
     } finally {
       release();
     }
@@ -405,6 +421,22 @@ export class Store {
     }
     this.checkpointer.maybeCheckpoint(this.acceptsWork);
     this.cleaner.nudge();
+    this.keepSpaceReserve();
+  }
+
+  /** Reserve size last handed to the log. */
+  private reserveKept = { upkeep: -1, deletes: -1 };
+
+  /**
+   * Keep the log's full-disk reserve at the size the cleaner computes (it grows with the mapping
+   * table, whose checkpoint it must hold). Cheap unless the size changed.
+   */
+  private keepSpaceReserve(): void {
+    if (this.options.readOnly || this.log.failedReason !== undefined) return;
+    const reserve = this.cleaner.fullDiskReserve();
+    if (reserve.upkeep === this.reserveKept.upkeep && reserve.deletes === this.reserveKept.deletes) return;
+    this.reserveKept = reserve;
+    this.log.keepSpaceReserve(reserve);
   }
 
   // ───────────────────────────── reads ─────────────────────────────
@@ -492,7 +524,8 @@ export class Store {
     this.assertOpen();
     if (this.options.readOnly) return;
     this.commits.refuseInsideCallback("store.flush()");
-    await this.commits.exclusive(() => this.commits.appendAllocations());
+    // The Alloc record is bookkeeping as small as a delete: it may use the delete reserve.
+    await this.commits.exclusive(() => this.log.withSpaceUse("delete", () => this.commits.appendAllocations()));
     await this.log.flush();
   }
 
@@ -525,10 +558,12 @@ export class Store {
     // Move the tail down to low free segments (each move followed by a checkpoint, so the log
     // never skips a whole segment), free what the old tail held, then cut the file's end.
     for (let step = 0; step < 2; step++) {
-      await this.commits.exclusive(async () => {
-        await this.log.advanceSegment();
-        await this.checkpointer.writeLocked();
-      });
+      await this.commits.exclusive(() =>
+        this.log.withSpaceUse("upkeep", async () => {
+          await this.log.advanceSegment();
+          await this.checkpointer.writeLocked();
+        }),
+      );
     }
     const again = await this.cleaner.compact(threshold, true);
     return { segmentsCleaned: result.segmentsCleaned + again.segmentsCleaned, bytesFreed: again.bytesFreed };
@@ -704,7 +739,10 @@ export class Store {
       cleaner: { ...this.cleaner.counters },
       segmentsPending: logStats.segmentsPending,
       durability: this.options.durability,
-      readOnly: this.options.readOnly,
+      readOnly: this.options.readOnly || this.log.failedReason !== undefined,
+      outOfSpace: logStats.outOfSpace,
+      segmentsReserved: logStats.segmentsReserved,
+      lastError: lastErrorOf(this.log.failedReason ?? this.log.lastNoSpaceError),
       archive: archiveStatsOf(this.core),
       replication: primaryStatsOf(this.core),
     };
@@ -756,7 +794,9 @@ export class Store {
         await this.checkpointer.writeLocked();
       }
     } catch (caught) {
-      error = caught;
+      // The checkpoint only shortens the next open's replay: without room for it the log still
+      // holds everything (the log's close says so if it cannot make that durable).
+      if (!(caught instanceof NoSpaceError)) error = caught;
     }
     this.isOpen = false;
     try {
@@ -781,6 +821,11 @@ export class Store {
   [INTERNALS](): StoreInternals {
     return { core: this.core, commits: this.commits, pins: this.pins };
   }
+}
+
+/** The `code` and message of an error, for `stats().lastError`. */
+function lastErrorOf(error: { code: ErrorCode; message: string } | undefined): StoreStats["lastError"] {
+  return error === undefined ? undefined : { code: error.code, message: error.message };
 }
 
 /** What the test harness (testing/invariants.ts) and tools inside the package may look at. */

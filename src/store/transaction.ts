@@ -103,6 +103,8 @@ export class TransactionState implements Transaction {
   private spillError: unknown;
   private active = true;
   private openStreams = 0;
+  /** It wrote (or streamed) an element: it is not a transaction that only deletes. */
+  private wrote = false;
   /** This transaction's newest operation per seid (for {@link read}). */
   private readonly latest = new Map<bigint, LatestOp>();
   private readonly reads: TransactionReads;
@@ -125,6 +127,7 @@ export class TransactionState implements Transaction {
     checkSeid(seid);
     const bytes = toBytes(value);
     const latest: LatestWrite = { kind: "write", value: bytes, op: undefined };
+    this.wrote = true;
     this.latest.set(seid, latest);
     this.pending.push({ kind: "write", seid, value: bytes, latest });
     this.pendingBytes += bytes.length;
@@ -183,7 +186,16 @@ export class TransactionState implements Transaction {
 
   /** A stream of this transaction opened / closed. */
   trackStream(delta: 1 | -1): void {
+    if (delta > 0) this.wrote = true;
     this.openStreams += delta;
+  }
+
+  /**
+   * It only deletes (or does nothing): its commit may use the delete share of the full-disk
+   * reserve (src/log/space.ts), so that a full store can always be emptied.
+   */
+  get onlyDeletes(): boolean {
+    return !this.wrote;
   }
 
   /** False once the transaction has ended. */
@@ -196,6 +208,7 @@ export class TransactionState implements Transaction {
     const batch = this.takePending();
     // Registered now, in call order: a later tx.write of the same seid must win over it.
     const latest: LatestWrite = { kind: "write", value: undefined, op: undefined };
+    this.wrote = true;
     this.latest.set(seid, latest);
     const run = this.spilling.then(async () => {
       await this.appendBatch(batch);

@@ -343,8 +343,7 @@ export class WorkerHost implements CommitObserver {
       try {
         if (tx.failure !== undefined) throw tx.failure;
         this.services.assertWritable();
-        const ops = await tx.state.finish();
-        commitEnd = await this.services.commits.commitLive(txId, ops, "user");
+        commitEnd = await this.services.commits.commitTransaction(tx.state);
       } catch (error) {
         await this.abandon(tx);
         throw error;
