@@ -8,7 +8,7 @@
  * writer *enters* a segment, not when it leaves it. Taking, growing and shrinking must agree on
  * which indices are held, so they are one object's state.
  *
- * **The full-disk reserve** (docs/ARCHITECTURE.md, "A full disk"): the layer above asks for a
+ * **The full-disk reserve**: the layer above (the store: its cleaner sizes it) asks for a
  * number of free segments to be kept allocated in the file ({@link SegmentSpace.keepReserve}).
  * They are fallocated ahead of need, whenever the file can grow, so that using them needs no new
  * disk blocks. Each append says what it is for ({@link SpaceUse}): user writes may neither take

@@ -338,7 +338,7 @@ export class Cleaner {
   }
 
   /**
-   * The full-disk reserve the log keeps allocated (docs/ARCHITECTURE.md, "A full disk"): room for
+   * The full-disk reserve the log keeps allocated (src/log/space.ts): room for
    * the store's upkeep to free space when the disk is full — one checkpoint (about 24 bytes per
    * seid) plus the live records of one victim (at most `cleanerUtilisationPercent` of a segment),
    * over segments of which a unit that does not fit may waste up to a buffer at the tail — and one
