@@ -124,11 +124,6 @@ export class Flusher {
     return this.writes === 0 && !this.deps.durability.busy;
   }
 
-  /** Unit writes that failed for lack of space and wait to be tried again. */
-  get stalledWrites(): number {
-    return this.stalled.size;
-  }
-
   // ───────────────────────────── events ─────────────────────────────
 
   /** Event "ready": slot `slot` is sealed and its last writer left (owner thread). */

@@ -203,11 +203,6 @@ export class SegmentSpace {
     return this.available <= this.floorFor("write") && (this.onDevice || this.growthFailure !== undefined);
   }
 
-  /** Why the file could not grow the last time it tried, while that is still so. */
-  get lastGrowthFailure(): NoSpaceError | undefined {
-    return this.growthFailure;
-  }
-
   private noSpace(use: SpaceUse): NoSpaceError {
     const why = this.onDevice ? `the ${this.maxFileBytes}-byte device is full` : (this.growthFailure?.message ?? "the file cannot grow");
     const what = use === "write" ? "new data" : use === "delete" ? "deletes" : "the store's upkeep";
@@ -219,7 +214,7 @@ export class SegmentSpace {
 
   /**
    * Add new segments at the end of a regular file until `target` are free, each allocated whole. Stops
-   * at the first that cannot be had for lack of space (remembered in {@link lastGrowthFailure});
+   * at the first that cannot be had for lack of space (remembered until a growth succeeds);
    * an I/O error of another kind is thrown.
    */
   private grow(target: number): void {
