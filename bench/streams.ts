@@ -41,8 +41,8 @@ function source(sizeBytes: number): ReadableStream<Uint8Array> {
   });
 }
 
-/** One element of `sizeBytes` streamed in then out: MiB/s both ways. */
-async function measureStream(store: Store, sizeBytes: number): Promise<{ writeMiBps: number; readMiBps: number }> {
+/** One element of `sizeBytes` streamed in then out (`for await`, then a BYOB reader into one reused 1 MiB buffer): MiB/s. */
+async function measureStream(store: Store, sizeBytes: number): Promise<{ writeMiBps: number; readMiBps: number; byobMiBps: number }> {
   let started = performance.now();
   await store.transaction(async (tx) => {
     await source(sizeBytes).pipeTo(tx.writeStream(1n));
@@ -53,7 +53,19 @@ async function measureStream(store: Store, sizeBytes: number): Promise<{ writeMi
   for await (const part of store.readStream(1n)) read += part.length;
   const readMiBps = mibPerSecond(sizeBytes, started);
   if (read !== sizeBytes) throw new Error(`read ${read} bytes, wrote ${sizeBytes}`);
-  return { writeMiBps, readMiBps };
+  started = performance.now();
+  const byob = store.readStream(1n).getReader({ mode: "byob" });
+  let buffer = new Uint8Array(CHUNK_BYTES);
+  read = 0;
+  for (;;) {
+    const { value, done } = await byob.read(buffer);
+    if (done) break;
+    read += value.length;
+    buffer = new Uint8Array(value.buffer); // handed back (transferred) by the read
+  }
+  const byobMiBps = mibPerSecond(sizeBytes, started);
+  if (read !== sizeBytes) throw new Error(`BYOB read ${read} bytes, wrote ${sizeBytes}`);
+  return { writeMiBps, readMiBps, byobMiBps };
 }
 
 /** Transactions (or reads) kept in flight in the concurrent rows of 1 MiB values. */
@@ -105,6 +117,7 @@ export async function runStreamsBench(report: Report, gib = GIB): Promise<void> 
         const stream = await measureStream(store, Math.round(gib * 2 ** 30));
         reps.push("streamWrite", stream.writeMiBps);
         reps.push("streamRead", stream.readMiBps);
+        reps.push("streamByob", stream.byobMiBps);
       } finally {
         await store.close();
         fs.rmSync(file, { force: true });
@@ -123,7 +136,9 @@ export async function runStreamsBench(report: Report, gib = GIB): Promise<void> 
     const write = report.figure(SECTION, `writeStream of one ${gib} GiB element`, reps.get("streamWrite"), "MiB/s").value;
     const read = report.figure(SECTION, `readStream of one ${gib} GiB element`, reps.get("streamRead"), "MiB/s").value;
     report.ratio(SECTION, `${gib} GiB writeStream ÷ raw sequential`, ratioToRaw(write), 0.6);
+    const byob = report.figure(SECTION, `readStream of one ${gib} GiB element, BYOB reader`, reps.get("streamByob"), "MiB/s").value;
     report.ratio(SECTION, `${gib} GiB readStream ÷ raw sequential`, ratioToRaw(read), 0.6);
+    report.ratio(SECTION, `${gib} GiB readStream (BYOB) ÷ raw sequential`, ratioToRaw(byob), 0.6);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
