@@ -163,8 +163,12 @@ const DEFAULT_MAX_CHAIN_INCREMENTS = 1_000;
 const DENSE_SEGMENT_FRACTION = 1 / 8;
 /** Record reads in flight at once for sparse segments and multipart parts. */
 const READ_CONCURRENCY = 8;
-/** Dense segments are read in steps of this size, so writers' commits queue behind at most one. */
-const SEGMENT_READ_STEP_BYTES = 1 << 20;
+/**
+ * Dense segments are read in steps of this size, so writers' commits queue behind at most one,
+ * and each step's checks and copies (crc32 of the units, then the records) hold the JS thread
+ * briefly: 1 MiB steps held it ~3 ms each, and commits waited that long.
+ */
+const SEGMENT_READ_STEP_BYTES = 256 << 10;
 /** Longest stretch of copying without yielding to the event loop, ms. */
 const PACE_MS = 2;
 /** Most bytes of log read per range read while copying (bounds memory). */

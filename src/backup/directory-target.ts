@@ -175,12 +175,18 @@ export class DirectoryTarget implements BackupTarget {
       const hasher = new ObjectHasher();
       for await (const raw of bodyChunks(body)) {
         const chunk = checkChunk(raw, name);
-        let done = 0;
-        while (done < chunk.length) {
-          const { bytesWritten } = await handle.write(chunk, done, chunk.length - done);
-          done += bytesWritten;
-        }
-        hasher.update(chunk);
+        const file = handle;
+        // The write runs on the thread pool while this thread hashes, in slices (see updateSliced).
+        const written = (async () => {
+          let done = 0;
+          while (done < chunk.length) {
+            const { bytesWritten } = await file.write(chunk, done, chunk.length - done);
+            done += bytesWritten;
+          }
+        })();
+        written.catch(() => {}); // awaited just below; a failure while hashing is not unhandled
+        await hasher.updateSliced(chunk);
+        await written;
       }
       await handle.sync();
       await handle.close();

@@ -85,6 +85,9 @@ export interface ObjectInfo {
 }
 
 /** Incremental crc32 + sha256 + size over the chunks of one object. */
+/** Largest slice hashed without yielding the event loop (~0.3 ms of SHA-256 here). */
+export const HASH_SLICE_BYTES = 128 << 10;
+
 export class ObjectHasher {
   #crc = 0;
   #size = 0;
@@ -95,6 +98,18 @@ export class ObjectHasher {
     this.#crc = Bun.hash.crc32(chunk, this.#crc) >>> 0;
     this.#sha.update(chunk);
     this.#size += chunk.length;
+  }
+
+  /**
+   * Add the next chunk in slices of {@link HASH_SLICE_BYTES}, yielding to the event loop between
+   * them. SHA-256 runs at ~410 MB/s here: 1 MiB hashed in one go held the JS thread for 2.5 ms,
+   * and writers' commits (which need the thread for their completions) waited behind it.
+   */
+  async updateSliced(chunk: Uint8Array): Promise<void> {
+    for (let at = 0; at < chunk.length; at += HASH_SLICE_BYTES) {
+      if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      this.update(chunk.subarray(at, at + HASH_SLICE_BYTES));
+    }
   }
 
   /** Bytes seen so far. */
