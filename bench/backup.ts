@@ -29,7 +29,11 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /** Serial sync commits of one 100 B write for `ms`, while `during` runs; latencies in ms. */
-async function commitLatencies(store: Store, ms: number, during?: () => Promise<unknown>): Promise<{ p50: number; p99: number; max: number; n: number }> {
+async function commitLatencies(
+  store: Store,
+  ms: number,
+  during?: () => Promise<unknown>,
+): Promise<{ p50: number; p99: number; max: number; n: number; blockedShare: number }> {
   const value = randomBytes(100, 7);
   const seid = store.allocateSeid();
   const latencies: number[] = [];
@@ -41,6 +45,19 @@ async function commitLatencies(store: Store, ms: number, during?: () => Promise<
       while (!stop) await during();
     })();
   }
+  // How much of the time the JS thread was held in stretches over 1 ms (a commit's completions
+  // need the thread, so such stretches are what commits wait behind).
+  let blockedMs = 0;
+  const started = performance.now();
+  let watching = true;
+  const watcher = (async () => {
+    while (watching) {
+      const t = performance.now();
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      const gap = performance.now() - t;
+      if (gap > 1) blockedMs += gap;
+    }
+  })();
   while (performance.now() < until) {
     const t = performance.now();
     await store.transaction((tx) => tx.write(seid, value));
@@ -48,8 +65,11 @@ async function commitLatencies(store: Store, ms: number, during?: () => Promise<
   }
   stop = true;
   await background;
+  watching = false;
+  await watcher;
   latencies.sort((a, b) => a - b);
-  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? 0, n: latencies.length };
+  const blockedShare = blockedMs / (performance.now() - started);
+  return { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? 0, n: latencies.length, blockedShare };
 }
 
 async function main(): Promise<void> {
@@ -97,10 +117,10 @@ async function main(): Promise<void> {
     const info = await store.backup(join(targets, `during-${n++}`));
     turnMax = Math.max(turnMax, info.turnHeldMs);
   });
-  log(`commit latency without backup: p50 ${fmt(quiet.p50)} ms, p99 ${fmt(quiet.p99)} ms, max ${fmt(quiet.max)} ms (${quiet.n} commits)`);
+  log(`commit latency without backup: p50 ${fmt(quiet.p50)} ms, p99 ${fmt(quiet.p99)} ms, max ${fmt(quiet.max)} ms (${quiet.n} commits); JS thread held >1 ms ${fmt(100 * quiet.blockedShare)}% of the time`);
   log(
     `commit latency during ${n} full backups: p50 ${fmt(during.p50)} ms, p99 ${fmt(during.p99)} ms, max ${fmt(during.max)} ms (${during.n} commits); ` +
-      `p99 stall ${fmt(during.p99 - quiet.p99)} ms; longest turn held by a backup ${fmt(turnMax)} ms`,
+      `p99 stall ${fmt(during.p99 - quiet.p99)} ms; longest turn held by a backup ${fmt(turnMax)} ms; JS thread held >1 ms ${fmt(100 * during.blockedShare)}% of the time`,
   );
 
   // 3. Increment bytes vs log bytes written.
