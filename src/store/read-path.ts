@@ -12,7 +12,7 @@
  */
 import type { HeldBytes } from "../log/reader.ts";
 import type { LogStructuredStore } from "../log/log.ts";
-import { CorruptionError, InvalidArgumentError, LssError } from "../errors.ts";
+import { CorruptionError, InvalidArgumentError, LssError, StoreClosedError } from "../errors.ts";
 import type { StoreCore } from "./commit.ts";
 import { FLAG_PART, type Part } from "./format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "./format/records.ts";
@@ -195,11 +195,6 @@ export async function readSingle(log: LogStructuredStore, seid: bigint, location
   return checkSingle(await log.read(location.address, RECORD_HEADER_BYTES + location.sizeBytes), seid);
 }
 
-/** Read and verify part `index` of a multipart element; returns its body. */
-export async function readPart(log: LogStructuredStore, seid: bigint, part: Part, index: number): Promise<Uint8Array> {
-  return checkPart(await log.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes), seid, index);
-}
-
 /**
  * Read and verify part `index`, its body left in the log's native read buffer (see
  * `LogStructuredStore.readHeld`): `bytes` is the body; release the hold once it is copied out.
@@ -215,20 +210,27 @@ export async function readPartHeld(log: LogStructuredStore, seid: bigint, part: 
   }
 }
 
-/** Read a whole multipart element into one buffer, verifying every part. */
+/**
+ * Read a whole multipart element into one buffer, verifying every part. Each part is copied
+ * straight from the log's native read buffer into the result (held reads): no JS array per part.
+ */
 export async function readMultipart(log: LogStructuredStore, seid: bigint, location: Location, parts: readonly Part[]): Promise<Uint8Array> {
-  return assembleParts(seid, location.sizeBytes, parts, (part, index) => readPart(log, seid, part, index));
+  return assembleParts(seid, location.sizeBytes, parts, (part, index) => readPartHeld(log, seid, part, index));
 }
+
+/** A part's body as `assembleParts` takes it: plain bytes, or bytes held until released. */
+export type PartBody = Uint8Array | HeldBytes;
 
 /**
  * Read every part with `readOne` (a few at once: the backend overlaps them) into one buffer of
- * `sizeBytes`, checking the parts add up to it. Shared with a Worker's reads (src/workers).
+ * `sizeBytes`, checking the parts add up to it; held bodies are released once copied. Shared with
+ * a Worker's reads (src/workers).
  */
 export async function assembleParts(
   seid: bigint,
   sizeBytes: number,
   parts: readonly Part[],
-  readOne: (part: Part, index: number) => Promise<Uint8Array>,
+  readOne: (part: Part, index: number) => Promise<PartBody>,
 ): Promise<Uint8Array> {
   const out = new Uint8Array(sizeBytes);
   let offset = 0;
@@ -239,9 +241,20 @@ export async function assembleParts(
     // allSettled, not all: when one part fails its checksum the others are still being read, and
     // the caller must not unpin their segments (or close the store) under reads in flight.
     const settled = await Promise.allSettled(batch.map((part, i) => readOne(part, first + i)));
-    const failed = settled.find((result) => result.status === "rejected");
-    if (failed !== undefined) throw failed.reason;
-    offset = copyParts(seid, out, offset, settled.map((result) => (result as PromiseFulfilledResult<Uint8Array>).value));
+    const bodies = settled.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+    try {
+      const failed = settled.find((result) => result.status === "rejected");
+      if (failed !== undefined) throw failed.reason;
+      const bytes = bodies.map((body) => {
+        if (body instanceof Uint8Array) return body;
+        // Closed while the parts were read: their buffers are freed, not to be touched.
+        if (!body.live) throw new StoreClosedError(`store closed while seid ${seid} was being read`);
+        return body.bytes;
+      });
+      offset = copyParts(seid, out, offset, bytes);
+    } finally {
+      for (const body of bodies) if (!(body instanceof Uint8Array)) body.release();
+    }
   }
   return checkFilled(seid, out, offset);
 }
