@@ -58,15 +58,6 @@ export function holdForNextIncrement(core: StoreCore, location: string, lsn: num
   enforce(core);
 }
 
-/** Bytes of log held for targets' next increments (oldest hold to the log's end), for stats. */
-export function heldLogBytes(core: StoreCore): number {
-  const store = holds.get(core);
-  if (store === undefined || core.log.closed) return 0;
-  let oldest = Infinity;
-  for (const hold of store.byTarget.values()) oldest = Math.min(oldest, hold.retention.address);
-  return oldest === Infinity ? 0 : Math.max(0, core.log.appendedEnd - oldest);
-}
-
 /** Let go of holds past their cap; keep a timer only while holds remain. */
 function enforce(core: StoreCore): void {
   const store = holds.get(core);

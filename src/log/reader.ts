@@ -113,25 +113,52 @@ export class LogReader {
    * else from the file. The log does not interpret the bytes; callers verify their own checksums.
    */
   async read(address: number, lengthBytes: number): Promise<Uint8Array> {
-    const held = await this.readHeld(address, lengthBytes);
+    this.life.assertOpen();
+    const fromMemory = this.readFromBuffers(address, lengthBytes) ?? this.cache.get(address, lengthBytes);
+    if (fromMemory !== undefined) return fromMemory;
+    const { scratch, start } = await this.readFile(address, lengthBytes);
     try {
-      return held.copied ? held.bytes : held.bytes.slice();
+      return scratch.bytes.slice(start, start + lengthBytes);
     } finally {
-      held.release();
+      this.giveBack(scratch);
     }
   }
 
   /**
    * Like {@link read}, but a read from the file hands back a view of the native read buffer, held
    * until `release()`: for a caller that copies the bytes straight to where they go (a stream into
-   * a caller's buffer), with no JS allocation per read, so streaming gigabytes leaves no garbage
-   * for the GC to catch up with. Bytes from memory (a flush buffer, the cache) come as a copy.
-   * Held buffers still out at close are freed then, and `live` turns false: check it before use.
+   * a caller's buffer, a multipart element into its result), with no JS allocation per read, so
+   * streaming gigabytes leaves no garbage for the GC to catch up with. Bytes from memory (a flush
+   * buffer, the cache) come as a copy. Held buffers still out at close are freed then, and `live`
+   * turns false: check it before use.
    */
   async readHeld(address: number, lengthBytes: number): Promise<HeldBytes> {
     this.life.assertOpen();
     const fromMemory = this.readFromBuffers(address, lengthBytes) ?? this.cache.get(address, lengthBytes);
     if (fromMemory !== undefined) return { bytes: fromMemory, copied: true, live: true, release: () => {} };
+    const { scratch, start } = await this.readFile(address, lengthBytes);
+    if (!this.life.isOpen) {
+      // Closed while the read was in flight: the held buffers were freed already, this one with them.
+      this.giveBack(scratch);
+      this.life.assertOpen();
+    }
+    const held = new HeldRead(scratch.bytes.subarray(start, start + lengthBytes), () => {
+      this.held.delete(held);
+      this.giveBack(scratch);
+    });
+    this.held.add(held);
+    return held;
+  }
+
+  /**
+   * Read `[address, +lengthBytes)` from the file into a borrowed buffer (the caller gives it back);
+   * the bytes start at `start` in it. With the cache on, a miss reads the whole blocks around the
+   * range (inside its segment) and keeps them: neighbours are likely next (a scan, a multipart
+   * element, records written together). Large reads (parts of big elements, streams) neither fill
+   * nor count against the cache: they would evict the small records it is for, and a stream reads
+   * each part once.
+   */
+  private async readFile(address: number, lengthBytes: number): Promise<{ scratch: NativeBuffer; start: number }> {
     const geometry = this.geometry;
     const seq = geometry.seqOf(address);
     const index = this.space.indexOf(seq);
@@ -139,10 +166,6 @@ export class LogReader {
     if (index === undefined || address + lengthBytes > segmentEnd) {
       throw new InvalidArgumentError(`log range [${address}, +${lengthBytes}) is not in a live segment`);
     }
-    // With the cache on, a miss reads the whole blocks around the range (inside its segment) and
-    // keeps them: neighbours are likely next (a scan, a multipart element, records written together).
-    // Large reads (parts of big elements, streams) neither fill nor count against the cache: they
-    // would evict the small records it is for, and a stream reads each part once.
     const caching = this.cache.enabled && lengthBytes <= CACHE_FILL_MAX_BYTES;
     const from = caching ? Math.max(geometry.segmentStart(seq), Math.floor(address / BLOCK_BYTES) * BLOCK_BYTES) : alignDown(address);
     const to = caching ? Math.min(segmentEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES) : alignUp(address + lengthBytes);
@@ -155,19 +178,11 @@ export class LogReader {
       if (caching) this.cache.noteMiss();
       await this.queue.read(this.file, scratch, 0, to - from, physical);
       if (caching && keepEnd > from) this.cache.put(from, scratch.bytes.subarray(0, keepEnd - from));
-      // Closed while the read was in flight: its held buffers were freed already, and this one
-      // would be left out of that.
-      this.life.assertOpen();
     } catch (error) {
       this.giveBack(scratch);
       throw error;
     }
-    const held = new HeldRead(scratch.bytes.subarray(address - from, address - from + lengthBytes), () => {
-      this.held.delete(held);
-      this.giveBack(scratch);
-    });
-    this.held.add(held);
-    return held;
+    return { scratch, start: address - from };
   }
 
   /** Copy from a flush buffer still holding `[address, +length)`, if one does. */
