@@ -189,6 +189,11 @@ export class CommitPath {
    * that passes it on. The caller must call it exactly once, also when it fails.
    */
   takeTurn(): { ready: Promise<void>; release: () => void } {
+    // Waiting for the turn from inside a running callback can only wait forever (the callback
+    // holds the turn until it settles): refused here, for every path that takes the turn. The
+    // public calls also check first, by name, before any side effect (close() marks the store
+    // closing); this catches the paths they do not name (an archive's ship, a standby's seed).
+    this.refuseInsideCallback("waiting for the transaction turn");
     if (this.sharedTurns !== undefined) return this.sharedTurns.takeTurn();
     const previous = this.turn;
     let release!: () => void;
