@@ -17,7 +17,7 @@
 import { BackupObjectExistsError, InvalidArgumentError, LssError } from "../errors.ts";
 import type { LogRetention } from "../log/log.ts";
 import type { StoreCore } from "../store/commit.ts";
-import { runBackup, serialized, type BackupHost, type BackupInfo, type BackupOptions } from "./backup.ts";
+import { runBackup, serialized, type BackupHost, type BackupInfo, type BackupOptions, type BackupRunOptions } from "./backup.ts";
 import type { BackupManifest } from "./manifest.ts";
 import { openTarget, type BackupTarget } from "./target.ts";
 
@@ -84,7 +84,7 @@ export class Archive {
   private readonly host: BackupHost;
   private readonly target: BackupTarget;
   private readonly ownsTarget: boolean;
-  private readonly options: ArchiveOptions;
+  private readonly options: ArchiveOptions & Pick<BackupRunOptions, "targetSpec">;
   private readonly intervalMs: number;
   private readonly maxBacklogBytes: number;
   private manifest: BackupManifest | undefined;
@@ -105,7 +105,7 @@ export class Archive {
     lastError: undefined as string | undefined,
   };
 
-  private constructor(host: BackupHost, target: BackupTarget, ownsTarget: boolean, options: ArchiveOptions) {
+  private constructor(host: BackupHost, target: BackupTarget, ownsTarget: boolean, options: ArchiveOptions & Pick<BackupRunOptions, "targetSpec">) {
     this.host = host;
     this.target = target;
     this.ownsTarget = ownsTarget;
@@ -129,7 +129,9 @@ export class Archive {
     const opened = typeof target === "string" ? await openTarget(target, options) : target;
     let archive: Archive;
     try {
-      archive = new Archive(host, opened, typeof target === "string", options);
+      // A string target can be reopened by a full backup's base-copy Worker (base-thread.ts).
+      const targetSpec = typeof target === "string" ? { location: target, options: { directory: options.directory, s3: options.s3 } } : undefined;
+      archive = new Archive(host, opened, typeof target === "string", { ...options, targetSpec });
     } catch (error) {
       if (typeof target === "string") await opened.close();
       throw error;

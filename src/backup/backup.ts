@@ -42,7 +42,9 @@ import type { Part } from "../store/format/extents.ts";
 import { FLAG_PART } from "../store/format/extents.ts";
 import { decodeCommitTime, RECORD_HEADER_BYTES, RecordType, scanRecords, verifyRecord } from "../store/format/records.ts";
 import type { SegmentPins } from "../store/pins.ts";
-import { BaseWriter, DEFAULT_CHUNK_BYTES } from "./base.ts";
+import { DEFAULT_CHUNK_BYTES } from "./base.ts";
+import { copyBase, Pacer, type BasePlan, type BaseResult, type PlanMultipart, type PlanSegment } from "./base-copy.ts";
+import { copyBaseInWorker, WORKER_MIN_BYTES } from "./base-thread.ts";
 import { ensureStoreId } from "./identity.ts";
 import { LogObjectBuilder } from "./log-object.ts";
 import {
@@ -95,6 +97,14 @@ export interface BackupOptions extends OpenTargetOptions {
    * the next backup is full. 0 keeps nothing. Default 64 MiB. In this process only.
    */
   retainLogBytes?: number;
+  /**
+   * Where a full backup's base copy runs: `"worker"`, a Worker thread of its own (it reads,
+   * checks and hashes on another core while this thread goes on serving commits); `"caller"`,
+   * this thread; `"auto"` (default), a Worker for bases of 8 MiB and more. A target given as a
+   * `BackupTarget` object is always copied on this thread, and so is any base when a Worker cannot
+   * start (the backup is the same either way). See src/backup/base-thread.ts.
+   */
+  copyIn?: "auto" | "worker" | "caller";
 }
 
 /** What a backup did. */
@@ -127,6 +137,11 @@ export interface BackupInfo {
   readonly objects: number;
   /** Live elements copied into a base (0 for an increment). */
   readonly elements: number;
+  /**
+   * Where a full backup's base was copied: `"worker"` (a Worker thread of its own) or `"caller"`
+   * (the store's thread; see {@link BackupOptions.copyIn}); `null` when no base was taken.
+   */
+  readonly copiedIn: "worker" | "caller" | null;
   /** How long the transaction turn was held, in total, ms. */
   readonly turnHeldMs: number;
   /** Wall time, ms. */
@@ -149,6 +164,8 @@ export interface BackupRunOptions extends BackupOptions {
    * the base's point follows as the live tail, src/replication/seed.ts).
    */
   baseOnly?: boolean;
+  /** The target as a string and its options, when it was opened from them (a base-copy Worker opens its own). */
+  targetSpec?: { location: string; options: OpenTargetOptions };
 }
 
 /** Result of a run, with the committed manifest (for the archiver). */
@@ -159,18 +176,6 @@ export interface BackupRun {
 
 const DEFAULT_MAX_INCREMENT_BYTES = 64 << 20;
 const DEFAULT_MAX_CHAIN_INCREMENTS = 1_000;
-/** Read a segment whole when its live records are at least this share of it; else record by record. */
-const DENSE_SEGMENT_FRACTION = 1 / 8;
-/** Record reads in flight at once for sparse segments and multipart parts. */
-const READ_CONCURRENCY = 8;
-/**
- * Dense segments are read in steps of this size, so writers' commits queue behind at most one,
- * and each step's checks and copies (crc32 of the units, then the records) hold the JS thread
- * briefly: 1 MiB steps held it ~3 ms each, and commits waited that long.
- */
-const SEGMENT_READ_STEP_BYTES = 256 << 10;
-/** Longest stretch of copying without yielding to the event loop, ms. */
-const PACE_MS = 2;
 /** Most bytes of log read per range read while copying (bounds memory). */
 const LOG_WINDOW_BYTES = 8 << 20;
 
@@ -200,7 +205,8 @@ export async function backupStore(host: BackupHost, target: string | BackupTarge
   const retainLogBytes = checkLimit(options.retainLogBytes, "retainLogBytes", DEFAULT_RETAIN_LOG_BYTES, 0, 2 ** 50);
   const opened = typeof target === "string" ? await openTarget(target, options) : target;
   try {
-    const run = await serialized(host.core, () => runBackup(host, opened, options));
+    const targetSpec = typeof target === "string" ? { location: target, options: { directory: options.directory, s3: options.s3 } } : undefined;
+    const run = await serialized(host.core, () => runBackup(host, opened, { ...options, targetSpec }));
     holdForNextIncrement(host.core, opened.location, run.info.lsn, retainLogBytes);
     return run.info;
   } finally {
@@ -211,6 +217,9 @@ export async function backupStore(host: BackupHost, target: string | BackupTarge
 /** One backup into an open target (callers serialize; see {@link serialized}). */
 export async function runBackup(host: BackupHost, target: BackupTarget, options: BackupRunOptions = {}): Promise<BackupRun> {
   const started = performance.now();
+  if (options.copyIn !== undefined && !["auto", "worker", "caller"].includes(options.copyIn)) {
+    throw new InvalidArgumentError(`copyIn must be "auto", "worker" or "caller", got ${JSON.stringify(options.copyIn)}`);
+  }
   const limits = {
     chunkBytes: checkLimit(options.chunkBytes, "chunkBytes", DEFAULT_CHUNK_BYTES, 64 << 10, 1 << 30),
     maxIncrementBytes: checkLimit(options.maxIncrementBytes, "maxIncrementBytes", DEFAULT_MAX_INCREMENT_BYTES, 64 << 10, 1 << 30),
@@ -307,13 +316,6 @@ async function commit(job: Job, manifest: BackupManifest): Promise<string> {
 
 // ─────────────────────────────────── full ───────────────────────────────────
 
-/** A single-part element of the snapshot. */
-interface SingleRef {
-  seid: bigint;
-  address: number;
-  sizeBytes: number;
-}
-
 async function fullBackup(job: Job, previous: BackupManifest | undefined, reason: string): Promise<BackupRun> {
   const { host, clock } = job;
   const { core, commits, pins } = host;
@@ -365,99 +367,48 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     // Everything before P must be in the file before segments are read from it.
     await log.flush();
 
-    // 2. Plan from the copy: single-part elements by segment, multipart ones with their parts.
-    const bySegment = new Map<number, SingleRef[]>();
-    const multiparts: Array<{ seid: bigint; parts: Part[] }> = [];
-    let totalBytes = 0;
-    for (const [seid, location] of point.map.entries()) {
-      if (location.multipart) {
-        const multipart = point.parts.get(seid);
-        if (multipart === undefined) throw new Error(`seid ${seid} is multipart but its parts are unknown`);
-        multiparts.push({ seid, parts: multipart.parts });
-        for (const part of multipart.parts) {
-          const s = log.segmentSeqOf(part.address);
-          uses.set(s, (uses.get(s) ?? 0) + 1);
-          totalBytes += RECORD_HEADER_BYTES + part.bodyBytes;
-        }
-        continue;
-      }
-      const s = log.segmentSeqOf(location.address);
-      let list = bySegment.get(s);
-      if (list === undefined) bySegment.set(s, (list = []));
-      list.push({ seid, address: location.address, sizeBytes: location.sizeBytes });
-      uses.set(s, (uses.get(s) ?? 0) + 1);
-      totalBytes += RECORD_HEADER_BYTES + location.sizeBytes;
-    }
+    // 2. The plan, from the copy of the map (in slices: a million elements take a while).
+    const baseId = newBaseId(point.transaction, point.lsn);
+    const plan = await makePlan(job, point, uses, baseId);
     point.map.clear();
     // Segments the copy does not need go back at once.
     release([...uses.entries()].filter(([, n]) => n === 0).map(([s]) => s));
 
-    // 3. The base.
-    const baseId = newBaseId(point.transaction, point.lsn);
-    const chunks: ChunkEntry[] = [];
-    let inFlight: Promise<void> = Promise.resolve();
-    const puts: Array<Promise<void>> = [];
-    const writer = new BaseWriter(job.limits.chunkBytes, async (index, pieces, size) => {
-      // One chunk uploads while the next one fills.
-      await inFlight;
-      const name = baseChunkName(baseId, index);
-      const body = pieces.length === 1 ? (pieces[0] as Uint8Array) : () => piecesOf(pieces);
-      const put = job.target.put(name, body).then(
-        (info) => {
-          if (info.size !== size) throw new Error(`chunk ${name}: ${info.size} bytes stored of ${size}`);
-          chunks[index] = info;
-          job.stats.bytes += info.size;
-          job.stats.objects += 1;
-          writer.recycle(pieces);
-        },
-      );
-      // Awaited before the next chunk (or at the end); marked handled so a failure that
-      // happens while the next chunk fills is not reported as unhandled meanwhile.
-      put.catch(() => {});
-      inFlight = put;
-      puts.push(put);
-    });
+    // 3. The base: in a Worker of its own when it can (base-thread.ts), else here.
     let done = 0;
-    const pacer = new Pacer();
-    const progress = (bytes: number): void => {
-      done += bytes;
-      job.options.onProgress?.({ phase: "base", bytesDone: done, bytesTotal: totalBytes });
+    const hooks = {
+      progress: (bytes: number): void => {
+        done += bytes;
+        job.options.onProgress?.({ phase: "base", bytesDone: done, bytesTotal: plan.totalBytes });
+      },
+      release,
     };
-    writer.spaces(point.spaces);
-    const segmentSize = log.segmentSize;
-    // Segments are copied two at a time, so one is read from the disk while the other's records
-    // are checked and copied (the base's elements may be in any order).
-    const order = [...bySegment.keys()].sort((a, b) => a - b);
-    const copySegment = async (): Promise<void> => {
-      for (let s = order.shift(); s !== undefined; s = order.shift()) {
-        const refs = (bySegment.get(s) as SingleRef[]).sort((a, b) => a.address - b.address);
-        const liveBytes = refs.reduce((sum, ref) => sum + RECORD_HEADER_BYTES + ref.sizeBytes, 0);
-        if (liveBytes >= segmentSize * DENSE_SEGMENT_FRACTION) await copyDenseSegment(log, s, refs, writer, progress);
-        else await copyRecords(log, refs, writer, progress, pacer);
-        release(refs.map(() => s));
-        await writer.drain();
-        await pacer.tick();
-      }
-    };
-    await Promise.all([copySegment(), copySegment()]);
-    for (const element of multiparts) {
-      await copyMultipart(log, element.seid, element.parts, writer, progress, pacer);
-      release(element.parts.map((part) => log.segmentSeqOf(part.address)));
+    const copyIn = job.options.copyIn ?? "auto";
+    const spec = job.options.targetSpec;
+    let copied: BaseResult | undefined;
+    if (copyIn !== "caller" && spec !== undefined && (copyIn === "worker" || plan.totalBytes >= WORKER_MIN_BYTES)) {
+      copied = await copyBaseInWorker(
+        { plan, path: log.path, io: log.backend.kind === "io_uring" ? "uring" : "portable", target: spec.location, targetOptions: spec.options },
+        hooks,
+        () => log.closed,
+      );
     }
-    await writer.finish(point.transaction, point.commitTime);
-    await Promise.all(puts);
+    const copiedIn = copied === undefined ? "caller" : "worker";
+    copied ??= await copyBase(plan, log, job.target, hooks);
+    job.stats.bytes += copied.storedBytes;
+    job.stats.objects += copied.objects;
     unpinAll();
     const base: BaseEntry = {
       id: baseId,
       transaction: point.transaction,
       commitTime: point.commitTime === null ? null : Math.floor(point.commitTime),
       lsn: point.lsn,
-      bytes: writer.bytes,
-      chunks,
+      bytes: copied.bytes,
+      chunks: copied.chunks,
     };
 
     // 4. The log written meanwhile, so the backup ends as late as it can.
-    const copied = job.options.baseOnly === true ? { increments: [] } : await copyLogSince(job, point.lsn, 1, point.transaction);
+    const tail = job.options.baseOnly === true ? { increments: [] } : await copyLogSince(job, point.lsn, 1, point.transaction);
     const manifest: BackupManifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -465,7 +416,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       createdAt: Date.now(),
       storeId: job.storeId,
       base,
-      increments: copied.increments,
+      increments: tail.increments,
     };
     const name = await commit(job, manifest);
     const info: BackupInfo = {
@@ -475,14 +426,15 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       manifest: name,
       manifestSeq: seq,
       baseId,
-      increments: copied.increments.map((inc) => inc.seq),
+      increments: tail.increments.map((inc) => inc.seq),
       firstTransaction: point.transaction,
       transaction: lastTransactionOf(manifest),
       commitTime: lastCommitTimeOf(manifest),
       lsn: chainEnd(manifest),
       bytes: job.stats.bytes,
       objects: job.stats.objects,
-      elements: writer.elements,
+      elements: copied.elements,
+      copiedIn,
       turnHeldMs: clock.heldMs,
       durationMs: performance.now() - job.started,
     };
@@ -493,101 +445,83 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
 }
 
 /**
- * Keeps a long copy from starving the event loop: awaits that resolve at once never let I/O
- * completions (the writers' commits) run, so every few ms of work the copy yields a macrotask.
+ * The base's plan from the copy of the map taken at the point: single-part elements by segment
+ * (ascending address), multipart ones with their parts; counts a use of a segment per record.
  */
-class Pacer {
-  private last = performance.now();
-  async tick(): Promise<void> {
-    if (performance.now() - this.last < PACE_MS) return;
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.last = performance.now();
-  }
-}
-
-/** The pieces of a chunk as a body a put can replay. */
-async function* piecesOf(pieces: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
-  for (const piece of pieces) yield piece;
-}
-
-/**
- * Copy the live single-part records of a dense segment: one whole-segment read (units through the
- * log's unit checker), the records taken straight out of the read buffer.
- */
-async function copyDenseSegment(log: LogStructuredStore, seq: number, refs: SingleRef[], writer: BaseWriter, progress: (n: number) => void): Promise<void> {
-  let next = 0;
-  let copied = 0;
-  await log.visitSegmentUnits(seq, (unitAddress, payload) => {
-    const base = unitAddress + UNIT_HEADER_BYTES;
-    if (next >= refs.length || (refs[next] as SingleRef).address >= base + payload.length) return;
-    for (const record of scanRecords(payload)) {
-      const ref = refs[next];
-      if (ref === undefined) break;
-      const address = base + record.offset;
-      if (address < ref.address) continue;
-      if (address > ref.address) break; // not in this unit: reported below
-      const raw = payload.subarray(record.offset, record.offset + record.header.recordBytes);
-      writer.logRecord(checkedElement(raw, ref), true);
-      copied += raw.length;
-      next += 1;
+async function makePlan(
+  job: Job,
+  point: { transaction: number; commitTime: number | null; map: StoreCore["map"]; parts: Map<bigint, { parts: Part[] }>; spaces: Array<[number, number]> },
+  uses: Map<number, number>,
+  baseId: string,
+): Promise<BasePlan> {
+  const log = job.host.core.log;
+  const pacer = new Pacer();
+  const bySegment = new Map<number, { seids: bigint[]; addresses: number[]; sizes: number[] }>();
+  const multiparts: PlanMultipart[] = [];
+  const segmentsUsed = new Set<number>();
+  let totalBytes = 0;
+  let n = 0;
+  for (const [seid, location] of point.map.entries()) {
+    if ((++n & 1023) === 0) await pacer.tick();
+    if (location.multipart) {
+      const multipart = point.parts.get(seid);
+      if (multipart === undefined) throw new Error(`seid ${seid} is multipart but its parts are unknown`);
+      multiparts.push({
+        seid,
+        addresses: Float64Array.from(multipart.parts, (part) => part.address),
+        bodyBytes: Float64Array.from(multipart.parts, (part) => part.bodyBytes),
+      });
+      for (const part of multipart.parts) {
+        const s = log.segmentSeqOf(part.address);
+        uses.set(s, (uses.get(s) ?? 0) + 1);
+        segmentsUsed.add(s);
+        totalBytes += RECORD_HEADER_BYTES + part.bodyBytes;
+      }
+      continue;
     }
-  }, SEGMENT_READ_STEP_BYTES);
-  progress(copied);
-  if (next < refs.length) {
-    const ref = refs[next] as SingleRef;
-    throw new Error(`seid ${ref.seid}: its record at log address ${ref.address} was not found in segment ${seq}`);
+    const s = log.segmentSeqOf(location.address);
+    let list = bySegment.get(s);
+    if (list === undefined) bySegment.set(s, (list = { seids: [], addresses: [], sizes: [] }));
+    list.seids.push(seid);
+    list.addresses.push(location.address);
+    list.sizes.push(location.sizeBytes);
+    uses.set(s, (uses.get(s) ?? 0) + 1);
+    segmentsUsed.add(s);
+    totalBytes += RECORD_HEADER_BYTES + location.sizeBytes;
   }
-}
-
-/** Copy single-part records one read each (sparse segments), a few reads in flight. */
-async function copyRecords(log: LogStructuredStore, refs: SingleRef[], writer: BaseWriter, progress: (n: number) => void, pacer: Pacer): Promise<void> {
-  for (let first = 0; first < refs.length; first += READ_CONCURRENCY) {
-    const batch = refs.slice(first, first + READ_CONCURRENCY);
-    const raws = await Promise.all(batch.map((ref) => log.read(ref.address, RECORD_HEADER_BYTES + ref.sizeBytes)));
-    for (const [i, raw] of raws.entries()) {
-      writer.logRecord(checkedElement(raw, batch[i] as SingleRef), true);
-      progress(raw.length);
-    }
-    await writer.drain();
+  const indexes = new Map<number, number>();
+  for (const s of segmentsUsed) {
+    const index = log.segmentIndexOf(s);
+    if (index === undefined) throw new Error(`segment ${s} holds live records but is not live`);
+    indexes.set(s, index);
+  }
+  const segments: PlanSegment[] = [];
+  for (const s of [...bySegment.keys()].sort((a, b) => a - b)) {
+    const list = bySegment.get(s) as { seids: bigint[]; addresses: number[]; sizes: number[] };
+    const order = list.addresses.map((_, i) => i).sort((a, b) => (list.addresses[a] as number) - (list.addresses[b] as number));
+    const sizes = Float64Array.from(order, (i) => list.sizes[i] as number);
+    segments.push({
+      seq: s,
+      index: indexes.get(s) as number,
+      seids: BigUint64Array.from(order, (i) => list.seids[i] as bigint),
+      addresses: Float64Array.from(order, (i) => list.addresses[i] as number),
+      sizes,
+      liveBytes: sizes.reduce((sum, size) => sum + RECORD_HEADER_BYTES + size, 0),
+    });
     await pacer.tick();
   }
-}
-
-/** A whole element's Data record, checked: CRC, type, seid, size, not a part. */
-function checkedElement(raw: Uint8Array, ref: SingleRef): Uint8Array {
-  const header = verifyRecord(raw, { type: RecordType.Data, seid: ref.seid });
-  if ((header.flags & FLAG_PART) !== 0 || raw.length !== RECORD_HEADER_BYTES + ref.sizeBytes) {
-    throw new Error(`seid ${ref.seid}: the record at ${ref.address} is not the whole element the map names`);
-  }
-  return raw;
-}
-
-/** Copy a multipart element's part records in order, each checked. */
-async function copyMultipart(
-  log: LogStructuredStore,
-  seid: bigint,
-  parts: Part[],
-  writer: BaseWriter,
-  progress: (n: number) => void,
-  pacer: Pacer,
-): Promise<void> {
-  for (let first = 0; first < parts.length; first += READ_CONCURRENCY) {
-    const batch = parts.slice(first, first + READ_CONCURRENCY);
-    const raws = await Promise.all(batch.map((part) => log.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes)));
-    for (const [i, raw] of raws.entries()) {
-      const index = first + i;
-      const header = verifyRecord(raw, { type: RecordType.Data, seid });
-      if ((header.flags & FLAG_PART) === 0 || header.aux !== index) throw new Error(`seid ${seid}: part ${index} record is not the part expected`);
-      writer.logRecord(raw, false);
-      progress(raw.length);
-    }
-    await writer.drain();
-    await pacer.tick();
-  }
-  writer.endMultipart(
-    seid,
-    parts.map((part) => part.bodyBytes),
-  );
+  return {
+    baseId,
+    chunkBytes: job.limits.chunkBytes,
+    segmentSize: log.segmentSize,
+    transaction: point.transaction,
+    commitTime: point.commitTime,
+    spaces: point.spaces,
+    segments,
+    multiparts,
+    indexes,
+    totalBytes,
+  };
 }
 
 // ─────────────────────────────────── the log ───────────────────────────────────
@@ -618,6 +552,7 @@ async function incrementalBackup(job: Job, previous: BackupManifest): Promise<Ba
       bytes: 0,
       objects: 0,
       elements: 0,
+      copiedIn: null,
       turnHeldMs: job.clock.heldMs,
       durationMs: performance.now() - job.started,
     };
@@ -645,6 +580,7 @@ async function incrementalBackup(job: Job, previous: BackupManifest): Promise<Ba
     bytes: job.stats.bytes,
     objects: job.stats.objects,
     elements: 0,
+    copiedIn: null,
     turnHeldMs: job.clock.heldMs,
     durationMs: performance.now() - job.started,
   };

@@ -160,7 +160,10 @@ export class BaseWriter {
    */
   recycle(pieces: readonly Uint8Array[]): void {
     for (const piece of pieces) {
-      if (this.spare.length * PIECE_BYTES >= this.chunkBytes) return;
+      // Two chunks' worth: one chunk fills while the one before it is stored, and a chunk's pieces
+      // come back only once its put settles (capped at one chunk, a third of the pieces were
+      // still allocated fresh).
+      if (this.spare.length * PIECE_BYTES >= 2 * this.chunkBytes) return;
       if (piece.buffer.byteLength === PIECE_BYTES && piece.byteOffset === 0) this.spare.push(new Uint8Array(piece.buffer as ArrayBuffer));
     }
   }

@@ -789,6 +789,11 @@ export class LogStructuredStore {
     return this.space.liveSeqs();
   }
 
+  /** @internal Physical index of segment `seq` in the file, or undefined when it holds no log. */
+  segmentIndexOf(seq: number): number | undefined {
+    return this.space.indexOf(seq);
+  }
+
   /** @internal True while segment `seq` holds log (it has not been given back). */
   isLiveSegment(seq: number): boolean {
     return this.space.indexOf(seq) !== undefined;

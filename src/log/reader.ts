@@ -19,7 +19,7 @@ import { UNIT_HEADER_BYTES, unitFileBytes } from "./format.ts";
 import type { LogLifecycle } from "./lifecycle.ts";
 import type { OwnerRing } from "./ring.ts";
 import type { SegmentSpace } from "./space.ts";
-import { checkUnit, checkUnitHeader, type WalkContext } from "./walk.ts";
+import { checkUnit, checkUnitHeader, visitSegmentUnits, type WalkContext } from "./walk.ts";
 import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 
 /** Reads larger than this go around the caching layer (see read()). */
@@ -229,32 +229,14 @@ export class LogReader {
       const physical = geometry.segmentFileOffset(index);
       const fileBytes = this.backend.fileSizeBytes(this.file);
       const readable = Math.min(geometry.segmentSize, alignDown(fileBytes - physical));
-      if (readable <= 0) return;
       // Read in steps when asked: one 8 MiB read queues every commit's write and datasync behind
-      // it on the device (backup reads in 1 MiB steps so writers' commits get in between).
-      const step = Math.max(ALIGNMENT_BYTES, alignDown(Math.min(stepBytes, readable)));
-      let read = 0;
-      const readUpTo = async (end: number): Promise<void> => {
-        while (read < Math.min(end, readable)) {
-          const n = Math.min(step, readable - read);
-          await this.queue.read(this.file, scratch, read, n, physical + read);
-          read += n;
-        }
-      };
-      let offset = 0;
-      while (offset + MIN_UNIT_ROOM_BYTES <= readable) {
-        await readUpTo(offset + ALIGNMENT_BYTES);
-        const address = geometry.segmentStart(seq) + offset;
-        const expected = { address, segmentIndex: index, roomBytes: readable - offset };
-        const header = checkUnitHeader(scratch.bytes.subarray(offset, read), expected);
-        if (header === undefined) break;
-        const end = offset + unitFileBytes(header.payloadBytes);
-        await readUpTo(end);
-        const unit = checkUnit(scratch.bytes.subarray(offset, Math.min(end, read)), expected);
-        if (unit === undefined) break;
-        visit(address, unit.payload);
-        offset += unit.fileBytes;
-      }
+      // it on the device (backup reads in steps so writers' commits get in between).
+      await visitSegmentUnits(
+        { geometry, seq, index, readable, stepBytes },
+        scratch.bytes,
+        (offset, n) => this.queue.read(this.file, scratch, offset, n, physical + offset),
+        visit,
+      );
     } finally {
       if (this.life.isOpen && this.segmentPool.length === 0) this.segmentPool.push(scratch);
       else this.backend.free(scratch);

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll } from "bun:test";
 import { startS3rver, type RunningS3rver } from "../../testing/s3rver.ts";
 import { scratchDir } from "../helpers.ts";
+import type { OpenTargetOptions } from "../../src/backup/target.ts";
 import { defineBackupSuite } from "./suite.ts";
 
 const scratch = scratchDir("backup-s3rver");
@@ -20,9 +21,8 @@ afterAll(async () => {
   scratch.cleanup();
 });
 
-defineBackupSuite("s3", {
-  fresh: (name) => `s3://${s3.bucket}/${name}-${n++}`,
-  options: () => ({
+function s3Options(): OpenTargetOptions {
+  return {
     s3: {
       endpoint: s3.endpoint,
       accessKeyId: s3.accessKeyId,
@@ -32,9 +32,21 @@ defineBackupSuite("s3", {
       // Short retries: an outage shows up as failed ships within a second or two.
       retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 200, attemptTimeoutMs: 3_000 },
     },
-  }),
+  };
+}
+
+defineBackupSuite("s3", {
+  fresh: (name) => `s3://${s3.bucket}/${name}-${n++}`,
+  options: s3Options,
   outage: {
     halt: () => s3.halt(),
     resume: () => s3.resume(),
   },
+});
+
+// The same, every full backup's base copied in a Worker (it opens its own S3 client).
+defineBackupSuite("s3, base copied in a Worker", {
+  fresh: (name) => `s3://${s3.bucket}/${name}-${n++}`,
+  options: s3Options,
+  copyIn: "worker",
 });

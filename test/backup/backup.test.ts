@@ -12,3 +12,10 @@ defineBackupSuite("directory", {
   fresh: (name) => path.join(root.dir, `${name}-${n++}`),
   options: () => ({}),
 });
+
+// The same, every full backup's base copied in a Worker of its own (src/backup/base-thread.ts).
+defineBackupSuite("directory, base copied in a Worker", {
+  fresh: (name) => path.join(root.dir, `${name}-${n++}`),
+  options: () => ({}),
+  copyIn: "worker",
+});

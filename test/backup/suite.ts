@@ -28,6 +28,11 @@ export interface SuiteTargets {
   fresh(name: string): string;
   /** Options for openTarget / backup / restore / verify (S3 endpoint and credentials). */
   options(): OpenTargetOptions;
+  /**
+   * Where full backups copy their base (default: the store's choice, which for the suite's small
+   * stores is the caller's thread). When set, only the restore test is defined.
+   */
+  copyIn?: "worker" | "caller";
   /** Make the target unreachable for a while, then reachable again (S3 only). */
   outage?: { halt(): Promise<void>; resume(): Promise<void> };
 }
@@ -47,6 +52,7 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
   test(`${kind}: full and incremental backups under a continuous writer restore exactly, at their points, 20 random transactions and times`, async () => {
     const { dir, cleanup } = scratchDir(`backup-${kind}`);
     const opts = targets.options();
+    const backupOpts = { ...opts, copyIn: targets.copyIn };
     try {
       const store = await Store.open(path.join(dir, "primary.lss"), STORE_OPTIONS);
       const writer = new ModelWriter(store, 14);
@@ -57,21 +63,22 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
       await Bun.sleep(50);
       const fileBefore = store.stats().fileBytes;
       const writtenBefore = store.stats().bytesWritten;
-      const full = await store.backup(location, opts);
+      const full = await store.backup(location, backupOpts);
       const grew = store.stats().fileBytes - fileBefore;
       const written = store.stats().bytesWritten - writtenBefore;
       expect(full.kind).toBe("full");
       expect(full.elements).toBeGreaterThan(0);
+      if (targets.copyIn !== undefined) expect(full.copiedIn).toBe(targets.copyIn);
       // The file grows at most by what was written during the copy (plus the segment in use).
       expect(grew).toBeLessThanOrEqual(written + 2 * STORE_OPTIONS.segmentSize);
 
       const backups = [full];
       for (let i = 0; i < 3; i++) {
         await Bun.sleep(60);
-        backups.push(await store.backup(location, opts));
+        backups.push(await store.backup(location, backupOpts));
       }
       await writer.stop();
-      backups.push(await store.backup(location, opts));
+      backups.push(await store.backup(location, backupOpts));
       // The log between two backups is not held (only an archiver holds it): with the cleaner
       // reclaiming small segments fast, a backup may find it reused and take a new base instead.
       for (const b of backups.slice(1)) {
@@ -83,11 +90,11 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
       // last commits) and a checkpoint may still add log for a moment after the writer stops, so
       // back up until the store is quiet, within a bound.
       // Those backups join the chain like any other (the checks below cover them).
-      let unchanged = await store.backup(location, opts);
+      let unchanged = await store.backup(location, backupOpts);
       for (let tries = 0; unchanged.kind !== "unchanged" && tries < 10; tries++) {
         backups.push(unchanged);
         await Bun.sleep(200);
-        unchanged = await store.backup(location, opts);
+        unchanged = await store.backup(location, backupOpts);
       }
       expect(unchanged.kind).toBe("unchanged");
       expect(unchanged.transaction).toBe(backups.at(-1)!.transaction);
@@ -159,6 +166,9 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
       cleanup();
     }
   }, 240_000);
+
+  // A suite for one place of the base copy covers only what depends on it.
+  if (targets.copyIn !== undefined) return;
 
   test(`${kind}: a flipped byte, a truncated object, a missing increment and a chain gap are refused, naming them`, async () => {
     const { dir, cleanup } = scratchDir(`backup-damage-${kind}`);

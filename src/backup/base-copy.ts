@@ -1,0 +1,272 @@
+/**
+ * The base copy of a full backup: from a plan made at the consistent point (which live record is
+ * where), read every live record, check it, and write the base's chunk objects to the target.
+ * The same code runs on the store's thread or in a Worker of its own (base-worker.ts); what
+ * differs is only where the bytes come from ({@link BaseSource}: the log itself, or a read-only
+ * descriptor of the file in the Worker).
+ *
+ * **Verified, compacting copy.** Only live records are copied. Segments dense in live records are
+ * read whole, in steps (one sequential read each, every unit through the log's unit checker);
+ * sparse ones record by record. Every record is checked (CRC, type, seid, part index) before it is
+ * written to the base, verbatim.
+ *
+ * @module
+ */
+import { UNIT_HEADER_BYTES } from "../log/format.ts";
+import type { HeldBytes } from "../log/reader.ts";
+import { FLAG_PART } from "../store/format/extents.ts";
+import { RECORD_HEADER_BYTES, RecordType, scanRecords, verifyRecord } from "../store/format/records.ts";
+import { CorruptionError, StoreClosedError } from "../errors.ts";
+import { BaseWriter } from "./base.ts";
+import { baseChunkName, type ChunkEntry } from "./manifest.ts";
+import type { BackupTarget } from "./target.ts";
+
+/** The live single-part records of one segment, ascending by address (typed arrays: they cross to a Worker in one copy). */
+export interface PlanSegment {
+  readonly seq: number;
+  /** Its physical index in the file when the plan was made (the segment is pinned since). */
+  readonly index: number;
+  readonly seids: BigUint64Array;
+  readonly addresses: Float64Array;
+  readonly sizes: Float64Array;
+  /** Bytes of its live records, headers included. */
+  readonly liveBytes: number;
+}
+
+/** A multipart element: its parts' record addresses and body sizes, in order. */
+export interface PlanMultipart {
+  readonly seid: bigint;
+  readonly addresses: Float64Array;
+  readonly bodyBytes: Float64Array;
+}
+
+/** What the base holds and where each record is: plain data (it is posted to a Worker). */
+export interface BasePlan {
+  readonly baseId: string;
+  readonly chunkBytes: number;
+  readonly segmentSize: number;
+  /** The transaction the base is the state at, and its commit time (ms) when known. */
+  readonly transaction: number;
+  readonly commitTime: number | null;
+  /** The seid spaces' high-water marks at the point. */
+  readonly spaces: Array<[number, number]>;
+  readonly segments: PlanSegment[];
+  readonly multiparts: PlanMultipart[];
+  /** segment seq → physical index, for every segment a record of the plan is in. */
+  readonly indexes: Map<number, number>;
+  /** Bytes of records to copy (headers included; the base pads each to 8 bytes). */
+  readonly totalBytes: number;
+}
+
+/** Where the copy reads the log from. */
+export interface BaseSource {
+  visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes: number): Promise<void>;
+  readHeld(address: number, lengthBytes: number): Promise<HeldBytes>;
+  segmentSeqOf(address: number): number;
+}
+
+/** What the copy reports as it goes. */
+export interface BaseHooks {
+  /** Bytes of records copied since the last call. */
+  progress(bytes: number): void;
+  /** Uses of these segments are done (one entry per record or part read from it). */
+  release(seqs: number[]): void;
+}
+
+/** What a finished copy made. */
+export interface BaseResult {
+  readonly chunks: ChunkEntry[];
+  /** Bytes of the base stream (padding included). */
+  readonly bytes: number;
+  readonly elements: number;
+  /** Objects stored, and their bytes as the target reported them. */
+  readonly objects: number;
+  readonly storedBytes: number;
+}
+
+/** Read a segment whole when its live records are at least this share of it; else record by record. */
+export const DENSE_SEGMENT_FRACTION = 1 / 8;
+/** Record reads in flight at once for sparse segments and multipart parts. */
+const READ_CONCURRENCY = 8;
+/**
+ * Dense segments are read in steps of this size, so writers' commits queue behind at most one
+ * on the device, and (on the store's thread) each step's checks and copies hold the JS thread
+ * briefly: 1 MiB steps held it ~3 ms each, and commits waited that long.
+ */
+const SEGMENT_READ_STEP_BYTES = 256 << 10;
+/** Longest stretch of copying without yielding to the event loop, ms. */
+const PACE_MS = 2;
+
+/**
+ * Keeps a long copy from starving the event loop: awaits that resolve at once never let I/O
+ * completions (the writers' commits) run, so every few ms of work the copy yields a macrotask.
+ */
+export class Pacer {
+  private last = performance.now();
+  async tick(): Promise<void> {
+    if (performance.now() - this.last < PACE_MS) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.last = performance.now();
+  }
+}
+
+/** Copy the base the plan describes into `target` (see the module doc). */
+export async function copyBase(plan: BasePlan, source: BaseSource, target: BackupTarget, hooks: BaseHooks): Promise<BaseResult> {
+  const chunks: ChunkEntry[] = [];
+  let objects = 0;
+  let storedBytes = 0;
+  let inFlight: Promise<void> = Promise.resolve();
+  const puts: Array<Promise<void>> = [];
+  const writer = new BaseWriter(plan.chunkBytes, async (index, pieces, size) => {
+    // One chunk uploads while the next one fills.
+    await inFlight;
+    const name = baseChunkName(plan.baseId, index);
+    const body = pieces.length === 1 ? (pieces[0] as Uint8Array) : () => piecesOf(pieces);
+    const put = target.put(name, body).then((info) => {
+      if (info.size !== size) throw new Error(`chunk ${name}: ${info.size} bytes stored of ${size}`);
+      chunks[index] = info;
+      storedBytes += info.size;
+      objects += 1;
+      writer.recycle(pieces);
+    });
+    // Awaited before the next chunk (or at the end); marked handled so a failure that happens
+    // while the next chunk fills is not reported as unhandled meanwhile.
+    put.catch(() => {});
+    inFlight = put;
+    puts.push(put);
+  });
+  try {
+    const pacer = new Pacer();
+    writer.spaces(plan.spaces);
+    // Segments are copied two at a time, so one is read from the disk while the other's records
+    // are checked and copied (the base's elements may be in any order).
+    const order = [...plan.segments];
+    const copySegments = async (): Promise<void> => {
+      for (let segment = order.shift(); segment !== undefined; segment = order.shift()) {
+        if (segment.liveBytes >= plan.segmentSize * DENSE_SEGMENT_FRACTION) await copyDenseSegment(source, segment, writer, hooks);
+        else await copyRecords(source, segment, writer, hooks, pacer);
+        hooks.release(Array.from({ length: segment.seids.length }, () => segment.seq));
+        await writer.drain();
+        await pacer.tick();
+      }
+    };
+    await Promise.all([copySegments(), copySegments()]);
+    for (const element of plan.multiparts) {
+      await copyMultipart(source, element, writer, hooks, pacer);
+      hooks.release(Array.from(element.addresses, (address) => source.segmentSeqOf(address)));
+    }
+    await writer.finish(plan.transaction, plan.commitTime);
+  } finally {
+    // Every put settles before the copy returns or throws (a failed copy must not leave an
+    // upload running into a target the caller is about to close).
+    await Promise.allSettled(puts);
+  }
+  await Promise.all(puts);
+  return { chunks, bytes: writer.bytes, elements: writer.elements, objects, storedBytes };
+}
+
+/** The pieces of a chunk as a body a put can replay. */
+async function* piecesOf(pieces: readonly Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (const piece of pieces) yield piece;
+}
+
+/**
+ * Copy the live single-part records of a dense segment: one whole-segment read in steps (units
+ * through the log's unit checker), the records taken straight out of the read buffer.
+ */
+async function copyDenseSegment(source: BaseSource, segment: PlanSegment, writer: BaseWriter, hooks: BaseHooks): Promise<void> {
+  const { seids, addresses, sizes } = segment;
+  let next = 0;
+  let copied = 0;
+  await source.visitSegmentUnits(
+    segment.seq,
+    (unitAddress, payload) => {
+      const base = unitAddress + UNIT_HEADER_BYTES;
+      if (next >= addresses.length || (addresses[next] as number) >= base + payload.length) return;
+      for (const record of scanRecords(payload)) {
+        if (next >= addresses.length) break;
+        const address = base + record.offset;
+        const want = addresses[next] as number;
+        if (address < want) continue;
+        if (address > want) break; // not in this unit: reported below
+        const raw = payload.subarray(record.offset, record.offset + record.header.recordBytes);
+        writer.logRecord(checkedElement(raw, seids[next] as bigint, want, sizes[next] as number), true);
+        copied += raw.length;
+        next += 1;
+      }
+    },
+    SEGMENT_READ_STEP_BYTES,
+  );
+  hooks.progress(copied);
+  if (next < addresses.length) {
+    // The unit holding it failed its checks (the walk stops at the first bad unit).
+    throw new CorruptionError(`seid ${seids[next]}: its record at log address ${addresses[next]} is not in an intact unit of segment ${segment.seq}`);
+  }
+}
+
+/** Copy single-part records one read each (sparse segments), a few reads in flight. */
+async function copyRecords(source: BaseSource, segment: PlanSegment, writer: BaseWriter, hooks: BaseHooks, pacer: Pacer): Promise<void> {
+  const { seids, addresses, sizes } = segment;
+  for (let first = 0; first < addresses.length; first += READ_CONCURRENCY) {
+    const last = Math.min(addresses.length, first + READ_CONCURRENCY);
+    const ranges: Array<[number, number]> = [];
+    for (let i = first; i < last; i++) ranges.push([addresses[i] as number, RECORD_HEADER_BYTES + (sizes[i] as number)]);
+    await withHeldReads(source, ranges, (raws) => {
+      for (const [k, raw] of raws.entries()) {
+        const i = first + k;
+        writer.logRecord(checkedElement(raw, seids[i] as bigint, addresses[i] as number, sizes[i] as number), true);
+        hooks.progress(raw.length);
+      }
+    });
+    await writer.drain();
+    await pacer.tick();
+  }
+}
+
+/**
+ * Read the ranges at once, each held in a native read buffer (no JS copy per read: a 2 MiB
+ * `slice` per part cost ~5 ms of the JS thread here, faulting in fresh memory), hand their bytes
+ * to `use` (which copies them into the base), then give every buffer back.
+ */
+async function withHeldReads(source: BaseSource, ranges: ReadonlyArray<readonly [number, number]>, use: (raws: Uint8Array[]) => void): Promise<void> {
+  const settled = await Promise.allSettled(ranges.map(([address, bytes]) => source.readHeld(address, bytes)));
+  const held = settled.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+  try {
+    for (const result of settled) if (result.status === "rejected") throw result.reason;
+    if (held.some((h) => !h.live)) throw new StoreClosedError("the store was closed during the backup");
+    use(held.map((h) => h.bytes));
+  } finally {
+    for (const h of held) h.release();
+  }
+}
+
+/** A whole element's Data record, checked: CRC, type, seid, size, not a part. */
+function checkedElement(raw: Uint8Array, seid: bigint, address: number, sizeBytes: number): Uint8Array {
+  const header = verifyRecord(raw, { type: RecordType.Data, seid });
+  if ((header.flags & FLAG_PART) !== 0 || raw.length !== RECORD_HEADER_BYTES + sizeBytes) {
+    throw new CorruptionError(`seid ${seid}: the record at ${address} is not the whole element the map names`);
+  }
+  return raw;
+}
+
+/** Copy a multipart element's part records in order, each checked. */
+async function copyMultipart(source: BaseSource, element: PlanMultipart, writer: BaseWriter, hooks: BaseHooks, pacer: Pacer): Promise<void> {
+  const { seid, addresses, bodyBytes } = element;
+  for (let first = 0; first < addresses.length; first += READ_CONCURRENCY) {
+    const last = Math.min(addresses.length, first + READ_CONCURRENCY);
+    const ranges: Array<[number, number]> = [];
+    for (let i = first; i < last; i++) ranges.push([addresses[i] as number, RECORD_HEADER_BYTES + (bodyBytes[i] as number)]);
+    await withHeldReads(source, ranges, (raws) => {
+      for (const [k, raw] of raws.entries()) {
+        const index = first + k;
+        const header = verifyRecord(raw, { type: RecordType.Data, seid });
+        if ((header.flags & FLAG_PART) === 0 || header.aux !== index) throw new CorruptionError(`seid ${seid}: part ${index} record is not the part expected`);
+        writer.logRecord(raw, false);
+        hooks.progress(raw.length);
+      }
+    });
+    await writer.drain();
+    await pacer.tick();
+  }
+  writer.endMultipart(seid, Array.from(bodyBytes));
+}
