@@ -446,7 +446,8 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
 
 /**
  * The base's plan from the copy of the map taken at the point: single-part elements by segment
- * (ascending address), multipart ones with their parts; counts a use of a segment per record.
+ * (ascending address), multipart ones with their parts; counts the uses of each segment (one for
+ * its single-part records, one per part).
  */
 async function makePlan(
   job: Job,
@@ -481,12 +482,15 @@ async function makePlan(
     }
     const s = log.segmentSeqOf(location.address);
     let list = bySegment.get(s);
-    if (list === undefined) bySegment.set(s, (list = { seids: [], addresses: [], sizes: [] }));
+    if (list === undefined) {
+      // One use for all of the segment's single-part records (the copy releases it once).
+      bySegment.set(s, (list = { seids: [], addresses: [], sizes: [] }));
+      uses.set(s, (uses.get(s) ?? 0) + 1);
+      segmentsUsed.add(s);
+    }
     list.seids.push(seid);
     list.addresses.push(location.address);
     list.sizes.push(location.sizeBytes);
-    uses.set(s, (uses.get(s) ?? 0) + 1);
-    segmentsUsed.add(s);
     totalBytes += RECORD_HEADER_BYTES + location.sizeBytes;
   }
   const indexes = new Map<number, number>();

@@ -69,7 +69,10 @@ export interface BaseSource {
 export interface BaseHooks {
   /** Bytes of records copied since the last call. */
   progress(bytes: number): void;
-  /** Uses of these segments are done (one entry per record or part read from it). */
+  /**
+   * Uses of these segments are done: one entry per use, where a segment's single-part records
+   * are one use in all and each multipart part one more (see makePlan in backup.ts).
+   */
   release(seqs: number[]): void;
 }
 
@@ -145,7 +148,7 @@ export async function copyBase(plan: BasePlan, source: BaseSource, target: Backu
       for (let segment = order.shift(); segment !== undefined; segment = order.shift()) {
         if (segment.liveBytes >= plan.segmentSize * DENSE_SEGMENT_FRACTION) await copyDenseSegment(source, segment, writer, hooks);
         else await copyRecords(source, segment, writer, hooks, pacer);
-        hooks.release(Array.from({ length: segment.seids.length }, () => segment.seq));
+        hooks.release([segment.seq]);
         await writer.drain();
         await pacer.tick();
       }
