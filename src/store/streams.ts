@@ -141,30 +141,63 @@ export function createReadStream(
       cancel: unpin,
     });
   }
+  return partsByteStream(seid, location.sizeBytes, {
+    count: () => parts.length,
+    read: (index) => readPartHeld(log, seid, parts[index] as Part, index),
+    finish: unpin,
+  });
+}
+
+/** What {@link partsByteStream} streams: an element's parts, read in order. */
+export interface PartSource {
+  /** Called once, before the first read (e.g. to pin the element's segments and learn its parts). */
+  start?(): Promise<void>;
+  /** Parts in all (known once `start` resolved). */
+  count(): number;
+  /** Part `index`'s body, verified, held until released. */
+  read(index: number): Promise<HeldBytes>;
+  /** Called once when the stream ends, fails or is cancelled, with no read left in flight. */
+  finish(): void;
+  /** The error a read failure becomes (default: itself). */
+  mapError?(error: unknown): unknown;
+}
+
+/**
+ * An element's parts as a byte stream, read ahead {@link READ_AHEAD_PARTS} at a time: the one
+ * read stream of the store's thread (multipart elements) and of an attached Worker.
+ */
+export function partsByteStream(seid: bigint, sizeBytes: number, source: PartSource, readAhead = READ_AHEAD_PARTS): ReadableStream<Uint8Array> {
+  let started = source.start === undefined;
   let next = 0;
   let delivered = 0;
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    source.finish();
+  };
   // Parts read ahead, each verified and held in a native read buffer until copied out.
   const inFlight: Array<Promise<HeldBytes>> = [];
   // The part being delivered, and how much of it is delivered already.
   let current: HeldBytes | undefined;
   let offset = 0;
-  // An error or a cancel leaves read-ahead parts in flight: wait for them before unpinning, so no
-  // read runs on a segment that may be reused, and none is left behind a close() of the store.
-  // A pull still running when the consumer cancels must not start more reads after it.
+  // An error or a cancel leaves read-ahead parts in flight: wait for them before finishing (the
+  // caller unpins there), so no read runs on a segment that may be reused, and none is left
+  // behind a close() of the store. A pull still running when the consumer cancels must not start
+  // more reads after it.
   let stopped = false;
-  const settleThenUnpin = async () => {
+  const settleThenFinish = async () => {
     stopped = true;
     for (const result of await Promise.allSettled(inFlight.splice(0))) {
       if (result.status === "fulfilled") result.value.release();
     }
     current?.release();
     current = undefined;
-    unpin();
+    finish();
   };
   const fill = () => {
-    while (!stopped && inFlight.length < READ_AHEAD_PARTS && next < parts.length) {
-      const index = next++;
-      const read = readPartHeld(log, seid, parts[index] as Part, index);
+    while (!stopped && inFlight.length < readAhead && next < source.count()) {
+      const read = source.read(next++);
       read.catch(() => {}); // surfaced when its turn comes
       inFlight.push(read);
     }
@@ -178,6 +211,10 @@ export function createReadStream(
     type: "bytes",
     async pull(controller) {
       try {
+        if (!started) {
+          started = true;
+          await source.start?.();
+        }
         fill();
         while (current === undefined || offset === current.bytes.length) {
           current?.release();
@@ -185,10 +222,10 @@ export function createReadStream(
           // Left in inFlight while awaited, so that a cancel meanwhile waits for it too.
           const head = inFlight[0];
           if (head === undefined) {
-            if (delivered !== location.sizeBytes) {
-              throw new CorruptionError(`seid ${seid}: parts add up to ${delivered} bytes, expected ${location.sizeBytes}`);
+            if (delivered !== sizeBytes) {
+              throw new CorruptionError(`seid ${seid}: parts add up to ${delivered} bytes, expected ${sizeBytes}`);
             }
-            unpin();
+            finish();
             controller.close();
             controller.byobRequest?.respond(0);
             return;
@@ -223,10 +260,10 @@ export function createReadStream(
           controller.enqueue(chunk as Uint8Array<ArrayBuffer>);
         }
       } catch (error) {
-        await settleThenUnpin();
-        controller.error(error);
+        await settleThenFinish();
+        controller.error(source.mapError === undefined ? error : source.mapError(error));
       }
     },
-    cancel: settleThenUnpin,
+    cancel: settleThenFinish,
   });
 }

@@ -34,6 +34,8 @@ import { ElementCache } from "../store/cache.ts";
 import { decodeExtents, FLAG_EXTENTS_INDIRECT, FLAG_PART, type Part } from "../store/format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "../store/format/records.ts";
 import { assembleParts } from "../store/read-path.ts";
+import { partsByteStream } from "../store/streams.ts";
+import type { HeldBytes } from "../log/reader.ts";
 import type { Location } from "../store/state/mapping.ts";
 import { checkSeid } from "../store/state/seids.ts";
 import type { StoreHandle } from "./handle.ts";
@@ -158,25 +160,16 @@ export class WorkerReader {
     }
   }
 
-  /** The element's committed bytes as a stream; its segments stay pinned until it ends. */
+  /**
+   * The element's committed bytes as a byte stream (a BYOB reader gets them copied into its own
+   * buffer; store/streams.ts); its segments stay pinned until it ends.
+   */
   readStream(seid: bigint): ReadableStream<Uint8Array> {
     checkSeid(seid);
     const { location } = this.mapping.lookup(seid);
     if (location === undefined) throw new InvalidArgumentError(`seid ${seid} has no element to stream`);
     let parts: readonly Part[] | undefined;
     let entries: number[] = [];
-    let next = 0;
-    let delivered = 0;
-    let started = false;
-    let finished = false;
-    const inFlight: Array<Promise<Uint8Array>> = [];
-    const release = () => {
-      if (finished) return;
-      finished = true;
-      this.openStreams -= 1;
-      for (const entry of entries) this.pins.unpin(entry);
-      entries = [];
-    };
     this.openStreams += 1;
     const start = async () => {
       // Pin everything the version being streamed touches, once, for the stream's whole life.
@@ -198,46 +191,24 @@ export class WorkerReader {
       }
       throw new InvalidArgumentError(`seid ${seid} kept moving while its stream started`);
     };
-    return new ReadableStream<Uint8Array>(
+    // Reads here copy into a JS array already (readBytes): each is handed over as the caller's own.
+    const own = (bytes: Uint8Array): HeldBytes => ({ bytes, copied: true, live: true, release: () => {} });
+    return partsByteStream(
+      seid,
+      location.sizeBytes,
       {
-        pull: async (controller) => {
-          try {
-            if (!started) {
-              started = true;
-              await start();
-            }
-            if (parts === undefined) {
-              const body = await this.readSingle(seid, location);
-              if (body.length > 0) controller.enqueue(body);
-              release();
-              controller.close();
-              return;
-            }
-            const list = parts;
-            while (inFlight.length < READ_AHEAD_PARTS && next < list.length) {
-              const index = next++;
-              const read = this.readPart(seid, list[index] as Part, index);
-              read.catch(() => {});
-              inFlight.push(read);
-            }
-            const head = inFlight.shift();
-            if (head === undefined) {
-              if (delivered !== location.sizeBytes) throw new CorruptionError(`seid ${seid}: parts add up to ${delivered} bytes, expected ${location.sizeBytes}`);
-              release();
-              controller.close();
-              return;
-            }
-            const body = await head;
-            delivered += body.length;
-            controller.enqueue(body);
-          } catch (error) {
-            release();
-            controller.error(error instanceof Retry ? new CorruptionError(`seid ${seid}: ${error.message}`) : error);
-          }
+        start,
+        // A single-part element streams as one part.
+        count: () => (parts === undefined ? 1 : parts.length),
+        read: async (index) => own(parts === undefined ? await this.readSingle(seid, location) : await this.readPart(seid, parts[index] as Part, index)),
+        finish: () => {
+          this.openStreams -= 1;
+          for (const entry of entries) this.pins.unpin(entry);
+          entries = [];
         },
-        cancel: release,
+        mapError: (error) => (error instanceof Retry ? new CorruptionError(`seid ${seid}: ${error.message}`) : error),
       },
-      { highWaterMark: 1 },
+      READ_AHEAD_PARTS,
     );
   }
 

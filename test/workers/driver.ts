@@ -169,6 +169,21 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       const chunks: Uint8Array[] = [];
       for await (const chunk of store.readStream(job.read)) chunks.push(chunk);
       const streamed = Buffer.concat(chunks);
+      // A byte stream, as on the owner: a BYOB reader fills its own (odd-sized, reused) buffer.
+      const byobHash = async (seid: bigint): Promise<string> => {
+        const reader = store.readStream(seid).getReader({ mode: "byob" });
+        const hasher = new Bun.CryptoHasher("sha256");
+        let buffer = new ArrayBuffer(65_537);
+        for (;;) {
+          const { done, value } = await reader.read(new Uint8Array(buffer));
+          if (done) break;
+          hasher.update(value);
+          buffer = value.buffer as ArrayBuffer;
+        }
+        return hasher.digest("hex");
+      };
+      const byob = await byobHash(job.read);
+      const byobSmall = await byobHash(job.small);
       await store.transaction(async (tx) => {
         const writer = tx.writeStream(job.streamed).getWriter();
         const value = bigValue(job.sizes[0], 11);
@@ -176,7 +191,7 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
         await writer.close();
         tx.write(job.whole, bigValue(job.sizes[1], 12));
       });
-      return { wholeHash: Bun.hash(whole ?? new Uint8Array(0)).toString(), streamedHash: Bun.hash(streamed).toString(), size: store.sizeOf(job.read) };
+      return { wholeHash: Bun.hash(whole ?? new Uint8Array(0)).toString(), streamedHash: Bun.hash(streamed).toString(), byob, byobSmall, size: store.sizeOf(job.read) };
     }
     case "timed-loop": {
       // Commits whose callbacks note when they start and end (one clock across threads).

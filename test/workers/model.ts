@@ -16,7 +16,7 @@ export type DriverJob =
   | { kind: "flush" }
   | { kind: "backup"; target: string; keys: bigint[] }
   | { kind: "closed"; seid: bigint }
-  | { kind: "big"; read: bigint; streamed: bigint; whole: bigint; sizes: [number, number] }
+  | { kind: "big"; read: bigint; small: bigint; streamed: bigint; whole: bigint; sizes: [number, number] }
   | { kind: "timed-loop"; keys: bigint[]; count: number }
   | { kind: "reads"; keys: bigint[]; ms: number; seed: number };
 

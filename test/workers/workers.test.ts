@@ -186,22 +186,30 @@ describe("workers", () => {
     });
   }, 90_000);
 
-  test("large elements across threads: a Worker reads one whole and as a stream, writes one through a stream and one of 20 MiB whole", async () => {
+  test("large elements across threads: a Worker reads one whole, as a stream and through a BYOB reader, writes one through a stream and one of 20 MiB whole", async () => {
     const { dir, cleanup } = scratchDir("workers-big");
     const file = path.join(dir, "a.lss");
-    const running: Array<Running<{ wholeHash: string; streamedHash: string; size: number }>> = [];
+    type Result = { wholeHash: string; streamedHash: string; byob: string; byobSmall: string; size: number };
+    const running: Array<Running<Result>> = [];
     try {
       const store = await Store.open(file, { segmentSize: 4 << 20, bufferSize: 1 << 20 });
-      const [read, streamed, whole] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
+      const [read, small, streamed, whole] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
       const big = bigValue(5_000_011, 10);
-      await store.transaction((tx) => tx.write(read, big));
+      const little = bigValue(70_001, 13);
+      await store.transaction((tx) => {
+        tx.write(read, big);
+        tx.write(small, little);
+      });
       const handle = store.share();
-      const job = startJob<{ wholeHash: string; streamedHash: string; size: number }>(handle, { kind: "big", read, streamed, whole, sizes: [6_000_007, 20 << 20] });
+      const job = startJob<Result>(handle, { kind: "big", read, small, streamed, whole, sizes: [6_000_007, 20 << 20] });
       running.push(job);
       const result = await withTimeout(job.result, 60_000, "big");
       expect(result.size).toBe(big.length);
       expect(result.wholeHash).toBe(Bun.hash(big).toString());
       expect(result.streamedHash).toBe(Bun.hash(big).toString());
+      const sha = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+      expect(result.byob).toBe(sha(big));
+      expect(result.byobSmall).toBe(sha(little));
       expect(Buffer.compare(Buffer.from((await store.read(streamed)) as Uint8Array), Buffer.from(bigValue(6_000_007, 11)))).toBe(0);
       expect(Buffer.compare(Buffer.from((await store.read(whole)) as Uint8Array), Buffer.from(bigValue(20 << 20, 12)))).toBe(0);
       await withTimeout(store.close(), 20_000, "close");
