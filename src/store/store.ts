@@ -40,7 +40,7 @@ import type { StoreHandle } from "../workers/handle.ts";
 import { WorkerHost } from "../workers/host.ts";
 import { primaryStatsOf, replicationAfterCommit, stopReplicationOf } from "../replication/registry.ts";
 import type { PrimaryReplicationStats, ReplicationServer, ServeReplicationOptions } from "../replication/primary.ts";
-import type { ReplicationLevel } from "../replication/sync-levels.ts";
+import { checkLevel, type ReplicationLevel } from "../replication/sync-levels.ts";
 import type { StandbyOptions, StandbyReplicationStats, StandbyStore } from "../replication/standby.ts";
 
 /** Options of one transaction. */
@@ -335,6 +335,9 @@ export class Store {
       this.assertWritable();
       if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing`);
       if (typeof fn !== "function") throw new InvalidArgumentError("transaction() takes a function");
+      // Checked before anything runs: a bad level found after the commit would reject a
+      // transaction that did commit.
+      if (options.replication !== undefined) checkLevel(options.replication, "replication");
       this.commits.refuseInsideCallback("store.transaction()");
     } catch (error) {
       return Promise.reject(error);
@@ -677,6 +680,7 @@ export class Store {
       assertWritable: () => this.assertWritable(),
       throttle: () => this.cleaner.throttle(),
       afterCommit: (commitEnd, othersQueued, deferFlush) => this.afterCommit(commitEnd, othersQueued, deferFlush),
+      replicated: (commitEnd, level) => replicationAfterCommit(this.core, commitEnd, level),
       flush: () => this.flush(),
       checkpoint: () => this.checkpoint(),
       compact: (options) => this.compact(options),

@@ -33,7 +33,9 @@ import type { ElementValue, Transaction } from "../store/transaction.ts";
 import { toBytes } from "../store/transaction.ts";
 import { checkSeid, DEFAULT_SPACE, MAX_SPACE } from "../store/state/seids.ts";
 import { isStoreHandle, type StoreHandle } from "./handle.ts";
-import { SEID_LEASE } from "./host.ts";
+import { levelCode, SEID_LEASE } from "./host.ts";
+import { checkLevel, type ReplicationLevel } from "../replication/sync-levels.ts";
+import type { TransactionOptions } from "../store/store.ts";
 import { WorkerReader } from "./reader.ts";
 import { StatsBoard } from "./shared-state.ts";
 import { CLAIMS, TurnLock } from "./turn.ts";
@@ -531,14 +533,17 @@ export class AttachedStore {
 
   /**
    * Run `fn` as a transaction, in FIFO order with every other thread's. Same contract as
-   * `Store.transaction`: atomic, visible at once at commit, resolves once durable (`sync`).
+   * `Store.transaction`: atomic, visible at once at commit, resolves once durable (`sync`) and,
+   * when the store serves standbys, once they confirmed it as `options.replication` asks.
    */
-  transaction<T>(fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: Transaction) => T | Promise<T>, options: TransactionOptions = {}): Promise<T> {
     let ticket: number | undefined;
+    let level: ReplicationLevel | undefined;
     try {
       this.assertWritable();
       if (this.closing !== undefined) throw new StoreClosedError(`the store ${this.path} is closing in this Worker`);
       if (typeof fn !== "function") throw new InvalidArgumentError("transaction() takes a function");
+      if (options.replication !== undefined) level = checkLevel(options.replication, "replication");
       this.assertNotInTransaction("transaction()");
       // Synchronous: the ticket is taken in call order (unless half the claim ring is queued:
       // then it waits for room first, see turn.ts).
@@ -546,14 +551,14 @@ export class AttachedStore {
     } catch (error) {
       return Promise.reject(error);
     }
-    const run = this.runTransaction(ticket, fn);
+    const run = this.runTransaction(ticket, fn, level);
     this.inFlight.add(run);
     const untrack = () => this.inFlight.delete(run);
     run.then(untrack, untrack);
     return run;
   }
 
-  private async runTransaction<T>(ticket: number | undefined, fn: (tx: Transaction) => T | Promise<T>): Promise<T> {
+  private async runTransaction<T>(ticket: number | undefined, fn: (tx: Transaction) => T | Promise<T>, level: ReplicationLevel | undefined): Promise<T> {
     // A ticket the owner skipped as orphaned (see turn.ts) is retaken; in practice never.
     while (ticket === undefined) ticket = await this.lock.take(this.attachmentId);
     await this.lock.waitFor(ticket, () => this.ownerGone);
@@ -578,7 +583,7 @@ export class AttachedStore {
     const committed = new Promise<unknown>((resolve, reject) => this.committing.set(txId, { resolve, reject }));
     try {
       tx.sendBatch();
-      this.send(new FrameBuilder(Frame.Commit).f64(txId).f64(ticket).finish());
+      this.send(new FrameBuilder(Frame.Commit).f64(txId).f64(ticket).u8(levelCode(level)).finish());
     } catch (error) {
       this.committing.delete(txId);
       throw error;

@@ -18,6 +18,7 @@
 import { randomBytes } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
 import type { BackupInfo, BackupOptions } from "../backup/backup.ts";
+import type { ReplicationLevel } from "../replication/sync-levels.ts";
 import { LssError, StoreClosedError, TransactionError } from "../errors.ts";
 import type { RingDescriptor } from "../log/ring.ts";
 import type { CommitObserver, CommitPath, StoreCore } from "../store/commit.ts";
@@ -53,6 +54,11 @@ export interface HostServices {
    * `deferFlush`: a queued transaction will ask for the flush (a short fallback timer asks too).
    */
   afterCommit(commitEnd: number, othersQueued: boolean, deferFlush: boolean): Promise<void>;
+  /**
+   * After `afterCommit`: the standbys' confirmation the transaction's replication level asks for
+   * (undefined: the store's default), or undefined when the store serves no standbys.
+   */
+  replicated(commitEnd: number, level: ReplicationLevel | undefined): Promise<void> | undefined;
   flush(): Promise<void>;
   checkpoint(): Promise<void>;
   compact(options: { shrink?: boolean; utilisationPercent?: number }): Promise<unknown>;
@@ -336,6 +342,8 @@ export class WorkerHost implements CommitObserver {
 
   private async onCommit(connection: Connection, frame: FrameReader): Promise<void> {
     const txId = frame.f64();
+    frame.f64(); // the ticket
+    const level = levelFromCode(frame.u8());
     const tx = connection.tx ?? (await this.openTx(connection, txId));
     connection.tx = undefined;
     let commitEnd: number | undefined;
@@ -353,7 +361,12 @@ export class WorkerHost implements CommitObserver {
       // Group commit across Workers: with tickets queued behind this commit, the flush is left
       // to the last of them (a Worker's next commit needs a round trip, so "seal on the next
       // turn of the event loop" would flush each commit nearly alone). See afterCommit.
-      if (commitEnd !== undefined) await this.services.afterCommit(commitEnd, this.queuedTickets > 0, this.queuedTickets > 0);
+      if (commitEnd !== undefined) {
+        await this.services.afterCommit(commitEnd, this.queuedTickets > 0, this.queuedTickets > 0);
+        // As on the owner: the standbys' confirmation the transaction's level asks for.
+        const replicated = this.services.replicated(commitEnd, level);
+        if (replicated !== undefined) await replicated;
+      }
       connection.sender.send(new FrameBuilder(Frame.Committed).f64(txId).finish());
     } catch (error) {
       connection.sender.send(new FrameBuilder(Frame.TxFailed).f64(txId).json(describeError(error)).finish());
@@ -505,6 +518,18 @@ export class WorkerHost implements CommitObserver {
     this.services.core.observer = undefined;
     this.services.commits.unshareTurns();
   }
+}
+
+/** A transaction's replication level on the wire (0: the store's default). */
+const LEVEL_CODES: ReadonlyArray<ReplicationLevel | undefined> = [undefined, "async", "received", "durable", "applied"];
+
+export function levelCode(level: ReplicationLevel | undefined): number {
+  return LEVEL_CODES.indexOf(level);
+}
+
+function levelFromCode(code: number): ReplicationLevel | undefined {
+  if (code >= LEVEL_CODES.length) throw new Error(`unknown replication level code ${code}`);
+  return LEVEL_CODES[code];
 }
 
 /** An error as it crosses the wire. */

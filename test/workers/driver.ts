@@ -113,6 +113,24 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       });
       return { first: { kind: first.kind, transaction: first.transaction }, second: { kind: second.kind, transaction: second.transaction }, reports, insideError };
     }
+    case "levels": {
+      // One transaction at each kind of replication level; what each outcome was, and how long it took.
+      const outcome = async (options: { replication?: unknown }, seid: bigint, tag: number) => {
+        const started = performance.now();
+        try {
+          await store.transaction((tx) => tx.write(seid, valueFor(tag, seid)), options as { replication?: "async" });
+          return { code: "ok", ms: performance.now() - started };
+        } catch (error) {
+          return { code: (error as { code?: string }).code ?? String(error), ms: performance.now() - started };
+        }
+      };
+      const [a, b, c] = job.keys as [bigint, bigint, bigint];
+      return {
+        byDefault: await outcome({}, a, 1),
+        async: await outcome({ replication: "async" }, b, 2),
+        bogus: await outcome({ replication: "bogus" }, c, 3),
+      };
+    }
     case "flush": {
       // Ask the owner for a flush (from outside any transaction of this Worker), and say so.
       const flushed = store.flush();

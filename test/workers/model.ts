@@ -14,6 +14,7 @@ export type DriverJob =
   | { kind: "misuse"; seid: bigint }
   | { kind: "alloc"; byHand: bigint[]; count: number }
   | { kind: "flush" }
+  | { kind: "levels"; keys: bigint[] }
   | { kind: "backup"; target: string; keys: bigint[] }
   | { kind: "closed"; seid: bigint }
   | { kind: "big"; read: bigint; small: bigint; streamed: bigint; whole: bigint; sizes: [number, number] }

@@ -219,6 +219,36 @@ describe("workers", () => {
     }
   }, 90_000);
 
+  test("a Worker's transaction waits for the standbys as its replication level asks, as the owner's does; a bad level is refused before anything is applied", async () => {
+    await inScene("workers-levels", async ({ dir, running }) => {
+      const store = await Store.open(path.join(dir, "a.lss"));
+      // "durable" by default, and nobody to confirm it: a commit fails after 300 ms.
+      const server = await store.serveReplication({ port: 0, secret: "s".repeat(32), replication: "durable", replicationTimeoutMs: 300, onReplicationTimeout: "fail", log: () => {} });
+      try {
+        const keys = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
+        type Outcome = { code: string; ms: number };
+        const job = startJob<{ byDefault: Outcome; async: Outcome; bogus: Outcome }>(store.share(), { kind: "levels", keys });
+        running.push(job);
+        const result = await withTimeout(job.result, 30_000, "levels");
+        expect(result.byDefault.code).toBe("LSS_REPLICATION_TIMEOUT");
+        expect(result.byDefault.ms).toBeGreaterThanOrEqual(250);
+        expect(result.async.code).toBe("ok");
+        expect(result.bogus.code).toBe("LSS_INVALID_ARGUMENT");
+        // The first two committed on the primary (the timeout is about the standby only); the bogus one never ran.
+        expect(await store.has(keys[0] as bigint)).toBe(true);
+        expect(await store.has(keys[1] as bigint)).toBe(true);
+        expect(await store.has(keys[2] as bigint)).toBe(false);
+        // The owner refuses a bad level up front too, with nothing applied.
+        const seid = store.allocateSeid();
+        await expect(store.transaction((tx) => tx.write(seid, new Uint8Array(1)), { replication: "bogus" as "async" })).rejects.toMatchObject({ code: "LSS_INVALID_ARGUMENT" });
+        expect(store.has(seid)).toBe(false);
+      } finally {
+        await server.close();
+        await withTimeout(store.close(), 20_000, "close");
+      }
+    });
+  }, 90_000);
+
   test("allocateSeid never hands out a live seid: a Worker steps over seids in its lease written by hand, the owner over those a Worker wrote", async () => {
     await inScene("workers-alloc", async ({ dir, running }) => {
       const store = await Store.open(path.join(dir, "a.lss"));
