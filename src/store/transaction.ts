@@ -41,7 +41,9 @@ interface LatestWrite {
   /** Where the write is in the log, once appended. */
   op: WriteOp | undefined;
 }
-type LatestOp = LatestWrite | { kind: "delete" };
+type LatestOp = LatestWrite | { readonly kind: "delete" };
+/** The one "deleted" entry every delete notes (it carries nothing of its own). */
+const DELETED: LatestOp = Object.freeze({ kind: "delete" });
 
 /** What a transaction needs of the store to read (see {@link TransactionState}). */
 export interface TransactionReads {
@@ -105,8 +107,16 @@ export class TransactionState implements Transaction {
   private openStreams = 0;
   /** It wrote (or streamed) an element: it is not a transaction that only deletes. */
   private wrote = false;
-  /** This transaction's newest operation per seid (for {@link read}). */
-  private readonly latest = new Map<bigint, LatestOp>();
+  /**
+   * This transaction's newest operation per seid (for {@link read}), built at the first read from
+   * the history below. Why not kept up to date from the start: a bigint-keyed Map.set cost ~0.9 µs
+   * per write, a third of `tx.write` in a bulk load of 1 M × 100 B, and most transactions never
+   * read their own writes.
+   */
+  private latest: Map<bigint, LatestOp> | undefined;
+  /** Every operation in call order, until {@link latest} is built (two arrays: no object per entry). */
+  private historySeids: bigint[] = [];
+  private historyOps: LatestOp[] = [];
   private readonly reads: TransactionReads;
 
   constructor(id: number, log: LogStructuredStore, cacheBytes: number, reads: TransactionReads) {
@@ -128,7 +138,7 @@ export class TransactionState implements Transaction {
     const bytes = toBytes(value);
     const latest: LatestWrite = { kind: "write", value: bytes, op: undefined };
     this.wrote = true;
-    this.latest.set(seid, latest);
+    this.note(seid, latest);
     this.pending.push({ kind: "write", seid, value: bytes, latest });
     this.pendingBytes += bytes.length;
     if (this.pendingBytes >= SPILL_BYTES) this.spill();
@@ -150,7 +160,7 @@ export class TransactionState implements Transaction {
   delete(seid: bigint): void {
     this.assertActive();
     checkSeid(seid);
-    this.latest.set(seid, { kind: "delete" });
+    this.note(seid, DELETED);
     this.pending.push({ kind: "delete", seid });
   }
 
@@ -158,7 +168,7 @@ export class TransactionState implements Transaction {
   async read(seid: bigint): Promise<Uint8Array | undefined> {
     this.assertActive();
     checkSeid(seid);
-    const latest = this.latest.get(seid);
+    const latest = this.latestOf(seid);
     if (latest === undefined) return this.reads.readCommitted(seid);
     if (latest.kind === "delete") return undefined;
     if (latest.value !== undefined) return latest.value.slice();
@@ -177,6 +187,28 @@ export class TransactionState implements Transaction {
     return op.multipart === undefined
       ? readSingle(this.log, seid, location)
       : readMultipart(this.log, seid, location, op.multipart.parts);
+  }
+
+  /** Record `op` as the newest operation on `seid`. */
+  private note(seid: bigint, op: LatestOp): void {
+    if (this.latest !== undefined) {
+      this.latest.set(seid, op);
+    } else {
+      this.historySeids.push(seid);
+      this.historyOps.push(op);
+    }
+  }
+
+  /** The newest operation on `seid`, if any (builds {@link latest} on first use). */
+  private latestOf(seid: bigint): LatestOp | undefined {
+    if (this.latest === undefined) {
+      const latest = new Map<bigint, LatestOp>();
+      for (let i = 0; i < this.historySeids.length; i++) latest.set(this.historySeids[i] as bigint, this.historyOps[i] as LatestOp);
+      this.historySeids = [];
+      this.historyOps = [];
+      this.latest = latest;
+    }
+    return this.latest.get(seid);
   }
 
   /** Operations so far (writes and deletes). */
@@ -209,7 +241,7 @@ export class TransactionState implements Transaction {
     // Registered now, in call order: a later tx.write of the same seid must win over it.
     const latest: LatestWrite = { kind: "write", value: undefined, op: undefined };
     this.wrote = true;
-    this.latest.set(seid, latest);
+    this.note(seid, latest);
     const run = this.spilling.then(async () => {
       await this.appendBatch(batch);
       const op = await producer();
@@ -260,7 +292,9 @@ export class TransactionState implements Transaction {
   /** End the transaction: no more calls. */
   end(): void {
     this.active = false;
-    this.latest.clear();
+    this.latest = undefined;
+    this.historySeids = [];
+    this.historyOps = [];
   }
 
   /**

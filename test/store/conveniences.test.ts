@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { CorruptionError, InvalidArgumentError, Store, TransactionError, type Transaction } from "../../src/index.ts";
-import { BACKENDS, fillPattern, scratchDir } from "../helpers.ts";
+import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 
 const SMALL = { segmentSize: 256 << 10, bufferSize: 64 << 10 } as const;
 const text = (s: string) => new TextEncoder().encode(s);
@@ -85,6 +85,36 @@ for (const io of BACKENDS) {
       expect((await iterator.next()).value?.[0]).toBe(small);
       await expect(iterator.next()).rejects.toThrow(InvalidArgumentError);
       await store.close();
+    });
+
+    test("tx.read, first called after thousands of writes, deletes and spills, sees the newest of each, and later operations too", async () => {
+      await using store = await Store.open(file, { ...SMALL, io });
+      const seids = Array.from({ length: 64 }, () => store.allocateSeid());
+      await store.transaction((tx) => {
+        for (const seid of seids) tx.write(seid, text(`committed ${seid}`));
+      });
+      const next = rng(3);
+      const model = new Map<bigint, string | undefined>(seids.map((seid) => [seid, `committed ${seid}`]));
+      const op = (tx: Transaction, i: number) => {
+        const seid = seids[Math.floor(next() * seids.length)] as bigint;
+        if (next() < 0.2) {
+          tx.delete(seid);
+          model.set(seid, undefined);
+        } else {
+          // Now and then a large value, so that pending writes spill to the log meanwhile.
+          const value = i % 250 === 0 ? `${i}:${"x".repeat(600_000)}` : `${i}`;
+          tx.write(seid, text(value));
+          model.set(seid, value);
+        }
+      };
+      const show = (bytes: Uint8Array | undefined) => (bytes === undefined ? undefined : new TextDecoder().decode(bytes));
+      await store.transaction(async (tx) => {
+        for (let i = 0; i < 5_000; i++) op(tx, i);
+        for (const seid of seids) expect(show(await tx.read(seid))).toBe(model.get(seid));
+        for (let i = 5_000; i < 6_000; i++) op(tx, i);
+        for (const seid of seids) expect(show(await tx.read(seid))).toBe(model.get(seid));
+      });
+      for (const seid of seids) expect(show(await store.read(seid))).toBe(model.get(seid));
     });
 
     test("tx.read sees the transaction's own writes and deletes, else the committed value", async () => {
