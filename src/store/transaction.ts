@@ -27,23 +27,22 @@ export const CACHE_BUDGET_MAX_BYTES = 1 << 20;
 /** Values a transaction accepts for an element. */
 export type ElementValue = Uint8Array | ArrayBufferView | ArrayBuffer;
 
-type PendingOp = { kind: "write"; seid: bigint; value: Uint8Array; latest: LatestWrite } | { kind: "delete"; seid: bigint };
-
 /**
- * The transaction's newest write of a seid, for `tx.read` (read-your-writes). The value is held
- * only until the write reaches the log (then `op` says where it is and reads go there), so a large
- * transaction keeps no more in memory for this than it did before.
+ * A write of the transaction, pending and then appended: one object per write, which is also
+ * what `tx.read` (read-your-writes) finds as the seid's newest write. The value is held only until
+ * the write reaches the log (then `op` says where it is and reads go there), so a large
+ * transaction keeps no more in memory for this than it did before. A write stream's entry has no
+ * value: its bytes are in the log already.
  */
-interface LatestWrite {
-  kind: "write";
+interface WriteEntry {
+  readonly kind: "write";
+  readonly seid: bigint;
   /** The bytes, while they are still in memory (pending, or kept for the cache). */
   value: Uint8Array | undefined;
   /** Where the write is in the log, once appended. */
   op: WriteOp | undefined;
 }
-type LatestOp = LatestWrite | { readonly kind: "delete" };
-/** The one "deleted" entry every delete notes (it carries nothing of its own). */
-const DELETED: LatestOp = Object.freeze({ kind: "delete" });
+type PendingOp = WriteEntry | { readonly kind: "delete"; readonly seid: bigint };
 
 /** What a transaction needs of the store to read (see {@link TransactionState}). */
 export interface TransactionReads {
@@ -109,14 +108,13 @@ export class TransactionState implements Transaction {
   private wrote = false;
   /**
    * This transaction's newest operation per seid (for {@link read}), built at the first read from
-   * the history below. Why not kept up to date from the start: a bigint-keyed Map.set cost ~0.9 µs
+   * the batches below. Why not kept up to date from the start: a bigint-keyed Map.set cost ~0.9 µs
    * per write, a third of `tx.write` in a bulk load of 1 M × 100 B, and most transactions never
    * read their own writes.
    */
-  private latest: Map<bigint, LatestOp> | undefined;
-  /** Every operation in call order, until {@link latest} is built (two arrays: no object per entry). */
-  private historySeids: bigint[] = [];
-  private historyOps: LatestOp[] = [];
+  private latest: Map<bigint, PendingOp> | undefined;
+  /** The batches already taken from {@link pending} (spilled), in order, until {@link latest} is built. */
+  private taken: PendingOp[][] = [];
   private readonly reads: TransactionReads;
 
   constructor(id: number, log: LogStructuredStore, cacheBytes: number, reads: TransactionReads) {
@@ -136,10 +134,10 @@ export class TransactionState implements Transaction {
     this.assertActive();
     checkSeid(seid);
     const bytes = toBytes(value);
-    const latest: LatestWrite = { kind: "write", value: bytes, op: undefined };
+    const entry: WriteEntry = { kind: "write", seid, value: bytes, op: undefined };
     this.wrote = true;
-    this.note(seid, latest);
-    this.pending.push({ kind: "write", seid, value: bytes, latest });
+    this.latest?.set(seid, entry);
+    this.pending.push(entry);
     this.pendingBytes += bytes.length;
     if (this.pendingBytes >= SPILL_BYTES) this.spill();
   }
@@ -160,8 +158,9 @@ export class TransactionState implements Transaction {
   delete(seid: bigint): void {
     this.assertActive();
     checkSeid(seid);
-    this.note(seid, DELETED);
-    this.pending.push({ kind: "delete", seid });
+    const entry: PendingOp = { kind: "delete", seid };
+    this.latest?.set(seid, entry);
+    this.pending.push(entry);
   }
 
   /** Read `seid` as this transaction sees it (see {@link Transaction.read}). */
@@ -189,23 +188,13 @@ export class TransactionState implements Transaction {
       : readMultipart(this.log, seid, location, op.multipart.parts);
   }
 
-  /** Record `op` as the newest operation on `seid`. */
-  private note(seid: bigint, op: LatestOp): void {
-    if (this.latest !== undefined) {
-      this.latest.set(seid, op);
-    } else {
-      this.historySeids.push(seid);
-      this.historyOps.push(op);
-    }
-  }
-
   /** The newest operation on `seid`, if any (builds {@link latest} on first use). */
-  private latestOf(seid: bigint): LatestOp | undefined {
+  private latestOf(seid: bigint): PendingOp | undefined {
     if (this.latest === undefined) {
-      const latest = new Map<bigint, LatestOp>();
-      for (let i = 0; i < this.historySeids.length; i++) latest.set(this.historySeids[i] as bigint, this.historyOps[i] as LatestOp);
-      this.historySeids = [];
-      this.historyOps = [];
+      const latest = new Map<bigint, PendingOp>();
+      for (const batch of this.taken) for (const op of batch) latest.set(op.seid, op);
+      for (const op of this.pending) latest.set(op.seid, op);
+      this.taken = [];
       this.latest = latest;
     }
     return this.latest.get(seid);
@@ -239,9 +228,10 @@ export class TransactionState implements Transaction {
   enqueueApplied(seid: bigint, producer: () => Promise<WriteOp>): Promise<void> {
     const batch = this.takePending();
     // Registered now, in call order: a later tx.write of the same seid must win over it.
-    const latest: LatestWrite = { kind: "write", value: undefined, op: undefined };
+    const latest: WriteEntry = { kind: "write", seid, value: undefined, op: undefined };
     this.wrote = true;
-    this.note(seid, latest);
+    if (this.latest !== undefined) this.latest.set(seid, latest);
+    else this.taken.push([latest]);
     const run = this.spilling.then(async () => {
       await this.appendBatch(batch);
       const op = await producer();
@@ -258,6 +248,8 @@ export class TransactionState implements Transaction {
     const batch = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
+    // Kept for the read-your-writes map until it is built (one push per batch, not per write).
+    if (this.latest === undefined && batch.length > 0) this.taken.push(batch);
     return batch;
   }
 
@@ -277,14 +269,15 @@ export class TransactionState implements Transaction {
         await appendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, new Uint8Array(0));
         this.applied.push({ kind: "delete", seid: op.seid });
       } else {
-        const keep = op.value.length <= this.cacheBudgetBytes;
-        if (keep) this.cacheBudgetBytes -= op.value.length;
-        const fast = tryAppendSmallElement(this.log, this.id, op.seid, op.value, keep);
-        const applied = fast ?? (await appendElement(this.log, this.id, op.seid, op.value, keep));
+        const value = op.value as Uint8Array; // a pending write holds its bytes
+        const keep = value.length <= this.cacheBudgetBytes;
+        if (keep) this.cacheBudgetBytes -= value.length;
+        const fast = tryAppendSmallElement(this.log, this.id, op.seid, value, keep);
+        const applied = fast ?? (await appendElement(this.log, this.id, op.seid, value, keep));
         this.applied.push(applied);
         // From now on tx.read finds it in the log; the bytes are kept only if the cache keeps them.
-        op.latest.op = applied;
-        op.latest.value = applied.value;
+        op.op = applied;
+        op.value = applied.value;
       }
     }
   }
@@ -293,8 +286,7 @@ export class TransactionState implements Transaction {
   end(): void {
     this.active = false;
     this.latest = undefined;
-    this.historySeids = [];
-    this.historyOps = [];
+    this.taken = [];
   }
 
   /**
