@@ -789,6 +789,16 @@ export class LogStructuredStore {
     return this.space.liveSeqs();
   }
 
+  /** @internal Read buffers pooled now (see LogReader's pools): for tests of their bounds. */
+  get pooledReadBuffers(): { small: number; unit: number } {
+    return this.reader.pooledBuffers;
+  }
+
+  /** @internal Bytes of one pooled unit read buffer. */
+  get unitReadBytes(): number {
+    return this.reader.unitReadBytes;
+  }
+
   /** @internal Physical index of segment `seq` in the file, or undefined when it holds no log. */
   segmentIndexOf(seq: number): number | undefined {
     return this.space.indexOf(seq);

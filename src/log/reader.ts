@@ -4,8 +4,9 @@
  * align JS memory), plus the cleaner's whole-segment reads and the scratch buffer of recovery's walk.
  *
  * Owns every read buffer, so their sizes are bounded in one place: small reads (≤ 64 KiB) and
- * reads up to a whole unit (streams read parts of half a buffer) each reuse a pool of at most
- * {@link READ_POOL_MAX} buffers; anything larger allocates its own and frees it after. Buffers are
+ * reads up to a whole unit (streams read parts of half a buffer) each reuse a pool of
+ * {@link READ_POOL_MAX} buffers, more during a burst of reads (up to {@link READ_POOL_BURST_BYTES},
+ * trimmed back once it is over); anything larger allocates its own and frees it after. Buffers are
  * freed explicitly (never by a GC finalizer, which could run with I/O still in flight).
  *
  * @module
@@ -26,8 +27,17 @@ import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 export const CACHE_FILL_MAX_BYTES = 64 << 10;
 /** Reads up to this size reuse pooled native buffers of this size. */
 export const READ_SCRATCH_BYTES = 64 << 10;
-/** Pooled read buffers kept at most, per pool (idle native memory ≤ 16 × (64 KiB + bufferSize)). */
+/** Pooled read buffers kept when reads are idle, per pool (idle native memory ≤ 16 × (64 KiB + bufferSize)). */
 export const READ_POOL_MAX = 16;
+/**
+ * During a burst a pool keeps up to this many bytes of buffers (at least {@link READ_POOL_MAX}
+ * buffers), and gives the excess back after {@link READ_POOL_TRIM_MS} without a burst. Why: 16
+ * reads of 1 MiB values in flight keep 32 unit buffers out; with a pool of 16 every other read
+ * allocated (mmap, a page fault per 4 KiB) and freed one, and 16 in flight read at 138-180 MiB/s
+ * against 227-328 serially; with room for the burst both ran at ~500 MiB/s (/tmp/rd16.ts).
+ */
+export const READ_POOL_BURST_BYTES = 64 << 20;
+export const READ_POOL_TRIM_MS = 2_000;
 
 /** A unit's payload as the cleaner reads it (a copy). */
 export interface SegmentUnit {
@@ -76,6 +86,9 @@ export class LogReader {
   private readonly unitPool: NativeBuffer[] = [];
   /** At most one segment-sized read buffer, kept for the cleaner's next victim. */
   private readonly segmentPool: NativeBuffer[] = [];
+  /** Last time a pool held more than {@link READ_POOL_MAX} buffers, and the timer that trims them. */
+  private burstAt = 0;
+  private trimTimer: ReturnType<typeof setTimeout> | undefined;
   /** Recovery's walk buffer (one unit), kept until close. */
   private walkScratch: NativeBuffer | undefined;
   /** Reads handed out by {@link readHeld} and not yet released (freed at close). */
@@ -267,12 +280,39 @@ export class LogReader {
   giveBack(buffer: NativeBuffer): void {
     const pool =
       buffer.sizeBytes === READ_SCRATCH_BYTES ? this.smallPool : buffer.sizeBytes === this.unitReadBytes ? this.unitPool : undefined;
-    if (pool !== undefined && pool.length < READ_POOL_MAX && this.life.isOpen) pool.push(buffer);
-    else this.backend.free(buffer);
+    if (pool === undefined || !this.life.isOpen) return this.backend.free(buffer);
+    const burstMax = Math.max(READ_POOL_MAX, Math.floor(READ_POOL_BURST_BYTES / buffer.sizeBytes));
+    if (pool.length >= burstMax) return this.backend.free(buffer);
+    pool.push(buffer);
+    if (pool.length > READ_POOL_MAX) {
+      this.burstAt = performance.now();
+      this.trimLater();
+    }
+  }
+
+  /** When a burst is over (none for {@link READ_POOL_TRIM_MS}), free the pools' excess. */
+  private trimLater(): void {
+    if (this.trimTimer !== undefined) return;
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = undefined;
+      if (!this.life.isOpen) return;
+      if (performance.now() - this.burstAt < READ_POOL_TRIM_MS) return this.trimLater();
+      for (const pool of [this.smallPool, this.unitPool]) {
+        for (const buffer of pool.splice(READ_POOL_MAX)) this.backend.free(buffer);
+      }
+    }, READ_POOL_TRIM_MS);
+    this.trimTimer.unref?.();
+  }
+
+  /** Buffers pooled now (small, unit): for tests of the pools' bounds. */
+  get pooledBuffers(): { small: number; unit: number } {
+    return { small: this.smallPool.length, unit: this.unitPool.length };
   }
 
   /** Free every pooled buffer and every held one still out (at close, once no read is in flight). */
   free(): void {
+    if (this.trimTimer !== undefined) clearTimeout(this.trimTimer);
+    this.trimTimer = undefined;
     for (const held of [...this.held]) held.release();
     if (this.walkScratch !== undefined) this.backend.free(this.walkScratch);
     this.walkScratch = undefined;
