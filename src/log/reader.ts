@@ -20,7 +20,7 @@ import { UNIT_HEADER_BYTES, unitFileBytes } from "./format.ts";
 import type { LogLifecycle } from "./lifecycle.ts";
 import type { OwnerRing } from "./ring.ts";
 import type { SegmentSpace } from "./space.ts";
-import { checkUnit, checkUnitHeader, visitSegmentUnits, type WalkContext } from "./walk.ts";
+import { checkUnit, checkUnitHeader, readSegmentUnits, type WalkContext } from "./walk.ts";
 import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 
 /** Reads larger than this go around the caching layer (see read()). */
@@ -239,17 +239,9 @@ export class LogReader {
     // mmap, a page fault per 4 KiB and a munmap each time. A second reader at once allocates.
     const scratch = this.segmentPool.pop() ?? this.backend.alloc(geometry.segmentSize);
     try {
-      const physical = geometry.segmentFileOffset(index);
-      const fileBytes = this.backend.fileSizeBytes(this.file);
-      const readable = Math.min(geometry.segmentSize, alignDown(fileBytes - physical));
       // Read in steps when asked: one 8 MiB read queues every commit's write and datasync behind
       // it on the device (backup reads in steps so writers' commits get in between).
-      await visitSegmentUnits(
-        { geometry, seq, index, readable, stepBytes },
-        scratch.bytes,
-        (offset, n) => this.queue.read(this.file, scratch, offset, n, physical + offset),
-        visit,
-      );
+      await readSegmentUnits({ backend: this.backend, queue: this.queue, file: this.file }, { geometry, seq, index, stepBytes }, scratch, visit);
     } finally {
       if (this.life.isOpen && this.segmentPool.length === 0) this.segmentPool.push(scratch);
       else this.backend.free(scratch);

@@ -19,7 +19,7 @@ import type { IoChoice } from "../io/backend.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { alignDown, alignUp, LogGeometry } from "./address.ts";
 import type { HeldBytes } from "./reader.ts";
-import { visitSegmentUnits } from "./walk.ts";
+import { readSegmentUnits } from "./walk.ts";
 
 /** Read buffers kept per size for reuse (a read of a size not pooled allocates and frees). */
 const POOL_PER_SIZE = 8;
@@ -90,16 +90,9 @@ export class SegmentFile {
     this.assertOpen();
     const index = this.indexOf(seq);
     const geometry = this.geometry;
-    const physical = geometry.segmentFileOffset(index);
-    const readable = Math.min(geometry.segmentSize, alignDown(this.backend.fileSizeBytes(this.file) - physical));
     const scratch = this.borrow(geometry.segmentSize);
     try {
-      await visitSegmentUnits(
-        { geometry, seq, index, readable, stepBytes },
-        scratch.bytes,
-        (offset, n) => this.queue.read(this.file, scratch, offset, n, physical + offset),
-        visit,
-      );
+      await readSegmentUnits({ backend: this.backend, queue: this.queue, file: this.file }, { geometry, seq, index, stepBytes }, scratch, visit);
     } finally {
       this.giveBack(scratch);
     }

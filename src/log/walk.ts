@@ -19,7 +19,7 @@ import { ALIGNMENT_BYTES } from "../io/backend.ts";
 import type { IoQueue } from "../io/queue.ts";
 import { decodeUnitHeader, UNIT_HEADER_BYTES, unitFileBytes, type LogPosition, type UnitHeader } from "./format.ts";
 import { CorruptionError } from "../errors.ts";
-import { MIN_UNIT_ROOM_BYTES, UNKNOWN_SEGMENT, type LogGeometry } from "./address.ts";
+import { alignDown, MIN_UNIT_ROOM_BYTES, UNKNOWN_SEGMENT, type LogGeometry } from "./address.ts";
 
 /** What a reader expects at one place of the log. */
 export interface UnitExpectation {
@@ -123,6 +123,23 @@ export async function visitSegmentUnits(
     visit(address, unit.payload);
     offset += unit.fileBytes;
   }
+}
+
+/**
+ * {@link visitSegmentUnits} of segment `seq` at physical `index` of `file`, read through `queue`
+ * into `scratch` (a segment-sized aligned buffer): the log's own segment reads and a backup
+ * Worker's (segment-file.ts). Reads no further than the file's end.
+ */
+export async function readSegmentUnits(
+  io: { readonly backend: IoBackend; readonly queue: IoQueue; readonly file: FileHandle },
+  segment: { readonly geometry: LogGeometry; readonly seq: number; readonly index: number; readonly stepBytes: number },
+  scratch: NativeBuffer,
+  visit: (address: number, payload: Uint8Array) => void,
+): Promise<void> {
+  const { geometry, index } = segment;
+  const physical = geometry.segmentFileOffset(index);
+  const readable = Math.min(geometry.segmentSize, alignDown(io.backend.fileSizeBytes(io.file) - physical));
+  await visitSegmentUnits({ ...segment, readable }, scratch.bytes, (offset, n) => io.queue.read(io.file, scratch, offset, n, physical + offset), visit);
 }
 
 /** The position right after a unit that starts at `address` and occupies `fileBytes`. */
