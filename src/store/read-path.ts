@@ -47,13 +47,21 @@ export class ReadPath {
   }
 
   /** The element's bytes as last committed, or `undefined` if there is none. */
-  async read(seid: bigint): Promise<Uint8Array | undefined> {
+  /**
+   * The element's bytes if the cache holds them (a copy), else undefined. Throws for a bad seid.
+   * The cache only holds committed values and is invalidated by every write and delete, so a hit
+   * needs no mapping-table lookup.
+   */
+  cached(seid: bigint): Uint8Array | undefined {
     checkSeid(seid);
+    const hit = this.core.cache.get(seid);
+    return hit !== undefined && hit.length <= this.maxReadBytes ? hit : undefined;
+  }
+
+  async read(seid: bigint): Promise<Uint8Array | undefined> {
+    const hit = this.cached(seid);
+    if (hit !== undefined) return hit; // a copy already
     const { core } = this;
-    // The cache only holds committed values and is invalidated by every write and delete, so a
-    // hit needs no mapping-table lookup.
-    const hit = core.cache.get(seid);
-    if (hit !== undefined && hit.length <= this.maxReadBytes) return hit; // a copy already
     const location = core.map.get(seid);
     if (location === undefined) return undefined;
     if (location.sizeBytes > this.maxReadBytes) {

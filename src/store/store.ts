@@ -445,9 +445,16 @@ export class Store {
   // ───────────────────────────── reads ─────────────────────────────
 
   /** The element's bytes as last committed, or `undefined` if there is none. */
-  async read(seid: bigint): Promise<Uint8Array | undefined> {
-    this.assertOpen();
-    return this.reads.read(seid);
+  read(seid: bigint): Promise<Uint8Array | undefined> {
+    // Not an async function: a cache hit is one already-resolved promise, not two async frames
+    // (this one returning the read path's promise took two more microtask ticks per read).
+    try {
+      this.assertOpen();
+      const hit = this.reads.cached(seid);
+      return hit !== undefined ? Promise.resolve(hit) : this.reads.read(seid);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   /**
