@@ -72,6 +72,8 @@ for (const file of jsFiles) {
   const stale = /(?:from|import\(|require\()\s*["'](\.{1,2}\/[^"']+\.ts)["']/.exec(text);
   if (stale !== null) fail(`dist/${file} still imports ${stale[1]}`);
 }
+// A backup's base-copy Worker is loaded by URL, never imported: it must be built on its own.
+if (!fs.existsSync(path.join(DIST, "backup", "base-worker.js"))) fail("dist/backup/base-worker.js is missing (the backup's base-copy Worker)");
 const embed = fs.readFileSync(path.join(DIST, "io", "shim-embed.js"), "utf8");
 if (!embed.includes('"../../prebuilt/linux-x64/libbloom_lss_shim.so" with { type: "file" }')) {
   fail("dist/io/shim-embed.js lost its file import of the prebuilt shim (compiled binaries would not embed it)");

@@ -73,8 +73,12 @@ try {
 } catch (error) {
   if (error instanceof LssError) rejected = error.code;
 }
+// A backup whose base is copied in a Worker: from the installed package it runs in one; in a
+// compiled binary (no base-worker.js embedded) it falls back to this thread, same bytes.
+const backup = await store.backup(file + ".backup", { copyIn: "worker" });
 console.log(JSON.stringify({
   io: store.io,
+  backup: { kind: backup.kind, copiedIn: backup.copiedIn, elements: backup.elements },
   text: new TextDecoder().decode(bytes),
   bigOk: sync !== undefined && sync.length === big.length && sync.every((b, i) => b === big[i]),
   entries,
@@ -173,6 +177,7 @@ describe("the installed package", () => {
     const out = ok(run("bun", ["app.ts", path.join(data.dir, "app.lss")], { cwd: app, env: userEnv() }), "bun app.ts");
     const seen = JSON.parse(out);
     expect(seen).toEqual({
+      backup: { kind: "full", copiedIn: "worker", elements: 2 },
       io: "io_uring",
       text: "hello bloom",
       bigOk: true,
@@ -206,6 +211,7 @@ describe("the installed package", () => {
       const ran = run(binary, [path.join(data.dir, `compiled-${name.replace(/\W+/g, "-")}.lss`)], { cwd: elsewhere, env });
       const seen = JSON.parse(ok(ran, `compiled app (${name})`));
       expect({ name, io: seen.io, text: seen.text, bigOk: seen.bigOk }).toEqual({ name, io: "io_uring", text: "hello bloom", bigOk: true });
+      expect(seen.backup).toEqual({ kind: "full", copiedIn: "caller", elements: 2 });
       expect(ran.stderr).not.toContain("io_uring is unavailable");
     }
     // With TMPDIR unusable the embedded library was copied to the cache directory and loaded from there.
@@ -217,7 +223,9 @@ describe("the installed package", () => {
     const version = ok(run(cli, ["--version"], { cwd: app, env: userEnv() }), "bloom-lss --version").trim();
     expect(version).toBe(JSON.parse(fs.readFileSync(path.join(ROOT, "package.json"), "utf8")).version);
     const store = path.join(data.dir, "cli.lss");
-    ok(run("bun", ["app.ts", store], { cwd: app, env: userEnv() }), "app");
+    const seen = JSON.parse(ok(run("bun", ["app.ts", store], { cwd: app, env: userEnv() }), "app"));
+    // The installed package's base-copy Worker (dist/backup/base-worker.js) starts and copies.
+    expect(seen.backup).toEqual({ kind: "full", copiedIn: "worker", elements: 2 });
     const stat = JSON.parse(ok(run(cli, ["stat", "--json", store], { cwd: app, env: userEnv() }), "bloom-lss stat"));
     expect(stat.elements).toBe(2);
     expect(stat.io).toBe("io_uring");
