@@ -192,9 +192,11 @@ export class StandbyStore {
   private receivedEnd: number | undefined;
   private batch: Batch | undefined;
   private pipeline: Array<Promise<void>> = [];
+  /** What the apply loop is doing (for diagnostics). */
+  private applyPhase = "";
   private received = 0;
   private durable = 0;
-  private durableWaiters: Array<{ at: number; resolve: () => void }> = [];
+  private durableWaiters: Array<{ at: number; resolve: () => void; reject: (error: Error) => void }> = [];
   private promoted = false;
   private failure: Error | undefined;
   private closing: Promise<void> | undefined;
@@ -469,11 +471,13 @@ export class StandbyStore {
       }
       this.primaryEpoch = primaryEpoch;
       this.primaryStoreId = primaryStore;
+      this.log(`connected to ${this.primary.label}: ${from === null ? "asking for a seed" : `resuming from ${from}${resume ? " (the stored position)" : ""}`}`);
       this.queue.push({ kind: "session", conn, resume });
       this.receivedEnd = from ?? undefined;
       this.wakeApply();
       conn.send(Msg.Start, { from });
       const reason = await ended;
+      if (!this.stopped) this.log(`the connection to ${this.primary.label} ended (${reason?.message ?? "closed"}) at received ${this.received}, durable ${this.durable}: reconnecting`);
       if (reason !== undefined && (reason instanceof AuthenticationError || reason instanceof FencedError)) throw reason;
       if (reason !== undefined && !(reason instanceof StandbyError && reason.code === "LSS_STANDBY_DISCONNECTED")) this.lastError = reason;
     } finally {
@@ -568,12 +572,15 @@ export class StandbyStore {
         const item = this.queue.shift();
         if (item === undefined) {
           // Caught up with what arrived: commit what is batched, then sleep until more comes.
+          this.applyPhase = "commit (idle)";
           await this.commitBatch();
           if (this.stopped && this.queue.length === 0) return;
           // Items may have arrived while the batch was handed over: sleep only on an empty queue.
+          this.applyPhase = "asleep";
           if (this.queue.length === 0) await new Promise<void>((resolve) => (this.queueWake = resolve));
           continue;
         }
+        this.applyPhase = item.kind;
         await this.applyItem(item);
       }
     } catch (caught) {
@@ -582,6 +589,7 @@ export class StandbyStore {
       this.lastError = error;
       this.log(`applying failed, the standby stops following: ${error.message}`);
       this.stopped = true;
+      for (const w of this.durableWaiters.splice(0)) w.reject(error);
       this.conn?.close(error);
       this.wakeLoop?.();
     }
@@ -773,8 +781,11 @@ export class StandbyStore {
           },
         );
       });
-    if (this.failure !== undefined) throw this.failure;
     for (;;) {
+      // A standby that stopped following (its apply failed, or it closed) never catches up: say
+      // why at once rather than after the whole timeout.
+      if (this.failure !== undefined) throw this.failure;
+      if (this.closing !== undefined) throw new StoreClosedError(`the standby ${this.path} is closed`);
       if (Date.now() > deadline) throw timeoutError();
       const conn = this.conn;
       if (this.connected && conn !== undefined && !conn.closed) {
@@ -790,7 +801,7 @@ export class StandbyStore {
         });
         if (end !== undefined) {
           if (this.durable >= end) return;
-          await withDeadline(new Promise<void>((resolve) => this.durableWaiters.push({ at: end, resolve })));
+          await withDeadline(new Promise<void>((resolve, reject) => this.durableWaiters.push({ at: end, resolve, reject })));
           return;
         }
       }
@@ -852,6 +863,38 @@ export class StandbyStore {
       seeds: this.counters.seeds,
       connects: this.counters.connects,
       lastError: this.lastError?.message,
+    };
+  }
+
+  /**
+   * @internal What the standby's loops are doing, for a test's failure message: where the stream
+   * and the apply stand, and what the apply loop waits on. Not an API; the shape may change.
+   */
+  diagnostics(): Record<string, unknown> {
+    return {
+      connected: this.connected,
+      connClosed: this.conn?.closed,
+      connBacklog: this.conn?.backlog,
+      stopped: this.stopped,
+      failure: this.failure?.message,
+      lastError: this.lastError?.message,
+      primaryEpoch: this.primaryEpoch,
+      position: this.position,
+      queued: this.queued,
+      receivedEnd: this.receivedEnd,
+      received: this.received,
+      durable: this.durable,
+      progress: { ...this.progress },
+      queue: this.queue.map((item) => (item.kind === "unit" ? `unit ${item.address}-${item.end}` : item.kind)).slice(0, 8),
+      queueLength: this.queue.length,
+      applyPhase: this.applyPhase,
+      applyAsleep: this.queueWake !== undefined,
+      hasReader: this.reader !== undefined,
+      batch: this.batch === undefined ? undefined : { transactions: this.batch.transactions, position: this.batch.position, unitEnd: this.batch.unitEnd },
+      pipeline: this.pipeline.length,
+      durableWaiters: this.durableWaiters.map((w) => w.at),
+      pings: this.pings.length,
+      counters: { ...this.counters },
     };
   }
 
