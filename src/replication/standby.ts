@@ -182,6 +182,8 @@ export class StandbyStore {
   private primaryStoreId = "";
   private progress = { stable: 0, lastTx: 0, lastTime: null as number | null, lastEnd: 0 };
   private pings: Array<(end: number) => void> = [];
+  /** Connections with an acknowledgement scheduled (see ackSoon). */
+  private readonly ackPending = new Set<Connection>();
 
   // stream and apply
   private queue: QueueItem[] = [];
@@ -498,7 +500,7 @@ export class StandbyStore {
         this.counters.bytesReceived += message.body.length;
         this.receivedEnd = end;
         this.received = Math.max(this.received, end);
-        this.sendAck(conn);
+        this.ackSoon(conn);
         this.wakeApply();
         return;
       }
@@ -545,6 +547,22 @@ export class StandbyStore {
     if (typeof h.lastTx === "number") this.progress.lastTx = Math.max(this.progress.lastTx, h.lastTx);
     if (typeof h.lastTime === "number") this.progress.lastTime = h.lastTime;
     if (typeof h.lastEnd === "number") this.progress.lastEnd = Math.max(this.progress.lastEnd, h.lastEnd);
+  }
+
+  /**
+   * Acknowledge what was received and is durable, once for everything that happened in this turn:
+   * the units of one socket read, the standby commits one datasync made durable. The ack goes
+   * out in a microtask, before the thread waits for anything, so none waits longer; a loopback
+   * write costs ~0.3 ms of this thread's and the primary's time on the loaded VM (the profile),
+   * and the units that pile up while a thread is descheduled arrive together.
+   */
+  private ackSoon(conn: Connection | undefined = this.conn): void {
+    if (conn === undefined || conn.closed || this.ackPending.has(conn)) return;
+    this.ackPending.add(conn);
+    queueMicrotask(() => {
+      this.ackPending.delete(conn);
+      this.sendAck(conn);
+    });
   }
 
   private sendAck(conn: Connection | undefined = this.conn): void {
@@ -718,7 +736,7 @@ export class StandbyStore {
     // An acknowledgement in another primary's addresses would confirm what this one never sent.
     if (epoch !== this.primaryEpoch || end <= this.durable) return;
     this.durable = end;
-    this.sendAck();
+    this.ackSoon();
     if (this.durableWaiters.length > 0) {
       const keep = [];
       for (const w of this.durableWaiters) {
