@@ -138,6 +138,15 @@ export class LogReader {
   }
 
   /**
+   * `[address, +lengthBytes)` as a copy from the caching layer when it holds every page of it,
+   * else undefined (not counted as a miss: the caller reads the file itself). For the durable
+   * tail: a unit just made durable was copied into the cache when its write completed.
+   */
+  cached(address: number, lengthBytes: number): Uint8Array | undefined {
+    return this.cache.get(address, lengthBytes);
+  }
+
+  /**
    * Like {@link read}, but a read from the file hands back a view of the native read buffer, held
    * until `release()`: for a caller that copies the bytes straight to where they go (a stream into
    * a caller's buffer, a multipart element into its result), with no JS allocation per read, so

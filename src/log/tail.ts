@@ -9,10 +9,13 @@
  * the layer above decodes records from their payloads.
  *
  * Why from the file: a unit's flush buffer is freed as soon as its write completes, before the
- * datasync that makes it durable, so a durable unit is (almost) never still in memory. Reading it
- * back through pooled aligned buffers also checks what really is on the disk, which is what a
- * backup must copy. Each unit read passes the one unit checker (walk.ts): its address, segment,
- * the chain to the unit before it, its epoch and its payload checksum.
+ * datasync that makes it durable, so a durable unit is (almost) never still in its buffer. Reading
+ * it back through pooled aligned buffers also checks what really is on the disk, which is what a
+ * backup must copy. A follower that only wants the bytes soon (a hot standby) may ask for
+ * `fromMemory`: the caching layer got a copy of each unit when its write completed, and a window
+ * it holds whole is taken from there (a read and a wake-up less per unit; a miss reads the file).
+ * Each unit, either way, passes the one unit checker (walk.ts): its address, segment, the chain to
+ * the unit before it, its epoch and its payload checksum.
  *
  * Why retention: the cleaner gives segments back and the allocator reuses them (segments.ts). A
  * reader behind the tail holds a low-water mark ({@link LogRetention}); no segment holding log at
@@ -55,6 +58,14 @@ export interface DurableUnit {
 export interface DurableUnitsOptions {
   /** Aborting ends the iteration (the pending `next()` resolves done). */
   signal?: AbortSignal;
+  /**
+   * Take units from the caching layer when it holds them, else from the file. The cache holds
+   * the bytes the unit's write sent (copied when it completed), checked again by the same unit
+   * checker; what it cannot vouch for is that the disk kept them. A backup must copy what is on
+   * the disk (default `false`); a hot standby that follows the tail wants the unit now, without
+   * a read and a wake-up per unit on its way (src/replication).
+   */
+  fromMemory?: boolean;
 }
 
 /**
@@ -146,10 +157,13 @@ class TailCursor {
   private minEpoch = 0;
   /** Units below this address are read (to learn the chain) but not handed out. */
   private readonly skipBelow: number;
+  /** Windows the caching layer holds whole come from it (see DurableUnitsOptions.fromMemory). */
+  private readonly fromMemory: boolean;
 
-  constructor(deps: TailDeps, reads: ReadCounter, from: LogPosition | number) {
+  constructor(deps: TailDeps, reads: ReadCounter, from: LogPosition | number, fromMemory = false) {
     this.deps = deps;
     this.reads = reads;
+    this.fromMemory = fromMemory;
     if (typeof from === "number") {
       // A bare address: units of a segment are contiguous from its start, so walk from there.
       this.address = deps.geometry.segmentStart(deps.geometry.seqOf(from));
@@ -205,10 +219,16 @@ class TailCursor {
     // Counted from the first borrow to the last give-back: close() waits for it (the buffers and
     // the file must outlive the read).
     this.reads.active += 1;
-    let window: NativeBuffer = reader.borrow(windowBytes);
+    let window: NativeBuffer | undefined;
     let found = 0;
     try {
-      await queue.read(file, window, 0, windowBytes, geometry.physicalOffset(index, at));
+      // The window's bytes: from the caching layer when asked and it holds all of them, else read.
+      let windowData: Uint8Array | undefined = this.fromMemory ? reader.cached(at, windowBytes) : undefined;
+      if (windowData === undefined) {
+        window = reader.borrow(windowBytes);
+        await queue.read(file, window, 0, windowBytes, geometry.physicalOffset(index, at));
+        windowData = window.bytes;
+      }
       let offset = 0;
       while (offset + UNIT_HEADER_BYTES <= windowBytes) {
         const address = at + offset;
@@ -220,7 +240,7 @@ class TailCursor {
           minEpoch: this.minEpoch,
           roomBytes: segmentEnd - address,
         };
-        let bytes = window.bytes.subarray(offset, windowBytes);
+        let bytes = windowData.subarray(offset, windowBytes);
         const header = checkUnitHeader(bytes, expected);
         if (header === undefined) break;
         const fileBytes = unitFileBytes(header.payloadBytes);
@@ -229,7 +249,7 @@ class TailCursor {
           // first (written by an open with a larger bufferSize): then read it whole, alone.
           if (offset > 0) break;
           if (address + fileBytes > stable) throw new Error(`unit at ${address} ends past the stable address ${stable}`);
-          reader.giveBack(window);
+          if (window !== undefined) reader.giveBack(window);
           window = reader.borrow(fileBytes);
           await queue.read(file, window, 0, fileBytes, geometry.physicalOffset(index, address));
           bytes = window.bytes.subarray(0, fileBytes);
@@ -255,7 +275,7 @@ class TailCursor {
       }
       return found;
     } finally {
-      reader.giveBack(window);
+      if (window !== undefined) reader.giveBack(window);
       this.reads.active -= 1;
     }
   }
@@ -292,7 +312,7 @@ class Follower implements AsyncIterableIterator<DurableUnit> {
     try {
       // Synchronously, at the call: the log from `from` is held before any segment can go.
       this.retention = tail.retain(addressOf(from, "from")) as Retention;
-      this.cursor = new TailCursor(deps, reads, from);
+      this.cursor = new TailCursor(deps, reads, from, options.fromMemory === true);
       this.signal?.addEventListener("abort", this.onAbort, { once: true });
     } catch (error) {
       // Reported by the first next(), as iterators report failures.

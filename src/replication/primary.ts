@@ -312,18 +312,24 @@ export class ReplicationServer {
     return hold;
   }
 
-  /** @internal A standby's connection ended: hold the log from where it would resume. */
-  holdFor(standbyId: string, address: number): void {
+  /**
+   * @internal A standby's connection ended: keep `hold` (the session's own, handed over: it
+   * already holds everything the standby may resume from) until the standby returns, unless it is
+   * past `maxRetainedBytes` or the server is closing.
+   *
+   * Handed over, not taken again from an address: a new retention can only be taken on log that is
+   * still held, and the address a standby acknowledges (its applied position) can lie below what
+   * the session held; taking it failed, nothing was held, and the returning standby found its log
+   * reused and re-seeded (the network test, about 1 run in 40 under load).
+   */
+  keepHold(standbyId: string, hold: LogRetention): void {
     this.releaseHold(standbyId);
-    if (this.closing !== undefined || address <= 0) return;
-    const log = this.host.core.log;
-    try {
-      const start = Math.floor(address / log.segmentSize) * log.segmentSize;
-      if (log.appendedEnd - start > this.limits.maxRetainedBytes) return;
-      this.held.set(standbyId, log.retain(start));
-    } catch (error) {
-      if (!(error instanceof LogTruncatedError)) throw error;
+    if (hold.released) return;
+    if (this.closing !== undefined || this.host.core.log.appendedEnd - hold.address > this.limits.maxRetainedBytes) {
+      hold.release();
+      return;
     }
+    this.held.set(standbyId, hold);
   }
 
   private checkRetention(): void {
@@ -345,7 +351,7 @@ export class ReplicationServer {
         this.counters.retentionDrops += 1;
         this.log(`standby ${session.standbyId} (${session.conn.peer}) is more than maxRetainedBytes ${cap} behind: disconnected, it will re-seed`);
         session.dropForRetention();
-      }
+      } else session.capAckHold(end - cap);
     }
   }
 
@@ -358,7 +364,11 @@ export class ReplicationServer {
     const log = this.host.core.log;
     let low = Number.POSITIVE_INFINITY;
     for (const hold of this.held.values()) low = Math.min(low, hold.address);
-    for (const session of this.sessions) if (session.holdAddress !== undefined) low = Math.min(low, session.holdAddress);
+    for (const session of this.sessions) {
+      if (session.holdAddress !== undefined) low = Math.min(low, session.holdAddress);
+      const ack = session.ackHoldAddress;
+      if (ack !== undefined) low = Math.min(low, ack);
+    }
     return Number.isFinite(low) ? Math.max(0, log.appendedEnd - low) : 0;
   }
 
@@ -384,6 +394,22 @@ export class ReplicationServer {
       retentionDrops: this.counters.retentionDrops,
       retainedBytes: this.retainedBytes(),
       bytesSent,
+    };
+  }
+
+  /**
+   * @internal What the server and each session are doing, for a test's failure message. Not an
+   * API; the shape may change.
+   */
+  diagnostics(): Record<string, unknown> {
+    const log = this.host.core.log;
+    return {
+      lastCommitEnd: this.lastCommitEnd,
+      stableAddress: log.stableAddress,
+      appendedEnd: log.appendedEnd,
+      awayHolds: [...this.held].map(([id, hold]) => `${id.slice(0, 8)}@${hold.address}`),
+      sessions: [...this.sessions].map((s) => s.diagnostics()),
+      sync: { waiting: this.sync.waiting, degraded: this.sync.degraded },
     };
   }
 
@@ -493,6 +519,8 @@ class Session {
   private ackWaiter: (() => void) | undefined;
   private target: SocketTarget | undefined;
   private running: Promise<void> = Promise.resolve();
+  /** What stream() waits on (for diagnostics). */
+  private phase = "";
 
   constructor(server: ReplicationServer, socket: Bun.Socket<SocketData>) {
     this.server = server;
@@ -604,10 +632,6 @@ class Session {
   /** Serve a Start: follow from `from`, or seed first. */
   private async run(from: number | null): Promise<void> {
     const log = this.server.host.core.log;
-    // Until this standby acknowledges on this connection, where it resumes is where it stands: if
-    // the connection drops before its first ack, the log is held from here (a hold from 0 is no
-    // hold, and the next reconnect found the log reused and re-seeded; seen under load).
-    if (from !== null && this.acked.position === 0) this.acked = { ...this.acked, position: from };
     // The hold kept while the standby was away goes only once the new follower holds the log
     // itself (stream() releases it after its first unit): released first, a checkpoint could free
     // the segment in between, and the standby re-seeded (seen in the network test).
@@ -660,19 +684,27 @@ class Session {
     const log = this.server.host.core.log;
     const start = Math.floor(from / log.segmentSize) * log.segmentSize;
     // The follower's own retention moves with what is *sent*; units in flight are lost when the
-    // connection drops, and the standby resumes from what it *received*. Hold the log from the
-    // acknowledged position too, for as long as this session lives (then holdFor takes over), so a
-    // reconnect that is seen before this session's close still finds its log.
+    // connection drops, and the standby resumes from what it *received* (or, restarted, from its
+    // applied position, which may lie further back). Hold the log from the lowest of those for as
+    // long as this session lives, then hand the hold to the server (keepHold), so a reconnect
+    // finds its log. It starts at the hold handed in when that is lower (the standby's applied
+    // position from an earlier connection, or the seed's point): until this standby acknowledges
+    // a newer position, that is still where a restarted standby resumes.
+    const ackFrom = handOff !== undefined && !handOff.released ? Math.min(start, handOff.address) : start;
     this.ackHold?.release();
-    this.ackHold = log.retain(start);
-    const units = log.durableUnits(start, { signal: this.abort.signal });
+    this.ackHold = log.retain(ackFrom);
+    // From memory: the unit just made durable is in the caching layer; reading it back from the
+    // file cost a read and a wake-up of this thread per unit on the way to the standby.
+    const units = log.durableUnits(start, { signal: this.abort.signal, fromMemory: true });
     this.holdAddress = start;
     this.state = "streaming";
     this.sent = Math.max(this.sent, from);
     const window = this.server.limits.maxInFlightBytes;
     try {
       for (;;) {
+        this.phase = "next unit";
         const next = await units.next();
+        this.phase = "got unit";
         handOff?.release();
         if (next.done === true || this.conn.closed) return;
         const unit = next.value;
@@ -685,12 +717,19 @@ class Session {
         // window: the primary waited for an ack, the standby for a unit to ack.
         const base = Math.max(this.acked.durable, from);
         while (!this.conn.closed && unit.endAddress - Math.max(this.acked.durable, base) > window && this.sent > Math.max(this.acked.durable, base)) {
+          this.phase = "window";
           await new Promise<void>((resolve) => {
             this.ackWaiter = resolve;
             this.conn.onClose(() => resolve());
           });
         }
-        await this.conn.whenDrained(SOCKET_BACKLOG_BYTES);
+        // Only a backlog is waited for: an await per unit put the send behind every microtask
+        // queued meanwhile (a group commit resolves hundreds of transactions' chains at once).
+        if (this.conn.backlog > SOCKET_BACKLOG_BYTES) {
+          this.phase = "drain";
+          await this.conn.whenDrained(SOCKET_BACKLOG_BYTES);
+        }
+        this.phase = "send";
         if (this.conn.closed) return;
         this.conn.send(
           Msg.Unit,
@@ -700,6 +739,7 @@ class Session {
         this.sent = unit.endAddress;
       }
     } finally {
+      this.phase = "ended";
       await units.return?.();
       this.holdAddress = undefined;
     }
@@ -713,6 +753,49 @@ class Session {
 
   heartbeat(): void {
     if (this.state === "streaming" && !this.conn.closed) this.conn.send(Msg.Heartbeat, this.progress());
+  }
+
+  /** @internal See {@link ReplicationServer.diagnostics}. */
+  diagnostics(): Record<string, unknown> {
+    return {
+      standby: this.standbyId.slice(0, 8),
+      peer: this.conn.peer,
+      state: this.state,
+      phase: this.phase,
+      closed: this.conn.closed,
+      closeReason: this.conn.closeReason?.message,
+      backlog: this.conn.backlog,
+      bytesIn: this.conn.bytesIn,
+      bytesOut: this.conn.bytesOut,
+      sent: this.sent,
+      acked: { ...this.acked },
+      holdAddress: this.holdAddress,
+      ackHold: this.ackHold === undefined ? undefined : this.ackHold.released ? "released" : this.ackHold.address,
+      waitingForAck: this.ackWaiter !== undefined,
+      aborted: this.abort.signal.aborted,
+    };
+  }
+
+  /** Lowest address of the log held from what the standby acknowledged (undefined: none). */
+  get ackHoldAddress(): number | undefined {
+    const hold = this.ackHold;
+    return hold === undefined || hold.released ? undefined : hold.address;
+  }
+
+  /**
+   * Keep the acknowledged-position hold within `maxRetainedBytes` of the end (`lowest` is the
+   * lowest address allowed): a standby whose applied position stands still while it receives
+   * (a long stretch of the cleaner's log moves no position) must not grow the file past the cap.
+   * Past it a restarted standby re-seeds; a reconnect of this process resumes from what it
+   * received, which the follower's own hold (checked against the same cap) keeps.
+   */
+  capAckHold(lowest: number): void {
+    const hold = this.ackHold;
+    if (hold === undefined || hold.released) return;
+    // Holds are whole segments: the segment holding `lowest` stays (as the follower's check allows).
+    const segmentSize = this.server.host.core.log.segmentSize;
+    const to = Math.floor(lowest / segmentSize) * segmentSize;
+    if (to > hold.address) hold.advance(to);
   }
 
   /** Past `maxRetainedBytes`: let go of the log and the standby. */
@@ -756,9 +839,12 @@ class Session {
     this.server.sessions.delete(this);
     if (this.authenticated) {
       const dropped = (reason as { code?: string } | undefined)?.code === "LSS_STANDBY_RESEED";
-      if (this.state === "streaming" && !dropped) this.server.holdFor(this.standbyId, this.acked.position);
-      this.ackHold?.release();
+      const hold = this.ackHold;
       this.ackHold = undefined;
+      if (hold !== undefined) {
+        if (this.state === "streaming" && !dropped) this.server.keepHold(this.standbyId, hold);
+        else hold.release();
+      }
       this.server.emit("standby-disconnected", this.standbyId, reason?.message ?? "closed");
     }
     this.server.counters.bytesSent += this.conn.bytesOut;

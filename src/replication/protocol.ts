@@ -37,6 +37,9 @@ export const PROTOCOL_VERSION = 1;
 /** Longest JSON header of a frame. */
 export const MAX_HEADER_BYTES = 64 << 10;
 
+/** Frames of one turn are joined into one socket write up to this many bytes (see Connection). */
+const MAX_JOINED_BYTES = 256 << 10;
+
 /** Bytes of a base object per SeedData frame. */
 export const SEED_PIECE_BYTES = 1 << 20;
 
@@ -130,6 +133,14 @@ export class Connection {
   closeReason: Error | undefined;
   bytesIn = 0;
   bytesOut = 0;
+  /**
+   * Frames sent in this turn, written together at its end (a microtask, before the thread waits
+   * for anything): one socket write where a burst (the units of one tail read, an ack behind a
+   * unit) made one each. A loopback TCP write costs the sender its syscall and the receiver a
+   * wake-up; on the loaded 2-core VM ~0.3 ms each (the replication bench's profile).
+   */
+  private corked: Uint8Array[] = [];
+  private corkedBytes = 0;
 
   constructor(socket: WireSocket) {
     this.socket = socket;
@@ -150,18 +161,43 @@ export class Connection {
 
   /** Bytes waiting for the socket. */
   get backlog(): number {
-    return this.sender.backlog;
+    return this.sender.backlog + this.corkedBytes;
   }
 
   send(type: Msg, header: Record<string, unknown>, body?: Uint8Array): void {
     if (this.closed) return;
     const frame = encodeMessage(type, header, body);
     this.bytesOut += frame.length;
-    this.sender.send(frame);
+    if (this.corked.length === 0) queueMicrotask(() => this.uncork());
+    this.corked.push(frame);
+    this.corkedBytes += frame.length;
+  }
+
+  /** Write the frames of this turn (see {@link corked}). */
+  private uncork(): void {
+    const frames = this.corked;
+    if (frames.length === 0) return;
+    this.corked = [];
+    const bytes = this.corkedBytes;
+    this.corkedBytes = 0;
+    if (this.closed) return;
+    if (frames.length === 1 || bytes > MAX_JOINED_BYTES) {
+      // Large frames (seed pieces, big units) are not copied to save a write.
+      for (const frame of frames) this.sender.send(frame);
+      return;
+    }
+    const joined = new Uint8Array(bytes);
+    let at = 0;
+    for (const frame of frames) {
+      joined.set(frame, at);
+      at += frame.length;
+    }
+    this.sender.send(joined);
   }
 
   /** Resolves once at most `limitBytes` wait for the socket (or the connection closed). */
   whenDrained(limitBytes: number): Promise<void> {
+    this.uncork();
     return this.sender.whenDrained(limitBytes);
   }
 
@@ -193,6 +229,8 @@ export class Connection {
   close(reason?: Error): void {
     if (this.closed) return;
     this.closeReason ??= reason;
+    // What was sent before an orderly close goes first (a Refused frame says why).
+    this.uncork();
     try {
       this.socket.end();
     } catch {
@@ -223,6 +261,8 @@ export class Connection {
   private finish(reason: Error | undefined): void {
     if (this.closed && this.closeListeners.length === 0) return;
     this.closed = true;
+    this.corked = [];
+    this.corkedBytes = 0;
     this.closeReason ??= reason;
     this.sender.onClose();
     const listeners = this.closeListeners;

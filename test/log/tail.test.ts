@@ -233,6 +233,62 @@ for (const io of BACKENDS) {
       }
     });
 
+    test("fromMemory: units come from the caching layer while it holds them, from the file once evicted; the same units either way", async () => {
+      const { dir, cleanup } = scratchDir(`log-tail-memory-${io}`);
+      try {
+        // A cache of 4 blocks (128 KiB): a follower at the tail finds its units there, one from
+        // the start finds most evicted.
+        const { log, backend } = await openRecorded(path.join(dir, "a.lss"), io, { ...OPTIONS, blockCacheBytes: 128 * KiB });
+        try {
+          const hits = () => log.stats().blockCache.hits;
+          const before = hits();
+          const live: DurableUnit[] = [];
+          const liveIterator = log.durableUnits(0, { fromMemory: true });
+          const liveDone = (async () => {
+            for await (const unit of liveIterator) {
+              expect(log.isDurable(unit.endAddress - 1)).toBe(true);
+              live.push(unit);
+            }
+          })();
+          const pieces = await writePieces(log, 600, 6);
+          await until(() => (live.at(-1)?.endAddress ?? -1) >= log.stableAddress, "the in-memory follower to catch up");
+          const liveHits = hits() - before;
+          expect(liveHits).toBeGreaterThan(0);
+
+          // From the file: the same units, and no cache hit.
+          const fromFile = follow(log, 0);
+          await until(() => (fromFile.units.at(-1)?.endAddress ?? -1) >= log.stableAddress, "the file follower to catch up");
+          expect(hits() - before).toBe(liveHits);
+          expect(fromFile.units.length).toBe(log.stats().unitsWritten);
+          expectInOrder(live);
+          expectPiecesIn(live, pieces);
+          expectSameUnits(live, fromFile.units);
+
+          // From the start with fromMemory: the evicted ones come from the file, the same bytes.
+          const late: DurableUnit[] = [];
+          const lateIterator = log.durableUnits(0, { fromMemory: true });
+          await within(
+            (async () => {
+              while ((late.at(-1)?.endAddress ?? -1) < log.stableAddress) {
+                const next = await lateIterator.next();
+                if (next.done === true) throw new Error("the late follower ended early");
+                late.push(next.value);
+              }
+            })(),
+            "the late in-memory follower to catch up",
+          );
+          expectSameUnits(late, fromFile.units);
+          await lateIterator.return?.();
+          await closeRecorded(log, backend);
+          await within(Promise.all([liveDone, fromFile.done]), "followers to end at close");
+        } finally {
+          if (!log.closed) await closeRecorded(log, backend);
+        }
+      } finally {
+        cleanup();
+      }
+    });
+
     test("abort ends a waiting follower and releases what it held; close ends a waiting one", async () => {
       const { dir, cleanup } = scratchDir(`log-tail-abort-${io}`);
       try {

@@ -184,6 +184,16 @@ export class StallingProxy {
     this.stalled = true;
   }
 
+  /** Where the proxy stands, for a failure message: live pairs and bytes held each way. */
+  diagnostics(): Record<string, unknown> {
+    const held = (queue: Uint8Array[]): number => queue.reduce((n, b) => n + b.length, 0);
+    return {
+      stalled: this.stalled,
+      connections: this.connections,
+      pairs: [...this.pairs].map((p) => ({ upstream: p.upstream !== undefined, toUpstream: held(p.toUpstream), toClient: held(p.toClient) })),
+    };
+  }
+
   resume(): void {
     this.stalled = false;
     for (const pair of this.pairs) this.pump(pair);
