@@ -150,6 +150,11 @@ export interface ErrorInjection {
   sticky?: boolean;
   /** Sites that count and fail (default: all). */
   sites?: readonly FaultSite[];
+  /**
+   * Writes of nothing but zeros (the log's zero-fills of fresh file space, src/log/prewrite.ts)
+   * neither count nor fail: for a test that must hit a unit write (default false).
+   */
+  skipZeroFills?: boolean;
 }
 
 /** Random errors: each matching call fails with this probability (seeded). */
@@ -303,6 +308,7 @@ interface ArmedInjection {
   sticky: boolean;
   firing: boolean;
   sites: ReadonlySet<FaultSite>;
+  skipZeroFills: boolean;
 }
 
 /** The fault-injecting wrapper. */
@@ -405,6 +411,7 @@ export class FaultBackend implements IoBackend {
       sticky: injection.sticky ?? false,
       firing: false,
       sites: new Set(injection.sites ?? ALL_FAULT_SITES),
+      skipZeroFills: injection.skipZeroFills ?? false,
     });
   }
 
@@ -489,7 +496,7 @@ export class FaultBackend implements IoBackend {
   // ───────────────────────────── injection ─────────────────────────────
 
   /** Count one call at `site`; returns an errno to fail it with, or 0. Cuts the power when due. */
-  private enter(site: FaultSite): number {
+  private enter(site: FaultSite, zeroFill = false): number {
     if (this.dead) return EIO;
     this.counters.calls += 1;
     if (this.cutAfter !== undefined && this.cutAfter.sites.has(site) && --this.cutAfter.remaining <= 0) {
@@ -498,7 +505,7 @@ export class FaultBackend implements IoBackend {
     }
     let errno = 0;
     for (const injection of this.injections) {
-      if (!injection.sites.has(site)) continue;
+      if (!injection.sites.has(site) || (zeroFill && injection.skipZeroFills)) continue;
       if (injection.firing) {
         errno ||= injection.errno;
         continue;
@@ -719,7 +726,8 @@ export class FaultBackend implements IoBackend {
     const own: IoCompletion[] = [];
     const ownSyncs: Array<[number, Tracked]> = [];
     for (const op of ops) {
-      const errno = this.enter(op.op);
+      const zeroFill = op.op === "write" && this.injections.some((injection) => injection.skipZeroFills) && isZeros(op.buffer.bytes.subarray(op.bufferOffset, op.bufferOffset + op.lengthBytes));
+      const errno = this.enter(op.op, zeroFill);
       if (errno !== 0) {
         own.push({ userData: op.userData, result: -errno });
         continue;
@@ -909,4 +917,10 @@ function validateTransfer(op: IoOp): void {
     throw new InvalidArgumentError(`${op.op} range [${op.bufferOffset}, +${op.lengthBytes}) is outside its ${op.buffer.sizeBytes}-byte buffer`);
   }
   if (op.fileOffset < 0 || !Number.isSafeInteger(op.fileOffset)) throw new InvalidArgumentError(`${op.op} file offset ${op.fileOffset} is invalid`);
+}
+
+/** Whether `bytes` are all zeros. */
+function isZeros(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }

@@ -217,9 +217,9 @@ export class Flusher {
     const offset = geometry.physicalOffset(unit.segmentIndex, base);
     const unitId = unit.unitId;
     this.writes += 1;
-    // A segment being pre-written takes no unit until its zeros are down, and on a block device
-    // no unit names a successor whose zeros are not down (see prewrite.ts).
-    const prewrite = prewriter.readyFor(unit.segmentIndex, unit.nextSegmentIndex);
+    // No unit is written over zeros still being written there, and on a block device no unit
+    // names a successor whose zeros are not down (see prewrite.ts).
+    const prewrite = prewriter.readyFor(unit.segmentIndex, unit.nextSegmentIndex, offset, offset + fileBytes);
     let write: Promise<void>;
     if (prewrite === undefined && !retry && durability.wantsLinkedSync(this.sealingForSync)) {
       // Somebody waits for durability and no datasync is in flight: link one after this write, so
@@ -388,6 +388,7 @@ export class Flusher {
     await this.flush();
     const { rotation, ring } = this.deps;
     if (rotation.emptyTail() === undefined) throw new InvalidArgumentError("advanceSegment() needs an empty open buffer");
+    rotation.advanceOnEmptySeal();
     this.sealCurrent(true);
     if (rotation.opening) await ring.waitForRotation(ring.currentCounter);
   }

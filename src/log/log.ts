@@ -51,13 +51,13 @@ import { createRingShared, MAX_RING_SIZE, MIN_RING_SIZE, OwnerRing, type Reserva
 import { RootBlocks, type RootPatch } from "./root.ts";
 import { Rotation } from "./rotation.ts";
 import type { SegmentTableState } from "./segments.ts";
-import { SegmentSpace, type SpaceReserve, type SpaceUse } from "./space.ts";
+import { SegmentSpace, type ReserveSizer, type SpaceCounters, type SpaceUse } from "./space.ts";
 import { DurableTail, type DurableUnit, type DurableUnitsOptions, type LogRetention } from "./tail.ts";
 import { checkOpened, checkPathBeforeOpen, claimDevice, type DeviceClaim } from "./target.ts";
 import { walkLog, type WalkedUnit } from "./walk.ts";
 
 export type { WriteMode } from "./flusher.ts";
-export type { SpaceReserve, SpaceUse } from "./space.ts";
+export type { PendingWrites, ReserveSizer, SpaceCounters, SpaceReserve, SpaceUse } from "./space.ts";
 export type { DurableUnit, DurableUnitsOptions, LogRetention } from "./tail.ts";
 export { DEFAULT_SEGMENT_BYTES, MIN_SEGMENT_BYTES } from "./address.ts";
 
@@ -135,8 +135,14 @@ export interface LogStats {
   deviceBytes: number | undefined;
   /** The caching layer's counters (block-cache.ts). */
   blockCache: BlockCacheStats;
-  /** Free segments kept back for deletes and upkeep when the disk is full (space.ts). */
+  /** The full-disk reserve (space.ts) in whole segments, rounded up: see {@link reserveBytes}. */
   segmentsReserved: number;
+  /** Bytes of room kept allocated ahead of the writer for deletes and upkeep when the disk is full (space.ts). */
+  reserveBytes: number;
+  /** Bytes the log can still append without new disk blocks (the reserve among them). */
+  roomBytes: number;
+  /** How often the writer took the rarer ways of space.ts (renamed successors, skipped segment rests). */
+  space: SpaceCounters;
   /**
    * New data is refused for lack of space now: the file could not grow the last time it tried
    * and no free segment is left outside the reserve, or a write or datasync waits for space.
@@ -247,6 +253,8 @@ export class LogStructuredStore {
       },
     });
     this.rotation = new Rotation(this.ring, geometry, this.space, this.durability, this.prewriter, life, () => this.spaceUse);
+    // Room is counted from where the next append goes.
+    this.space.attachWriter(() => this.rotation.appendedEnd);
     this.flusher = new Flusher({
       writeMode: this.writeMode,
       ring: this.ring,
@@ -411,6 +419,9 @@ export class LogStructuredStore {
       deviceBytes: this.file.deviceBytes,
       blockCache: this.blockCache.stats(),
       segmentsReserved: this.space.reserveSegments,
+      reserveBytes: this.space.reserveTotal,
+      roomBytes: this.life.recovered ? this.space.roomBytes : 0,
+      space: { ...this.space.counters },
       outOfSpace: this.outOfSpace,
     };
   }
@@ -418,14 +429,31 @@ export class LogStructuredStore {
   // ───────────────────────────── space (space.ts) ─────────────────────────────
 
   /**
-   * Keep `reserve` free segments allocated in the file for deletes and the store's upkeep, so that
-   * they have room when the disk is full (allocated now when the file can grow). See space.ts.
+   * Keep the full-disk reserve `sizer` says (for the store's state, asked afresh each time)
+   * allocated ahead of the writer for deletes and the store's upkeep, so that they have room
+   * when the disk is full (allocated now when the file can grow). See space.ts.
    * @internal
    */
-  keepSpaceReserve(reserve: SpaceReserve): void {
+  keepSpaceReserve(sizer: ReserveSizer): void {
     if (this.readOnly || !this.life.running) return;
     try {
-      this.space.keepReserve(reserve);
+      this.space.keepReserve(sizer);
+    } catch (error) {
+      // An I/O error other than no space, growing the file: the log cannot go on.
+      this.life.fail(error instanceof LssError ? error : new CorruptionError(String(error)));
+      throw error;
+    }
+  }
+
+  /**
+   * The user transaction appending now committed or aborted (the caller holds the store's
+   * transaction turn): the full-disk reserve is sized for its writes from now on (space.ts).
+   * @internal
+   */
+  writesSettled(): void {
+    if (this.readOnly || !this.life.running) return;
+    try {
+      this.space.writesSettled();
     } catch (error) {
       // An I/O error other than no space, growing the file: the log cannot go on.
       this.life.fail(error instanceof LssError ? error : new CorruptionError(String(error)));
@@ -462,9 +490,9 @@ export class LogStructuredStore {
    * Throws NoSpaceError unless the current space use may append (space.ts). Remembered for
    * `lastNoSpaceError`.
    */
-  private assertRoom(): void {
+  private assertRoom(lengthBytes: number): void {
     try {
-      this.space.assertRoomFor(this.spaceUse);
+      this.space.assertRoomFor(this.spaceUse, lengthBytes);
     } catch (error) {
       if (error instanceof NoSpaceError) this.lastNoSpace = error;
       else if (error instanceof LssError) this.life.fail(error);
@@ -504,14 +532,23 @@ export class LogStructuredStore {
    * flushing. Throws NoSpaceError when the current space use may not append (space.ts).
    */
   tryReserve(lengthBytes: number): Reservation | undefined {
-    this.assertRoom();
-    return this.ring.tryReserve(lengthBytes);
+    this.assertRoom(lengthBytes);
+    const reservation = this.ring.tryReserve(lengthBytes);
+    if (reservation !== undefined) this.noteAppended(lengthBytes);
+    return reservation;
   }
 
   /** Claim `lengthBytes` of log, waiting when every buffer is sealed or flushing. */
   async reserveSpace(lengthBytes: number): Promise<Reservation> {
-    this.assertCanReserve();
-    return this.ring.tryReserve(lengthBytes) ?? this.ring.reserve(lengthBytes);
+    this.assertCanReserve(lengthBytes);
+    const reservation = this.ring.tryReserve(lengthBytes) ?? (await this.ring.reserve(lengthBytes));
+    this.noteAppended(lengthBytes);
+    return reservation;
+  }
+
+  /** User writes' bytes raise the full-disk reserve once committed: the space counts them meanwhile. */
+  private noteAppended(lengthBytes: number): void {
+    if (this.spaceUse === "write") this.space.noteWritten(lengthBytes);
   }
 
   /** Copy `bytes` into the reservation and release it. */
@@ -529,10 +566,10 @@ export class LogStructuredStore {
    * with NoSpaceError when it would wait for space: the current space use may not append, or the
    * next segment cannot be had for it.
    */
-  private assertCanReserve(): void {
+  private assertCanReserve(lengthBytes = 0): void {
     if (this.life.failed !== undefined && this.life.isOpen) throw this.life.failed;
     this.life.assertWritable();
-    this.assertRoom();
+    this.assertRoom(lengthBytes);
     const rotation = this.rotation;
     if (rotation.opening && rotation.spaceBlocked !== undefined) {
       // The last try found no segment; this append may be allowed more of the reserve, or space
@@ -832,9 +869,19 @@ export class LogStructuredStore {
     return this.space.pendingCount;
   }
 
-  /** @internal Segments the file has room for. */
+  /** @internal Segment slots of the file (those it holds, whole or in part, and the writer's successor). */
   get fileSegments(): number {
     return this.space.fileSegments;
+  }
+
+  /** @internal The space's counters (as in {@link stats}, without touching the file). */
+  get spaceCounters(): SpaceCounters {
+    return { ...this.space.counters };
+  }
+
+  /** @internal Bytes the log can still append without new disk blocks (space.ts). */
+  get roomBytes(): number {
+    return this.space.roomBytes;
   }
 
   /**

@@ -7,15 +7,17 @@
  * pairs): 2,800–3,900 pairs/s into fallocated space against 5,300–5,800/s into space written
  * before. Postgres zero-fills new WAL segments for the same reason.
  *
- * What it costs: one extra write of each fresh segment. Streamed or bulk writes fill whole units
- * and sync rarely, so for them the journal commits are few and the extra write would only halve
- * the bandwidth of a growing file; a segment is pre-written only while recent units have been
- * small (an exponential average of their fill under {@link PREWRITE_BELOW_FILL}). Segments the
- * cleaner hands back were written before and are never pre-written.
+ * What it costs: one extra write of each fresh piece of the file (the file grows a piece of a
+ * segment at a time, space.ts). Streamed or bulk writes fill whole units and sync rarely, so for
+ * them the journal commits are few and the extra write would only halve the bandwidth of a
+ * growing file; a piece is pre-written only while recent units have been small (an exponential
+ * average of their fill under {@link PREWRITE_BELOW_FILL}). Segments the cleaner hands back were
+ * written before and are never pre-written.
  *
- * Safety: a fresh segment reads as zeros before and after, so a pre-write dropped or torn by a
- * crash changes nothing. Unit writes into a segment wait until its pre-write has completed, so
- * zeros never land over log data.
+ * Safety: a fresh piece reads as zeros before and after, so a pre-write dropped or torn by a
+ * crash changes nothing. A unit write waits until every zero-fill overlapping its bytes has
+ * completed, so zeros never land over log data; and the file is never cut under a zero-fill in
+ * flight (space.ts), whose write would otherwise grow it again past the cut.
  *
  * On a block device the zeros are not an optimisation but the format: a device's new segment
  * holds whatever was there before (a filesystem, an earlier store), and a stale unit that
@@ -41,21 +43,32 @@ export const PREWRITE_BELOW_FILL = 0.5;
 /** Weight of the newest unit in the average fill (an exponential moving average). */
 const FILL_WEIGHT = 0.1;
 
+/** One zero-fill in flight: a range of the file, in physical segment `index`. */
+interface ZeroFill {
+  readonly index: number;
+  readonly startBytes: number;
+  readonly endBytes: number;
+  /** Zeros that must be there (a device's new segment), not only an optimisation. */
+  readonly must: boolean;
+  readonly done: Promise<void>;
+}
+
 /** Zero-fills fresh segments ahead of the log's writes (see the module comment). */
 export class SegmentPrewriter {
   private readonly backend: IoBackend;
   private readonly queue: IoQueue;
   private readonly file: FileHandle;
   private zeros: NativeBuffer | undefined;
-  /** Pre-writes in flight, by physical segment index. */
-  private readonly inFlight = new Map<number, Promise<void>>();
-  /** Segments being zeroed because they must be (a device's new segments), not to save time. */
-  private readonly mustZero = new Set<number>();
-  /** Such zeroings that failed (rejected promises, already settled): see {@link readyFor}. */
+  /**
+   * Zero-fills in flight. The file grows in pieces of a segment (space.ts), so one segment may
+   * have several; a unit waits only for those overlapping its own bytes.
+   */
+  private readonly inFlight = new Set<ZeroFill>();
+  /** Zeroings that had to happen and failed (rejected promises, already settled): see {@link readyFor}. */
   private readonly failedZeroing = new Map<number, Promise<void>>();
   /** Average unit fill as a fraction of the buffer; starts small so a new log pre-writes. */
   private averageFill = 0;
-  /** Segments pre-written so far (a statistic). */
+  /** Zero-fills completed so far (a statistic): whole segments, or the pieces a file grows by. */
   segmentsPrewritten = 0;
 
   constructor(backend: IoBackend, queue: IoQueue, file: FileHandle) {
@@ -75,12 +88,12 @@ export class SegmentPrewriter {
   }
 
   /**
-   * The file just grew by the segment at `offsetBytes` (physical index `index`): start writing
-   * zeros over it, if pre-writing pays now.
+   * The file just grew by `[offsetBytes, +lengthBytes)`, a piece of physical segment `index`
+   * that nothing has been written to: start writing zeros over it, if pre-writing pays now.
    */
-  onFreshSegment(index: number, offsetBytes: number, segmentBytes: number): void {
+  onFreshRange(index: number, offsetBytes: number, lengthBytes: number): void {
     if (!this.wanted) return;
-    this.startZeros(index, offsetBytes, segmentBytes);
+    this.startZeros(index, offsetBytes, lengthBytes, false);
   }
 
   /**
@@ -89,12 +102,10 @@ export class SegmentPrewriter {
    */
   zeroSegment(index: number, offsetBytes: number, segmentBytes: number): void {
     this.failedZeroing.delete(index);
-    this.mustZero.add(index);
-    this.startZeros(index, offsetBytes, segmentBytes);
+    this.startZeros(index, offsetBytes, segmentBytes, true);
   }
 
-  private startZeros(index: number, offsetBytes: number, segmentBytes: number): void {
-    if (this.inFlight.has(index)) return;
+  private startZeros(index: number, offsetBytes: number, lengthBytes: number, must: boolean): void {
     if (this.zeros === undefined) {
       // Zeroed here, not trusted to be: the portable backend's posix_memalign memory may hold a
       // freed flush buffer's bytes, and those are valid units (of another log) if written out.
@@ -103,51 +114,57 @@ export class SegmentPrewriter {
     }
     const zeros = this.zeros;
     const writes: Array<Promise<void>> = [];
-    for (let at = 0; at < segmentBytes; at += PREWRITE_CHUNK_BYTES) {
-      const lengthBytes = Math.min(PREWRITE_CHUNK_BYTES, segmentBytes - at);
-      writes.push(this.queue.write(this.file, zeros, 0, lengthBytes, offsetBytes + at));
+    for (let at = 0; at < lengthBytes; at += PREWRITE_CHUNK_BYTES) {
+      const chunkBytes = Math.min(PREWRITE_CHUNK_BYTES, lengthBytes - at);
+      writes.push(this.queue.write(this.file, zeros, 0, chunkBytes, offsetBytes + at));
     }
     // Zeros that must be there are made durable before anything may point at them: a device may
     // persist a later write (a unit naming this segment, a root block) before an earlier one it
     // holds only in its cache, and recovery would then follow a durable pointer into stale bytes.
-    const must = this.mustZero.has(index);
     const done = Promise.all(writes)
       .then(() => (must ? this.queue.datasync(this.file) : undefined))
       .then(() => {
         this.segmentsPrewritten += 1;
       });
-    this.inFlight.set(index, done);
+    const fill: ZeroFill = { index, startBytes: offsetBytes, endBytes: offsetBytes + lengthBytes, must, done };
+    this.inFlight.add(fill);
     // Settled either way; a failure reaches the log through the unit write that waits on it.
     // A zeroing that had to happen and failed is remembered: the units that must wait for it
     // fail with it (and the log turns read-only) rather than point into a segment not zeroed.
     done.then(
+      () => void this.inFlight.delete(fill),
       () => {
-        this.inFlight.delete(index);
-        this.mustZero.delete(index);
-      },
-      () => {
-        this.inFlight.delete(index);
-        if (this.mustZero.delete(index)) this.failedZeroing.set(index, done);
+        this.inFlight.delete(fill);
+        if (must) this.failedZeroing.set(index, done);
       },
     );
   }
 
-  /** Resolves once segment `index` may take unit writes (at once unless it is being pre-written). */
-  ready(index: number): Promise<void> | undefined {
-    return this.inFlight.get(index);
+  /**
+   * Resolves once a unit in segment `index` at file bytes `[startBytes, endBytes)` that names
+   * `nextIndex` as its successor may be written: no zero-fill overlapping those bytes is in
+   * flight, and `nextIndex` is not being zeroed by {@link zeroSegment} (an optional pre-write of
+   * the successor is not waited for). A zeroing that must happen resolves only once its zeros
+   * are durable.
+   */
+  readyFor(index: number, nextIndex: number, startBytes: number, endBytes: number): Promise<void> | undefined {
+    const waits: Array<Promise<void>> = [];
+    const failedOwn = this.failedZeroing.get(index);
+    if (failedOwn !== undefined) waits.push(failedOwn);
+    const failedNext = this.failedZeroing.get(nextIndex);
+    if (failedNext !== undefined) waits.push(failedNext);
+    for (const fill of this.inFlight) {
+      const own = fill.index === index && fill.startBytes < endBytes && startBytes < fill.endBytes;
+      if (own || (fill.must && fill.index === nextIndex)) waits.push(fill.done);
+    }
+    if (waits.length === 0) return undefined;
+    return waits.length === 1 ? waits[0] : Promise.all(waits).then(() => {});
   }
 
-  /**
-   * Resolves once a unit in segment `index` that names `nextIndex` as its successor may be
-   * written: `index` is not being pre-written, and `nextIndex` is not being zeroed by
-   * {@link zeroSegment} (an optional pre-write of the successor is not waited for). A zeroing
-   * that must happen resolves only once its zeros are durable.
-   */
-  readyFor(index: number, nextIndex: number): Promise<void> | undefined {
-    const own = this.failedZeroing.get(index) ?? this.inFlight.get(index);
-    const next = this.failedZeroing.get(nextIndex) ?? (this.mustZero.has(nextIndex) ? this.inFlight.get(nextIndex) : undefined);
-    if (next === undefined) return own;
-    return own === undefined ? next : Promise.all([own, next]).then(() => {});
+  /** Whether a zero-fill in flight overlaps file bytes `[startBytes, endBytes)`. */
+  overlaps(startBytes: number, endBytes: number): boolean {
+    for (const fill of this.inFlight) if (fill.startBytes < endBytes && startBytes < fill.endBytes) return true;
+    return false;
   }
 
   /**
@@ -157,8 +174,9 @@ export class SegmentPrewriter {
   zeroed(indices: readonly number[]): Promise<void> | undefined {
     const waits: Array<Promise<void>> = [];
     for (const index of indices) {
-      const wait = this.failedZeroing.get(index) ?? (this.mustZero.has(index) ? this.inFlight.get(index) : undefined);
-      if (wait !== undefined) waits.push(wait);
+      const failed = this.failedZeroing.get(index);
+      if (failed !== undefined) waits.push(failed);
+      for (const fill of this.inFlight) if (fill.must && fill.index === index) waits.push(fill.done);
     }
     return waits.length === 0 ? undefined : Promise.all(waits).then(() => {});
   }
@@ -170,7 +188,7 @@ export class SegmentPrewriter {
 
   /** Free the zero buffer (once not {@link busy}). */
   free(): void {
-    if (this.inFlight.size > 0) throw new Error(`freeing the pre-writer with ${this.inFlight.size} segments in flight`);
+    if (this.inFlight.size > 0) throw new Error(`freeing the pre-writer with ${this.inFlight.size} zero-fills in flight`);
     if (this.zeros !== undefined) this.backend.free(this.zeros);
     this.zeros = undefined;
   }

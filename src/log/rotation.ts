@@ -18,15 +18,16 @@
  *
  * @module
  */
+import { ALIGNMENT_BYTES } from "../io/backend.ts";
 import { NoSpaceError } from "../errors.ts";
 import type { LogGeometry } from "./address.ts";
 import type { Durability } from "./durability.ts";
-import { FLUSHING, FREE_STATE, OFFSET_MASK, SEALED, type FlushBuffer } from "./flush-buffer.ts";
+import { FLUSHING, FREE_STATE, OFFSET_MASK, SEALED, WORD_BYTES, type FlushBuffer } from "./flush-buffer.ts";
 import { UNIT_HEADER_BYTES, unitFileBytes, type LogPosition } from "./format.ts";
 import { asLssError, type LogLifecycle } from "./lifecycle.ts";
 import type { SegmentPrewriter } from "./prewrite.ts";
 import type { OwnerRing } from "./ring.ts";
-import type { SegmentSpace, SpaceUse } from "./space.ts";
+import { SKIP_SEGMENT, type SegmentSpace, type SpaceUse } from "./space.ts";
 
 /** The unit a slot holds, as the owner fixed it. */
 export interface SlotUnit {
@@ -49,8 +50,14 @@ export class Rotation {
   private readonly units: SlotUnit[];
   /** Ring counter of the last finalized slot. */
   private finalizedCounter = -1;
-  /** Where the next unit goes while no slot is open for it (the next slot is not free yet). */
-  private pendingOpen: { base: number; prevEnd: number } | undefined;
+  /**
+   * Where the next unit goes while no slot is open for it (the next slot is not free yet).
+   * `leastBytes`: a reservation did not fit the smaller room the last slot got there (space.ts
+   * grants less than a buffer while the file is small), so this one must get more (0: no need).
+   */
+  private pendingOpen: { base: number; prevEnd: number; leastBytes: number } | undefined;
+  /** The next empty seal is advanceSegment's: move to the next segment, whatever the slot's room. */
+  private advancing = false;
   /** End of the last non-empty unit finalized. */
   private lastUnitEnd = 0;
   /** What the appends being made now are for (the log facade's current space use). */
@@ -85,8 +92,13 @@ export class Rotation {
   /** Open the first slot at `end` (after the new epoch is durable). */
   openFirst(end: LogPosition): void {
     this.finalizedCounter = -1;
-    this.pendingOpen = { base: end.address, prevEnd: end.prevEnd };
+    this.pendingOpen = { base: end.address, prevEnd: end.prevEnd, leastBytes: 0 };
     this.openNext();
+  }
+
+  /** The next empty seal (advanceSegment's) moves the log to the next segment. */
+  advanceOnEmptySeal(): void {
+    this.advancing = true;
   }
 
   /** The unit slot `slot` holds. */
@@ -121,7 +133,8 @@ export class Rotation {
     const current = this.current;
     if (this.pendingOpen !== undefined || current.offsetBytes !== 0) return undefined;
     const unit = this.unitOf(current.slot);
-    return { address: current.baseAddress, segmentIndex: unit.segmentIndex, nextSegmentIndex: unit.nextSegmentIndex, prevEnd: current.prevEnd };
+    // The successor the writer goes to if no unit is written here (space.ts: namedSuccessor).
+    return { address: current.baseAddress, segmentIndex: unit.segmentIndex, nextSegmentIndex: this.space.namedSuccessor, prevEnd: current.prevEnd };
   }
 
   /** The open buffer is sealed but its unit's extent is not fixed yet (see finalizeSealed). */
@@ -145,20 +158,40 @@ export class Rotation {
     const fill = buffer.finalFillBytes;
     const base = buffer.baseAddress;
     let nextBase: number;
+    let leastBytes = 0;
     if (fill > 0) {
       this.prewriter.noteUnit(fill, this.ring.bufferSize);
       const end = base + unitFileBytes(fill);
       unit.unitId = this.durability.register(end);
+      // The successor is fixed now, not when the slot opened: the space may have named a free
+      // segment instead of one the file does not hold yet (space.ts), and the segment's last
+      // unit must name the one the writer enters.
+      if (unit.segmentIndex !== this.space.tailIndex) throw new Error(`unit in segment ${unit.segmentIndex} finalized while the log writes ${this.space.tailIndex}`);
+      unit.nextSegmentIndex = this.space.successorIndex;
+      this.space.noteNamed(unit.nextSegmentIndex);
       this.lastUnitEnd = end;
       nextBase = end;
+    } else if (!this.advancing && buffer.capacityWords * WORD_BYTES + UNIT_HEADER_BYTES < this.fullRoomAt(base)) {
+      // Sealed empty because a reservation did not fit the smaller room this slot was granted:
+      // open the next one here, with more room (the space skips to the next segment if it has
+      // none to give here).
+      unit.unitId = -1;
+      nextBase = base;
+      leastBytes = buffer.capacityWords * WORD_BYTES + UNIT_HEADER_BYTES + ALIGNMENT_BYTES;
     } else {
       // Sealed empty: a reservation did not fit the room left in this segment (or advanceSegment).
       unit.unitId = -1;
       nextBase = this.geometry.nextSegmentStart(base);
     }
+    this.advancing = false;
     unit.finalized = true;
     this.finalizedCounter = counter;
-    this.pendingOpen = { base: nextBase, prevEnd: this.lastUnitEnd };
+    this.pendingOpen = { base: nextBase, prevEnd: this.lastUnitEnd, leastBytes };
+  }
+
+  /** Room a unit at `base` may have at most, header included: a buffer, or the segment's rest. */
+  private fullRoomAt(base: number): number {
+    return Math.min(this.ring.bufferSize, this.geometry.nextSegmentStart(base) - base);
   }
 
   /** Open the next slot at the pending position once that slot is free. */
@@ -168,13 +201,19 @@ export class Rotation {
     const counter = this.finalizedCounter + 1;
     const buffer = this.ring.slots[counter % this.ring.ringSize] as FlushBuffer;
     if (!buffer.isFree) return;
-    const base = this.geometry.unitStartFrom(pending.base);
-    const seq = this.geometry.seqOf(base);
-    if (seq !== this.space.tailSeq) {
-      // Invariant: the log moves one segment at a time (an empty seal skips at most one tail).
-      if (seq !== this.space.tailSeq + 1) throw new Error(`log skipped from segment ${this.space.tailSeq} to ${seq}`);
+    let base = this.geometry.unitStartFrom(pending.base);
+    let granted = 0;
+    // Twice at most: the space may answer "skip to the next segment" once (space.ts).
+    for (let attempt = 0; ; attempt++) {
+      const seq = this.geometry.seqOf(base);
       try {
-        this.space.enter(seq, this.spaceUse());
+        if (seq !== this.space.tailSeq) {
+          // Invariant: the log moves one segment at a time (an empty seal skips at most one tail).
+          if (seq !== this.space.tailSeq + 1) throw new Error(`log skipped from segment ${this.space.tailSeq} to ${seq}`);
+          this.space.enter(seq);
+        }
+        const unitWritten = pending.prevEnd > this.geometry.segmentStart(seq);
+        granted = this.space.grant(this.spaceUse(), base, this.fullRoomAt(base), pending.leastBytes, unitWritten);
       } catch (error) {
         const failure = asLssError(error, (message) => new NoSpaceError(message));
         // No space is the appender's problem, not the log's: nothing changed, try again later.
@@ -182,9 +221,14 @@ export class Rotation {
         else this.life.fail(failure);
         return;
       }
-      this.spaceBlocked = undefined;
+      if (granted !== SKIP_SEGMENT) break;
+      // The segment's allocated room is used up and the file cannot grow: go on in the successor.
+      if (attempt > 0) throw new Error(`the space asked to skip two segments at ${base}`);
+      base = this.geometry.nextSegmentStart(base);
+      pending.leastBytes = 0;
     }
-    const capacityBytes = Math.min(this.ring.bufferSize, this.geometry.nextSegmentStart(base) - base) - UNIT_HEADER_BYTES;
+    this.spaceBlocked = undefined;
+    const capacityBytes = granted - UNIT_HEADER_BYTES;
     const unit = this.units[buffer.slot] as SlotUnit;
     unit.finalized = false;
     unit.unitId = -1;

@@ -98,6 +98,45 @@ export class SegmentTable {
     return this.fileSegments;
   }
 
+  /**
+   * Take segment {@link nextNewIndex} for the writer at once (not via the free list): a slot at
+   * the end of the file that the file does not hold yet (space.ts grows it when it is written).
+   */
+  takeNew(): number {
+    const index = this.nextNewIndex;
+    this.fileSegments += 1;
+    return index;
+  }
+
+  /** A segment the writer took but never wrote to goes back to the free list. */
+  giveBack(index: number): void {
+    if (this.byIndex.has(index) || this.pending.has(index)) throw new Error(`segment ${index} given back while it holds log`);
+    if (index >= this.fileSegments) this.fileSegments = index + 1;
+    this.insertFree(index);
+  }
+
+  /** Free indices, ascending (a view: do not change it). */
+  get freeIndices(): readonly number[] {
+    return this.free;
+  }
+
+  /**
+   * After recovery: every index of the file that is neither live, pending, free nor one of
+   * `held` (the writer's two) joins the free list. Such an index was taken for the writer
+   * after the checkpoint and never reached by the durable log (so nothing durable points into
+   * it). Returns how many were found.
+   */
+  reconcile(held: readonly number[]): number {
+    let count = 0;
+    const freeSet = new Set(this.free);
+    for (let index = 0; index < this.fileSegments; index++) {
+      if (this.byIndex.has(index) || this.pending.has(index) || freeSet.has(index) || held.includes(index)) continue;
+      this.insertFree(index);
+      count += 1;
+    }
+    return count;
+  }
+
   /** Segment {@link nextNewIndex}, now held by the file, joins the free list. */
   addNew(index: number): void {
     if (index !== this.fileSegments) throw new Error(`new segment ${index} is not the next one (${this.fileSegments})`);

@@ -1,28 +1,52 @@
 /**
  * The file's segments: which physical segment holds each sequence number (the {@link SegmentTable}),
- * the two segments the writer holds (the one it writes and the one after it), growing the file to
- * hold them, giving segments back, the reuse rule, and cutting free segments off the end.
+ * the two segments the writer holds (the one it writes and the one after it), growing the file
+ * as the log needs it, the full-disk reserve, giving segments back, and cutting the file's end.
  *
  * Why the writer's two segments live here and not in the rotation: each unit header names the
- * segment that follows its own, so the successor is taken (and the file grown for it) when the
- * writer *enters* a segment, not when it leaves it. Taking, growing and shrinking must agree on
- * which indices are held, so they are one object's state.
+ * segment that follows its own, so the successor is taken when the writer *enters* a segment,
+ * not when it leaves it. Taking, growing and shrinking must agree on which indices are held, so
+ * they are one object's state.
  *
- * **The full-disk reserve**: the layer above (the store: its cleaner sizes it) asks for a
- * number of free segments to be kept allocated in the file ({@link SegmentSpace.keepReserve}).
- * They are fallocated ahead of need, whenever the file can grow, so that using them needs no new
- * disk blocks. Each append says what it is for ({@link SpaceUse}): user writes may neither take
- * nor write into that reserve, deletes may use its delete share, and the store's upkeep
- * (relocations, checkpoints) all of it. A segment that cannot be had is a {@link NoSpaceError}
- * for the append that needed it, and changes nothing: the log stays writable, and the next
- * attempt grows the file again (the disk may have room by then).
+ * **Growing as needed.** A regular file is allocated (fallocate) from its start up to its size,
+ * with no holes, and grows only as far as the log needs: the piece of the current segment the
+ * next unit goes into, plus the full-disk reserve beyond it. So a new store is its root blocks
+ * and a few hundred KiB, not several segments, and the last segment of the file is usually only
+ * partly there. A segment the file does not hold yet may still be *named*: the successor of the
+ * segment being written is often the next slot at the end of the file, allocated only once the
+ * writer gets there. Allocation is known from the file's size alone, so it survives a reopen.
+ *
+ * **Room** is what the log can still append without new disk blocks, along the way the writer
+ * will go: the allocated rest of the current segment, then the successor and the free segments
+ * (a segment counts once a unit fits in its allocated part). When the current segment cannot
+ * grow (a full disk) but the successor is there, the writer skips the rest of the current
+ * segment, as it does at a segment's end; recovery follows such a skip (walk.ts). When the
+ * successor is not there but a free segment is, the writer names the free one as successor
+ * instead; a unit header names it from then on, and the writer enters the segment the *last
+ * unit written* named (never one no unit names, which recovery could not find).
+ *
+ * **The full-disk reserve**: the layer above (the store: its cleaner sizes it) says how many
+ * bytes of room to keep allocated ahead of the writer ({@link SegmentSpace.keepReserve}), so
+ * that using them needs no new disk blocks. The file grows to keep it whenever it can. Each
+ * append says what it is for ({@link SpaceUse}) and is checked before it is made: user writes
+ * may not use the reserve at all, deletes may use its delete share, and the store's upkeep
+ * (relocations, checkpoints) all of it. The reserve grows with the store, so user writes must
+ * leave room for the reserve *as it will be* once they are committed: the sizer is asked with
+ * the writes appended since the last transaction settled ({@link SegmentSpace.writesSettled}).
+ * An append that cannot have its room is a {@link NoSpaceError} for the transaction that made
+ * it, and changes nothing: the log stays writable, and the next attempt grows the file again
+ * (the disk may have room by then).
+ *
+ * A block device is never grown or cut: all of its segments are there, each zeroed the first
+ * time the log takes it (prewrite.ts), and the reserve is kept in segments it has not used.
  *
  * @module
  */
 import type { FileHandle, IoBackend } from "../io/backend.ts";
 import { NoSpaceError, ReadOnlyError } from "../errors.ts";
-import { UNKNOWN_SEGMENT, type LogGeometry } from "./address.ts";
-import type { LogPosition } from "./format.ts";
+import { ALIGNMENT_BYTES } from "../io/backend.ts";
+import { alignDown, alignUp, MIN_UNIT_ROOM_BYTES, UNKNOWN_SEGMENT, type LogGeometry } from "./address.ts";
+import { UNIT_HEADER_BYTES, type LogPosition } from "./format.ts";
 import type { SegmentPrewriter } from "./prewrite.ts";
 import { SegmentTable, type SegmentTableState } from "./segments.ts";
 
@@ -33,13 +57,44 @@ import { SegmentTable, type SegmentTableState } from "./segments.ts";
  */
 export type SpaceUse = "write" | "delete" | "upkeep";
 
-/** Segments of the full-disk reserve (see the module comment). */
+/** The full-disk reserve, in bytes of room (see the module comment). */
 export interface SpaceReserve {
   /** Kept for upkeep: a checkpoint and a cleaning victim's live records. */
-  readonly upkeep: number;
-  /** Kept for transactions that only delete, on top of `upkeep`. */
-  readonly deletes: number;
+  readonly upkeepBytes: number;
+  /** Kept for transactions that only delete, on top of `upkeepBytes`. */
+  readonly deleteBytes: number;
 }
+
+/** What user writes appended since the last transaction settled (not yet in the store's state). */
+export interface PendingWrites {
+  readonly records: number;
+  readonly bytes: number;
+  readonly largestRecordBytes: number;
+}
+
+/**
+ * The full-disk reserve as the layer above sizes it: for its state now, plus `pending` user
+ * writes as if they were committed (what they would make the reserve grow to).
+ */
+export type ReserveSizer = (pending: PendingWrites) => SpaceReserve;
+
+const NO_WRITES: PendingWrites = { records: 0, bytes: 0, largestRecordBytes: 0 };
+
+/** How often the writer took its rarer ways (statistics; the torture checks they happen). */
+export interface SpaceCounters {
+  /** A free segment named as successor instead of one the file did not hold (swapSuccessorIfBlocked). */
+  successorsRenamed: number;
+  /** The rest of a segment the file could not grow into skipped, the log going on in the successor. */
+  segmentsSkipped: number;
+  /** A renamed successor no unit named before the writer left the segment: the old one entered. */
+  renamesUndone: number;
+}
+
+/** Smallest piece the file grows by. */
+export const MIN_GROWTH_BYTES = 128 << 10;
+
+/** {@link SegmentSpace.grant}'s answer when the writer should skip to the successor's start. */
+export const SKIP_SEGMENT = -1;
 
 /** The segments of one log file. */
 export class SegmentSpace {
@@ -49,13 +104,31 @@ export class SegmentSpace {
   private readonly prewriter: SegmentPrewriter;
   private readonly maxFileBytes: number;
   private readonly table = new SegmentTable();
+  /**
+   * Bytes of the file (all allocated: it grows only by fallocate, and is cut only at its end),
+   * rounded down to 4 KiB: a file cut short by hand or by damage may end inside a block.
+   */
+  private fileBytes: number;
+  /** Bytes below this were in the file when it was opened (maybe stale log): never zero-filled. */
+  private freshFrom: number;
   /** Sequence number and physical index of the segment the writer is in, and the index of the next. */
   private currentSeq = 0;
   private currentIndex = 0;
   private nextIndex = 0;
-  private reserve: SpaceReserve = { upkeep: 0, deletes: 0 };
+  /**
+   * The successor the last unit written in the current segment names (undefined: none written
+   * there yet). The writer enters this one, whatever {@link nextIndex} is by then.
+   */
+  private lastNamed: number | undefined;
+  /** Where the next append goes (rotation.ts: the end of what was reserved so far). */
+  private writerEnd: () => number = () => 0;
+  private sizeReserve: ReserveSizer = () => ({ upkeepBytes: 0, deleteBytes: 0 });
+  /** User writes appended since the last transaction settled (see {@link writesSettled}). */
+  private pending: PendingWrites = NO_WRITES;
   /** Why the file could not grow the last time it tried (cleared when it grows). */
   private growthFailure: NoSpaceError | undefined;
+  /** How often the rarer ways of the writer were taken (see {@link SpaceCounters}). */
+  readonly counters: SpaceCounters = { successorsRenamed: 0, segmentsSkipped: 0, renamesUndone: 0 };
 
   constructor(backend: IoBackend, file: FileHandle, geometry: LogGeometry, prewriter: SegmentPrewriter, maxFileBytes: number) {
     this.backend = backend;
@@ -64,11 +137,24 @@ export class SegmentSpace {
     this.prewriter = prewriter;
     // A block device bounds the log by its own size: segments past its end do not exist.
     this.maxFileBytes = file.deviceBytes === undefined ? maxFileBytes : Math.min(maxFileBytes, file.deviceBytes);
+    const sizeBytes = backend.fileSizeBytes(file);
+    this.fileBytes = alignDown(sizeBytes);
+    this.freshFrom = alignUp(sizeBytes);
   }
 
   /** Largest the file may grow to: `maxFileBytes`, or a block device's size when smaller. */
   get fileBytesLimit(): number {
     return this.maxFileBytes;
+  }
+
+  /** A block device: its segments exist already, and it is never grown or truncated. */
+  private get onDevice(): boolean {
+    return this.file.deviceBytes !== undefined;
+  }
+
+  /** Segments a block device holds. */
+  private get deviceSegments(): number {
+    return this.geometry.segmentsIn(this.maxFileBytes, "whole");
   }
 
   // ───────────────────────── the writer's segments ─────────────────────────
@@ -88,9 +174,18 @@ export class SegmentSpace {
   }
 
   /**
-   * Recovery ended at `end`: hold its segment and (when writable) its successor — the one the last
-   * unit named, or a newly taken one — and grow the file to hold both. Opening may use the whole
-   * reserve: a store reopened on a full disk must still open, and delete and compact.
+   * The successor a position in the current segment names (a checkpoint's start, the replay
+   * start): the one the last unit written here named, which the writer will enter if no unit
+   * follows the position; the current successor if no unit was written here yet.
+   */
+  get namedSuccessor(): number {
+    return this.lastNamed ?? this.nextIndex;
+  }
+
+  /**
+   * Recovery ended at `end`: hold its segment and (when writable) its successor — the one the
+   * last unit named, or a newly taken one. Nothing is allocated here: the first unit's grant
+   * grows the file, and a store reopened on a full disk opens all the same.
    */
   startAt(end: LogPosition, writable: boolean): void {
     this.currentSeq = this.geometry.seqOf(end.address);
@@ -98,186 +193,371 @@ export class SegmentSpace {
     this.table.assign(this.currentSeq, this.currentIndex);
     if (!writable) return;
     if (end.nextSegmentIndex === UNKNOWN_SEGMENT || end.nextSegmentIndex === end.segmentIndex) {
-      this.nextIndex = this.take("upkeep");
+      this.nextIndex = this.take();
+      this.lastNamed = undefined;
     } else {
       this.nextIndex = end.nextSegmentIndex;
       this.table.claim(this.nextIndex);
-      this.ensureFileHolds(this.nextIndex);
+      // Mid-segment, the position is right after a unit, which named this successor.
+      this.lastNamed = this.geometry.isSegmentStart(end.address) ? undefined : end.nextSegmentIndex;
     }
-    this.ensureFileHolds(this.currentIndex);
+    // Segments taken for the writer after the checkpoint that the durable log never reached
+    // are nobody's now (a unit written there was lost with the crash): free again.
+    this.table.reconcile([this.currentIndex, this.nextIndex]);
   }
 
   /**
-   * The writer moves into segment `seq` (the next one): it gets the successor taken earlier, and a
-   * new successor is taken now, for `use`. Throws (NoSpaceError…) with nothing changed when none
-   * can be had.
+   * The writer moves into segment `seq` (the next one): it enters the successor the last unit
+   * of the current segment named, and a new successor is taken now. Throws (NoSpaceError, on a
+   * block device with no segment left) with nothing changed when none can be had.
    */
-  enter(seq: number, use: SpaceUse): void {
-    const index = this.nextIndex;
-    const following = this.take(use);
+  enter(seq: number): void {
+    let index = this.nextIndex;
+    const named = this.lastNamed;
+    if (named !== undefined && named !== index) {
+      // Renamed after the segment's last unit was written (see swapSuccessorIfBlocked): that unit
+      // names the old successor, so the writer goes there; the other goes back unused.
+      this.counters.renamesUndone += 1;
+      this.table.claim(named);
+      this.table.giveBack(index);
+      this.nextIndex = index = named;
+    }
+    const following = this.take();
     this.currentSeq = seq;
     this.currentIndex = index;
     this.nextIndex = following;
+    this.lastNamed = undefined;
     this.table.assign(seq, index);
   }
 
+  /** A unit of the current segment was finalized naming `successor` (the current {@link successorIndex}). */
+  noteNamed(successor: number): void {
+    this.lastNamed = successor;
+  }
+
+  /** Where the next append goes, from now on: `end()` (the rotation's end of what was reserved). */
+  attachWriter(end: () => number): void {
+    this.writerEnd = end;
+  }
+
   /**
-   * A segment for `use`, as long as what `use` must leave free stays free: the lowest free one,
-   * else (on a block device) the next one of the device. A regular file is grown first when free
-   * segments are short of the whole reserve plus this one, so the reserve is only eaten into
-   * when the disk (or `maxFileBytes`) is full.
+   * A successor: the lowest free segment, else a new slot at the end of the file (allocated
+   * only when the writer gets there), else (a block device) the next segment of the device,
+   * zeroed first: a device's segments hold whatever was there before (prewrite.ts).
    */
-  private take(use: SpaceUse): number {
-    if (!this.onDevice) this.grow(this.reserveSegments + 1);
-    if (this.available <= this.floorFor(use)) throw this.noSpace(use);
+  private take(): number {
     if (this.table.freeCount > 0) return this.table.takeFree();
-    // A block device does not grow, and its new segments hold whatever was there before: each
-    // is zeroed (durably) the first time the log takes it, before anything names it (prewrite.ts).
+    if (!this.onDevice) return this.table.takeNew();
     const index = this.table.nextNewIndex;
-    this.ensureFileHolds(index);
+    if (index >= this.deviceSegments) throw new NoSpaceError(`the ${this.maxFileBytes}-byte device is full: no segment left to follow the log's tail`);
     this.table.addNew(index);
     this.prewriter.zeroSegment(index, this.geometry.segmentFileOffset(index), this.geometry.segmentSize);
     return this.table.takeFree();
   }
 
-  /** A block device: its segments exist already, and it is never grown or truncated. */
-  private get onDevice(): boolean {
-    return this.file.deviceBytes !== undefined;
-  }
-
   /**
-   * Segments the writer may still take without new disk blocks: the free ones, plus on a block
-   * device those it has not used yet (they are there; the reserve needs no allocating there).
+   * The room a unit opening at log address `base` of the current segment may take, header
+   * included: allocated bytes, up to `fullBytes` (what the buffer and the segment allow), at
+   * least `leastBytes` (more than a slot there got before, when a reservation did not fit it) and
+   * {@link MIN_UNIT_ROOM_BYTES}. Grows the file first, by pieces, keeping the reserve beyond:
+   * while the file is small a unit gets less than a whole buffer, so that an empty store stays
+   * small. Which appends may use the room is checked per append ({@link assertRoomFor}), not
+   * here. {@link SKIP_SEGMENT} when the current segment has no more room and cannot grow but the
+   * successor has (`unitWritten`: a unit of this segment exists, which names the successor, so
+   * recovery follows the skip). Throws NoSpaceError (for `use`) otherwise.
    */
-  private get available(): number {
-    if (!this.onDevice) return this.table.freeCount;
-    return this.table.freeCount + Math.max(0, this.geometry.segmentsIn(this.maxFileBytes, "whole") - this.table.fileSegments);
-  }
-
-  // ───────────────────────── the full-disk reserve ─────────────────────────
-
-  /**
-   * Keep `reserve` free segments allocated in the file for deletes and upkeep (see the module
-   * comment). Allocates what is missing now if the file can grow; if it cannot, the reserve is
-   * completed by the next growth that succeeds. Throws only for an I/O error other than no space.
-   */
-  keepReserve(reserve: SpaceReserve): void {
-    if (!Number.isInteger(reserve.upkeep) || !Number.isInteger(reserve.deletes) || reserve.upkeep < 0 || reserve.deletes < 0) {
-      throw new Error(`bad space reserve ${JSON.stringify(reserve)}`);
+  grant(use: SpaceUse, base: number, fullBytes: number, leastBytes: number, unitWritten: boolean): number {
+    this.swapSuccessorIfBlocked();
+    const least = Math.min(fullBytes, Math.max(MIN_UNIT_ROOM_BYTES, leastBytes));
+    const want = leastBytes > 0 ? fullBytes : Math.min(fullBytes, this.stepBytes());
+    if (!this.onDevice) this.growFor(base, want, this.reserveTotal);
+    const available = this.allocatedFrom(base);
+    // No more than `want`, even where more is allocated: a buffer that took it all would leave
+    // the reserve no room of its own, and the file would grow at every unit.
+    const granted = alignDown(Math.min(want, available));
+    if (granted >= least) return granted;
+    if (unitWritten && this.roomAfterCurrent() >= MIN_UNIT_ROOM_BYTES) {
+      this.counters.segmentsSkipped += 1;
+      return SKIP_SEGMENT;
     }
-    this.reserve = { upkeep: reserve.upkeep, deletes: reserve.deletes };
-    if (!this.onDevice) this.grow(this.reserveSegments);
-  }
-
-  /** The reserve being kept, in segments. */
-  get reserveSegments(): number {
-    return this.reserve.upkeep + this.reserve.deletes;
-  }
-
-  /** Free segments an append for `use` must leave free. */
-  private floorFor(use: SpaceUse): number {
-    if (use === "upkeep") return 0;
-    if (use === "delete") return this.reserve.upkeep;
-    return this.reserveSegments;
-  }
-
-  /**
-   * Throws NoSpaceError unless appends for `use` may go on. While free segments are below what
-   * `use` must leave free (upkeep or deletes took from the reserve), its appends would fill the
-   * segment the reserve is being spent in, so they are refused even when that segment has room.
-   * Growing the file is tried first. Cheap when there is room.
-   */
-  assertRoomFor(use: SpaceUse): void {
-    const floor = this.floorFor(use);
-    if (this.available >= floor) return;
-    if (!this.onDevice) this.grow(this.reserveSegments);
-    if (this.available >= floor) return;
     throw this.noSpace(use);
   }
 
-  /**
-   * True when user writes cannot get another segment: no segment is left outside the reserve,
-   * and the file could not grow the last time it tried (a block device cannot).
-   */
-  get outOfSpace(): boolean {
-    return this.available <= this.floorFor("write") && (this.onDevice || this.growthFailure !== undefined);
-  }
-
-  private noSpace(use: SpaceUse): NoSpaceError {
-    const why = this.onDevice ? `the ${this.maxFileBytes}-byte device is full` : (this.growthFailure?.message ?? "the file cannot grow");
-    const what = use === "write" ? "new data" : use === "delete" ? "deletes" : "the store's upkeep";
-    const keptFor = use === "write" ? "deletes, compaction and checkpoints" : "compaction and checkpoints";
-    return new NoSpaceError(
-      `no room for ${what}: ${this.available} free segments, ${this.floorFor(use)} kept for ${keptFor}; ${why}`,
-    );
+  /** Bytes to grow the file by at a time: an eighth of its size, at least {@link MIN_GROWTH_BYTES}, at most a segment. */
+  private stepBytes(): number {
+    return Math.min(this.geometry.segmentSize, Math.max(MIN_GROWTH_BYTES, alignUp(Math.floor(this.fileBytes / 8))));
   }
 
   /**
-   * Add new segments at the end of a regular file until `target` are free, each allocated whole. Stops
-   * at the first that cannot be had for lack of space (remembered until a growth succeeds);
-   * an I/O error of another kind is thrown.
+   * Grow the file so that the current segment holds `[base, base + wantBytes)` (as far as the
+   * segment goes) and `reserveBytes` of room lie beyond it. Stops at the first growth that fails
+   * for lack of space (remembered until one succeeds).
    */
-  private grow(target: number): void {
-    while (this.table.freeCount < target) {
-      const index = this.table.nextNewIndex;
-      try {
-        this.ensureFileHolds(index);
-      } catch (error) {
-        if (!(error instanceof NoSpaceError)) throw error;
-        this.growthFailure = error;
-        return;
-      }
-      this.table.addNew(index);
-      this.growthFailure = undefined;
+  private growFor(base: number, wantBytes: number, reserveBytes: number): void {
+    const end = Math.min(base + wantBytes, this.geometry.nextSegmentStart(base));
+    // A few rounds: growing through a segment that is not on the writer's way (a live one the
+    // file's end cuts through) adds no room, and the next round grows past it.
+    for (let round = 0; round < 4; round++) {
+      const missing = Math.max(0, end - base - this.allocatedFrom(base));
+      const short = Math.max(0, reserveBytes - this.roomBeyond(end));
+      if (missing + short === 0) return;
+      // Room past the current segment starts at the successor: when the file's end is still
+      // short of it (a segment off the writer's way lies between), grow through that at once.
+      const successorStart = this.geometry.segmentFileOffset(this.nextIndex);
+      const gap = short > 0 && this.roomAfterCurrent() === 0 && this.allocatedFrom(base) + base >= this.geometry.nextSegmentStart(base) ? Math.max(0, successorStart - this.fileBytes) : 0;
+      if (!this.growFile(missing + short + gap)) return;
     }
   }
 
   /**
-   * Grow the file to hold segment `index`, allocating every segment between the old end and it:
-   * a segment skipped here would be a hole, and a write into a hole allocates, so its datasync
-   * would commit the filesystem journal too (see prewrite.ts). Whole new segments are offered to
-   * the pre-writer; one the old end cuts through is only allocated (it may hold log data).
+   * Add at least `bytes` (rounded up to a growth step) at the end of a regular file, allocated,
+   * without going over `maxFileBytes`. New segment slots the file now reaches join the free
+   * list; the fresh bytes are offered to the pre-writer. False when the file cannot grow (the
+   * failure is kept for {@link outOfSpace}); an I/O error of another kind is thrown.
    */
-  private ensureFileHolds(index: number): void {
+  private growFile(bytes: number): boolean {
     const geometry = this.geometry;
-    const needBytes = geometry.fileBytesFor(index + 1);
-    if (needBytes > this.maxFileBytes) {
-      const limit = this.file.deviceBytes === this.maxFileBytes ? `the ${this.maxFileBytes}-byte device` : `maxFileBytes ${this.maxFileBytes}`;
-      throw new NoSpaceError(`the log needs ${needBytes} bytes of file, over ${limit}`);
+    const step = this.stepBytes();
+    const from = this.fileBytes;
+    const limit = alignDown(this.maxFileBytes);
+    const to = Math.min(limit, from + Math.ceil(bytes / step) * step);
+    if (to <= from) {
+      this.growthFailure = new NoSpaceError(`the log needs ${from + bytes} bytes of file, over maxFileBytes ${this.maxFileBytes}`);
+      return false;
     }
-    const sizeBytes = this.backend.fileSizeBytes(this.file);
-    if (sizeBytes >= needBytes) return;
-    // The first segment the file does not hold whole (it may hold part of it), and the first it
-    // holds none of.
-    const firstPartial = geometry.segmentsIn(sizeBytes, "whole");
-    const firstWhole = geometry.segmentsIn(sizeBytes, "started");
-    for (let segment = firstPartial; segment <= index; segment++) {
-      const offsetBytes = geometry.segmentFileOffset(segment);
-      this.allocate(offsetBytes, geometry.segmentSize);
-      if (segment >= firstWhole) this.prewriter.onFreshSegment(segment, offsetBytes, geometry.segmentSize);
+    try {
+      this.allocate(from, to - from);
+    } catch (error) {
+      if (!(error instanceof NoSpaceError)) throw error;
+      this.growthFailure = error;
+      return false;
     }
+    this.growthFailure = undefined;
+    this.refusedAtRoom = undefined;
+    this.fileBytes = to;
+    while (geometry.segmentFileOffset(this.table.fileSegments) < to) this.table.addNew(this.table.nextNewIndex);
+    // Offer each segment's fresh piece to the pre-writer (it zero-fills them while units are small).
+    const fresh = Math.max(from, this.freshFrom);
+    for (let index = geometry.segmentsIn(fresh, "whole"); geometry.segmentFileOffset(index) < to; index++) {
+      const start = Math.max(fresh, geometry.segmentFileOffset(index));
+      const stop = Math.min(to, geometry.segmentFileOffset(index + 1));
+      if (stop > start) this.prewriter.onFreshRange(index, start, stop - start);
+    }
+    return true;
   }
 
   /**
    * fallocate `[offset, +length)`. On a full disk fallocate may allocate part of the range and
    * grow the file over it before it fails with ENOSPC: that part is cut off again, so the failed
-   * attempt changes nothing (its blocks go back to the filesystem, and the file keeps whole segments).
+   * attempt changes nothing (its blocks go back to the filesystem, and the file keeps no holes).
    */
   private allocate(offsetBytes: number, lengthBytes: number): void {
-    const before = this.backend.fileSizeBytes(this.file);
     try {
       this.backend.allocateSpace(this.file, offsetBytes, lengthBytes);
     } catch (error) {
       if (error instanceof NoSpaceError) {
         try {
-          if (this.backend.fileSizeBytes(this.file) > before) this.backend.truncate(this.file, before);
+          if (this.backend.fileSizeBytes(this.file) > offsetBytes) this.backend.truncate(this.file, offsetBytes);
         } catch {
-          // Best effort: a partly allocated segment left past the end is allocated whole by the
-          // next growth (it starts at the first segment the file does not hold whole).
+          // Best effort: what is left past the end is allocated again by the next growth, which
+          // starts at the size this object knows.
         }
       }
       throw error;
     }
+  }
+
+  // ───────────────────────── room ─────────────────────────
+
+  /** Allocated bytes of physical segment `index` (from its start: the file has no holes). */
+  private allocatedIn(index: number): number {
+    if (this.onDevice) return index < this.deviceSegments ? this.geometry.segmentSize : 0;
+    return Math.min(this.geometry.segmentSize, Math.max(0, this.fileBytes - this.geometry.segmentFileOffset(index)));
+  }
+
+  /** Allocated bytes of the current segment from log address `address` on. */
+  private allocatedFrom(address: number): number {
+    const start = this.geometry.segmentStart(this.currentSeq);
+    return Math.max(0, start + this.allocatedIn(this.currentIndex) - address);
+  }
+
+  /**
+   * Room after the current segment: the successor and every free segment, once a unit fits in
+   * the successor's allocated part (else the writer cannot get past it, and they do not count).
+   * On a block device, the segments it has not used yet count too, but for one: a segment is
+   * entered only with a successor to name, and a device cannot add a slot for it as a file can.
+   */
+  private roomAfterCurrent(): number {
+    const successor = this.allocatedIn(this.nextIndex);
+    if (successor < MIN_UNIT_ROOM_BYTES) return 0;
+    const segment = this.geometry.segmentSize;
+    const free = this.table.freeIndices;
+    if (this.onDevice) {
+      // Entering a segment takes the one after it: with `spare` segments left to take, the
+      // writer gets into the successor and `spare − 1` more (the last taken is only named).
+      const spare = free.length + Math.max(0, this.deviceSegments - this.table.fileSegments);
+      return spare === 0 ? 0 : successor + (spare - 1) * segment;
+    }
+    let bytes = successor + free.length * segment;
+    // Only the last segments of the file can be partly (or not) there.
+    const whole = this.geometry.segmentsIn(this.fileBytes, "whole");
+    for (let i = free.length - 1; i >= 0 && (free[i] as number) >= whole; i--) {
+      const allocated = this.allocatedIn(free[i] as number);
+      bytes -= segment - (allocated >= MIN_UNIT_ROOM_BYTES ? allocated : 0);
+    }
+    return bytes;
+  }
+
+  /** Room from log address `address` of the current segment on (see the module comment). */
+  private roomBeyond(address: number): number {
+    return this.allocatedFrom(address) + this.roomAfterCurrent();
+  }
+
+  /**
+   * When the successor is not there (a slot at the end the file does not hold yet) but a free
+   * segment is, make the free one the successor: otherwise a full disk would strand the writer
+   * in front of the successor, with free segments it cannot reach. Only once a unit of the
+   * current segment names a successor: units written from now on name the new one, and if none
+   * is, {@link enter} goes to the one the last unit named.
+   */
+  private swapSuccessorIfBlocked(): void {
+    if (this.onDevice || this.lastNamed === undefined || this.table.freeCount === 0) return;
+    if (this.allocatedIn(this.nextIndex) >= MIN_UNIT_ROOM_BYTES) return;
+    const lowest = this.table.freeIndices[0] as number;
+    if (this.allocatedIn(lowest) < MIN_UNIT_ROOM_BYTES) return;
+    this.table.takeFree();
+    this.table.giveBack(this.nextIndex);
+    this.nextIndex = lowest;
+    this.counters.successorsRenamed += 1;
+  }
+
+  // ───────────────────────── the full-disk reserve ─────────────────────────
+
+  /**
+   * Keep the reserve `sizer` says (for the state of the layer above, asked afresh each time)
+   * allocated ahead of the writer for deletes and upkeep (see the module comment). Grows the
+   * file now if it can; if it cannot, the reserve is completed by the next growth that
+   * succeeds. Throws only for an I/O error other than no space.
+   */
+  keepReserve(sizer: ReserveSizer): void {
+    this.sizeReserve = sizer;
+    this.growForReserve();
+  }
+
+  /**
+   * The transaction whose user writes were counted since the last call committed or aborted
+   * (the layer above calls this holding its transaction turn): its records are in the state the
+   * reserve is sized for now, or are garbage. Grows the file for the reserve as it is now.
+   */
+  writesSettled(): void {
+    this.pending = NO_WRITES;
+    this.growForReserve();
+  }
+
+  private growForReserve(): void {
+    if (this.onDevice) return;
+    this.swapSuccessorIfBlocked();
+    this.growFor(this.writerEnd(), 0, this.reserveTotal);
+  }
+
+  /** The reserve for the state now, with `pending` user writes counted as committed. */
+  private reserveWith(pending: PendingWrites): SpaceReserve {
+    const reserve = this.sizeReserve(pending);
+    const { upkeepBytes, deleteBytes } = reserve;
+    if (!Number.isSafeInteger(upkeepBytes) || !Number.isSafeInteger(deleteBytes) || upkeepBytes < 0 || deleteBytes < 0) {
+      throw new Error(`bad space reserve ${JSON.stringify(reserve)}`);
+    }
+    return reserve;
+  }
+
+  /** Bytes of the reserve being kept (for the committed state). */
+  get reserveTotal(): number {
+    const reserve = this.reserveWith(NO_WRITES);
+    return reserve.upkeepBytes + reserve.deleteBytes;
+  }
+
+  /** The reserve being kept, in whole segments (rounded up). */
+  get reserveSegments(): number {
+    return Math.ceil(this.reserveTotal / this.geometry.segmentSize);
+  }
+
+  /** Room ahead of the writer now: what the log can still append without new disk blocks. */
+  get roomBytes(): number {
+    return this.roomBeyond(this.writerEnd());
+  }
+
+  /**
+   * Bytes of room an append for `use` must leave: none (upkeep), the upkeep share (deletes), or
+   * the whole reserve and what it grows by for the writes not yet counted in it (user writes,
+   * `lengthBytes` being appended now).
+   */
+  private floorFor(use: SpaceUse, lengthBytes = 0): number {
+    if (use === "upkeep") return 0;
+    if (use === "delete") return this.reserveWith(NO_WRITES).upkeepBytes;
+    const pending = this.pending;
+    const reserve = this.reserveWith(
+      lengthBytes === 0
+        ? pending
+        : { records: pending.records + 1, bytes: pending.bytes + lengthBytes, largestRecordBytes: Math.max(pending.largestRecordBytes, lengthBytes) },
+    );
+    return reserve.upkeepBytes + reserve.deleteBytes;
+  }
+
+  /**
+   * Throws NoSpaceError unless an append of `lengthBytes` for `use` may go on: the room beyond
+   * where it goes, less what it takes (its bytes and a unit's rounding), must be at least what
+   * `use` must leave — for user writes, the reserve as it will be once they are committed (they
+   * make it grow: more live data, a larger checkpoint). Growing the file is tried first. Cheap
+   * when there is room. A reservation waiting for a buffer asks again with `lengthBytes` 0.
+   */
+  assertRoomFor(use: SpaceUse, lengthBytes: number): void {
+    const floor = this.floorFor(use, lengthBytes) + (lengthBytes > 0 ? lengthBytes + ALIGNMENT_BYTES + UNIT_HEADER_BYTES : 0);
+    if (floor === 0) return;
+    const end = this.writerEnd();
+    if (this.roomBeyond(end) >= floor) return;
+    if (!this.onDevice) {
+      this.swapSuccessorIfBlocked();
+      this.growFor(end, 0, floor);
+    }
+    if (this.roomBeyond(end) >= floor) return;
+    throw this.noSpace(use);
+  }
+
+  /** A user write appended a record of `lengthBytes` (counted until {@link writesSettled}). */
+  noteWritten(lengthBytes: number): void {
+    const pending = this.pending;
+    this.pending = {
+      records: pending.records + 1,
+      bytes: pending.bytes + lengthBytes,
+      largestRecordBytes: Math.max(pending.largestRecordBytes, lengthBytes),
+    };
+  }
+
+  /**
+   * True when user writes cannot have another unit: the room beyond the open buffer is short of
+   * the reserve plus one unit, and the file could not grow the last time it tried (a block
+   * device cannot).
+   */
+  get outOfSpace(): boolean {
+    if (!this.onDevice && this.growthFailure === undefined) return false;
+    const room = this.roomBeyond(this.writerEnd());
+    if (room < this.floorFor("write") + MIN_UNIT_ROOM_BYTES) return true;
+    // A write was refused (it needed more than is left) and no room has come back since.
+    return this.refusedAtRoom !== undefined && room <= this.refusedAtRoom;
+  }
+
+  /** Room when a write was last refused for lack of space (see {@link outOfSpace}). */
+  private refusedAtRoom: number | undefined;
+
+  private noSpace(use: SpaceUse): NoSpaceError {
+    const room = this.roomBeyond(this.writerEnd());
+    if (use === "write") this.refusedAtRoom = room;
+    const why = this.onDevice ? `the ${this.maxFileBytes}-byte device is full` : (this.growthFailure?.message ?? "the file cannot grow");
+    const what = use === "write" ? "new data" : use === "delete" ? "deletes" : "the store's upkeep";
+    const keptFor = use === "write" ? "deletes, compaction and checkpoints" : "compaction and checkpoints";
+    return new NoSpaceError(
+      `no room for ${what}: ${room} bytes of room left, ${this.floorFor(use)} kept for ${keptFor}; ${why}`,
+    );
   }
 
   // ───────────────────────── the table ─────────────────────────
@@ -324,8 +604,14 @@ export class SegmentSpace {
     return this.table.pendingCount;
   }
 
+  /** Segment slots of the file: those it holds (whole or in part) and the writer's successor. */
   get fileSegments(): number {
     return this.table.fileSegments;
+  }
+
+  /** Bytes of the file as this object knows them (a block device: the part of it the log has taken). */
+  get allocatedBytes(): number {
+    return this.onDevice ? Math.min(this.maxFileBytes, this.geometry.fileBytesFor(this.table.fileSegments)) : this.fileBytes;
   }
 
   // ───────────────────────── giving back ─────────────────────────
@@ -347,22 +633,39 @@ export class SegmentSpace {
   }
 
   /**
-   * Truncate free segments at the end of the file. Returns the bytes given back. Safe at any
-   * time: only segments on the free list are cut, and nothing durable points into them.
+   * Cut the file's end: free segments there, and allocated room past the open buffer that the
+   * reserve does not need. Returns the bytes given back. Safe at any time: no live or pending
+   * segment, and nothing the open buffer may still take, is cut; nor is a zero-fill in flight
+   * (its write would grow the file again past the cut).
    */
   shrinkFile(readOnly: boolean): number {
     if (readOnly) throw new ReadOnlyError("shrinkFile on a read-only log");
     // A block device is never truncated: its free segments stay free, for the log to reuse.
     if (this.onDevice) return 0;
-    let keep = Math.max(this.currentIndex, this.nextIndex, this.table.highestHeldIndex()) + 1;
-    // The full-disk reserve stays allocated: every segment past the highest held one is free,
-    // so keeping as many more as the reserve lacks below `keep` keeps it whole.
-    keep = Math.min(this.table.fileSegments, keep + Math.max(0, this.reserveSegments - this.table.freeBelow(keep)));
-    const before = this.backend.fileSizeBytes(this.file);
-    const after = this.geometry.fileBytesFor(keep);
-    if (after >= before) return 0;
-    this.table.shrinkTo(keep);
-    this.backend.truncate(this.file, after);
-    return before - after;
+    const geometry = this.geometry;
+    const before = this.fileBytes;
+    // Everything held keeps what it has: live and pending segments, the current one among them,
+    // as far as the file holds them (the current one's allocated rest is room the writer uses).
+    const highest = this.table.highestHeldIndex();
+    const keep = alignUp(Math.min(before, geometry.segmentFileOffset(highest + 1)));
+    // Then as much more as the reserve needs: room counts only what the file holds, so try cuts
+    // from the lowest up (each step adds at least the room it lacked, where that room can be).
+    let cut = keep;
+    for (let round = 0; round < 8 && cut < before; round++) {
+      this.fileBytes = cut;
+      const short = this.reserveTotal - this.roomBeyond(this.writerEnd());
+      this.fileBytes = before;
+      if (short <= 0) break;
+      cut = Math.min(before, alignUp(cut + short));
+    }
+    if (cut >= before || this.prewriter.overlaps(cut, before)) return 0;
+    this.backend.truncate(this.file, cut);
+    this.fileBytes = cut;
+    // Cut bytes are gone: grown again, they read as zeros.
+    this.freshFrom = Math.min(this.freshFrom, cut);
+    // Free slots the file no longer reaches go from the table (the writer's two are kept).
+    const slots = Math.max(geometry.segmentsIn(cut, "started"), highest + 1, this.currentIndex + 1, this.nextIndex + 1);
+    this.table.shrinkTo(slots);
+    return before - cut;
   }
 }

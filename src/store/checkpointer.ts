@@ -11,11 +11,14 @@
  * @module
  */
 import { CorruptionError } from "../errors.ts";
-import type { CommitPath, StoreCore } from "./commit.ts";
+import { noteMultipart, type CommitPath, type StoreCore } from "./commit.ts";
 import { checkpointMapCount, decodeCheckpoint, encodeCheckpoint } from "./format/checkpoint.ts";
-import { RECORD_HEADER_BYTES, RecordType, scanRecords } from "./format/records.ts";
+import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./format/records.ts";
 import type { SegmentPins } from "./pins.ts";
 import { appendRecord } from "./write-path.ts";
+
+/** Largest Checkpoint record body: a checkpoint is written as chunks of this size. */
+export const CHECKPOINT_CHUNK_BYTES = 64 << 10;
 
 /** Load the checkpoint the root block names (if any) into `core`; its counters, or undefined. */
 export async function loadCheckpoint(core: StoreCore): Promise<{ lastTxId: number; commits: number } | undefined> {
@@ -36,8 +39,12 @@ export async function loadCheckpoint(core: StoreCore): Promise<{ lastTxId: numbe
     (seid, location) => {
       core.map.set(seid, location);
       core.liveValueBytes += location.sizeBytes;
+      if (!location.multipart) core.largestRecordBytes = Math.max(core.largestRecordBytes, paddedRecordBytes(RECORD_HEADER_BYTES + location.sizeBytes));
     },
-    (seid, multipart) => void core.parts.set(seid, multipart),
+    (seid, multipart) => {
+      core.parts.set(seid, multipart);
+      noteMultipart(core, multipart);
+    },
   );
   core.sut.restore(decoded.sut);
   core.spaces.apply(decoded.spaces);
@@ -110,7 +117,10 @@ export class Checkpointer {
       mapEntries: this.core.map.size,
       parts: this.core.parts,
     });
-    const chunkBytes = log.maxReservationBytes - RECORD_HEADER_BYTES;
+    // Chunks of at most CHECKPOINT_CHUNK_BYTES, not a whole buffer each: a record that does not
+    // fit the room left where the log is goes after it, and the room left is lost; smaller
+    // chunks lose less, which keeps the full-disk reserve small (cleaner.ts fullDiskReserve).
+    const chunkBytes = Math.min(CHECKPOINT_CHUNK_BYTES, log.maxReservationBytes - RECORD_HEADER_BYTES);
     for (let offset = 0, index = 0; offset < blob.length || index === 0; offset += chunkBytes, index++) {
       await appendRecord(log, RecordType.Checkpoint, 0, 0n, index, blob.subarray(offset, Math.min(blob.length, offset + chunkBytes)));
     }

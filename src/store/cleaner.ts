@@ -25,9 +25,11 @@
  *
  * @module
  */
-import type { LogStructuredStore, SpaceReserve } from "../log/log.ts";
+import type { LogStructuredStore, PendingWrites, SpaceReserve } from "../log/log.ts";
+import { ALIGNMENT_BYTES } from "../io/backend.ts";
+import { alignUp, MIN_UNIT_ROOM_BYTES } from "../log/address.ts";
 import { ROOT_REGION_BYTES, UNIT_HEADER_BYTES } from "../log/format.ts";
-import type { Checkpointer } from "./checkpointer.ts";
+import { CHECKPOINT_CHUNK_BYTES, type Checkpointer } from "./checkpointer.ts";
 import type { AppliedOp, CommitPath, StoreCore } from "./commit.ts";
 import { FLAG_PART, type Part } from "./format/extents.ts";
 import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, scanRecords } from "./format/records.ts";
@@ -51,6 +53,17 @@ export const MIN_VICTIM_AGE_SEGMENTS = 2;
 
 /** Bytes of records relocated per batch: the longest a batch holds the transaction turn. */
 export const RELOCATE_BATCH_BYTES = 1 << 20;
+
+const NO_PENDING_WRITES: PendingWrites = { records: 0, bytes: 0, largestRecordBytes: 0 };
+
+/** Smallest delete share of the full-disk reserve (see {@link Cleaner.fullDiskReserve}). */
+export const MIN_DELETE_SHARE_BYTES = 256 << 10;
+/** What a delete transaction appends besides its Delete records (a Commit, a unit's rounding). */
+const DELETE_SHARE_SLACK_BYTES = 64 << 10;
+/** A checkpoint's header and seid spaces, and what the estimate does not count. */
+const CHECKPOINT_MARGIN_BYTES = 16 << 10;
+/** Units upkeep ends by flushing besides full ones (checkpoints flush twice, cleaning after each victim). */
+const RESERVE_FLUSHES = 8;
 
 /** Counters the cleaner keeps. */
 export interface CleanerStats {
@@ -338,20 +351,51 @@ export class Cleaner {
   }
 
   /**
-   * The full-disk reserve the log keeps allocated (src/log/space.ts): room for
-   * the store's upkeep to free space when the disk is full — one checkpoint (about 24 bytes per
-   * seid) plus the live records of one victim (at most `cleanerUtilisationPercent` of a segment),
-   * over segments of which a unit that does not fit may waste up to a buffer at the tail — and one
-   * segment more for transactions that only delete.
+   * The full-disk reserve the log keeps allocated ahead of its writer (src/log/space.ts), in
+   * bytes: room for the store's upkeep to free space when the disk is full, and a share for
+   * transactions that only delete. It is sized by what upkeep really appends, so it grows with
+   * the store (an empty store's is a few hundred KiB, not segments):
+   * - one checkpoint ({@link checkpointEstimate});
+   * - the live records of one victim: at most `cleanerUtilisationPercent` of a segment, and at
+   *   most all the live records there are;
+   * - per unit, its header and the rounding up to 4 KiB (units of a buffer at most; the
+   *   relocation batches and the flushes between them each end one);
+   * - where a record does not fit the room left (a segment's end, or the end of what the file
+   *   holds when it cannot grow), that room is lost: less than the largest record upkeep may
+   *   append (a checkpoint chunk, or the largest record written), at each segment end crossed
+   *   and once more for the file's end.
+   * The delete share is what deleting every element in one transaction appends (a record of
+   * {@link RECORD_HEADER_BYTES} each), at least {@link MIN_DELETE_SHARE_BYTES} (many small delete
+   * transactions: a unit each), at most a segment.
    */
-  fullDiskReserve(): SpaceReserve {
+  fullDiskReserve(pending: PendingWrites = NO_PENDING_WRITES): SpaceReserve {
     const { core } = this.host;
     const log = this.log;
     const segment = log.segmentSize;
-    const checkpointBytes = core.map.size * 24 + core.sut.segmentCount * 16 + (64 << 10);
-    const victimBytes = Math.ceil((segment * this.settings.cleanerUtilisationPercent) / 100);
-    const usableBytes = Math.max(segment - log.bufferSize, segment >> 1);
-    return { upkeep: Math.ceil((checkpointBytes + victimBytes) / usableBytes), deletes: 1 };
+    const unitPayload = log.maxReservationBytes;
+    // Pending user writes (appended, not committed yet) count as if committed: each record a new
+    // element (a mapping entry, a Delete record to empty it), its bytes live.
+    const checkpoint = this.checkpointEstimate() + pending.records * 24;
+    const victim = Math.min(Math.ceil((segment * this.settings.cleanerUtilisationPercent) / 100), core.sut.totalLiveBytes + pending.bytes);
+    const need = checkpoint + victim;
+    const units = Math.ceil(need / unitPayload) + Math.ceil(victim / RELOCATE_BATCH_BYTES) + RESERVE_FLUSHES;
+    const largestRecord = Math.max(core.largestRecordBytes, paddedRecordBytes(pending.largestRecordBytes));
+    const largest = Math.min(unitPayload, Math.max(Math.min(checkpoint, CHECKPOINT_CHUNK_BYTES + RECORD_HEADER_BYTES), largestRecord));
+    const ends = Math.ceil(need / segment) + 2;
+    const upkeepBytes = need + units * (ALIGNMENT_BYTES + UNIT_HEADER_BYTES) + ends * (largest + ALIGNMENT_BYTES) + MIN_UNIT_ROOM_BYTES;
+    const deleteBytes = Math.min(segment, Math.max(MIN_DELETE_SHARE_BYTES, (core.map.size + pending.records) * RECORD_HEADER_BYTES + DELETE_SHARE_SLACK_BYTES));
+    return { upkeepBytes: alignUp(upkeepBytes), deleteBytes: alignUp(deleteBytes) };
+  }
+
+  /**
+   * Bytes a checkpoint of the store takes now, at most: 24 per mapping entry, 16 per utilisation
+   * entry, part and Extents entry of multipart elements and segment slot, and a margin for the
+   * header and the seid spaces.
+   */
+  checkpointEstimate(): number {
+    const { core } = this.host;
+    const entries = core.sut.segmentCount + core.multipartEntries + this.log.fileSegments + core.parts.size;
+    return CHECKPOINT_MARGIN_BYTES + core.map.size * 24 + entries * 16;
   }
 
   /**
@@ -360,10 +404,8 @@ export class Cleaner {
    * reserve, {@link fullDiskReserve}, is the hard floor under this soft one.)
    */
   reserveSegments(): number {
-    const { core } = this.host;
     const log = this.log;
-    const checkpointBytes = core.map.size * 24 + core.sut.segmentCount * 16 + (64 << 10);
-    return Math.ceil(checkpointBytes / log.segmentSize) + Math.ceil(RELOCATE_BATCH_BYTES / log.segmentSize) + 1;
+    return Math.ceil(this.checkpointEstimate() / log.segmentSize) + Math.ceil(RELOCATE_BATCH_BYTES / log.segmentSize) + 1;
   }
 
   /** Segments the file may still have, under `maxFileBytes` (unbounded without it). */

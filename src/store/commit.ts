@@ -69,6 +69,13 @@ export interface StoreCore {
   readonly parts: Map<bigint, Multipart>;
   readonly spaces: SeidSpaces;
   liveValueBytes: number;
+  /** Part and Extents entries of every multipart element (what their checkpoint entries cost). */
+  multipartEntries: number;
+  /**
+   * Largest record (padded) of any element written since open or in the checkpoint it loaded: a
+   * bound on what one relocation appends (the cleaner sizes the full-disk reserve with it).
+   */
+  largestRecordBytes: number;
   /** Set once the store is shared with Workers: sees every applied commit (src/workers). */
   observer?: CommitObserver;
 }
@@ -308,7 +315,13 @@ export class CommitPath {
    */
   async commitTransaction(tx: TransactionState): Promise<number | undefined> {
     const commit = async (): Promise<number | undefined> => this.commitLive(tx.id, await tx.finish(), "user");
-    return tx.onlyDeletes ? this.core.log.withSpaceUse("delete", commit) : commit();
+    try {
+      return await (tx.onlyDeletes ? this.core.log.withSpaceUse("delete", commit) : commit());
+    } finally {
+      // Committed (its records are now in the state the full-disk reserve is sized for) or not
+      // (they are garbage): the log stops counting them as pending (src/log/space.ts).
+      this.core.log.writesSettled();
+    }
   }
 
   /**
@@ -357,6 +370,13 @@ export class CommitPath {
   }
 }
 
+/** Count a multipart element that joined `core.parts` (its entries, its largest record). */
+export function noteMultipart(core: StoreCore, multipart: Multipart): void {
+  core.multipartEntries += multipart.parts.length + multipart.meta.length;
+  for (const part of multipart.parts) core.largestRecordBytes = Math.max(core.largestRecordBytes, partRecordBytes(part));
+  for (const record of multipart.meta) core.largestRecordBytes = Math.max(core.largestRecordBytes, record.recordBytes);
+}
+
 /** Take an element's records out of the utilisation table (it was replaced or deleted). */
 function forget(core: StoreCore, seid: bigint, previous: Location | undefined): void {
   if (previous === undefined) return;
@@ -367,6 +387,7 @@ function forget(core: StoreCore, seid: bigint, previous: Location | undefined): 
     for (const part of multipart.parts) core.sut.remove(part.address, partRecordBytes(part));
     for (const record of multipart.meta) core.sut.remove(record.address, record.recordBytes);
     core.parts.delete(seid);
+    core.multipartEntries -= multipart.parts.length + multipart.meta.length;
   } else {
     core.sut.remove(previous.address, paddedRecordBytes(RECORD_HEADER_BYTES + previous.sizeBytes));
   }
@@ -408,8 +429,10 @@ function applyEach(core: StoreCore, ops: readonly AppliedOp[], observer: CommitO
       for (const part of op.multipart.parts) core.sut.add(part.address, partRecordBytes(part));
       for (const record of op.multipart.meta) core.sut.add(record.address, record.recordBytes);
       core.parts.set(op.seid, op.multipart);
+      noteMultipart(core, op.multipart);
     } else {
       core.sut.add(op.address, op.recordBytes);
+      if (op.recordBytes > core.largestRecordBytes) core.largestRecordBytes = op.recordBytes;
     }
     core.liveValueBytes += op.sizeBytes;
     if (op.value !== undefined) core.cache.set(op.seid, op.value);

@@ -105,8 +105,14 @@ export interface StoreStats {
    * for them. Checked again at the next write, so it clears once space is freed.
    */
   outOfSpace: boolean;
-  /** Free segments kept allocated for deletes, compaction and checkpoints when the disk is full. */
+  /** The full-disk reserve in whole segments, rounded up (see `reserveBytes`). */
   segmentsReserved: number;
+  /**
+   * Bytes of room kept allocated ahead of the log's tail for deletes, compaction and checkpoints
+   * when the disk is full. It grows with the store (a checkpoint and a cleaning victim's live
+   * records, and a share for deletes), so an empty store's file stays small.
+   */
+  reserveBytes: number;
   /**
    * The I/O failure that made the store read-only, else the last `NoSpaceError` it gave (kept
    * after space came back); `undefined` when neither happened since open.
@@ -241,6 +247,8 @@ export class Store {
         parts: new Map<bigint, Multipart>(),
         spaces: new SeidSpaces((space, low) => map.hasHalves(space, low)),
         liveValueBytes: 0,
+        multipartEntries: 0,
+        largestRecordBytes: 0,
       };
       // Recovery: the checkpoint, then the log after it replayed through the one commit path.
       const checkpoint = await loadCheckpoint(core);
@@ -427,19 +435,14 @@ export class Store {
     this.keepSpaceReserve();
   }
 
-  /** Reserve size last handed to the log. */
-  private reserveKept = { upkeep: -1, deletes: -1 };
-
   /**
-   * Keep the log's full-disk reserve at the size the cleaner computes (it grows with the mapping
-   * table, whose checkpoint it must hold). Cheap unless the size changed.
+   * Keep the log's full-disk reserve at the size the cleaner computes (it grows with the store:
+   * a checkpoint and a cleaning victim's live records; see Cleaner.fullDiskReserve), growing the
+   * file for it while it can. Cheap when the file has room.
    */
   private keepSpaceReserve(): void {
     if (this.options.readOnly || this.log.failedReason !== undefined) return;
-    const reserve = this.cleaner.fullDiskReserve();
-    if (reserve.upkeep === this.reserveKept.upkeep && reserve.deletes === this.reserveKept.deletes) return;
-    this.reserveKept = reserve;
-    this.log.keepSpaceReserve(reserve);
+    this.log.keepSpaceReserve((pending) => this.cleaner.fullDiskReserve(pending));
   }
 
   // ───────────────────────────── reads ─────────────────────────────
@@ -753,6 +756,7 @@ export class Store {
       readOnly: this.options.readOnly || this.log.failedReason !== undefined,
       outOfSpace: logStats.outOfSpace,
       segmentsReserved: logStats.segmentsReserved,
+      reserveBytes: logStats.reserveBytes,
       lastError: lastErrorOf(this.log.failedReason ?? this.log.lastNoSpaceError),
       archive: archiveStatsOf(this.core),
       replication: primaryStatsOf(this.core),

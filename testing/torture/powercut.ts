@@ -30,7 +30,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { EIO, ENOSPC, FaultBackend, type FaultSite } from "../fault-backend.ts";
 import { seededRandom } from "../prng.ts";
-import { openStore, type Store } from "../../src/store/store.ts";
+import { openStore, storeInternals, type Store } from "../../src/store/store.ts";
+import type { SpaceCounters } from "../../src/log/space.ts";
 import { checkInvariants } from "../invariants.ts";
 import type { StoreOptions } from "../../src/store/config.ts";
 import { CorruptionError, LssError } from "../../src/errors.ts";
@@ -66,6 +67,8 @@ export interface PowerCutTortureOptions {
   maxSteps?: number;
   /** Probability that a write is a multi-part value over 512 KiB (default 0.015). */
   largeValueProbability?: number;
+  /** Segment sizes of the files, taken in turn (default {@link SEGMENT_SIZES}). */
+  segmentSizes?: readonly number[];
   /** Longest any single store call may take before it counts as a hang (default 30 s). */
   timeoutMs?: number;
   /** Called every `progressEveryMs` (default 10 s) with the report so far. */
@@ -124,6 +127,8 @@ export interface PowerCutReport {
   lostUnacked: number;
   /** Files a power cut during creation left unopenable (nothing was ever acknowledged in them). */
   unopenableNewFiles: number;
+  /** The log's rarer ways taken (src/log/space.ts), summed over every store opened. */
+  space: SpaceCounters;
   violations: Violation[];
   elapsedMs: number;
 }
@@ -140,7 +145,14 @@ function isFaultError(error: unknown): boolean {
 }
 
 
-const SEGMENT_BYTES = 256 << 10;
+/**
+ * Segment sizes of the files, taken in turn: small segments (many rotations, the file grows a
+ * whole segment at a time, and the full-disk reserve spans several), and segments large enough
+ * to hold the reserve, where the file's last segment is only partly there and the writer's
+ * successor often not at all (space.ts: naming a free segment instead, skipping the part of a
+ * segment the file does not hold when it cannot grow).
+ */
+const SEGMENT_SIZES = [256 << 10, 1 << 20] as const;
 const BUFFER_BYTES = 64 << 10;
 const FAULT_SITE_CHOICES: ReadonlyArray<readonly FaultSite[] | undefined> = [
   undefined,
@@ -171,12 +183,14 @@ class PowerCutTorture {
   private fileEstablished = false;
   private cycle = 0;
   private cycleSeed = 0;
+  private readonly segmentSizes: readonly number[];
   private started = 0;
   /** The current cycle's store resolves commits only once durable. */
   private sync = true;
 
   constructor(options: PowerCutTortureOptions) {
     this.options = options;
+    this.segmentSizes = options.segmentSizes ?? SEGMENT_SIZES;
     this.rand = seededRandom(options.seed);
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.report = {
@@ -199,6 +213,7 @@ class PowerCutTorture {
       recoveredUnacked: 0,
       lostUnacked: 0,
       unopenableNewFiles: 0,
+      space: { successorsRenamed: 0, segmentsSkipped: 0, renamesUndone: 0 },
       violations: [],
       elapsedMs: 0,
     };
@@ -284,7 +299,7 @@ class PowerCutTorture {
   private storeOptions(): StoreOptions {
     const relaxed = this.rand() < 0.15 || this.options.unsafeCountRelaxedAcks === true;
     return {
-      segmentSize: SEGMENT_BYTES,
+      segmentSize: this.segmentSizes[this.fileNumber % this.segmentSizes.length],
       bufferSize: BUFFER_BYTES,
       ringSize: 2 + this.int(3),
       cacheBytes: [0, 64 << 10, 4 << 20][this.int(3)] as number,
@@ -486,7 +501,16 @@ class PowerCutTorture {
   }
 
   /** Cut the power under the store (unless already cut), let it settle, write the image. */
+  /** Count the store's space events (once per store, before it is closed or abandoned). */
+  private absorbSpace(store: Store): void {
+    const counters = storeInternals(store).core.log.spaceCounters;
+    this.report.space.successorsRenamed += counters.successorsRenamed;
+    this.report.space.segmentsSkipped += counters.segmentsSkipped;
+    this.report.space.renamesUndone += counters.renamesUndone;
+  }
+
   private async abandon(fault: FaultBackend, store: Store, outstanding: Promise<unknown>[]): Promise<void> {
+    this.absorbSpace(store);
     fault.cutPower();
     this.trace(`power cut at call ${fault.calls}: ${JSON.stringify(fault.lastCut)}`);
     await this.settle(outstanding, "operations in flight at the power cut");
@@ -569,6 +593,7 @@ class PowerCutTorture {
       // End with a clean close: what reached the file must be a prefix with every ack.
       fault.clearFaults();
       try {
+        this.absorbSpace(store);
         await withTimeout(store.close(), this.timeoutMs, "close after an injected fault");
       } catch (error) {
         if (error instanceof HangError) this.violation(error.message);
@@ -655,6 +680,7 @@ class PowerCutTorture {
   /** Close cleanly and reopen on the same backend: the state must be exactly the latest. */
   private async cleanReopen(fault: FaultBackend, store: Store, options: StoreOptions): Promise<Store | undefined> {
     try {
+      this.absorbSpace(store);
       await withTimeout(store.close(), this.timeoutMs, "close");
     } catch (error) {
       if (fault.isCut && !(error instanceof HangError)) {

@@ -114,6 +114,7 @@ function summary(report: PowerCutReport): string {
     `writes at the cuts: ${report.tornWrites} torn, ${report.droppedWrites} dropped, ${report.keptWrites} kept; ` +
     `${report.injectedErrors} injected errors; ${report.transactions} transactions (${report.committed} committed, ` +
     `${report.durable} acked durable, ${report.aborted} aborted), ${report.checkpoints} checkpoints, ${report.reopens} clean reopens; ` +
+    `space: ${report.space.successorsRenamed} successors renamed (${report.space.renamesUndone} undone), ${report.space.segmentsSkipped} segment rests skipped; ` +
     `${report.checks} checks, ${report.violations.length} violations`
   );
 }
