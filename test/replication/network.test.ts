@@ -141,8 +141,9 @@ test("connections dropped and stalled mid-stream: the standby catches up exactly
     }
   }
   stop = true;
-  await writer;
-  await reader;
+  await Promise.all([writer, reader]).catch((error: unknown) => {
+    throw diagnosis.report(error, server, standby, proxy);
+  });
   diagnosis.note(`writer stopped at version ${version}; standby at ${JSON.stringify(standby.stats().replication.durableAddress)}`);
   await caughtUp("the final catch-up");
   try {
