@@ -190,7 +190,12 @@ export class LogReader {
     }
     const caching = this.cache.enabled && lengthBytes <= CACHE_FILL_MAX_BYTES;
     const from = caching ? Math.max(geometry.segmentStart(seq), Math.floor(address / BLOCK_BYTES) * BLOCK_BYTES) : alignDown(address);
-    const to = caching ? Math.min(segmentEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES) : alignUp(address + lengthBytes);
+    // A block read stops at the file's end too: the file grows a piece at a time, so the block
+    // around a record may reach past what the file holds (a short read is not a unit).
+    const fileEnd = geometry.segmentStart(seq) + Math.max(0, alignDown(this.backend.fileSizeBytes(this.file) - geometry.segmentFileOffset(index)));
+    const to = caching
+      ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, fileEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
+      : alignUp(address + lengthBytes);
     // Only bytes that can no longer change on disk are kept: a block may reach past the log's
     // written end into bytes a unit being written will replace (that unit goes in when written).
     const keepEnd = Math.min(to, alignDown(this.stableAddress()));
