@@ -75,6 +75,7 @@ export interface PendingWrites {
 /**
  * The full-disk reserve as the layer above sizes it: for its state now, plus `pending` user
  * writes as if they were committed (what they would make the reserve grow to).
+ * `pending` is valid only during the call (the space reuses it): read it, do not keep it.
  */
 export type ReserveSizer = (pending: PendingWrites) => SpaceReserve;
 
@@ -123,8 +124,13 @@ export class SegmentSpace {
   /** Where the next append goes (rotation.ts: the end of what was reserved so far). */
   private writerEnd: () => number = () => 0;
   private sizeReserve: ReserveSizer = () => ({ upkeepBytes: 0, deleteBytes: 0 });
-  /** User writes appended since the last transaction settled (see {@link writesSettled}). */
-  private pending: PendingWrites = NO_WRITES;
+  /**
+   * User writes appended since the last transaction settled (see {@link writesSettled}), and the
+   * query handed to the sizer. Both mutated in place: they are touched on every user append, and
+   * an object per append (two, with the query) was most of what this check cost a bulk load.
+   */
+  private readonly pending = { records: 0, bytes: 0, largestRecordBytes: 0 };
+  private readonly query = { records: 0, bytes: 0, largestRecordBytes: 0 };
   /** Why the file could not grow the last time it tried (cleared when it grows). */
   private growthFailure: NoSpaceError | undefined;
   /** How often the rarer ways of the writer were taken (see {@link SpaceCounters}). */
@@ -450,7 +456,9 @@ export class SegmentSpace {
    * reserve is sized for now, or are garbage. Grows the file for the reserve as it is now.
    */
   writesSettled(): void {
-    this.pending = NO_WRITES;
+    this.pending.records = 0;
+    this.pending.bytes = 0;
+    this.pending.largestRecordBytes = 0;
     this.growForReserve();
   }
 
@@ -495,11 +503,11 @@ export class SegmentSpace {
     if (use === "upkeep") return 0;
     if (use === "delete") return this.reserveWith(NO_WRITES).upkeepBytes;
     const pending = this.pending;
-    const reserve = this.reserveWith(
-      lengthBytes === 0
-        ? pending
-        : { records: pending.records + 1, bytes: pending.bytes + lengthBytes, largestRecordBytes: Math.max(pending.largestRecordBytes, lengthBytes) },
-    );
+    const query = this.query;
+    query.records = pending.records + (lengthBytes === 0 ? 0 : 1);
+    query.bytes = pending.bytes + lengthBytes;
+    query.largestRecordBytes = Math.max(pending.largestRecordBytes, lengthBytes);
+    const reserve = this.reserveWith(query);
     return reserve.upkeepBytes + reserve.deleteBytes;
   }
 
@@ -526,11 +534,9 @@ export class SegmentSpace {
   /** A user write appended a record of `lengthBytes` (counted until {@link writesSettled}). */
   noteWritten(lengthBytes: number): void {
     const pending = this.pending;
-    this.pending = {
-      records: pending.records + 1,
-      bytes: pending.bytes + lengthBytes,
-      largestRecordBytes: Math.max(pending.largestRecordBytes, lengthBytes),
-    };
+    pending.records += 1;
+    pending.bytes += lengthBytes;
+    if (lengthBytes > pending.largestRecordBytes) pending.largestRecordBytes = lengthBytes;
   }
 
   /**
