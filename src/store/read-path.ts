@@ -46,21 +46,29 @@ export class ReadPath {
     this.caching = options.cacheBytes > 0;
   }
 
-  /** The element's bytes as last committed, or `undefined` if there is none. */
   /**
    * The element's bytes if the cache holds them (a copy), else undefined. Throws for a bad seid.
    * The cache only holds committed values and is invalidated by every write and delete, so a hit
    * needs no mapping-table lookup.
    */
-  cached(seid: bigint): Uint8Array | undefined {
+  private cached(seid: bigint): Uint8Array | undefined {
     checkSeid(seid);
     const hit = this.core.cache.get(seid);
     return hit !== undefined && hit.length <= this.maxReadBytes ? hit : undefined;
   }
 
-  async read(seid: bigint): Promise<Uint8Array | undefined> {
-    const hit = this.cached(seid);
-    if (hit !== undefined) return hit; // a copy already
+  /**
+   * The element's bytes as last committed, or `undefined`. Not an async function: a cache hit is
+   * one resolved promise (nested async frames cost two extra microtask ticks per read), and the
+   * cache is looked up once. Throws (synchronously) for a bad seid.
+   */
+  read(seid: bigint): Promise<Uint8Array | undefined> {
+    const hit = this.cached(seid); // a copy already
+    return hit !== undefined ? Promise.resolve(hit) : this.readMiss(seid);
+  }
+
+  /** {@link read} past the cache. */
+  private async readMiss(seid: bigint): Promise<Uint8Array | undefined> {
     const { core } = this;
     const location = core.map.get(seid);
     if (location === undefined) return undefined;

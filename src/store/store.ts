@@ -449,12 +449,10 @@ export class Store {
 
   /** The element's bytes as last committed, or `undefined` if there is none. */
   read(seid: bigint): Promise<Uint8Array | undefined> {
-    // Not an async function: a cache hit is one already-resolved promise, not two async frames
-    // (this one returning the read path's promise took two more microtask ticks per read).
+    // Not an async function (see ReadPath.read): errors become a rejected promise here.
     try {
       this.assertOpen();
-      const hit = this.reads.cached(seid);
-      return hit !== undefined ? Promise.resolve(hit) : this.reads.read(seid);
+      return this.reads.read(seid);
     } catch (error) {
       return Promise.reject(error);
     }

@@ -200,6 +200,13 @@ for (const io of BACKENDS) {
       await store.close();
 
       store = await Store.open(file, { ...SMALL, io });
+      // store.read counts one miss, then one hit (the cache is looked up once per read).
+      const before = store.stats();
+      expect(await store.read(b)).toEqual(large);
+      expect(store.stats().cacheMisses).toBe(before.cacheMisses + 1);
+      expect(await store.read(b)).toEqual(large);
+      expect(store.stats().cacheMisses).toBe(before.cacheMisses + 1);
+      expect(store.stats().cacheHits).toBe(before.cacheHits + 1);
       const misses = store.stats().cacheMisses;
       const fromFile = store.readSync(a);
       expect(fromFile).toEqual(small);
