@@ -190,11 +190,11 @@ export class LogReader {
     }
     const caching = this.cache.enabled && lengthBytes <= CACHE_FILL_MAX_BYTES;
     const from = caching ? Math.max(geometry.segmentStart(seq), Math.floor(address / BLOCK_BYTES) * BLOCK_BYTES) : alignDown(address);
-    // A block read stops at the file's end too: the file grows a piece at a time, so the block
-    // around a record may reach past what the file holds (a short read is not a unit).
-    const fileEnd = geometry.segmentStart(seq) + Math.max(0, alignDown(this.backend.fileSizeBytes(this.file) - geometry.segmentFileOffset(index)));
+    // A block read stops where the file ends too: it grows a piece at a time, so the block around
+    // a record may reach past what the file holds (space.ts knows; no fstat per read).
+    const heldEnd = geometry.segmentStart(seq) + this.space.allocatedIn(index);
     const to = caching
-      ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, fileEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
+      ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, heldEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
       : alignUp(address + lengthBytes);
     // Only bytes that can no longer change on disk are kept: a block may reach past the log's
     // written end into bytes a unit being written will replace (that unit goes in when written).

@@ -376,7 +376,7 @@ export class SegmentSpace {
   // ───────────────────────── room ─────────────────────────
 
   /** Allocated bytes of physical segment `index` (from its start: the file has no holes). */
-  private allocatedIn(index: number): number {
+  allocatedIn(index: number): number {
     if (this.onDevice) return index < this.deviceSegments ? this.geometry.segmentSize : 0;
     return Math.min(this.geometry.segmentSize, Math.max(0, this.fileBytes - this.geometry.segmentFileOffset(index)));
   }
