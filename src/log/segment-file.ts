@@ -4,7 +4,7 @@
  *
  * It knows nothing of the log's state: the caller names each segment's physical index (the owner
  * looked it up and pinned the segment, so it is not reused while this reads it). Every unit still
- * goes through the one unit checker ({@link visitSegmentUnits}: address, segment index, chain,
+ * goes through the one unit checker (walk.ts {@link readSegmentUnits}: address, segment index, chain,
  * CRC), so a segment that was reused after all reads as a hole, never as data.
  *
  * Its descriptor is opened read-only and never locked: the owner's locks (src/io/lock.ts) are
@@ -85,7 +85,7 @@ export class SegmentFile {
     else this.backend.free(buffer);
   }
 
-  /** Every intact unit of segment `seq`, read in steps of `stepBytes` (see {@link visitSegmentUnits}). */
+  /** Every intact unit of segment `seq`, read in steps of `stepBytes` (see {@link readSegmentUnits}). */
   async visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes: number): Promise<void> {
     this.assertOpen();
     const index = this.indexOf(seq);

@@ -72,40 +72,30 @@ export function checkUnit(bytes: Uint8Array, expected: UnitExpectation): Checked
   return { header, payload, fileBytes: unitFileBytes(header.payloadBytes) };
 }
 
-/** One segment as {@link visitSegmentUnits} reads it. */
-export interface SegmentToVisit {
-  readonly geometry: LogGeometry;
-  /** Its sequence number (log addresses) and physical index (file offset). */
-  readonly seq: number;
-  readonly index: number;
-  /** Bytes of it the file holds (aligned), at most the segment size. */
-  readonly readable: number;
-  /** Largest read, bytes (aligned down; at least one block). */
-  readonly stepBytes: number;
-}
-
 /**
- * Visit every intact unit of a segment, in order, stopping at the first hole: read it into
- * `scratch` (at least `readable` bytes) in steps of `stepBytes` through `readAt(offset, n)`
- * (offsets within the segment), check each unit ({@link checkUnit}) and hand its payload, a view
- * of `scratch`, to `visit`. The one walk of a segment for the log's own reads (the cleaner, a
- * backup on the caller's thread) and a backup Worker's (segment-file.ts).
+ * Visit every intact unit of segment `seq` at physical `index` of `file`, in order, stopping at
+ * the first hole: read it (no further than the file's end) into `scratch`, a segment-sized
+ * aligned buffer, in steps of `stepBytes` through `queue`, check each unit ({@link checkUnit})
+ * and hand its payload, a view of `scratch`, to `visit`. The one walk of a segment for the log's
+ * own reads (the cleaner, a backup on the caller's thread) and a backup Worker's (segment-file.ts).
  */
-export async function visitSegmentUnits(
-  segment: SegmentToVisit,
-  scratch: Uint8Array,
-  readAt: (offset: number, lengthBytes: number) => Promise<void>,
+export async function readSegmentUnits(
+  io: { readonly backend: IoBackend; readonly queue: IoQueue; readonly file: FileHandle },
+  segment: { readonly geometry: LogGeometry; readonly seq: number; readonly index: number; readonly stepBytes: number },
+  scratch: NativeBuffer,
   visit: (address: number, payload: Uint8Array) => void,
 ): Promise<void> {
-  const { geometry, seq, index, readable } = segment;
+  const { geometry, seq, index } = segment;
+  const physical = geometry.segmentFileOffset(index);
+  const readable = Math.min(geometry.segmentSize, alignDown(io.backend.fileSizeBytes(io.file) - physical));
   if (readable <= 0) return;
-  if (scratch.length < readable) throw new Error(`segment scratch of ${scratch.length} bytes for ${readable} readable`);
-  const step = Math.max(ALIGNMENT_BYTES, Math.floor(Math.min(segment.stepBytes, readable) / ALIGNMENT_BYTES) * ALIGNMENT_BYTES);
+  const bytes = scratch.bytes;
+  const step = Math.max(ALIGNMENT_BYTES, alignDown(Math.min(segment.stepBytes, readable)));
   let read = 0;
   const readUpTo = async (end: number): Promise<void> => {
     while (read < Math.min(end, readable)) {
       const n = Math.min(step, readable - read);
-      await readAt(read, n);
+      await io.queue.read(io.file, scratch, read, n, physical + read);
       read += n;
     }
   };
@@ -114,32 +104,15 @@ export async function visitSegmentUnits(
     await readUpTo(offset + ALIGNMENT_BYTES);
     const address = geometry.segmentStart(seq) + offset;
     const expected = { address, segmentIndex: index, roomBytes: readable - offset };
-    const header = checkUnitHeader(scratch.subarray(offset, read), expected);
+    const header = checkUnitHeader(bytes.subarray(offset, read), expected);
     if (header === undefined) return;
     const end = offset + unitFileBytes(header.payloadBytes);
     await readUpTo(end);
-    const unit = checkUnit(scratch.subarray(offset, Math.min(end, read)), expected);
+    const unit = checkUnit(bytes.subarray(offset, Math.min(end, read)), expected);
     if (unit === undefined) return;
     visit(address, unit.payload);
     offset += unit.fileBytes;
   }
-}
-
-/**
- * {@link visitSegmentUnits} of segment `seq` at physical `index` of `file`, read through `queue`
- * into `scratch` (a segment-sized aligned buffer): the log's own segment reads and a backup
- * Worker's (segment-file.ts). Reads no further than the file's end.
- */
-export async function readSegmentUnits(
-  io: { readonly backend: IoBackend; readonly queue: IoQueue; readonly file: FileHandle },
-  segment: { readonly geometry: LogGeometry; readonly seq: number; readonly index: number; readonly stepBytes: number },
-  scratch: NativeBuffer,
-  visit: (address: number, payload: Uint8Array) => void,
-): Promise<void> {
-  const { geometry, index } = segment;
-  const physical = geometry.segmentFileOffset(index);
-  const readable = Math.min(geometry.segmentSize, alignDown(io.backend.fileSizeBytes(io.file) - physical));
-  await visitSegmentUnits({ ...segment, readable }, scratch.bytes, (offset, n) => io.queue.read(io.file, scratch, offset, n, physical + offset), visit);
 }
 
 /** The position right after a unit that starts at `address` and occupies `fileBytes`. */
