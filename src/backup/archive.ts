@@ -17,7 +17,7 @@
 import { BackupObjectExistsError, InvalidArgumentError, LssError } from "../errors.ts";
 import type { LogRetention } from "../log/log.ts";
 import type { StoreCore } from "../store/commit.ts";
-import { runBackup, serialized, type BackupHost, type BackupInfo, type BackupOptions, type BackupRunOptions } from "./backup.ts";
+import { runBackup, serialized, targetSpecOf, type BackupHost, type BackupInfo, type BackupOptions, type BackupRunOptions } from "./backup.ts";
 import type { BackupManifest } from "./manifest.ts";
 import { openTarget, type BackupTarget } from "./target.ts";
 
@@ -129,9 +129,7 @@ export class Archive {
     const opened = typeof target === "string" ? await openTarget(target, options) : target;
     let archive: Archive;
     try {
-      // A string target can be reopened by a full backup's base-copy Worker (base-thread.ts).
-      const targetSpec = typeof target === "string" ? { location: target, options: { directory: options.directory, s3: options.s3 } } : undefined;
-      archive = new Archive(host, opened, typeof target === "string", { ...options, targetSpec });
+      archive = new Archive(host, opened, typeof target === "string", { ...options, targetSpec: targetSpecOf(target, options) });
     } catch (error) {
       if (typeof target === "string") await opened.close();
       throw error;

@@ -166,6 +166,11 @@ export interface BackupRunOptions extends BackupOptions {
    * the base's point follows as the live tail, src/replication/seed.ts).
    */
   baseOnly?: boolean;
+  /**
+   * Called with the chain's new end once the backup committed, while the backup still holds the
+   * log from there: a hold taken now (the next increment's) cannot find that log reused.
+   */
+  whileLogHeld?: (lsn: number) => void;
   /** The target as a string and its options, when it was opened from them (a base-copy Worker opens its own). */
   targetSpec?: { location: string; options: OpenTargetOptions };
 }
@@ -202,14 +207,23 @@ function checkLimit(value: number | undefined, name: string, fallback: number, m
   return v;
 }
 
+/** A target a base-copy Worker can open again for itself: a string and its options (an object cannot cross). */
+export function targetSpecOf(target: string | BackupTarget, options: OpenTargetOptions): BackupRunOptions["targetSpec"] {
+  return typeof target === "string" ? { location: target, options: { directory: options.directory, s3: options.s3 } } : undefined;
+}
+
 /** `store.backup(target, options)`: open the target, back up, close the target. */
 export async function backupStore(host: BackupHost, target: string | BackupTarget, options: BackupRunOptions = {}): Promise<BackupInfo> {
   const retainLogBytes = checkLimit(options.retainLogBytes, "retainLogBytes", DEFAULT_RETAIN_LOG_BYTES, 0, 2 ** 50);
   const opened = typeof target === "string" ? await openTarget(target, options) : target;
   try {
-    const targetSpec = typeof target === "string" ? { location: target, options: { directory: options.directory, s3: options.s3 } } : undefined;
-    const run = await serialized(host.core, () => runBackup(host, opened, { ...options, targetSpec }));
-    holdForNextIncrement(host.core, opened.location, run.info.lsn, retainLogBytes);
+    const run = await serialized(host.core, () =>
+      runBackup(host, opened, {
+        ...options,
+        targetSpec: targetSpecOf(target, options),
+        whileLogHeld: (lsn) => holdForNextIncrement(host.core, opened.location, lsn, retainLogBytes),
+      }),
+    );
     return run.info;
   } finally {
     if (typeof target === "string") await opened.close();
@@ -218,6 +232,17 @@ export async function backupStore(host: BackupHost, target: string | BackupTarge
 
 /** One backup into an open target (callers serialize; see {@link serialized}). */
 export async function runBackup(host: BackupHost, target: BackupTarget, options: BackupRunOptions = {}): Promise<BackupRun> {
+  const holder: { job?: Job } = {};
+  try {
+    const run = await backUp(host, target, options, holder);
+    options.whileLogHeld?.(run.info.lsn);
+    return run;
+  } finally {
+    holder.job?.tailHold?.release();
+  }
+}
+
+async function backUp(host: BackupHost, target: BackupTarget, options: BackupRunOptions, holder: { job?: Job }): Promise<BackupRun> {
   const started = performance.now();
   if (options.copyIn !== undefined && !["auto", "worker", "caller"].includes(options.copyIn)) {
     throw new InvalidArgumentError(`copyIn must be "auto", "worker" or "caller", got ${JSON.stringify(options.copyIn)}`);
@@ -233,6 +258,7 @@ export async function runBackup(host: BackupHost, target: BackupTarget, options:
   const storeId = await clock.hold(host.commits, () => ensureStoreId(log));
   const latest = options.known ?? (await latestManifest(target))?.manifest;
   const job: Job = { host, target, options, limits, clock, storeId, started, stats: { bytes: 0, objects: 0 } };
+  holder.job = job;
   if (latest === undefined) return fullBackup(job, undefined, "first backup into this target");
   if (latest.storeId !== storeId) {
     throw new InvalidArgumentError(
@@ -263,6 +289,8 @@ interface Job {
   readonly storeId: string;
   readonly started: number;
   readonly stats: { bytes: number; objects: number };
+  /** The log from the chain's new end, held by the copy that reached it until the backup is over. */
+  tailHold?: LogRetention;
 }
 
 /** Time spent holding the transaction turn (reported, and what the benchmark's stall bound is about). */
@@ -416,7 +444,6 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
 
     // 4. The log written meanwhile, so the backup ends as late as it can.
     const tail = job.options.baseOnly === true ? { increments: [] } : await copyLogSince(job, point.lsn, 1, point.transaction, logHold);
-    logHold = undefined; // copyLogSince released it
     const manifest: BackupManifest = {
       format: MANIFEST_FORMAT,
       version: MANIFEST_VERSION,
@@ -449,7 +476,8 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     return { info, manifest };
   } finally {
     unpinAll();
-    logHold?.release();
+    // Unless the log copy kept it as the chain end's hold (runBackup lets go of that).
+    if (logHold !== job.tailHold) logHold?.release();
   }
 }
 
@@ -468,7 +496,6 @@ async function makePlan(
   const pacer = new Pacer();
   const bySegment = new Map<number, { seids: bigint[]; addresses: number[]; sizes: number[] }>();
   const multiparts: PlanMultipart[] = [];
-  const segmentsUsed = new Set<number>();
   let totalBytes = 0;
   let n = 0;
   for (const [seid, location] of point.map.entries()) {
@@ -484,7 +511,6 @@ async function makePlan(
       for (const part of multipart.parts) {
         const s = log.segmentSeqOf(part.address);
         uses.set(s, (uses.get(s) ?? 0) + 1);
-        segmentsUsed.add(s);
         totalBytes += RECORD_HEADER_BYTES + part.bodyBytes;
       }
       continue;
@@ -495,15 +521,16 @@ async function makePlan(
       // One use for all of the segment's single-part records (the copy releases it once).
       bySegment.set(s, (list = { seids: [], addresses: [], sizes: [] }));
       uses.set(s, (uses.get(s) ?? 0) + 1);
-      segmentsUsed.add(s);
     }
     list.seids.push(seid);
     list.addresses.push(location.address);
     list.sizes.push(location.sizeBytes);
     totalBytes += RECORD_HEADER_BYTES + location.sizeBytes;
   }
+  // Where each segment the copy reads lies in the file (they are pinned: it does not change).
   const indexes = new Map<number, number>();
-  for (const s of segmentsUsed) {
+  for (const [s, n] of uses) {
+    if (n === 0) continue;
     const index = log.segmentIndexOf(s);
     if (index === undefined) throw new Error(`segment ${s} holds live records but is not live`);
     indexes.set(s, index);
@@ -515,7 +542,6 @@ async function makePlan(
     const sizes = Float64Array.from(order, (i) => list.sizes[i] as number);
     segments.push({
       seq: s,
-      index: indexes.get(s) as number,
       seids: BigUint64Array.from(order, (i) => list.seids[i] as bigint),
       addresses: Float64Array.from(order, (i) => list.addresses[i] as number),
       sizes,
@@ -602,7 +628,8 @@ async function incrementalBackup(job: Job, previous: BackupManifest): Promise<Ba
 
 /**
  * Copy the durable log from `from` to the log's end as of now into increments numbered from
- * `firstSeq`. Holds the log from `from` while it copies (a retention), never longer.
+ * `firstSeq`. Holds the log from `from` while it copies (a retention); on success the hold, then
+ * at the chain's new end, goes to `job.tailHold` for runBackup to let go of.
  *
  * @throws LogTruncatedError when part of that log was already reused
  */
@@ -613,7 +640,10 @@ async function copyLogSince(job: Job, from: number, firstSeq: number, watermark:
   try {
     // The end: everything committed before this instant.
     const appended = await clock.hold(host.commits, () => log.appendedEnd);
-    if (appended <= from) return { increments: [] };
+    if (appended <= from) {
+      job.tailHold = retention;
+      return { increments: [] };
+    }
     await log.flush();
     // The flush made every unit holding a record before `appended` durable. `appended` itself may
     // lie just inside an empty open unit (past its header), which is not durable: stop there.
@@ -665,9 +695,11 @@ async function copyLogSince(job: Job, from: number, firstSeq: number, watermark:
       cursorAddress = tail.position.address;
     }
     await ship();
+    // Held on at the chain's end until the backup is over (see runBackup's whileLogHeld).
+    job.tailHold = retention;
     return { increments };
   } finally {
-    retention.release();
+    if (job.tailHold !== retention) retention.release();
   }
 }
 

@@ -24,8 +24,6 @@ import type { BackupTarget } from "./target.ts";
 /** The live single-part records of one segment, ascending by address (typed arrays: they cross to a Worker in one copy). */
 export interface PlanSegment {
   readonly seq: number;
-  /** Its physical index in the file when the plan was made (the segment is pinned since). */
-  readonly index: number;
   readonly seids: BigUint64Array;
   readonly addresses: Float64Array;
   readonly sizes: Float64Array;
@@ -210,36 +208,42 @@ async function copyDenseSegment(source: BaseSource, segment: PlanSegment, writer
 /** Copy single-part records one read each (sparse segments), a few reads in flight. */
 async function copyRecords(source: BaseSource, segment: PlanSegment, writer: BaseWriter, hooks: BaseHooks, pacer: Pacer): Promise<void> {
   const { seids, addresses, sizes } = segment;
-  for (let first = 0; first < addresses.length; first += READ_CONCURRENCY) {
-    const last = Math.min(addresses.length, first + READ_CONCURRENCY);
-    const ranges: Array<[number, number]> = [];
-    for (let i = first; i < last; i++) ranges.push([addresses[i] as number, RECORD_HEADER_BYTES + (sizes[i] as number)]);
-    await withHeldReads(source, ranges, (raws) => {
-      for (const [k, raw] of raws.entries()) {
-        const i = first + k;
-        writer.logRecord(checkedElement(raw, seids[i] as bigint, addresses[i] as number, sizes[i] as number), true);
-        hooks.progress(raw.length);
-      }
-    });
-    await writer.drain();
-    await pacer.tick();
-  }
+  await copyInBatches(source, addresses, sizes, writer, pacer, (raw, i) => {
+    writer.logRecord(checkedElement(raw, seids[i] as bigint, addresses[i] as number, sizes[i] as number), true);
+    hooks.progress(raw.length);
+  });
 }
 
 /**
- * Read the ranges at once, each held in a native read buffer (no JS copy per read: a 2 MiB
- * `slice` per part cost ~5 ms of the JS thread here, faulting in fresh memory), hand their bytes
- * to `use` (which copies them into the base), then give every buffer back.
+ * Read the records at `addresses` (bodies of `bodyBytes`) {@link READ_CONCURRENCY} at a time, each
+ * held in a native read buffer (no JS copy per read: a 2 MiB `slice` per part cost ~5 ms of the
+ * JS thread here, faulting in fresh memory), and hand each to `take` in order, which checks it
+ * and copies it into the base; every buffer is given back, and chunks drain between batches.
  */
-async function withHeldReads(source: BaseSource, ranges: ReadonlyArray<readonly [number, number]>, use: (raws: Uint8Array[]) => void): Promise<void> {
-  const settled = await Promise.allSettled(ranges.map(([address, bytes]) => source.readHeld(address, bytes)));
-  const held = settled.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
-  try {
-    for (const result of settled) if (result.status === "rejected") throw result.reason;
-    if (held.some((h) => !h.live)) throw new StoreClosedError("the store was closed during the backup");
-    use(held.map((h) => h.bytes));
-  } finally {
-    for (const h of held) h.release();
+async function copyInBatches(
+  source: BaseSource,
+  addresses: Float64Array,
+  bodyBytes: Float64Array,
+  writer: BaseWriter,
+  pacer: Pacer,
+  take: (raw: Uint8Array, index: number) => void,
+): Promise<void> {
+  for (let first = 0; first < addresses.length; first += READ_CONCURRENCY) {
+    const reads: Array<Promise<HeldBytes>> = [];
+    for (let i = first; i < Math.min(addresses.length, first + READ_CONCURRENCY); i++) {
+      reads.push(source.readHeld(addresses[i] as number, RECORD_HEADER_BYTES + (bodyBytes[i] as number)));
+    }
+    const settled = await Promise.allSettled(reads);
+    const held = settled.flatMap((result) => (result.status === "fulfilled" ? [result.value] : []));
+    try {
+      for (const result of settled) if (result.status === "rejected") throw result.reason;
+      if (held.some((h) => !h.live)) throw new StoreClosedError("the store was closed during the backup");
+      for (const [k, h] of held.entries()) take(h.bytes, first + k);
+    } finally {
+      for (const h of held) h.release();
+    }
+    await writer.drain();
+    await pacer.tick();
   }
 }
 
@@ -255,21 +259,11 @@ function checkedElement(raw: Uint8Array, seid: bigint, address: number, sizeByte
 /** Copy a multipart element's part records in order, each checked. */
 async function copyMultipart(source: BaseSource, element: PlanMultipart, writer: BaseWriter, hooks: BaseHooks, pacer: Pacer): Promise<void> {
   const { seid, addresses, bodyBytes } = element;
-  for (let first = 0; first < addresses.length; first += READ_CONCURRENCY) {
-    const last = Math.min(addresses.length, first + READ_CONCURRENCY);
-    const ranges: Array<[number, number]> = [];
-    for (let i = first; i < last; i++) ranges.push([addresses[i] as number, RECORD_HEADER_BYTES + (bodyBytes[i] as number)]);
-    await withHeldReads(source, ranges, (raws) => {
-      for (const [k, raw] of raws.entries()) {
-        const index = first + k;
-        const header = verifyRecord(raw, { type: RecordType.Data, seid });
-        if ((header.flags & FLAG_PART) === 0 || header.aux !== index) throw new CorruptionError(`seid ${seid}: part ${index} record is not the part expected`);
-        writer.logRecord(raw, false);
-        hooks.progress(raw.length);
-      }
-    });
-    await writer.drain();
-    await pacer.tick();
-  }
+  await copyInBatches(source, addresses, bodyBytes, writer, pacer, (raw, index) => {
+    const header = verifyRecord(raw, { type: RecordType.Data, seid });
+    if ((header.flags & FLAG_PART) === 0 || header.aux !== index) throw new CorruptionError(`seid ${seid}: part ${index} record is not the part expected`);
+    writer.logRecord(raw, false);
+    hooks.progress(raw.length);
+  });
   writer.endMultipart(seid, Array.from(bodyBytes));
 }

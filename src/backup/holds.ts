@@ -14,7 +14,6 @@
  *
  * @module
  */
-import { LogTruncatedError } from "../errors.ts";
 import type { LogRetention } from "../log/tail.ts";
 import type { StoreCore } from "../store/commit.ts";
 
@@ -54,20 +53,7 @@ export function holdForNextIncrement(core: StoreCore, location: string, lsn: num
       store = { byTarget: new Map(), timer: undefined };
       holds.set(core, store);
     }
-    let retention: LogRetention;
-    try {
-      retention = log.retain(lsn);
-    } catch (error) {
-      // The cleaner reused that log between the backup's end and now (the backup let go of it
-      // when it finished): nothing to hold, and the next backup into the target is full, saying
-      // why. The backup itself committed; it must not fail for this.
-      if (error instanceof LogTruncatedError) {
-        store.byTarget.delete(location);
-        return;
-      }
-      throw error;
-    }
-    store.byTarget.set(location, { retention, capBytes });
+    store.byTarget.set(location, { retention: log.retain(lsn), capBytes });
   }
   enforce(core);
 }
