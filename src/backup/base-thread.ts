@@ -18,7 +18,7 @@
  *
  * @module
  */
-import * as errors from "../errors.ts";
+import { rebuildError, type DescribedError } from "../error-wire.ts";
 import { StoreClosedError } from "../errors.ts";
 import type { IoChoice } from "../io/backend.ts";
 import type { BaseHooks, BasePlan, BaseResult } from "./base-copy.ts";
@@ -42,14 +42,6 @@ export interface BaseJob {
   readonly targetOptions: OpenTargetOptions;
 }
 
-/** An error as it crosses from the Worker: enough to rebuild the same class with its fields. */
-export interface DescribedError {
-  readonly name: string;
-  readonly message: string;
-  readonly fields: Record<string, string | number | boolean | bigint | null>;
-  readonly stack: string | undefined;
-}
-
 /** What the Worker posts back. */
 export type FromBaseWorker =
   | { type: "ready" }
@@ -57,25 +49,6 @@ export type FromBaseWorker =
   | { type: "release"; seqs: number[] }
   | { type: "done"; result: BaseResult }
   | { type: "error"; ready: boolean; error: DescribedError };
-
-export function describeError(error: unknown): DescribedError {
-  if (!(error instanceof Error)) return { name: "Error", message: String(error), fields: {}, stack: undefined };
-  const fields: Record<string, string | number | boolean | bigint | null> = {};
-  for (const [key, value] of Object.entries(error)) {
-    if (value === null || ["string", "number", "boolean", "bigint"].includes(typeof value)) fields[key] = value as string | number | boolean | bigint | null;
-  }
-  return { name: error.name, message: error.message, fields, stack: error.stack };
-}
-
-/** The same error class (one of errors.ts, by name) with the same fields; else a plain Error. */
-export function rebuildError(described: DescribedError): Error {
-  const cls: unknown = Object.values(errors).find((value) => typeof value === "function" && value.name === described.name && value.prototype instanceof Error);
-  const error: Error = typeof cls === "function" ? (Object.create(cls.prototype as object) as Error) : new Error(described.message);
-  Object.defineProperty(error, "message", { value: described.message, writable: true, configurable: true });
-  Object.assign(error, { name: described.name }, described.fields);
-  error.stack = `${described.stack ?? `${described.name}: ${described.message}`}\n    (thrown in the backup's base-copy Worker)`;
-  return error;
-}
 
 function workerUrl(): URL {
   // Beside this module: base-worker.ts in the sources, base-worker.js in the built package.
@@ -125,7 +98,7 @@ export function copyBaseInWorker(job: BaseJob, hooks: BaseHooks, closed: () => b
         case "done":
           return finish(() => resolve(message.result));
         case "error":
-          return finish(() => (message.ready ? reject(rebuildError(message.error)) : resolve(undefined)));
+          return finish(() => (message.ready ? reject(rebuildError(message.error, "the backup's base-copy Worker")) : resolve(undefined)));
       }
     };
     // The module failed to load, or threw outside the handler.

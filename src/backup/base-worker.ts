@@ -9,7 +9,8 @@
  */
 import { SegmentFile } from "../log/segment-file.ts";
 import { copyBase } from "./base-copy.ts";
-import { describeError, type BaseJob, type FromBaseWorker } from "./base-thread.ts";
+import { describeError } from "../error-wire.ts";
+import type { BaseJob, FromBaseWorker } from "./base-thread.ts";
 import { openTarget, type BackupTarget } from "./target.ts";
 
 declare const self: Worker;

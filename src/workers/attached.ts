@@ -17,18 +17,9 @@
  * @module
  */
 import { AsyncLocalStorage } from "node:async_hooks";
+import { rebuildError, type DescribedError } from "../error-wire.ts";
 import type { Socket } from "bun";
-import {
-  CorruptionError,
-  InvalidArgumentError,
-  InvalidSeidError,
-  LssError,
-  NoSpaceError,
-  ReadOnlyError,
-  StoreClosedError,
-  TransactionError,
-  type ErrorCode,
-} from "../errors.ts";
+import { InvalidArgumentError, ReadOnlyError, StoreClosedError, TransactionError } from "../errors.ts";
 import type { ElementValue, Transaction } from "../store/transaction.ts";
 import { toBytes } from "../store/transaction.ts";
 import { checkSeid, DEFAULT_SPACE, MAX_SPACE } from "../store/state/seids.ts";
@@ -68,26 +59,6 @@ interface Lease {
 interface Pending {
   resolve(value: unknown): void;
   reject(error: unknown): void;
-}
-
-/** Rebuild an error that crossed the wire as the class the owner threw. */
-function rebuildError(described: { name: string; code: string; message: string }): Error {
-  const classes: Record<string, new (message: string) => LssError> = {
-    TransactionError,
-    StoreClosedError,
-    ReadOnlyError,
-    InvalidArgumentError,
-    InvalidSeidError,
-    CorruptionError,
-    NoSpaceError,
-  };
-  const cls = classes[described.name];
-  if (cls !== undefined) return new cls(described.message);
-  // A code this build does not know still travels as it was (the owner's build made it).
-  if (described.code !== "") return new LssError(described.code as ErrorCode, described.message);
-  const error = new Error(described.message);
-  error.name = described.name;
-  return error;
 }
 
 /** Bytes of its own written values a Worker's transaction keeps for `tx.read` (its bytes also go to the owner). */
@@ -352,7 +323,7 @@ export class AttachedStore {
       }
       case Frame.TxFailed: {
         const txId = frame.f64();
-        this.committing.get(txId)?.reject(rebuildError(frame.json()));
+        this.committing.get(txId)?.reject(rebuildError(frame.json(), "the store's owner thread"));
         this.committing.delete(txId);
         return;
       }
@@ -377,7 +348,7 @@ export class AttachedStore {
         const pending = this.requests.get(id);
         this.requests.delete(id);
         if (ok) pending?.resolve(body);
-        else pending?.reject(rebuildError(body as { name: string; code: string; message: string }));
+        else pending?.reject(rebuildError(body as DescribedError, "the store's owner thread"));
         return;
       }
       default:

@@ -19,6 +19,7 @@ import { randomBytes } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
 import type { BackupInfo, BackupOptions } from "../backup/backup.ts";
 import type { ReplicationLevel } from "../replication/sync-levels.ts";
+import { describeError } from "../error-wire.ts";
 import { LssError, StoreClosedError, TransactionError } from "../errors.ts";
 import type { RingDescriptor } from "../log/ring.ts";
 import type { CommitObserver, CommitPath, StoreCore } from "../store/commit.ts";
@@ -530,13 +531,6 @@ export function levelCode(level: ReplicationLevel | undefined): number {
 function levelFromCode(code: number): ReplicationLevel | undefined {
   if (code >= LEVEL_CODES.length) throw new Error(`unknown replication level code ${code}`);
   return LEVEL_CODES[code];
-}
-
-/** An error as it crosses the wire. */
-export function describeError(error: unknown): { name: string; code: string; message: string } {
-  if (error instanceof LssError) return { name: error.name, code: error.code, message: error.message };
-  if (error instanceof Error) return { name: error.name, code: "", message: error.message };
-  return { name: "Error", code: "", message: String(error) };
 }
 
 export { StoreClosedError, TransactionError };

@@ -8,8 +8,8 @@
 import { afterAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { BackupCorruptionError, BackupTargetError, CorruptionError, StoreClosedError, Store } from "../../src/index.ts";
-import { describeError, rebuildError } from "../../src/backup/base-thread.ts";
+import { BackupCorruptionError, BackupTargetError, CorruptionError, LssError, StoreClosedError, Store } from "../../src/index.ts";
+import { describeError, rebuildError } from "../../src/error-wire.ts";
 import { fillPattern, rng, scratchDir } from "../helpers.ts";
 
 const scratch = scratchDir("base-worker");
@@ -163,16 +163,21 @@ test("closing the store under a backup copied in a Worker ends it with StoreClos
   if (error !== undefined) expect(error).toBeInstanceOf(StoreClosedError);
 }, 120_000);
 
-test("errors cross from the Worker with their class, code and fields", () => {
-  const target = rebuildError(describeError(new BackupTargetError("put failed", { attempts: 3 })));
+test("errors cross threads with their class, code and fields, also through JSON (the Workers' wire)", () => {
+  const roundTrip = (error: Error) => rebuildError(JSON.parse(JSON.stringify(describeError(error))), "a test");
+  const target = roundTrip(new BackupTargetError("put failed", { attempts: 3 }));
   expect(target).toBeInstanceOf(BackupTargetError);
   expect((target as BackupTargetError).code).toBe("LSS_BACKUP_TARGET");
   expect((target as BackupTargetError).attempts).toBe(3);
   expect(target.message).toBe("put failed");
-  const corrupt = rebuildError(describeError(new BackupCorruptionError("base-1/chunk-000001.bin", "bad record")));
+  const corrupt = roundTrip(new BackupCorruptionError("base-1/chunk-000001.bin", "bad record"));
   expect(corrupt).toBeInstanceOf(CorruptionError);
   expect((corrupt as BackupCorruptionError).objectName).toBe("base-1/chunk-000001.bin");
-  const plain = rebuildError(describeError(new TypeError("nope")));
+  // A class this build does not know keeps its code as an LssError.
+  const foreign = rebuildError({ name: "FutureError", message: "later", fields: { code: "LSS_FUTURE" }, stack: undefined }, "a test");
+  expect(foreign).toBeInstanceOf(LssError);
+  expect((foreign as LssError).code as string).toBe("LSS_FUTURE");
+  const plain = roundTrip(new TypeError("nope"));
   expect(plain).toBeInstanceOf(Error);
   expect(plain.message).toBe("nope");
 });
