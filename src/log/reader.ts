@@ -55,6 +55,11 @@ export interface HeldBytes {
   release(): void;
 }
 
+/** Bytes that are the caller's own already (a copy from memory) as {@link HeldBytes}: nothing to give back. */
+export function ownedBytes(bytes: Uint8Array): HeldBytes {
+  return { bytes, copied: true, live: true, release: () => {} };
+}
+
 /** A view of a pooled native read buffer, given back once on release. */
 class HeldRead implements HeldBytes {
   readonly copied = false;
@@ -157,7 +162,7 @@ export class LogReader {
   async readHeld(address: number, lengthBytes: number): Promise<HeldBytes> {
     this.life.assertOpen();
     const fromMemory = this.readFromBuffers(address, lengthBytes) ?? this.cache.get(address, lengthBytes);
-    if (fromMemory !== undefined) return { bytes: fromMemory, copied: true, live: true, release: () => {} };
+    if (fromMemory !== undefined) return ownedBytes(fromMemory);
     const { scratch, start } = await this.readFile(address, lengthBytes);
     if (!this.life.isOpen) {
       // Closed while the read was in flight: the held buffers were freed already, this one with them.

@@ -234,9 +234,6 @@ export async function readMultipart(log: LogStructuredStore, seid: bigint, locat
   return assembleParts(seid, location.sizeBytes, parts, (part, index) => readPartHeld(log, seid, part, index));
 }
 
-/** A part's body as `assembleParts` takes it: plain bytes, or bytes held until released. */
-export type PartBody = Uint8Array | HeldBytes;
-
 /**
  * Read every part with `readOne` (a few at once: the backend overlaps them) into one buffer of
  * `sizeBytes`, checking the parts add up to it; held bodies are released once copied. Shared with
@@ -246,7 +243,7 @@ export async function assembleParts(
   seid: bigint,
   sizeBytes: number,
   parts: readonly Part[],
-  readOne: (part: Part, index: number) => Promise<PartBody>,
+  readOne: (part: Part, index: number) => Promise<HeldBytes>,
 ): Promise<Uint8Array> {
   const out = new Uint8Array(sizeBytes);
   let offset = 0;
@@ -261,15 +258,11 @@ export async function assembleParts(
     try {
       const failed = settled.find((result) => result.status === "rejected");
       if (failed !== undefined) throw failed.reason;
-      const bytes = bodies.map((body) => {
-        if (body instanceof Uint8Array) return body;
-        // Closed while the parts were read: their buffers are freed, not to be touched.
-        if (!body.live) throw new StoreClosedError(`store closed while seid ${seid} was being read`);
-        return body.bytes;
-      });
-      offset = copyParts(seid, out, offset, bytes);
+      // Closed while the parts were read: their buffers are freed, not to be touched.
+      if (bodies.some((body) => !body.live)) throw new StoreClosedError(`store closed while seid ${seid} was being read`);
+      offset = copyParts(seid, out, offset, bodies.map((body) => body.bytes));
     } finally {
-      for (const body of bodies) if (!(body instanceof Uint8Array)) body.release();
+      for (const body of bodies) body.release();
     }
   }
   return checkFilled(seid, out, offset);

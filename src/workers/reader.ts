@@ -35,7 +35,7 @@ import { decodeExtents, FLAG_EXTENTS_INDIRECT, FLAG_PART, type Part } from "../s
 import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "../store/format/records.ts";
 import { assembleParts } from "../store/read-path.ts";
 import { partsByteStream } from "../store/streams.ts";
-import type { HeldBytes } from "../log/reader.ts";
+import { ownedBytes } from "../log/reader.ts";
 import type { Location } from "../store/state/mapping.ts";
 import { checkSeid } from "../store/state/seids.ts";
 import type { StoreHandle } from "./handle.ts";
@@ -143,7 +143,7 @@ export class WorkerReader {
       try {
         const value = await this.pinned(seid, location, async (parts) => {
           if (parts === undefined) return this.readSingle(seid, location);
-          return assembleParts(seid, location.sizeBytes, parts, (part, index) => this.readPart(seid, part, index));
+          return assembleParts(seid, location.sizeBytes, parts, async (part, index) => ownedBytes(await this.readPart(seid, part, index)));
         });
         if (value === undefined) continue; // moved while we pinned: look again
         if (value.length <= this.cache.chunkBytes / 4) {
@@ -192,7 +192,6 @@ export class WorkerReader {
       throw new InvalidArgumentError(`seid ${seid} kept moving while its stream started`);
     };
     // Reads here copy into a JS array already (readBytes): each is handed over as the caller's own.
-    const own = (bytes: Uint8Array): HeldBytes => ({ bytes, copied: true, live: true, release: () => {} });
     return partsByteStream(
       seid,
       location.sizeBytes,
@@ -200,7 +199,7 @@ export class WorkerReader {
         start,
         // A single-part element streams as one part.
         count: () => (parts === undefined ? 1 : parts.length),
-        read: async (index) => own(parts === undefined ? await this.readSingle(seid, location) : await this.readPart(seid, parts[index] as Part, index)),
+        read: async (index) => ownedBytes(parts === undefined ? await this.readSingle(seid, location) : await this.readPart(seid, parts[index] as Part, index)),
         finish: () => {
           this.openStreams -= 1;
           for (const entry of entries) this.pins.unpin(entry);
