@@ -156,13 +156,12 @@ export class BaseWriter {
 
   /**
    * Give back the pieces of a chunk that is stored (its put settled, so nothing reads them any
-   * more): later chunks reuse them. At most one chunk's worth is kept.
+   * more): later chunks reuse them. Two chunks' worth is kept: one chunk fills while the one
+   * before it is stored, and a chunk's pieces come back only once its put settles (capped at one
+   * chunk, a third of the pieces were still allocated fresh).
    */
   recycle(pieces: readonly Uint8Array[]): void {
     for (const piece of pieces) {
-      // Two chunks' worth: one chunk fills while the one before it is stored, and a chunk's pieces
-      // come back only once its put settles (capped at one chunk, a third of the pieces were
-      // still allocated fresh).
       if (this.spare.length * PIECE_BYTES >= 2 * this.chunkBytes) return;
       if (piece.buffer.byteLength === PIECE_BYTES && piece.byteOffset === 0) this.spare.push(new Uint8Array(piece.buffer as ArrayBuffer));
     }

@@ -84,10 +84,10 @@ export interface ObjectInfo {
   readonly sha256: string;
 }
 
-/** Incremental crc32 + sha256 + size over the chunks of one object. */
 /** Largest slice hashed without yielding the event loop (~0.3 ms of SHA-256 here). */
 export const HASH_SLICE_BYTES = 128 << 10;
 
+/** Incremental crc32 + sha256 + size over the chunks of one object. */
 export class ObjectHasher {
   #crc = 0;
   #size = 0;
