@@ -259,6 +259,7 @@ describe("regressions found by the fault harness", () => {
         "the transaction",
       );
       expect(outcome).toBeInstanceOf(IoError);
+      expect(fault.counts.injectedErrors).toBe(1); // the one unit write that failed
       await expect(store.transaction((tx) => tx.write(3n, new Uint8Array(1)))).rejects.toBeInstanceOf(ReadOnlyError);
       await withTimeout(store.close(), 5000, "close");
       fault.close();
