@@ -117,6 +117,27 @@ for (const io of BACKENDS) {
   });
 }
 
+/**
+ * Write 20 KB values at seids `from`.. (before `to`) until `refusals` writes were refused, each
+ * with NoSpaceError and nothing of it applied; the others join `model`. Returns the refusals.
+ */
+async function writeUntilRefused(store: Store, model: Map<bigint, Uint8Array>, from: bigint, to: bigint, refusals: number): Promise<number> {
+  let refused = 0;
+  for (let k = from; k < to && refused < refusals; k++) {
+    const value = valueOf(Number(k), 20_000);
+    try {
+      await store.transaction((tx) => tx.write(k, value));
+      model.set(k, value);
+    } catch (error) {
+      expect(error).toBeInstanceOf(NoSpaceError);
+      expect((error as NoSpaceError).code).toBe("LSS_NO_SPACE");
+      expect(store.has(k)).toBe(false);
+      refused += 1;
+    }
+  }
+  return refused;
+}
+
 describe("a small store that cannot grow (ENOSPC injected on every growth)", () => {
   test("new data gets NoSpaceError; deletes and checkpoints go on in the reserve; writes resume once it can grow; a reopen has everything acknowledged", async () => {
     const file = path.join(scratch.dir, "no-growth.lss");
@@ -133,18 +154,7 @@ describe("a small store that cannot grow (ENOSPC injected on every growth)", () 
         }
         fault.injectError({ nth: 1, errno: ENOSPC, sticky: true, sites: ["allocateSpace"] });
         // Writes until refused: what the file holds beyond the reserve runs out.
-        for (let k = 100n; k < 400n && refused < 3; k++) {
-          const value = valueOf(Number(k), 20_000);
-          try {
-            await store.transaction((tx) => tx.write(k, value));
-            model.set(k, value);
-          } catch (error) {
-            expect(error).toBeInstanceOf(NoSpaceError);
-            expect((error as NoSpaceError).code).toBe("LSS_NO_SPACE");
-            expect(store.has(k)).toBe(false);
-            refused += 1;
-          }
-        }
+        refused = await writeUntilRefused(store, model, 100n, 400n, 3);
         expect(refused).toBe(3);
         expect(fault.counts.injectedErrors).toBeGreaterThan(0);
         let stats = store.stats();
@@ -162,18 +172,7 @@ describe("a small store that cannot grow (ENOSPC injected on every growth)", () 
         expect(stats.readOnly).toBe(false);
         // Less data needs a smaller reserve: some writes fit again, and then they are refused
         // again, the reserve still whole.
-        let refusedAgain = false;
-        for (let k = 400n; k < 700n && !refusedAgain; k++) {
-          const value = valueOf(Number(k), 20_000);
-          try {
-            await store.transaction((tx) => tx.write(k, value));
-            model.set(k, value);
-          } catch (error) {
-            expect(error).toBeInstanceOf(NoSpaceError);
-            refusedAgain = true;
-          }
-        }
-        expect(refusedAgain).toBe(true);
+        expect(await writeUntilRefused(store, model, 400n, 700n, 1)).toBe(1);
         expect(storeInternals(store).core.log.roomBytes).toBeGreaterThanOrEqual(store.stats().reserveBytes);
         // The disk has room again: writes go on.
         fault.clearFaults();
