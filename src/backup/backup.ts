@@ -36,13 +36,11 @@
  */
 import { DEFAULT_RETAIN_LOG_BYTES, holdForNextIncrement } from "./holds.ts";
 import { BackupChainError, InvalidArgumentError, LogTruncatedError, StoreClosedError } from "../errors.ts";
-import type { LogStructuredStore } from "../log/log.ts";
 import type { LogRetention } from "../log/tail.ts";
 import { UNIT_HEADER_BYTES, type LogPosition } from "../log/format.ts";
 import type { CommitPath, StoreCore } from "../store/commit.ts";
 import type { Part } from "../store/format/extents.ts";
-import { FLAG_PART } from "../store/format/extents.ts";
-import { decodeCommitTime, RECORD_HEADER_BYTES, RecordType, scanRecords, verifyRecord } from "../store/format/records.ts";
+import { decodeCommitTime, RECORD_HEADER_BYTES, RecordType, scanRecords } from "../store/format/records.ts";
 import type { SegmentPins } from "../store/pins.ts";
 import { DEFAULT_CHUNK_BYTES } from "./base.ts";
 import { copyBase, Pacer, type BasePlan, type BaseResult, type PlanMultipart, type PlanSegment } from "./base-copy.ts";
@@ -50,7 +48,6 @@ import { copyBaseInWorker, WORKER_MIN_BYTES } from "./base-thread.ts";
 import { ensureStoreId } from "./identity.ts";
 import { LogObjectBuilder } from "./log-object.ts";
 import {
-  baseChunkName,
   encodeManifest,
   incrementName,
   latestManifest,
@@ -62,7 +59,6 @@ import {
   validateChain,
   type BackupManifest,
   type BaseEntry,
-  type ChunkEntry,
   type IncrementEntry,
 } from "./manifest.ts";
 import { openTarget, type BackupTarget, type OpenTargetOptions } from "./target.ts";
@@ -326,12 +322,6 @@ function lastCommitTimeOf(manifest: BackupManifest): number | null {
     if (inc !== undefined && inc.lastTransaction !== null) return inc.lastCommitTime;
   }
   return manifest.base.commitTime;
-}
-
-async function putObject(job: Job, name: string, bytes: Uint8Array): Promise<void> {
-  await job.target.put(name, bytes);
-  job.stats.bytes += bytes.length;
-  job.stats.objects += 1;
 }
 
 async function commit(job: Job, manifest: BackupManifest): Promise<string> {

@@ -15,12 +15,12 @@ import type { FileHandle, IoBackend, NativeBuffer } from "../io/backend.ts";
 import { ALIGNMENT_BYTES } from "../io/backend.ts";
 import type { IoQueue } from "../io/queue.ts";
 import { InvalidArgumentError } from "../errors.ts";
-import { alignDown, alignUp, MIN_UNIT_ROOM_BYTES, type LogGeometry } from "./address.ts";
-import { UNIT_HEADER_BYTES, unitFileBytes } from "./format.ts";
+import { alignDown, alignUp, type LogGeometry } from "./address.ts";
+import { UNIT_HEADER_BYTES } from "./format.ts";
 import type { LogLifecycle } from "./lifecycle.ts";
 import type { OwnerRing } from "./ring.ts";
 import type { SegmentSpace } from "./space.ts";
-import { checkUnit, checkUnitHeader, readSegmentUnits, type WalkContext } from "./walk.ts";
+import { readSegmentUnits, type WalkContext } from "./walk.ts";
 import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 
 /** Reads larger than this go around the caching layer (see read()). */
