@@ -11,8 +11,9 @@
  * @module
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, rmdirSync, rmSync, writeSync } from "node:fs";
+import { closeSync, constants, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, rmdirSync, rmSync, writeSync } from "node:fs";
 import os from "node:os";
+import { allocAligned, freeAligned } from "../src/io/libc.ts";
 import { dirname, join } from "node:path";
 
 /** The bench/ directory. */
@@ -302,19 +303,28 @@ export function readText(path: string): string {
 
 /** Read `bytes` of `source` sequentially and write them to `target` in 8 MiB steps, then fsync. */
 export function rawCopy(source: string, target: string, bytes: number): number {
-  const started = performance.now();
-  const input = openSync(source, "r");
-  const output = openSync(target, "w");
-  const buffer = new Uint8Array(8 << 20);
-  let done = 0;
-  while (done < bytes) {
-    const n = readSync(input, buffer, 0, Math.min(buffer.length, bytes - done), done);
-    if (n === 0) break;
-    writeSync(output, buffer, 0, n);
-    done += n;
+  // The source is read with O_DIRECT, as the store reads it: a buffered read would be served from
+  // the page cache after the first copy (a second run measured 731 MiB/s against 230 cold) and
+  // compare a backup reading the disk with a copy reading memory.
+  const buffer = allocAligned(8 << 20);
+  try {
+    const started = performance.now();
+    const input = openSync(source, constants.O_RDONLY | (constants.O_DIRECT ?? 0o40000));
+    const output = openSync(target, "w");
+    let done = 0;
+    while (done < bytes) {
+      // O_DIRECT lengths are whole 4 KiB blocks: read them, write only the bytes wanted.
+      const want = Math.min(buffer.sizeBytes, bytes - done);
+      const n = readSync(input, buffer.bytes, 0, Math.ceil(want / 4096) * 4096, done);
+      if (n === 0) break;
+      writeSync(output, buffer.bytes, 0, Math.min(n, want));
+      done += Math.min(n, want);
+    }
+    fsyncSync(output);
+    closeSync(input);
+    closeSync(output);
+    return performance.now() - started;
+  } finally {
+    freeAligned(buffer);
   }
-  fsyncSync(output);
-  closeSync(input);
-  closeSync(output);
-  return performance.now() - started;
 }

@@ -40,10 +40,11 @@ import type { LogRetention } from "../log/tail.ts";
 import { UNIT_HEADER_BYTES, type LogPosition } from "../log/format.ts";
 import type { CommitPath, StoreCore } from "../store/commit.ts";
 import type { Part } from "../store/format/extents.ts";
-import { decodeCommitTime, RECORD_HEADER_BYTES, RecordType, scanRecords } from "../store/format/records.ts";
+import { decodeCommitTime, RecordType, scanRecords } from "../store/format/records.ts";
 import type { SegmentPins } from "../store/pins.ts";
 import { DEFAULT_CHUNK_BYTES } from "./base.ts";
-import { copyBase, Pacer, type BasePlan, type BaseResult, type PlanMultipart, type PlanSegment } from "./base-copy.ts";
+import { copyBase, Pacer, type BaseResult } from "./base-copy.ts";
+import { flattenParts, makeBasePlan, SegmentUses, type PlanHeader } from "./base-plan.ts";
 import { copyBaseInWorker, WORKER_MIN_BYTES } from "./base-thread.ts";
 import { ensureStoreId } from "./identity.ts";
 import { LogObjectBuilder } from "./log-object.ts";
@@ -352,6 +353,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     parts: Map<bigint, { parts: Part[] }>;
     spaces: Array<[number, number]>;
     pinned: number[];
+    liveRecordBytes: number;
   };
   const prepared = core.map.prepareClone();
   // The log written from the point on is held from the point (taken under the turn), so the
@@ -369,62 +371,79 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       parts: new Map(core.parts),
       spaces: core.spaces.snapshot(),
       pinned,
+      liveRecordBytes: core.sut.totalLiveBytes,
     };
   });
-  // Each pinned segment's outstanding uses; unpinned when it reaches 0.
-  const uses = new Map<number, number>();
-  const unpinAll = (): void => {
-    pins.unpin([...uses.keys()]);
-    uses.clear();
+  // Pinned segments the copy still needs: each is unpinned as soon as the copy is done with it
+  // (the plan counts its uses: see SegmentUses), the rest at the end whatever happens.
+  const held = new Set(point.pinned);
+  const release = (seqs: readonly number[]): void => {
+    const done = seqs.filter((s) => held.delete(s));
+    if (done.length > 0) pins.unpin(done);
   };
-  for (const s of point.pinned) uses.set(s, 0);
-  const release = (seqs: Iterable<number>): void => {
-    for (const s of seqs) {
-      if (!uses.has(s)) continue;
-      const left = (uses.get(s) ?? 0) - 1;
-      if (left <= 0) {
-        uses.delete(s);
-        pins.unpin([s]);
-      } else uses.set(s, left);
-    }
+  const unpinAll = (): void => {
+    pins.unpin([...held]);
+    held.clear();
   };
   try {
     // Everything before P must be in the file before segments are read from it.
     await log.flush();
 
-    // 2. The plan, from the copy of the map (in slices: a million elements take a while).
-    const baseId = newBaseId(point.transaction, point.lsn);
-    const plan = await makePlan(job, point, uses, baseId);
-    point.map.clear();
-    // Segments the copy does not need go back at once.
-    release([...uses.entries()].filter(([, n]) => n === 0).map(([s]) => s));
-
-    // 3. The base: in a Worker of its own when it can (base-thread.ts), else here.
+    // 2. The plan (base-plan.ts) and 3. the base: both in the backup Worker when it can
+    // (base-thread.ts), else here.
+    const header: PlanHeader = {
+      baseId: newBaseId(point.transaction, point.lsn),
+      chunkBytes: job.limits.chunkBytes,
+      segmentSize: log.segmentSize,
+      transaction: point.transaction,
+      commitTime: point.commitTime,
+      spaces: point.spaces,
+    };
+    const parts = flattenParts(point.parts);
+    let total = point.liveRecordBytes;
     let done = 0;
-    const hooks = {
-      progress: (bytes: number): void => {
-        done += bytes;
-        job.options.onProgress?.({ phase: "base", bytesDone: done, bytesTotal: plan.totalBytes });
-      },
-      release,
+    const progress = (bytes: number): void => {
+      done += bytes;
+      job.options.onProgress?.({ phase: "base", bytesDone: done, bytesTotal: total });
     };
     const copyIn = job.options.copyIn ?? "auto";
     const spec = job.options.targetSpec;
     let copied: BaseResult | undefined;
-    if (copyIn !== "caller" && spec !== undefined && (copyIn === "worker" || plan.totalBytes >= WORKER_MIN_BYTES)) {
+    if (copyIn !== "caller" && spec !== undefined && (copyIn === "worker" || point.liveRecordBytes >= WORKER_MIN_BYTES)) {
+      const indexes = new Map<number, number>();
+      for (const s of point.pinned) {
+        const index = log.segmentIndexOf(s);
+        if (index === undefined) throw new Error(`segment ${s} is pinned but not live`);
+        indexes.set(s, index);
+      }
       copied = await copyBaseInWorker(
-        { plan, path: log.path, io: log.backend.kind === "io_uring" ? "uring" : "portable", target: spec.location, targetOptions: spec.options },
-        hooks,
+        {
+          path: log.path,
+          io: log.backend.kind === "io_uring" ? "uring" : "portable",
+          segmentSize: log.segmentSize,
+          indexes,
+          target: spec.location,
+          targetOptions: spec.options,
+        },
+        () => ({ header, map: point.map.detach(), parts, pinned: point.pinned }),
+        { planned: (bytes) => (total = bytes), progress, release },
         () => log.closed,
       );
     }
     const copiedIn = copied === undefined ? "caller" : "worker";
-    copied ??= await copyBase(plan, log, job.target, hooks);
+    if (copied === undefined) {
+      const plan = await makeBasePlan(header, point.map, parts, new Pacer());
+      point.map.clear();
+      total = plan.totalBytes;
+      const uses = new SegmentUses(plan, point.pinned);
+      release(uses.unused());
+      copied = await copyBase(plan, log, job.target, { progress, release: (seqs) => release(uses.release(seqs)) });
+    }
     job.stats.bytes += copied.storedBytes;
     job.stats.objects += copied.objects;
     unpinAll();
     const base: BaseEntry = {
-      id: baseId,
+      id: header.baseId,
       transaction: point.transaction,
       commitTime: point.commitTime === null ? null : Math.floor(point.commitTime),
       lsn: point.lsn,
@@ -450,7 +469,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       target: job.target.location,
       manifest: name,
       manifestSeq: seq,
-      baseId,
+      baseId: header.baseId,
       increments: tail.increments.map((inc) => inc.seq),
       firstTransaction: point.transaction,
       transaction: lastTransactionOf(manifest),
@@ -469,88 +488,6 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     // Unless the log copy kept it as the chain end's hold (runBackup lets go of that).
     if (logHold !== job.tailHold) logHold?.release();
   }
-}
-
-/**
- * The base's plan from the copy of the map taken at the point: single-part elements by segment
- * (ascending address), multipart ones with their parts; counts the uses of each segment (one for
- * its single-part records, one per part).
- */
-async function makePlan(
-  job: Job,
-  point: { transaction: number; commitTime: number | null; map: StoreCore["map"]; parts: Map<bigint, { parts: Part[] }>; spaces: Array<[number, number]> },
-  uses: Map<number, number>,
-  baseId: string,
-): Promise<BasePlan> {
-  const log = job.host.core.log;
-  const pacer = new Pacer();
-  const bySegment = new Map<number, { seids: bigint[]; addresses: number[]; sizes: number[] }>();
-  const multiparts: PlanMultipart[] = [];
-  let totalBytes = 0;
-  let n = 0;
-  for (const [seid, location] of point.map.entries()) {
-    if ((++n & 1023) === 0) await pacer.tick();
-    if (location.multipart) {
-      const multipart = point.parts.get(seid);
-      if (multipart === undefined) throw new Error(`seid ${seid} is multipart but its parts are unknown`);
-      multiparts.push({
-        seid,
-        addresses: Float64Array.from(multipart.parts, (part) => part.address),
-        bodyBytes: Float64Array.from(multipart.parts, (part) => part.bodyBytes),
-      });
-      for (const part of multipart.parts) {
-        const s = log.segmentSeqOf(part.address);
-        uses.set(s, (uses.get(s) ?? 0) + 1);
-        totalBytes += RECORD_HEADER_BYTES + part.bodyBytes;
-      }
-      continue;
-    }
-    const s = log.segmentSeqOf(location.address);
-    let list = bySegment.get(s);
-    if (list === undefined) {
-      // One use for all of the segment's single-part records (the copy releases it once).
-      bySegment.set(s, (list = { seids: [], addresses: [], sizes: [] }));
-      uses.set(s, (uses.get(s) ?? 0) + 1);
-    }
-    list.seids.push(seid);
-    list.addresses.push(location.address);
-    list.sizes.push(location.sizeBytes);
-    totalBytes += RECORD_HEADER_BYTES + location.sizeBytes;
-  }
-  // Where each segment the copy reads lies in the file (they are pinned: it does not change).
-  const indexes = new Map<number, number>();
-  for (const [s, n] of uses) {
-    if (n === 0) continue;
-    const index = log.segmentIndexOf(s);
-    if (index === undefined) throw new Error(`segment ${s} holds live records but is not live`);
-    indexes.set(s, index);
-  }
-  const segments: PlanSegment[] = [];
-  for (const s of [...bySegment.keys()].sort((a, b) => a - b)) {
-    const list = bySegment.get(s) as { seids: bigint[]; addresses: number[]; sizes: number[] };
-    const order = list.addresses.map((_, i) => i).sort((a, b) => (list.addresses[a] as number) - (list.addresses[b] as number));
-    const sizes = Float64Array.from(order, (i) => list.sizes[i] as number);
-    segments.push({
-      seq: s,
-      seids: BigUint64Array.from(order, (i) => list.seids[i] as bigint),
-      addresses: Float64Array.from(order, (i) => list.addresses[i] as number),
-      sizes,
-      liveBytes: sizes.reduce((sum, size) => sum + RECORD_HEADER_BYTES + size, 0),
-    });
-    await pacer.tick();
-  }
-  return {
-    baseId,
-    chunkBytes: job.limits.chunkBytes,
-    segmentSize: log.segmentSize,
-    transaction: point.transaction,
-    commitTime: point.commitTime,
-    spaces: point.spaces,
-    segments,
-    multiparts,
-    indexes,
-    totalBytes,
-  };
 }
 
 // ─────────────────────────────────── the log ───────────────────────────────────

@@ -1,7 +1,7 @@
 /**
- * The base copy of a full backup: from a plan made at the consistent point (which live record is
- * where), read every live record, check it, and write the base's chunk objects to the target.
- * The same code runs on the store's thread or in a Worker of its own (base-worker.ts); what
+ * The base copy of a full backup: from a plan made at the consistent point (base-plan.ts: which
+ * live record is where), read every live record, check it, and write the base's chunk objects to the target.
+ * The same code runs on the store's thread or in the backup Worker (base-worker.ts); what
  * differs is only where the bytes come from ({@link BaseSource}: the log itself, or a read-only
  * descriptor of the file in the Worker).
  *
@@ -17,44 +17,10 @@ import type { HeldBytes } from "../log/reader.ts";
 import { FLAG_PART } from "../store/format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, scanRecords, verifyRecord } from "../store/format/records.ts";
 import { CorruptionError, StoreClosedError } from "../errors.ts";
-import { BaseWriter } from "./base.ts";
+import { BaseWriter, type PiecePool } from "./base.ts";
+import type { BasePlan, PlanMultipart, PlanSegment } from "./base-plan.ts";
 import { baseChunkName, type ChunkEntry } from "./manifest.ts";
 import type { BackupTarget } from "./target.ts";
-
-/** The live single-part records of one segment, ascending by address (typed arrays: they cross to a Worker in one copy). */
-export interface PlanSegment {
-  readonly seq: number;
-  readonly seids: BigUint64Array;
-  readonly addresses: Float64Array;
-  readonly sizes: Float64Array;
-  /** Bytes of its live records, headers included. */
-  readonly liveBytes: number;
-}
-
-/** A multipart element: its parts' record addresses and body sizes, in order. */
-export interface PlanMultipart {
-  readonly seid: bigint;
-  readonly addresses: Float64Array;
-  readonly bodyBytes: Float64Array;
-}
-
-/** What the base holds and where each record is: plain data (it is posted to a Worker). */
-export interface BasePlan {
-  readonly baseId: string;
-  readonly chunkBytes: number;
-  readonly segmentSize: number;
-  /** The transaction the base is the state at, and its commit time (ms) when known. */
-  readonly transaction: number;
-  readonly commitTime: number | null;
-  /** The seid spaces' high-water marks at the point. */
-  readonly spaces: Array<[number, number]>;
-  readonly segments: PlanSegment[];
-  readonly multiparts: PlanMultipart[];
-  /** segment seq → physical index, for every segment a record of the plan is in. */
-  readonly indexes: Map<number, number>;
-  /** Bytes of records to copy (headers included; the base pads each to 8 bytes). */
-  readonly totalBytes: number;
-}
 
 /** Where the copy reads the log from. */
 export interface BaseSource {
@@ -69,7 +35,7 @@ export interface BaseHooks {
   progress(bytes: number): void;
   /**
    * Uses of these segments are done: one entry per use, where a segment's single-part records
-   * are one use in all and each multipart part one more (see makePlan in backup.ts).
+   * are one use in all and each multipart part one more (see SegmentUses in base-plan.ts).
    */
   release(seqs: number[]): void;
 }
@@ -111,8 +77,17 @@ export class Pacer {
   }
 }
 
+/** How a copy runs, besides its plan, source, target and hooks. */
+export interface CopyOptions {
+  /** Pieces to assemble chunks in (a Worker keeps one pool for all its copies). */
+  readonly pool?: PiecePool;
+  /** Ends the copy with the signal's reason at its next step (the store closed under it). */
+  readonly signal?: AbortSignal;
+}
+
 /** Copy the base the plan describes into `target` (see the module doc). */
-export async function copyBase(plan: BasePlan, source: BaseSource, target: BackupTarget, hooks: BaseHooks): Promise<BaseResult> {
+export async function copyBase(plan: BasePlan, source: BaseSource, target: BackupTarget, hooks: BaseHooks, options: CopyOptions = {}): Promise<BaseResult> {
+  const signal = options.signal;
   const chunks: ChunkEntry[] = [];
   let objects = 0;
   let storedBytes = 0;
@@ -135,7 +110,7 @@ export async function copyBase(plan: BasePlan, source: BaseSource, target: Backu
     put.catch(() => {});
     inFlight = put;
     puts.push(put);
-  });
+  }, options.pool);
   try {
     const pacer = new Pacer();
     writer.spaces(plan.spaces);
@@ -149,12 +124,14 @@ export async function copyBase(plan: BasePlan, source: BaseSource, target: Backu
         hooks.release([segment.seq]);
         await writer.drain();
         await pacer.tick();
+        signal?.throwIfAborted();
       }
     };
     await Promise.all([copySegments(), copySegments()]);
     for (const element of plan.multiparts) {
       await copyMultipart(source, element, writer, hooks, pacer);
       hooks.release(Array.from(element.addresses, (address) => source.segmentSeqOf(address)));
+      signal?.throwIfAborted();
     }
     await writer.finish(plan.transaction, plan.commitTime);
   } finally {

@@ -1,72 +1,196 @@
 /**
- * Where a full backup's base copy runs: in a Worker of its own (base-worker.ts), or on the
- * store's thread when a Worker cannot be had.
+ * Where a full backup's base is planned and copied: in the process's backup Worker
+ * (base-worker.ts), or on the store's thread when a Worker cannot be had.
  *
  * **Why a Worker.** The copy reads, checks (a CRC-32 per unit and per record), copies and hashes
  * (SHA-256 per object) every live byte. On the store's thread that held the JS thread for about
  * 0.7 s of a 1.1 s backup of 162 MiB (bench/backup.ts), in stretches the writers' commits waited
  * behind (their completions need the thread): a serial writer's commit p99 went from 5 to 26 ms.
  * In a Worker the same work runs on another core, with its own descriptor of the file and its
- * own I/O backend; the store's thread only makes the plan and unpins segments as the Worker
- * reports them done.
+ * own I/O backend. The plan is made there too (base-plan.ts says why): the store's thread only
+ * posts the copy of the map it took at the point, in the transfer list, and unpins segments as
+ * the Worker reports them done.
  *
- * **When not.** A base under {@link WORKER_MIN_BYTES} (starting a Worker and loading its modules
- * costs tens of ms); a target the caller opened itself (a `BackupTarget` object cannot cross to
- * the Worker: only a target string and its options can); and whenever the Worker cannot start
- * (e.g. a `bun build --compile` binary that did not embed base-worker.js): then the copy runs
- * here, the same code, and the backup is the same bytes.
+ * **One Worker, kept.** The Worker is started by the first backup that wants one and serves every
+ * backup of every store in the process, one job per backup (jobs may overlap). It ends once it has
+ * had no job for {@link IDLE_MS}, and never keeps the process alive while idle. A Worker per backup
+ * (as first built) paid for itself each time: its modules loaded and its code was compiled again
+ * (JIT threads took ~19% of the process's CPU samples during back-to-back backups, `perf record`),
+ * and every 1 MiB piece its chunks were assembled in was fresh memory (page faults on this VM ran
+ * the copy into them at 1.6 GB/s against 10+ GB/s into reused ones; see PiecePool in base.ts).
+ *
+ * **When not.** A base under {@link WORKER_MIN_BYTES}; a target the caller opened itself (a
+ * `BackupTarget` object cannot cross to the Worker: only a target string and its options can);
+ * and whenever the Worker cannot start or open the file and target (e.g. a `bun build --compile`
+ * binary that did not embed base-worker.js): then the copy runs on the store's thread, the same
+ * code, and the backup is the same bytes. The map goes to the Worker only once it has opened both,
+ * so until then nothing is lost by falling back.
+ *
+ * **A store closed under a copy** ends its backup at once with StoreClosedError; the Worker is
+ * told to stop that job (at its next segment) and closes its descriptor of the file.
  *
  * @module
  */
 import { rebuildError, type DescribedError } from "../error-wire.ts";
 import { StoreClosedError } from "../errors.ts";
 import type { IoChoice } from "../io/backend.ts";
-import type { BaseHooks, BasePlan, BaseResult } from "./base-copy.ts";
+import type { MappingTransfer } from "../store/state/mapping.ts";
+import type { BaseResult } from "./base-copy.ts";
+import { partsBuffers, type PartsTable, type PlanHeader } from "./base-plan.ts";
 import type { OpenTargetOptions } from "./target.ts";
 
 /** Bases smaller than this are copied on the store's thread (`copyIn: "auto"`). */
 export const WORKER_MIN_BYTES = 8 << 20;
-/** How long a Worker may take to start and open the file and target before the copy runs here instead. */
+/** How long a job may wait for the Worker to start and open the file and target before the copy runs here instead. */
 const START_TIMEOUT_MS = 15_000;
 /** How often the store is checked for having closed under a running copy. */
 const CLOSED_POLL_MS = 50;
+/** The Worker ends after this long without a job (its pieces and compiled code go with it). */
+export const IDLE_MS = 5_000;
 
-/** What the store's thread posts to the Worker. */
-export interface BaseJob {
-  readonly plan: BasePlan;
+/** What a job opens in the Worker: the store's file and the target. */
+export interface OpenJob {
   /** The store's file (or device) and the I/O backend to read it with. */
   readonly path: string;
   readonly io: IoChoice;
+  readonly segmentSize: number;
+  /** segment seq → physical index, for every segment pinned at the point. */
+  readonly indexes: ReadonlyMap<number, number>;
   /** The target string and its options, as the user gave them. */
   readonly target: string;
   readonly targetOptions: OpenTargetOptions;
 }
 
-/** What the Worker posts back. */
-export type FromBaseWorker =
+/** What the plan is made from, posted once the Worker has opened the file and the target. */
+export interface PlanJob {
+  readonly header: PlanHeader;
+  /** The map at the point (its slot array is transferred, not copied). */
+  readonly map: MappingTransfer;
+  readonly parts: PartsTable;
+  /** Segments pinned at the point; each is reported released once the copy is done with it. */
+  readonly pinned: readonly number[];
+}
+
+/** Messages to the Worker. */
+export type ToBaseWorker =
+  | ({ type: "open"; id: number } & OpenJob)
+  | ({ type: "copy"; id: number } & PlanJob)
+  | { type: "cancel"; id: number };
+
+/** Messages from the Worker. */
+export type FromBaseWorker = { id: number } & (
   | { type: "ready" }
+  | { type: "planned"; totalBytes: number }
   | { type: "progress"; bytes: number }
   | { type: "release"; seqs: number[] }
   | { type: "done"; result: BaseResult }
-  | { type: "error"; ready: boolean; error: DescribedError };
+  | { type: "error"; ready: boolean; error: DescribedError }
+);
+
+/** What the store's thread hears of a copy in the Worker. */
+export interface WorkerHooks {
+  /** The plan is made: the bytes the copy will report in all. */
+  planned(totalBytes: number): void;
+  /** Bytes of records copied since the last call. */
+  progress(bytes: number): void;
+  /** Pinned segments the copy no longer needs (each reported once). */
+  release(seqs: number[]): void;
+}
 
 function workerUrl(): URL {
   // Beside this module: base-worker.ts in the sources, base-worker.js in the built package.
   return new URL(import.meta.url.endsWith(".ts") ? "./base-worker.ts" : "./base-worker.js", import.meta.url);
 }
 
-/**
- * Run the base copy in a Worker. Resolves `undefined` when the Worker could not start (the
- * caller then copies on its own thread); rejects with the copy's error once it started.
- * `closed()` is polled: a store closed under the copy terminates the Worker (StoreClosedError).
- */
-export function copyBaseInWorker(job: BaseJob, hooks: BaseHooks, closed: () => boolean): Promise<BaseResult | undefined> {
-  let worker: Worker;
-  try {
-    worker = new Worker(workerUrl());
-  } catch {
-    return Promise.resolve(undefined);
+/** One job's side of the Worker's messages. */
+interface JobListener {
+  message(message: FromBaseWorker): void;
+  /** The Worker ended (it failed, or exited) while the job ran. */
+  died(why: string): void;
+}
+
+/** The process's backup Worker (see the module doc). */
+class CopyThread {
+  private static current: CopyThread | undefined;
+  private readonly worker: Worker;
+  private readonly jobs = new Map<number, JobListener>();
+  private nextId = 1;
+  private idleTimer: ReturnType<typeof setTimeout> | undefined;
+  private alive = true;
+
+  private constructor(worker: Worker) {
+    this.worker = worker;
+    worker.onmessage = (event: MessageEvent<FromBaseWorker>) => this.jobs.get(event.data.id)?.message(event.data);
+    // The module failed to load, or something threw outside a job's handlers.
+    worker.onerror = (event: ErrorEvent) => {
+      event.preventDefault();
+      this.end(`the backup's base-copy Worker failed: ${event.message}`);
+    };
+    worker.addEventListener("close", () => this.end("the backup's base-copy Worker exited before it finished"));
   }
+
+  /** The running Worker, started if there is none; undefined when none can be started. */
+  static get(): CopyThread | undefined {
+    if (CopyThread.current?.alive === true) return CopyThread.current;
+    try {
+      CopyThread.current = new CopyThread(new Worker(workerUrl()));
+    } catch {
+      return undefined;
+    }
+    return CopyThread.current;
+  }
+
+  /** Register a job; the Worker stays (and keeps the process alive) while any job is open. */
+  open(listener: JobListener): number {
+    const id = this.nextId++;
+    this.jobs.set(id, listener);
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    this.worker.ref();
+    return id;
+  }
+
+  /** Post to the Worker; false when it cannot be posted (e.g. options that cannot be cloned). */
+  post(message: ToBaseWorker, transfer: ArrayBuffer[] = []): boolean {
+    try {
+      this.worker.postMessage(message, transfer);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The job is over (as far as the store's thread is concerned). */
+  close(id: number): void {
+    if (!this.jobs.delete(id) || this.jobs.size > 0 || !this.alive) return;
+    this.worker.unref();
+    this.idleTimer = setTimeout(() => {
+      if (this.jobs.size === 0) this.end(undefined);
+    }, IDLE_MS);
+    this.idleTimer.unref?.();
+  }
+
+  private end(why: string | undefined): void {
+    if (!this.alive) return;
+    this.alive = false;
+    if (CopyThread.current === this) CopyThread.current = undefined;
+    if (this.idleTimer !== undefined) clearTimeout(this.idleTimer);
+    void this.worker.terminate();
+    const jobs = [...this.jobs.values()];
+    this.jobs.clear();
+    for (const job of jobs) job.died(why ?? "the backup's base-copy Worker was stopped");
+  }
+}
+
+/**
+ * Plan and copy the base in the Worker. Resolves `undefined` when the Worker could not start or
+ * open the file or the target (nothing was posted but the open; the caller then copies on its own
+ * thread); once `plan()` was taken and posted, a failure rejects. `closed()` is polled: a store
+ * closed under the copy ends it with StoreClosedError.
+ */
+export function copyBaseInWorker(open: OpenJob, plan: () => PlanJob, hooks: WorkerHooks, closed: () => boolean): Promise<BaseResult | undefined> {
+  const thread = CopyThread.get();
+  if (thread === undefined) return Promise.resolve(undefined);
   return new Promise<BaseResult | undefined>((resolve, reject) => {
     let ready = false;
     let settled = false;
@@ -75,43 +199,47 @@ export function copyBaseInWorker(job: BaseJob, hooks: BaseHooks, closed: () => b
       settled = true;
       clearTimeout(startTimer);
       clearInterval(closedTimer);
-      // Nothing may keep running after the backup returns: the Worker holds a descriptor of the
-      // store's file and buffers of its own.
-      void worker.terminate();
+      thread.close(id);
       outcome();
     };
-    const startTimer = setTimeout(() => finish(() => resolve(undefined)), START_TIMEOUT_MS);
-    const closedTimer = setInterval(() => {
-      if (closed()) finish(() => reject(new StoreClosedError("the store was closed during the backup")));
-    }, CLOSED_POLL_MS);
-    worker.onmessage = (event: MessageEvent<FromBaseWorker>) => {
-      const message = event.data;
-      switch (message.type) {
-        case "ready":
-          ready = true;
-          clearTimeout(startTimer);
-          return;
-        case "progress":
-          return hooks.progress(message.bytes);
-        case "release":
-          return hooks.release(message.seqs);
-        case "done":
-          return finish(() => resolve(message.result));
-        case "error":
-          return finish(() => (message.ready ? reject(rebuildError(message.error, "the backup's base-copy Worker")) : resolve(undefined)));
-      }
-    };
-    // The module failed to load, or threw outside the handler.
-    worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      finish(() => (ready ? reject(new Error(`the backup's base-copy Worker failed: ${event.message}`)) : resolve(undefined)));
-    };
-    worker.addEventListener("close", () => finish(() => (ready ? reject(new Error("the backup's base-copy Worker exited before it finished")) : resolve(undefined))));
-    try {
-      worker.postMessage(job);
-    } catch {
-      // Options that cannot be cloned (a user's own `env` object, say): copy on this thread.
+    const id = thread.open({
+      message(message) {
+        switch (message.type) {
+          case "ready": {
+            ready = true;
+            clearTimeout(startTimer);
+            const job = plan();
+            if (!thread.post({ type: "copy", id, ...job }, [job.map.slots.buffer, ...partsBuffers(job.parts)])) {
+              finish(() => reject(new Error("the backup's plan could not be posted to its Worker")));
+            }
+            return;
+          }
+          case "planned":
+            return hooks.planned(message.totalBytes);
+          case "progress":
+            return hooks.progress(message.bytes);
+          case "release":
+            return hooks.release(message.seqs);
+          case "done":
+            return finish(() => resolve(message.result));
+          case "error":
+            return finish(() => (message.ready ? reject(rebuildError(message.error, "the backup's base-copy Worker")) : resolve(undefined)));
+        }
+      },
+      died(why) {
+        finish(() => (ready ? reject(new Error(why)) : resolve(undefined)));
+      },
+    });
+    const startTimer = setTimeout(() => {
+      thread.post({ type: "cancel", id });
       finish(() => resolve(undefined));
-    }
+    }, START_TIMEOUT_MS);
+    const closedTimer = setInterval(() => {
+      if (!closed()) return;
+      thread.post({ type: "cancel", id });
+      finish(() => reject(new StoreClosedError("the store was closed during the backup")));
+    }, CLOSED_POLL_MS);
+    // Options that cannot be cloned (a user's own `env` object, say): copy on this thread.
+    if (!thread.post({ type: "open", id, ...open })) finish(() => resolve(undefined));
   });
 }

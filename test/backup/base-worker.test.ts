@@ -10,6 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { BackupCorruptionError, BackupTargetError, CorruptionError, LssError, StoreClosedError, Store } from "../../src/index.ts";
 import { describeError, rebuildError } from "../../src/error-wire.ts";
+import { IDLE_MS } from "../../src/backup/base-thread.ts";
 import { fillPattern, rng, scratchDir } from "../helpers.ts";
 
 const scratch = scratchDir("base-worker");
@@ -109,6 +110,24 @@ test("a base copied in a Worker restores exactly like one copied on the store's 
   }
 }, 120_000);
 
+test("backups of two stores at once share the one Worker, and each restores to its own store", async () => {
+  const a = await filled("two-a");
+  const b = await filled("two-b", 1);
+  try {
+    const [infoA, infoB] = await Promise.all([
+      a.store.backup(path.join(scratch.dir, "two-a-target"), { copyIn: "worker" }),
+      b.store.backup(path.join(scratch.dir, "two-b-target"), { copyIn: "worker" }),
+    ]);
+    expect([infoA.copiedIn, infoB.copiedIn]).toEqual(["worker", "worker"]);
+    expect([infoA.elements, infoB.elements]).toEqual([a.model.size, b.model.size]);
+    await expectRestoreEquals(path.join(scratch.dir, "two-a-target"), a.model, path.join(scratch.dir, "two-a.restored.lss"));
+    await expectRestoreEquals(path.join(scratch.dir, "two-b-target"), b.model, path.join(scratch.dir, "two-b.restored.lss"));
+  } finally {
+    await a.store.close();
+    await b.store.close();
+  }
+}, 120_000);
+
 test("a damaged record in the store's file fails the backup with CorruptionError in the Worker as on the store's thread", async () => {
   const { store, file, model } = await filled("damaged");
   // A recognisable value, then everything checkpointed and closed, so a reopen does not read it.
@@ -182,3 +201,21 @@ test("errors cross threads with their class, code and fields, also through JSON 
   expect(plain).toBeInstanceOf(Error);
   expect(plain.message).toBe("nope");
 });
+
+test("a script that backs up through the Worker exits as soon as it is done (the idle Worker does not keep it alive)", async () => {
+  const child = Bun.spawn([process.execPath, path.join(import.meta.dir, "fixtures", "worker-backup-exit.ts"), path.join(scratch.dir, "exit.lss"), path.join(scratch.dir, "exit-target")], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const deadline = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const exitedAt = Date.now();
+  clearTimeout(deadline);
+  expect(err).toBe("");
+  expect(code).toBe(0);
+  expect(out).toContain("copied-in worker");
+  const done = Number(/done (\d+)/.exec(out)?.[1]);
+  // The Worker idles for IDLE_MS (5 s) before it ends; the process must not wait for that.
+  expect(exitedAt - done).toBeLessThan(IDLE_MS / 2);
+});
+

@@ -95,4 +95,34 @@ describe("mapping table", () => {
     }
     expect(table.has(99n)).toBe(false);
   });
+
+  test("detach / attach carry the whole table (big sizes too), and forEachLocation visits exactly its entries", () => {
+    const table = new MappingTable();
+    const model = new Map<bigint, { address: number; sizeBytes: number; multipart: boolean }>();
+    const next = rng(11);
+    for (let i = 1; i <= 5_000; i++) {
+      const seid = (BigInt(Math.floor(next() * 4)) << 32n) | BigInt(i);
+      const location = { address: Math.floor(next() * 2 ** 40), sizeBytes: i % 997 === 0 ? 2 ** 33 + i : Math.floor(next() * 10_000), multipart: i % 7 === 0 };
+      table.set(seid, location);
+      model.set(seid, location);
+    }
+    const visited = new Map<bigint, { address: number; sizeBytes: number; multipart: boolean }>();
+    const halves = new Uint32Array(2);
+    table.forEachLocation((lo, hi, address, sizeBytes, multipart) => {
+      halves[0] = lo;
+      halves[1] = hi;
+      visited.set(new BigUint64Array(halves.buffer)[0] as bigint, { address, sizeBytes, multipart });
+    });
+    expect(visited).toEqual(model);
+
+    const transfer = table.detach();
+    expect(table.size).toBe(0);
+    // Through a real structured clone with the slots transferred, as a backup posts it.
+    const cloned = structuredClone(transfer, { transfer: [transfer.slots.buffer] });
+    expect(transfer.slots.byteLength).toBe(0);
+    const back = MappingTable.attach(cloned);
+    expect(back.size).toBe(model.size);
+    for (const [seid, location] of model) expect(back.get(seid)).toEqual(location);
+    expect(() => MappingTable.attach({ ...cloned, capacity: cloned.capacity + 1 })).toThrow(RangeError);
+  });
 });

@@ -43,6 +43,14 @@ export interface Location {
   multipart: boolean;
 }
 
+/** A {@link MappingTable} as plain data (see {@link MappingTable.detach}). */
+export interface MappingTransfer {
+  readonly capacity: number;
+  readonly count: number;
+  readonly slots: Uint32Array<ArrayBuffer>;
+  readonly bigSizes: Array<[bigint, number]>;
+}
+
 /** seid → location, compact. */
 export class MappingTable {
   private capacity = INITIAL_CAPACITY;
@@ -248,6 +256,60 @@ export class MappingTable {
     for (const [seid, size] of this.bigSizes) copy.bigSizes.set(seid, size);
     copy.count = this.count;
     return copy;
+  }
+
+  /**
+   * The table as plain data that `postMessage` can carry, its slot array in the transfer list
+   * (no copy): how a backup hands its clone of the map to the Worker that plans and copies the
+   * base. The table is empty afterwards (its array went with the message).
+   */
+  detach(): MappingTransfer {
+    const transfer: MappingTransfer = { capacity: this.capacity, count: this.count, slots: this.slots, bigSizes: [...this.bigSizes] };
+    this.clear();
+    return transfer;
+  }
+
+  /** A table from what {@link detach} gave. */
+  static attach(transfer: MappingTransfer): MappingTable {
+    if (transfer.slots.length !== transfer.capacity * STRIDE) throw new RangeError(`mapping transfer: ${transfer.slots.length} words for ${transfer.capacity} slots`);
+    const table = new MappingTable();
+    table.capacity = transfer.capacity;
+    table.count = transfer.count;
+    table.slots = transfer.slots;
+    for (const [seid, size] of transfer.bigSizes) table.bigSizes.set(seid, size);
+    return table;
+  }
+
+  /** Slots in the table (entries and empty ones): the range {@link forEachLocation} walks. */
+  get slotCount(): number {
+    return this.capacity;
+  }
+
+  /**
+   * Visit every entry in slots `[fromSlot, toSlot)` without allocating per entry (a backup's plan
+   * walks a million of them, in ranges so the store's thread can yield between them): the seid
+   * as its two 32-bit halves, then its location's fields.
+   */
+  forEachLocation(
+    visit: (seidLo: number, seidHi: number, address: number, sizeBytes: number, multipart: boolean) => void,
+    fromSlot = 0,
+    toSlot = this.capacity,
+  ): void {
+    const slots = this.slots;
+    const end = Math.min(toSlot, this.capacity) * STRIDE;
+    for (let base = Math.max(0, fromSlot) * STRIDE; base < end; base += STRIDE) {
+      const lo = slots[base + KEY_LO] as number;
+      const hi = slots[base + KEY_HI] as number;
+      if (lo === EMPTY && hi === EMPTY) continue;
+      const high = slots[base + ADDRESS_HI] as number;
+      let size = slots[base + SIZE] as number;
+      if (size === BIG_SIZE) {
+        split32[0] = lo;
+        split32[1] = hi;
+        size = this.bigSizes.get(split64[0] as bigint) as number;
+      }
+      visit(lo, hi, (high & ~MULTIPART_BIT) * TWO_POW_32 + (slots[base + ADDRESS_LO] as number), size, (high & MULTIPART_BIT) !== 0);
+    }
   }
 
   /**
