@@ -69,6 +69,8 @@ export interface PlanJob {
   readonly parts: PartsTable;
   /** Segments pinned at the point; each is reported released once the copy is done with it. */
   readonly pinned: readonly number[];
+  /** The copy's rate limit, if any (BackupOptions.maxBytesPerSecond). */
+  readonly maxBytesPerSecond: number | undefined;
 }
 
 /** Messages to the Worker. */

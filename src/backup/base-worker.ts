@@ -88,7 +88,7 @@ async function copy(id: number, spec: PlanJob): Promise<void> {
           if (done.length > 0) post({ id, type: "release", seqs: done });
         },
       },
-      { pool, signal: job.controller.signal },
+      { pool, signal: job.controller.signal, maxBytesPerSecond: spec.maxBytesPerSecond },
     );
     if (unreported > 0) post({ id, type: "progress", bytes: unreported });
     post({ id, type: "done", result });

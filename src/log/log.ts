@@ -54,7 +54,7 @@ import type { SegmentTableState } from "./segments.ts";
 import { SegmentSpace, type ReserveSizer, type SpaceCounters, type SpaceUse } from "./space.ts";
 import { DurableTail, type DurableUnit, type DurableUnitsOptions, type LogRetention } from "./tail.ts";
 import { checkOpened, checkPathBeforeOpen, claimDevice, type DeviceClaim } from "./target.ts";
-import { walkLog, type WalkedUnit } from "./walk.ts";
+import { walkLog, type StepGate, type WalkedUnit } from "./walk.ts";
 
 export type { WriteMode } from "./flusher.ts";
 export type { PendingWrites, ReserveSizer, SpaceCounters, SpaceReserve, SpaceUse } from "./space.ts";
@@ -674,8 +674,8 @@ export class LogStructuredStore {
   }
 
   /** @internal Visit every intact unit of segment `seq` without copying (see {@link LogReader.visitSegmentUnits}). */
-  visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes?: number): Promise<void> {
-    return this.reader.visitSegmentUnits(seq, visit, stepBytes);
+  visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes?: number, beforeStep?: StepGate): Promise<void> {
+    return this.reader.visitSegmentUnits(seq, visit, stepBytes, beforeStep);
   }
 
   // ───────────────────────────── the durable tail ─────────────────────────────

@@ -20,7 +20,7 @@ import { UNIT_HEADER_BYTES } from "./format.ts";
 import type { LogLifecycle } from "./lifecycle.ts";
 import type { OwnerRing } from "./ring.ts";
 import type { SegmentSpace } from "./space.ts";
-import { readSegmentUnits, type WalkContext } from "./walk.ts";
+import { readSegmentUnits, type StepGate, type WalkContext } from "./walk.ts";
 import { BLOCK_BYTES, type BlockCache } from "./block-cache.ts";
 
 /** Reads larger than this go around the caching layer (see read()). */
@@ -249,7 +249,7 @@ export class LogReader {
    * compacting copy takes a few records out of each unit; copying whole units first cost it
    * more than the read).
    */
-  async visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes = Number.POSITIVE_INFINITY): Promise<void> {
+  async visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes = Number.POSITIVE_INFINITY, beforeStep?: StepGate): Promise<void> {
     this.life.assertOpen();
     const index = this.space.indexOf(seq);
     if (index === undefined) throw new InvalidArgumentError(`segment seq ${seq} is not live`);
@@ -260,7 +260,7 @@ export class LogReader {
     try {
       // Read in steps when asked: one 8 MiB read queues every commit's write and datasync behind
       // it on the device (backup reads in steps so writers' commits get in between).
-      await readSegmentUnits({ backend: this.backend, queue: this.queue, file: this.file }, { geometry, seq, index, stepBytes }, scratch, visit);
+      await readSegmentUnits({ backend: this.backend, queue: this.queue, file: this.file }, { geometry, seq, index, stepBytes, beforeStep }, scratch, visit);
     } finally {
       if (this.life.isOpen && this.segmentPool.length === 0) this.segmentPool.push(scratch);
       else this.backend.free(scratch);

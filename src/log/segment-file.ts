@@ -19,7 +19,7 @@ import type { IoChoice } from "../io/backend.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { alignDown, alignUp, LogGeometry } from "./address.ts";
 import type { HeldBytes } from "./reader.ts";
-import { readSegmentUnits } from "./walk.ts";
+import { readSegmentUnits, type StepGate } from "./walk.ts";
 
 /** Read buffers kept per size for reuse (a read of a size not pooled allocates and frees). */
 const POOL_PER_SIZE = 8;
@@ -86,13 +86,13 @@ export class SegmentFile {
   }
 
   /** Every intact unit of segment `seq`, read in steps of `stepBytes` (see {@link readSegmentUnits}). */
-  async visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes: number): Promise<void> {
+  async visitSegmentUnits(seq: number, visit: (address: number, payload: Uint8Array) => void, stepBytes: number, beforeStep?: StepGate): Promise<void> {
     this.assertOpen();
     const index = this.indexOf(seq);
     const geometry = this.geometry;
     const scratch = this.borrow(geometry.segmentSize);
     try {
-      await readSegmentUnits({ backend: this.backend, queue: this.queue, file: this.file }, { geometry, seq, index, stepBytes }, scratch, visit);
+      await readSegmentUnits({ backend: this.backend, queue: this.queue, file: this.file }, { geometry, seq, index, stepBytes, beforeStep }, scratch, visit);
     } finally {
       this.giveBack(scratch);
     }

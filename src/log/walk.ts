@@ -72,6 +72,9 @@ export function checkUnit(bytes: Uint8Array, expected: UnitExpectation): Checked
   return { header, payload, fileBytes: unitFileBytes(header.payloadBytes) };
 }
 
+/** Awaited before each step of a segment walk is read, with its bytes (a backup's rate limit). */
+export type StepGate = (bytes: number) => Promise<void>;
+
 /**
  * Visit every intact unit of segment `seq` at physical `index` of `file`, in order, stopping at
  * the first hole: read it (no further than the file's end) into `scratch`, a segment-sized
@@ -81,7 +84,7 @@ export function checkUnit(bytes: Uint8Array, expected: UnitExpectation): Checked
  */
 export async function readSegmentUnits(
   io: { readonly backend: IoBackend; readonly queue: IoQueue; readonly file: FileHandle },
-  segment: { readonly geometry: LogGeometry; readonly seq: number; readonly index: number; readonly stepBytes: number },
+  segment: { readonly geometry: LogGeometry; readonly seq: number; readonly index: number; readonly stepBytes: number; readonly beforeStep?: StepGate },
   scratch: NativeBuffer,
   visit: (address: number, payload: Uint8Array) => void,
 ): Promise<void> {
@@ -95,6 +98,7 @@ export async function readSegmentUnits(
   const readUpTo = async (end: number): Promise<void> => {
     while (read < Math.min(end, readable)) {
       const n = Math.min(step, readable - read);
+      if (segment.beforeStep !== undefined) await segment.beforeStep(n);
       await io.queue.read(io.file, scratch, read, n, physical + read);
       read += n;
     }

@@ -8,7 +8,7 @@
 import { afterAll, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
-import { BackupCorruptionError, BackupTargetError, CorruptionError, LssError, StoreClosedError, Store } from "../../src/index.ts";
+import { BackupCorruptionError, BackupTargetError, CorruptionError, InvalidArgumentError, LssError, StoreClosedError, Store } from "../../src/index.ts";
 import { describeError, rebuildError } from "../../src/error-wire.ts";
 import { IDLE_MS } from "../../src/backup/base-thread.ts";
 import { fillPattern, rng, scratchDir } from "../helpers.ts";
@@ -125,6 +125,37 @@ test("backups of two stores at once share the one Worker, and each restores to i
   } finally {
     await a.store.close();
     await b.store.close();
+  }
+}, 120_000);
+
+test("maxBytesPerSecond paces the base copy in the Worker and on the store's thread, and the backup is the same; a bad rate is refused", async () => {
+  const { store, model } = await filled("rate", 1);
+  try {
+    const rate = 16 << 20;
+    for (const copyIn of ["worker", "caller"] as const) {
+      const started = performance.now();
+      let total = 0;
+      const info = await store.backup(path.join(scratch.dir, `rate-${copyIn}`), {
+        copyIn,
+        maxBytesPerSecond: rate,
+        onProgress: (p) => {
+          if (p.phase === "base") total = p.bytesTotal;
+        },
+      });
+      const took = performance.now() - started;
+      expect(info.copiedIn).toBe(copyIn);
+      // Every byte of the base is read at the rate, less the limiter's 20 ms of burst.
+      expect(total).toBeGreaterThan(8 << 20);
+      expect(took).toBeGreaterThanOrEqual((total / rate) * 1000 - 20);
+      await expectRestoreEquals(path.join(scratch.dir, `rate-${copyIn}`), model, path.join(scratch.dir, `rate-${copyIn}.lss`));
+    }
+    for (const bad of [0, -1, 1000, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const target = path.join(scratch.dir, `rate-bad-${String(bad)}`);
+      await expect(store.backup(target, { maxBytesPerSecond: bad })).rejects.toBeInstanceOf(InvalidArgumentError);
+      expect(fs.existsSync(target) ? fs.readdirSync(target).filter((f) => !f.startsWith(".")) : []).toEqual([]);
+    }
+  } finally {
+    await store.close();
   }
 }, 120_000);
 
