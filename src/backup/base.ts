@@ -219,6 +219,7 @@ function makeRecord(type: RecordType, txId: number, seid: bigint, aux: number, b
 /** What a base holds, as {@link readBase} hands it out, in stream order. */
 export type BaseEvent =
   | { kind: "spaces"; entries: Array<[number, number]> }
+  /** `value` is a view of the base's bytes, valid until the next event is pulled: copy what you keep. */
   | { kind: "element"; seid: bigint; value: Uint8Array }
   | { kind: "part"; seid: bigint; index: number; body: Uint8Array }
   | { kind: "multipart-end"; seid: bigint; parts: number; sizeBytes: number }
@@ -303,7 +304,7 @@ export async function* readBase(source: BaseBytes): AsyncGenerator<BaseEvent> {
       }
       if (header.type === RecordType.Data) {
         elements += 1;
-        yield { kind: "element", seid: header.seid, value: body.slice() };
+        yield { kind: "element", seid: header.seid, value: body };
         continue;
       }
       if (header.type === RecordType.Commit) {
@@ -325,18 +326,31 @@ export async function* readBase(source: BaseBytes): AsyncGenerator<BaseEvent> {
   }
 
   for await (const { name, bytes } of source) {
-    if (pending.length === 0) {
-      pending = bytes;
-      pendingFrom = name;
-    } else {
-      const joined = new Uint8Array(pending.length + bytes.length);
+    let chunk = bytes;
+    // A record cut by the end of the last chunk: join only it (joining the leftover with the
+    // whole next chunk copied every byte of the base once more; restore spent ~15% of its time
+    // there, `bun --cpu-prof`).
+    while (pending.length > 0 && chunk.length > 0) {
+      let want = chunk.length; // a zero tail (after the trailer): drain checks it whole
+      if (pending.length < RECORD_HEADER_BYTES) {
+        want = RECORD_HEADER_BYTES - pending.length;
+      } else {
+        const recordBytes = new DataView(pending.buffer, pending.byteOffset, 4).getUint32(0, true);
+        // A length drain refuses is taken whole too: drain fails on it as soon as it looks.
+        if (recordBytes >= RECORD_HEADER_BYTES && recordBytes <= MAX_BASE_RECORD_BYTES) want = paddedRecordBytes(recordBytes) - pending.length;
+      }
+      const take = Math.min(want, chunk.length);
+      const joined = new Uint8Array(pending.length + take);
       joined.set(pending);
-      joined.set(bytes, pending.length);
+      joined.set(chunk.subarray(0, take), pending.length);
       pending = joined;
+      chunk = chunk.subarray(take);
+      yield* drain(pendingFrom, false);
     }
+    if (chunk.length === 0) continue;
+    pending = chunk;
+    pendingFrom = name;
     yield* drain(pendingFrom, false);
-    // What is left is the start of a record: name the chunk it starts in.
-    if (pending.length <= bytes.length) pendingFrom = name;
   }
   yield* drain(pendingFrom || "(empty)", true);
   if (multipart !== undefined) fail(pendingFrom, `seid ${multipart.seid}: the base ends inside its parts`);

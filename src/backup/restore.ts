@@ -27,6 +27,7 @@ import { BackupCorruptionError, BackupPointError, InvalidArgumentError } from ".
 import type { StoreOptions } from "../store/config.ts";
 import { Store, storeInternals } from "../store/store.ts";
 import { readBaseOf, readChain, readIncrement } from "./chain.ts";
+import type { BaseEvent } from "./base.ts";
 import { DEFAULT_MAX_TRANSACTION_BYTES, LogicalReader, type LogicalOp, type LogicalTransaction } from "./logical.ts";
 import type { BackupManifest } from "./manifest.ts";
 import { openTarget, type BackupTarget, type OpenTargetOptions } from "./target.ts";
@@ -183,36 +184,48 @@ async function rebuild(
   };
 
   // 1. The base, in large transactions; a multipart element streamed in a transaction of its own.
-  let batch: Array<{ seid: bigint; value: Uint8Array }> = [];
-  let batchBytes = 0;
-  const flushBatch = async (): Promise<void> => {
-    if (batch.length === 0) return;
-    const ops = batch;
-    batch = [];
-    batchBytes = 0;
-    await store.transaction((tx) => {
-      for (const op of ops) tx.write(op.seid, op.value);
-    });
-  };
+  // Elements are written as they arrive, inside the open transaction: their bytes are views of the
+  // base's stream, valid until the next event, and tx.write copies them once (batched first, they
+  // had to be copied out of the stream and then again by tx.write).
   let baseElements = 0;
   let ended = false;
   const events = readBaseOf(target, base, (n) => progress("base", n, base.bytes));
-  for (;;) {
+  /** An event pulled by an element transaction that is not an element: the outer loop's next. */
+  let held: BaseEvent | undefined;
+  const nextEvent = async (): Promise<BaseEvent | undefined> => {
+    if (held !== undefined) {
+      const event = held;
+      held = undefined;
+      return event;
+    }
     const next = await events.next();
-    if (next.done) break;
-    const event = next.value;
+    return next.done ? undefined : next.value;
+  };
+  for (;;) {
+    const event = await nextEvent();
+    if (event === undefined) break;
     switch (event.kind) {
       case "spaces":
         core.spaces.apply(event.entries);
         break;
       case "element":
-        batch.push({ seid: event.seid, value: event.value });
-        batchBytes += event.value.length;
-        baseElements += 1;
-        if (batch.length >= BASE_BATCH_ELEMENTS || batchBytes >= BASE_BATCH_BYTES) await flushBatch();
+        await store.transaction(async (tx) => {
+          let count = 0;
+          let bytes = 0;
+          for (let e: BaseEvent | undefined = event; e !== undefined; e = await nextEvent()) {
+            if (e.kind !== "element") {
+              held = e;
+              return;
+            }
+            tx.write(e.seid, e.value);
+            baseElements += 1;
+            count += 1;
+            bytes += e.value.length;
+            if (count >= BASE_BATCH_ELEMENTS || bytes >= BASE_BATCH_BYTES) return;
+          }
+        });
         break;
       case "part": {
-        await flushBatch();
         const seid = event.seid;
         await store.transaction(async (tx) => {
           const writer = tx.writeStream(seid).getWriter();
@@ -242,7 +255,6 @@ async function rebuild(
         break;
     }
   }
-  await flushBatch();
   if (!ended) throw new BackupCorruptionError(base.id, `backup base ${base.id} has no trailer`);
 
   // 2. The increments, replayed logically up to the stop point.
