@@ -311,23 +311,43 @@ export class SegmentSpace {
     // A few rounds: growing through a segment that is not on the writer's way (a live one the
     // file's end cuts through) adds no room, and the next round grows past it.
     for (let round = 0; round < 4; round++) {
+      // A free slot the last round grew into may become the successor (see gapToRoom).
+      if (round > 0) this.swapSuccessorIfBlocked();
       const missing = Math.max(0, end - base - this.allocatedFrom(base));
       const short = Math.max(0, reserveBytes - this.roomBeyond(end));
       if (missing + short === 0) return;
-      // Growing adds room only in segments on the writer's way: when the file's end lies in (or
-      // before) segments that hold log, grow through them at once (their rest was never written:
-      // the end of a segment skipped, one a power cut left short).
-      const gap = missing === 0 && short > 0 ? this.gapToRoom() : 0;
+      // The file grows only at its end: what lies between that end and where growing adds what
+      // is lacking is grown through at once (see gapToRoom).
+      const gap = this.gapToRoom(missing);
       if (!this.growFile(missing + short + gap, stepBytes)) return;
     }
   }
 
   /**
-   * Bytes from the file's end to where growing it adds room: the first segment from the one the
-   * end is in that is the writer's, its successor, free, or not in the table yet.
+   * Bytes from the file's end to where growing it adds what {@link growFor} lacks (`missing`
+   * bytes of the current segment, else room):
+   * - the current segment's start, when it lacks bytes or the file's end lies in or before it;
+   * - when a unit does not fit in what the file holds of the successor: nothing past the
+   *   current segment is room until one does ({@link roomAfterCurrent}), so free slots before
+   *   it that the file does not hold (a cut left them so: {@link shrinkFile} keeps the slots up
+   *   to the successor) add none. Stopping in them, four rounds of growth could end short of
+   *   the successor: a torture run found writes refused with "the file cannot grow". So the
+   *   lowest free slot's start, when the successor may be renamed to it once it holds a unit
+   *   ({@link swapSuccessorIfBlocked}: a unit of the current segment names the successor), else
+   *   the successor's;
+   * - else the first segment from the one the end is in that is the writer's, its successor,
+   *   free, or not in the table yet: segments that hold log add no room (their rest was never
+   *   written: the end of a segment skipped, one a power cut left short).
    */
-  private gapToRoom(): number {
+  private gapToRoom(missing: number): number {
     const geometry = this.geometry;
+    const current = geometry.segmentFileOffset(this.currentIndex);
+    if (missing > 0 || this.fileBytes < current + geometry.segmentSize) return Math.max(0, current - this.fileBytes);
+    if (this.allocatedIn(this.nextIndex) < MIN_UNIT_ROOM_BYTES) {
+      const lowest = this.table.freeIndices[0];
+      const target = this.lastNamed !== undefined && lowest !== undefined && lowest < this.nextIndex ? lowest : this.nextIndex;
+      return Math.max(0, geometry.segmentFileOffset(target) - this.fileBytes);
+    }
     const free = new Set(this.table.freeIndices);
     let index = geometry.segmentsIn(this.fileBytes, "whole");
     while (index < this.table.fileSegments && index !== this.currentIndex && index !== this.nextIndex && !free.has(index)) index++;
@@ -714,3 +734,4 @@ export class SegmentSpace {
     return before - cut;
   }
 }
+
