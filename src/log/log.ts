@@ -549,6 +549,22 @@ export class LogStructuredStore {
   /** User writes' bytes raise the full-disk reserve once committed: the space counts them meanwhile. */
   private noteAppended(lengthBytes: number): void {
     if (this.spaceUse === "write") this.space.noteWritten(lengthBytes);
+    else if (this.spaceUse === "relocate") this.space.noteRelocated(lengthBytes);
+  }
+
+  /**
+   * The cleaner is done with its victim: what its relocations took from the full-disk reserve is
+   * no longer lent (space.ts `SpaceUse`).
+   * @internal
+   */
+  lentReturned(): void {
+    if (this.readOnly || !this.life.running) return;
+    try {
+      this.space.lentReturned();
+    } catch (error) {
+      this.life.fail(error instanceof LssError ? error : new CorruptionError(String(error)));
+      throw error;
+    }
   }
 
   /** Copy `bytes` into the reservation and release it. */
@@ -874,6 +890,16 @@ export class LogStructuredStore {
     return this.space.fileSegments;
   }
 
+  /** @internal Bytes a regular file grows by at a time now (space.ts). */
+  get growthStepBytes(): number {
+    return this.space.stepBytes();
+  }
+
+  /** @internal Bytes of the file as the log keeps track of them (no fstat; a device: the part used). */
+  get fileBytes(): number {
+    return this.space.allocatedBytes;
+  }
+
   /** @internal The space's counters (as in {@link stats}, without touching the file). */
   get spaceCounters(): SpaceCounters {
     return { ...this.space.counters };
@@ -889,8 +915,8 @@ export class LogStructuredStore {
    * time: only segments on the free list are cut, and nothing durable points into them.
    * @internal
    */
-  shrinkFile(): number {
-    return this.space.shrinkFile(this.readOnly);
+  shrinkFile(keepRoomBytes?: number): number {
+    return this.space.shrinkFile(this.readOnly, keepRoomBytes);
   }
 
   /** Free the pending segments the reuse rule allows now (see segments.ts). */

@@ -53,9 +53,12 @@ import { SegmentTable, type SegmentTableState } from "./segments.ts";
 /**
  * What an append is for, which decides how much of the full-disk reserve it may use: `write`
  * (user data: none of it), `delete` (a transaction that only deletes: the delete share), `upkeep`
- * (the cleaner's relocations, checkpoints: all of it).
+ * (checkpoints: all of it), `relocate` (the cleaner moving a victim's live records: all of it,
+ * and what it takes is *lent*: the victim, once emptied, gives a segment back, so until the
+ * cleaner says so ({@link SegmentSpace.lentReturned}) the others leave the reserve less what was
+ * lent, rather than grow the file for a dip that is about to end).
  */
-export type SpaceUse = "write" | "delete" | "upkeep";
+export type SpaceUse = "write" | "delete" | "upkeep" | "relocate";
 
 /** The full-disk reserve, in bytes of room (see the module comment). */
 export interface SpaceReserve {
@@ -131,6 +134,8 @@ export class SegmentSpace {
    */
   private readonly pending = { records: 0, bytes: 0, largestRecordBytes: 0 };
   private readonly query = { records: 0, bytes: 0, largestRecordBytes: 0 };
+  /** Bytes relocations took from the reserve that their victim gives back (see {@link SpaceUse}). */
+  private lentBytes = 0;
   /** Why the file could not grow the last time it tried (cleared when it grows). */
   private growthFailure: NoSpaceError | undefined;
   /** How often the rarer ways of the writer were taken (see {@link SpaceCounters}). */
@@ -265,10 +270,12 @@ export class SegmentSpace {
    * The room a unit opening at log address `base` of the current segment may take, header
    * included: allocated bytes, up to `fullBytes` (what the buffer and the segment allow), at
    * least `leastBytes` (more than a slot there got before, when a reservation did not fit it) and
-   * {@link MIN_UNIT_ROOM_BYTES}. Grows the file first, by pieces, keeping the reserve beyond:
-   * while the file is small a unit gets less than a whole buffer, so that an empty store stays
-   * small. Which appends may use the room is checked per append ({@link assertRoomFor}), not
-   * here. {@link SKIP_SEGMENT} when the current segment has no more room and cannot grow but the
+   * {@link MIN_UNIT_ROOM_BYTES}. Grows the file first, by pieces, as far as the slot needs: while
+   * the file is small a unit gets less than a whole buffer, so that an empty store stays small.
+   * Which appends may use the room, and so the reserve beyond them, is checked per append
+   * ({@link assertRoomFor}, which grows the file for the reserve), not here: growing here for the
+   * reserve beyond a whole buffer's room would hold a buffer more of room than appends need.
+   * {@link SKIP_SEGMENT} when the current segment has no more room and cannot grow but the
    * successor has (`unitWritten`: a unit of this segment exists, which names the successor, so
    * recovery follows the skip). Throws NoSpaceError (for `use`) otherwise.
    */
@@ -276,7 +283,7 @@ export class SegmentSpace {
     this.swapSuccessorIfBlocked();
     const least = Math.min(fullBytes, Math.max(MIN_UNIT_ROOM_BYTES, leastBytes));
     const want = leastBytes > 0 ? fullBytes : Math.min(fullBytes, this.stepBytes());
-    if (!this.onDevice) this.growFor(base, want, this.reserveTotal);
+    if (!this.onDevice) this.growFor(base, want, 0);
     const available = this.allocatedFrom(base);
     // No more than `want`, even where more is allocated: a buffer that took it all would leave
     // the reserve no room of its own, and the file would grow at every unit.
@@ -290,7 +297,7 @@ export class SegmentSpace {
   }
 
   /** Bytes to grow the file by at a time: an eighth of its size, at least {@link MIN_GROWTH_BYTES}, at most a segment. */
-  private stepBytes(): number {
+  stepBytes(): number {
     return Math.min(this.geometry.segmentSize, Math.max(MIN_GROWTH_BYTES, alignUp(Math.floor(this.fileBytes / 8))));
   }
 
@@ -299,31 +306,62 @@ export class SegmentSpace {
    * segment goes) and `reserveBytes` of room lie beyond it. Stops at the first growth that fails
    * for lack of space (remembered until one succeeds).
    */
-  private growFor(base: number, wantBytes: number, reserveBytes: number): void {
+  private growFor(base: number, wantBytes: number, reserveBytes: number, stepBytes = this.stepBytes()): void {
     const end = Math.min(base + wantBytes, this.geometry.nextSegmentStart(base));
     // A few rounds: growing through a segment that is not on the writer's way (a live one the
     // file's end cuts through) adds no room, and the next round grows past it.
     for (let round = 0; round < 4; round++) {
+      // A free slot the last round grew into may become the successor (see gapToRoom).
+      if (round > 0) this.swapSuccessorIfBlocked();
       const missing = Math.max(0, end - base - this.allocatedFrom(base));
       const short = Math.max(0, reserveBytes - this.roomBeyond(end));
       if (missing + short === 0) return;
-      // Room past the current segment starts at the successor: when the file's end is still
-      // short of it (a segment off the writer's way lies between), grow through that at once.
-      const successorStart = this.geometry.segmentFileOffset(this.nextIndex);
-      const gap = short > 0 && this.roomAfterCurrent() === 0 && this.allocatedFrom(base) + base >= this.geometry.nextSegmentStart(base) ? Math.max(0, successorStart - this.fileBytes) : 0;
-      if (!this.growFile(missing + short + gap)) return;
+      // The file grows only at its end: what lies between that end and where growing adds what
+      // is lacking is grown through at once (see gapToRoom).
+      const gap = this.gapToRoom(missing);
+      if (!this.growFile(missing + short + gap, stepBytes)) return;
     }
   }
 
   /**
-   * Add at least `bytes` (rounded up to a growth step) at the end of a regular file, allocated,
-   * without going over `maxFileBytes`. New segment slots the file now reaches join the free
-   * list; the fresh bytes are offered to the pre-writer. False when the file cannot grow (the
-   * failure is kept for {@link outOfSpace}); an I/O error of another kind is thrown.
+   * Bytes from the file's end to where growing it adds what {@link growFor} lacks (`missing`
+   * bytes of the current segment, else room):
+   * - the current segment's start, when it lacks bytes or the file's end lies in or before it;
+   * - when a unit does not fit in what the file holds of the successor: nothing past the
+   *   current segment is room until one does ({@link roomAfterCurrent}), so free slots before
+   *   it that the file does not hold (a cut left them so: {@link shrinkFile} keeps the slots up
+   *   to the successor) add none. Stopping in them, four rounds of growth could end short of
+   *   the successor: a torture run found writes refused with "the file cannot grow". So the
+   *   lowest free slot's start, when the successor may be renamed to it once it holds a unit
+   *   ({@link swapSuccessorIfBlocked}: a unit of the current segment names the successor), else
+   *   the successor's;
+   * - else the first segment from the one the end is in that is the writer's, its successor,
+   *   free, or not in the table yet: segments that hold log add no room (their rest was never
+   *   written: the end of a segment skipped, one a power cut left short).
    */
-  private growFile(bytes: number): boolean {
+  private gapToRoom(missing: number): number {
     const geometry = this.geometry;
-    const step = this.stepBytes();
+    const current = geometry.segmentFileOffset(this.currentIndex);
+    if (missing > 0 || this.fileBytes < current + geometry.segmentSize) return Math.max(0, current - this.fileBytes);
+    if (this.allocatedIn(this.nextIndex) < MIN_UNIT_ROOM_BYTES) {
+      const lowest = this.table.freeIndices[0];
+      const target = this.lastNamed !== undefined && lowest !== undefined && lowest < this.nextIndex ? lowest : this.nextIndex;
+      return Math.max(0, geometry.segmentFileOffset(target) - this.fileBytes);
+    }
+    const free = new Set(this.table.freeIndices);
+    let index = geometry.segmentsIn(this.fileBytes, "whole");
+    while (index < this.table.fileSegments && index !== this.currentIndex && index !== this.nextIndex && !free.has(index)) index++;
+    return Math.max(0, geometry.segmentFileOffset(index) - this.fileBytes);
+  }
+
+  /**
+   * Add at least `bytes` (rounded up to `step`) at the end of a regular file, allocated, without
+   * going over `maxFileBytes`. New segment slots the file now reaches join the free list; the
+   * fresh bytes are offered to the pre-writer. False when the file cannot grow (the failure is
+   * kept for {@link outOfSpace}); an I/O error of another kind is thrown.
+   */
+  private growFile(bytes: number, step: number): boolean {
+    const geometry = this.geometry;
     const from = this.fileBytes;
     const limit = alignDown(this.maxFileBytes);
     const to = Math.min(limit, from + Math.ceil(bytes / step) * step);
@@ -465,7 +503,24 @@ export class SegmentSpace {
   private growForReserve(): void {
     if (this.onDevice) return;
     this.swapSuccessorIfBlocked();
-    this.growFor(this.writerEnd(), 0, this.reserveTotal);
+    // A top-up of the reserve (upkeep spent some, or it grew with the store) is small: grown by
+    // as little, not by a whole step, which a cleaner keeping the file small would cut again.
+    this.growFor(this.writerEnd(), 0, Math.max(0, this.reserveTotal - this.lentBytes), MIN_GROWTH_BYTES);
+  }
+
+  /** Relocations appended `lengthBytes`, lent from the reserve (see {@link SpaceUse}). */
+  noteRelocated(lengthBytes: number): void {
+    this.lentBytes += lengthBytes;
+  }
+
+  /**
+   * The cleaner is done with its victim (emptied and given back, or given up): what relocations
+   * took is no longer lent, and the reserve is kept whole again, growing the file if it must.
+   */
+  lentReturned(): void {
+    if (this.lentBytes === 0) return;
+    this.lentBytes = 0;
+    this.growForReserve();
   }
 
   /** The reserve for the state now, with `pending` user writes counted as committed. */
@@ -500,15 +555,16 @@ export class SegmentSpace {
    * `lengthBytes` being appended now).
    */
   private floorFor(use: SpaceUse, lengthBytes = 0): number {
-    if (use === "upkeep") return 0;
-    if (use === "delete") return this.reserveWith(NO_WRITES).upkeepBytes;
+    if (use === "upkeep" || use === "relocate") return 0;
+    // What relocations in progress took of the reserve is theirs to spend (see SpaceUse).
+    if (use === "delete") return Math.max(0, this.reserveWith(NO_WRITES).upkeepBytes - this.lentBytes);
     const pending = this.pending;
     const query = this.query;
     query.records = pending.records + (lengthBytes === 0 ? 0 : 1);
     query.bytes = pending.bytes + lengthBytes;
     query.largestRecordBytes = Math.max(pending.largestRecordBytes, lengthBytes);
     const reserve = this.reserveWith(query);
-    return reserve.upkeepBytes + reserve.deleteBytes;
+    return Math.max(0, reserve.upkeepBytes + reserve.deleteBytes - this.lentBytes);
   }
 
   /**
@@ -525,7 +581,7 @@ export class SegmentSpace {
     if (this.roomBeyond(end) >= floor) return;
     if (!this.onDevice) {
       this.swapSuccessorIfBlocked();
-      this.growFor(end, 0, floor);
+      this.growFor(end, 0, floor, MIN_GROWTH_BYTES);
     }
     if (this.roomBeyond(end) >= floor) return;
     throw this.noSpace(use);
@@ -559,7 +615,7 @@ export class SegmentSpace {
     const room = this.roomBeyond(this.writerEnd());
     if (use === "write") this.refusedAtRoom = room;
     const why = this.onDevice ? `the ${this.maxFileBytes}-byte device is full` : (this.growthFailure?.message ?? "the file cannot grow");
-    const what = use === "write" ? "new data" : use === "delete" ? "deletes" : "the store's upkeep";
+    const what = use === "write" ? "new data" : use === "delete" ? "deletes" : use === "relocate" ? "the cleaner's relocations" : "the store's upkeep";
     const keptFor = use === "write" ? "deletes, compaction and checkpoints" : "compaction and checkpoints";
     return new NoSpaceError(
       `no room for ${what}: ${room} bytes of room left, ${this.floorFor(use)} kept for ${keptFor}; ${why}`,
@@ -639,12 +695,12 @@ export class SegmentSpace {
   }
 
   /**
-   * Cut the file's end: free segments there, and allocated room past the open buffer that the
-   * reserve does not need. Returns the bytes given back. Safe at any time: no live or pending
-   * segment, and nothing the open buffer may still take, is cut; nor is a zero-fill in flight
-   * (its write would grow the file again past the cut).
+   * Cut the file's end: free segments there, and allocated room the reserve does not need (or
+   * beyond `keepRoomBytes` of room, when more is asked for). Returns the bytes given back. Safe
+   * at any time: no live or pending segment, the current one among them, is cut; nor is a
+   * zero-fill in flight (its write would grow the file again past the cut).
    */
-  shrinkFile(readOnly: boolean): number {
+  shrinkFile(readOnly: boolean, keepRoomBytes = this.reserveTotal): number {
     if (readOnly) throw new ReadOnlyError("shrinkFile on a read-only log");
     // A block device is never truncated: its free segments stay free, for the log to reuse.
     if (this.onDevice) return 0;
@@ -659,11 +715,14 @@ export class SegmentSpace {
     let cut = keep;
     for (let round = 0; round < 8 && cut < before; round++) {
       this.fileBytes = cut;
-      const short = this.reserveTotal - this.roomBeyond(this.writerEnd());
+      const short = Math.max(this.reserveTotal, keepRoomBytes) - this.roomBeyond(this.writerEnd());
       this.fileBytes = before;
       if (short <= 0) break;
       cut = Math.min(before, alignUp(cut + short));
     }
+    // Past the held segments, cut at a segment's boundary: a free segment cut in part would be
+    // grown back as soon as the writer took it.
+    if (cut > keep) cut = Math.min(before, geometry.segmentFileOffset(geometry.segmentsIn(cut, "started")));
     if (cut >= before || this.prewriter.overlaps(cut, before)) return 0;
     this.backend.truncate(this.file, cut);
     this.fileBytes = cut;
@@ -675,3 +734,4 @@ export class SegmentSpace {
     return before - cut;
   }
 }
+

@@ -18,7 +18,7 @@ import type { SegmentPins } from "./pins.ts";
 import { appendRecord } from "./write-path.ts";
 
 /** Largest Checkpoint record body: a checkpoint is written as chunks of this size. */
-export const CHECKPOINT_CHUNK_BYTES = 64 << 10;
+export const CHECKPOINT_CHUNK_BYTES = 16 << 10;
 
 /** Load the checkpoint the root block names (if any) into `core`; its counters, or undefined. */
 export async function loadCheckpoint(core: StoreCore): Promise<{ lastTxId: number; commits: number } | undefined> {

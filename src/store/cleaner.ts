@@ -19,6 +19,11 @@
  * nothing there), or else at the next checkpoint, whose root block goes to both copies. A crash at any moment loses nothing: relocations are ordinary
  * committed transactions. Space a crash leaks goes to a later cleaning.
  *
+ * When to clean: under `maxFileBytes` (or on a block device), to keep the water marks of free
+ * segments in the room the limit leaves; without it, to keep the file to its space goal,
+ * `cleanerSpaceAmplification` times the live records ({@link Cleaner.spaceGoalBytes}), cutting
+ * free segments off the file's end when it is over.
+ *
  * Deletes are never "dropped by a merge" (Bitcask's bug): liveness comes from the mapping table
  * and recovery starts from a checkpoint of it, so an old version of a deleted element is never
  * live again.
@@ -40,10 +45,15 @@ import { appendExtents, appendRecord, singleWriteOp } from "./write-path.ts";
 export interface CleanerSettings {
   /** Segments whose live bytes are below this percentage of the segment are candidates (default 80). */
   cleanerUtilisationPercent: number;
-  /** Below this many free segments, writers wait for the cleaner rather than grow the file (default 2). */
+  /** Under `maxFileBytes`: below this many free segments, writers wait for the cleaner rather than grow the file (default 2). */
   cleanerLowWaterSegments: number;
-  /** The cleaner works in the background until this many segments are free (default 4). */
+  /** Under `maxFileBytes`: the cleaner works in the background until this many segments are free (default 4). */
   cleanerHighWaterSegments: number;
+  /**
+   * Without `maxFileBytes`: the file size the cleaner keeps to, as a multiple of the live records
+   * (default 1.5). Lower costs more write amplification.
+   */
+  cleanerSpaceAmplification: number;
   /** Run the cleaner by itself in the background (default true). */
   autoClean: boolean;
 }
@@ -55,6 +65,12 @@ export const MIN_VICTIM_AGE_SEGMENTS = 2;
 export const RELOCATE_BATCH_BYTES = 1 << 20;
 
 const NO_PENDING_WRITES: PendingWrites = { records: 0, bytes: 0, largestRecordBytes: 0 };
+
+/** Fullest victims the cleaner takes to hold the space goal when there are no others (see {@link Cleaner.victimCandidates}). */
+export const SPACE_GOAL_UTILISATION_PERCENT = 90;
+
+/** Smallest room the cleaner keeps beyond the full-disk reserve without `maxFileBytes` (see {@link Cleaner.slackBytes}). */
+const MIN_SLACK_BYTES = 64 << 10;
 
 /** Smallest delete share of the full-disk reserve (see {@link Cleaner.fullDiskReserve}). */
 export const MIN_DELETE_SHARE_BYTES = 256 << 10;
@@ -68,6 +84,8 @@ const RESERVE_FLUSHES = 8;
 /** Counters the cleaner keeps. */
 export interface CleanerStats {
   segmentsCleaned: number;
+  /** Bytes of free room given back to the filesystem (the file's end cut). */
+  bytesShrunk: number;
   bytesRelocated: number;
   recordsRelocated: number;
   throttledMs: number;
@@ -101,7 +119,7 @@ export class Cleaner {
   private readonly host: CleanerHost;
   private running: Promise<void> | undefined;
   private readonly cleaning = new Set<number>();
-  readonly counters: CleanerStats = { segmentsCleaned: 0, bytesRelocated: 0, recordsRelocated: 0, throttledMs: 0, cleanerRuns: 0 };
+  readonly counters: CleanerStats = { segmentsCleaned: 0, bytesShrunk: 0, bytesRelocated: 0, recordsRelocated: 0, throttledMs: 0, cleanerRuns: 0 };
 
   private readonly log: LogStructuredStore;
 
@@ -144,23 +162,60 @@ export class Cleaner {
   }
 
   /**
-   * Whether the candidates hold at least two segments' worth of garbage. Asked after every
-   * commit, so the scan (every live segment, then a sort) runs again only when the log's tail,
-   * or the free or pending counts, have moved since the last one: within one tail segment the
-   * answer changes too little to pay for a scan per commit.
+   * The candidates the cleaner's own work (background, throttle) takes victims from: those below
+   * `cleanerUtilisationPercent`; without `maxFileBytes`, when the file is at its space goal and
+   * none is, those below {@link SPACE_GOAL_UTILISATION_PERCENT}: growing past the goal is the
+   * alternative.
    */
-  private worthCleaning(): boolean {
-    const log = this.log;
-    const memo = this.worthMemo;
-    if (memo.tail === log.tailSegmentSeq && memo.free === log.freeSegments && memo.pending === log.pendingSegments) return memo.worth;
-    memo.tail = log.tailSegmentSeq;
-    memo.free = log.freeSegments;
-    memo.pending = log.pendingSegments;
-    memo.worth = this.reclaimableBytes(this.candidates()) >= 2 * log.segmentSize;
-    return memo.worth;
+  private victimCandidates(): number[] {
+    if (this.host.maxFileBytes !== undefined) return this.candidates();
+    const candidates = this.freeableCandidates(this.settings.cleanerUtilisationPercent);
+    if (candidates.length > 0 || this.log.outOfSpace || !this.atSpaceGoal()) return candidates;
+    return this.freeableCandidates(Math.max(this.settings.cleanerUtilisationPercent, SPACE_GOAL_UTILISATION_PERCENT));
   }
 
-  private readonly worthMemo = { tail: -1, free: -1, pending: -1, worth: false };
+  /**
+   * Without `maxFileBytes`: candidates, those whose cleaning gives room back at once first. A
+   * segment past the newest checkpoint's start is free only after another checkpoint; when a
+   * checkpoint costs more than half a segment, freeing segments one by one that way would write
+   * more than it frees, so those wait until enough of them are pending to be worth one (see
+   * background() and throttle()) or the periodic checkpoint passes over them.
+   */
+  private freeableCandidates(thresholdPercent: number): number[] {
+    const log = this.log;
+    const candidates = this.candidates(thresholdPercent);
+    if (!this.checkpointTooDear()) return candidates;
+    const checkpoint = log.rootBlock.checkpoint;
+    const start = checkpoint === undefined ? 0 : log.segmentSeqOf(checkpoint.start.address);
+    return [...candidates.filter((seq) => seq < start), ...candidates.filter((seq) => seq >= start)];
+  }
+
+  /** A checkpoint costs more than half a segment (see {@link freeableCandidates}). */
+  private checkpointTooDear(): boolean {
+    return 2 * this.checkpointEstimate() > this.log.segmentSize;
+  }
+
+  /**
+   * Whether the candidates hold at least `segments` segments' worth of garbage (two by default).
+   * Asked after every commit, so the scan (every live segment, then a sort) runs again only when
+   * the log's tail, or the free or pending counts, have moved since the last one, or an eighth of
+   * a segment was appended: less changes the answer too little to pay for a scan per commit.
+   */
+  private worthCleaning(segments = 2): boolean {
+    const log = this.log;
+    const memo = this.worthMemo;
+    const appended = Math.floor(log.appendedEnd / Math.max(1, log.segmentSize >> 3));
+    if (memo.tail !== log.tailSegmentSeq || memo.free !== log.freeSegments || memo.pending !== log.pendingSegments || memo.appended !== appended) {
+      memo.tail = log.tailSegmentSeq;
+      memo.free = log.freeSegments;
+      memo.pending = log.pendingSegments;
+      memo.appended = appended;
+      memo.reclaimable = this.reclaimableBytes(this.victimCandidates());
+    }
+    return memo.reclaimable >= segments * log.segmentSize;
+  }
+
+  private readonly worthMemo = { tail: -1, free: -1, pending: -1, appended: -1, reclaimable: 0 };
 
   /** Bytes cleaning the candidates would reclaim. */
   private reclaimableBytes(victims: readonly number[]): number {
@@ -172,28 +227,28 @@ export class Cleaner {
   }
 
   /** Clean `seq`: relocate its live records and give it back. `locked`: the caller holds the turn. */
-  async cleanSegment(seq: number, locked: boolean): Promise<boolean> {
+  async cleanSegment(seq: number, locked: boolean, lend = true): Promise<boolean> {
     const log = this.log;
     // The background cleaner and a throttled writer may pick the same victim; a checkpoint may
     // also have given it back already (it was empty).
     if (this.cleaning.has(seq) || !log.isLiveSegment(seq)) return false;
     this.cleaning.add(seq);
     try {
-      return await this.cleanSegmentOnce(seq, locked);
+      return await this.cleanSegmentOnce(seq, locked, lend);
     } finally {
       this.cleaning.delete(seq);
     }
   }
 
-  private async cleanSegmentOnce(seq: number, locked: boolean): Promise<boolean> {
+  private async cleanSegmentOnce(seq: number, locked: boolean, lend: boolean): Promise<boolean> {
     const { core, pins } = this.host;
     const log = this.log;
     // With the turn held (throttle), the transaction about to run has written nothing yet.
     const records = await this.readVictim(seq);
     const batches = this.batch(records);
     for (const batch of batches) {
-      if (locked) await this.relocate(seq, batch);
-      else await this.host.commits.exclusive(() => this.relocate(seq, batch));
+      if (locked) await this.relocate(seq, batch, lend);
+      else await this.host.commits.exclusive(() => this.relocate(seq, batch, lend));
     }
     // Give the segment back only while holding the turn: a transaction in progress may have
     // written records into it that are not counted yet (they count at its commit).
@@ -249,10 +304,26 @@ export class Cleaner {
 
   /**
    * Relocate the live records of one batch as a system transaction. The turn is held. It is the
-   * store's upkeep: it may use the whole full-disk reserve (src/log/space.ts).
+   * store's upkeep: it may use the whole full-disk reserve, and with `lend` what it takes is lent
+   * until the victim is given back ({@link returnLent}; src/log/space.ts `SpaceUse`): only for
+   * one victim at a time, cleaned and given back before the next (compact() cleans many before
+   * the checkpoint that gives them back, and lends nothing).
    */
-  private async relocate(seq: number, batch: VictimRecord[]): Promise<void> {
-    await this.log.withSpaceUse("upkeep", () => this.relocateBatch(seq, batch));
+  private async relocate(seq: number, batch: VictimRecord[], lend: boolean): Promise<void> {
+    await this.log.withSpaceUse(lend ? "relocate" : "upkeep", () => this.relocateBatch(seq, batch));
+  }
+
+  /**
+   * The victims cleaned since the last call are given back (free, or pending a checkpoint that
+   * was tried) or given up: what their relocations took of the full-disk reserve is no longer
+   * lent, and the log keeps the reserve whole again.
+   */
+  private returnLent(): void {
+    try {
+      this.log.lentReturned();
+    } catch {
+      // An I/O failure growing the file: the log is failed already, and says so to the next caller.
+    }
   }
 
   private async relocateBatch(seq: number, batch: VictimRecord[]): Promise<void> {
@@ -312,10 +383,10 @@ export class Cleaner {
 
   /**
    * Writers' throttle (CEDA's BlockUntilLowWaterMark), called with the turn held before a
-   * transaction runs: while fewer than the low-water mark of segments are free and cleaning can
-   * free some, clean and checkpoint instead of growing the file. A store whose live data fills
-   * the disk or `maxFileBytes` gets `NoSpaceError` from the log when its transaction needs a
-   * segment the full-disk reserve keeps back (not here: a transaction that only deletes may run).
+   * transaction runs: while space is short ({@link needsThrottle}) and cleaning can free some,
+   * clean and checkpoint instead of growing the file. A store whose live data fills the disk or
+   * `maxFileBytes` gets `NoSpaceError` from the log when its transaction needs room the full-disk
+   * reserve keeps back (not here: a transaction that only deletes may run).
    */
   async throttle(): Promise<void> {
     const log = this.log;
@@ -323,15 +394,27 @@ export class Cleaner {
     const started = performance.now();
     try {
       for (let round = 0; round < 8 && this.needsThrottle(); round++) {
-        const victims = this.candidates();
+        const victims = this.affordableCandidates();
         if (victims.length === 0 && log.pendingSegments === 0) break;
-        for (const seq of victims.slice(0, Math.max(2, this.settings.cleanerLowWaterSegments))) await this.cleanSegment(seq, true);
-        // Emptied segments become free once the relocations are durable (if they lie before the
-        // newest checkpoint); only those after it need a new checkpoint.
-        if (log.pendingSegments > 0) await log.flush();
-        // A checkpoint costs the whole mapping table: take one only when writers are down to the
-        // hard low-water mark, not merely inside the reserve.
-        if (this.headroom() < this.settings.cleanerLowWaterSegments && log.pendingSegments > 0) await this.checkpointLocked();
+        try {
+          // Without `maxFileBytes` one at a time: the room is what relocations spend, and each
+          // victim given back returns it before the next takes more.
+          const count = this.host.maxFileBytes === undefined ? 1 : Math.max(2, this.settings.cleanerLowWaterSegments);
+          for (const seq of victims.slice(0, count)) await this.cleanSegment(seq, true);
+          // Emptied segments become free once the relocations are durable (if they lie before the
+          // newest checkpoint); only those after it need a new checkpoint.
+          if (log.pendingSegments > 0) await log.flush();
+          // A checkpoint costs the whole mapping table: take one only when writers are down to the
+          // hard low-water mark, not merely inside the reserve (without `maxFileBytes`: when the
+          // room is still short, the pending segments being what it lacks).
+          const short =
+            this.host.maxFileBytes === undefined
+              ? this.needsThrottle() && log.pendingSegments * log.segmentSize >= 2 * this.checkpointEstimate()
+              : this.headroom() < this.settings.cleanerLowWaterSegments;
+          if (short && log.pendingSegments > 0) await this.checkpointLocked();
+        } finally {
+          this.returnLent();
+        }
       }
     } finally {
       this.counters.throttledMs += performance.now() - started;
@@ -376,7 +459,7 @@ export class Cleaner {
     // Pending user writes (appended, not committed yet) count as if committed: each record a new
     // element (a mapping entry, a Delete record to empty it), its bytes live.
     const checkpoint = this.checkpointEstimate() + pending.records * 24;
-    const victim = Math.min(Math.ceil((segment * this.settings.cleanerUtilisationPercent) / 100), core.sut.totalLiveBytes + pending.bytes);
+    const victim = this.victimShare(pending);
     const need = checkpoint + victim;
     const units = Math.ceil(need / unitPayload) + Math.ceil(victim / RELOCATE_BATCH_BYTES) + RESERVE_FLUSHES;
     const largestRecord = Math.max(core.largestRecordBytes, paddedRecordBytes(pending.largestRecordBytes));
@@ -386,6 +469,66 @@ export class Cleaner {
     const deleteBytes = Math.min(segment, Math.max(MIN_DELETE_SHARE_BYTES, (core.map.size + pending.records) * RECORD_HEADER_BYTES + DELETE_SHARE_SLACK_BYTES));
     return { upkeepBytes: alignUp(upkeepBytes), deleteBytes: alignUp(deleteBytes) };
   }
+
+  /**
+   * The full-disk reserve's share for one victim's live records: at most
+   * `cleanerUtilisationPercent` of a segment, at most all live records, at most the emptiest
+   * victim's ({@link emptiestVictimBytes}).
+   */
+  private victimShare(pending: PendingWrites = NO_PENDING_WRITES): number {
+    const { core } = this.host;
+    return Math.min(
+      Math.ceil((this.log.segmentSize * this.settings.cleanerUtilisationPercent) / 100),
+      core.sut.totalLiveBytes + pending.bytes,
+      this.emptiestVictimBytes(),
+    );
+  }
+
+  /**
+   * Whether cleaning `seq` now leaves room for the checkpoint that may be needed to give it back
+   * (without `maxFileBytes`, on a disk with room): should the disk fill meanwhile, a victim whose
+   * relocations left no room for that checkpoint would hold the room it took for good.
+   */
+  private affordable(seq: number): boolean {
+    const log = this.log;
+    if (this.host.maxFileBytes !== undefined || log.outOfSpace) return true;
+    const afterwards = log.roomBytes - this.host.core.sut.liveBytesOf(seq) - RESERVE_FLUSHES * (ALIGNMENT_BYTES + UNIT_HEADER_BYTES);
+    return afterwards >= this.checkpointEstimate();
+  }
+
+  /**
+   * Live bytes of the emptiest segment `compact()` could clean now (Infinity if none): on a full
+   * disk it cleans the emptiest first, and each victim it gives back returns a segment, more than
+   * the next one needs, so the reserve needs room for the first only. Between scans the others
+   * only get emptier (overwrites, deletes); the scan runs again when one is cleaned or given back,
+   * or the log's tail moves on (the segment it leaves may be emptier still). Pinned segments count
+   * as candidates: a read stream holds them only for a while.
+   */
+  private emptiestVictimBytes(): number {
+    const log = this.log;
+    const memo = this.emptiestMemo;
+    const checkpointStart = log.rootBlock.checkpoint?.start.address ?? -1;
+    if (memo.tail === log.tailSegmentSeq && memo.free === log.freeSegments && memo.pending === log.pendingSegments && memo.checkpoint === checkpointStart) {
+      return memo.bytes;
+    }
+    const { core } = this.host;
+    const tail = log.tailSegmentSeq;
+    const stable = log.stableAddress;
+    const checkpoint = log.rootBlock.checkpoint;
+    const firstKept = checkpoint === undefined ? Number.POSITIVE_INFINITY : log.segmentSeqOf(checkpoint.start.address);
+    const lastKept = checkpoint === undefined ? -1 : log.segmentSeqOf(checkpoint.endAddress - 1);
+    const threshold = (log.segmentSize * this.settings.cleanerUtilisationPercent) / 100;
+    let emptiest = Number.POSITIVE_INFINITY;
+    for (const seq of log.liveSegmentSeqs()) {
+      if (seq >= tail || stable < (seq + 1) * log.segmentSize || (seq >= firstKept && seq <= lastKept)) continue;
+      const live = core.sut.liveBytesOf(seq);
+      if (live < threshold && live < emptiest) emptiest = live;
+    }
+    Object.assign(memo, { tail, free: log.freeSegments, pending: log.pendingSegments, checkpoint: checkpointStart, bytes: emptiest });
+    return emptiest;
+  }
+
+  private readonly emptiestMemo = { tail: -1, free: -1, pending: -1, checkpoint: -1, bytes: Number.POSITIVE_INFINITY };
 
   /**
    * Bytes a checkpoint of the store takes now, at most: 24 per mapping entry, 16 per utilisation
@@ -423,13 +566,117 @@ export class Cleaner {
   /**
    * Whether writers should wait for cleaning before they run. Under `maxFileBytes`: when free
    * segments plus room to grow fall below the low-water mark plus the cleaner's reserve. Without
-   * it: when free segments are that low and cleaning would reclaim at least two segments (the
-   * file does not grow while garbage is there to reclaim, and grows when there is none).
+   * it: when the file is at its space goal ({@link spaceGoalBytes}), the room ahead of the log is
+   * short of the full-disk reserve plus {@link slackBytes} (the transaction would grow the file)
+   * and cleaning would reclaim at least a segment: the file does not grow past its goal while
+   * garbage is there to reclaim, and grows when there is none.
    */
   private needsThrottle(): boolean {
-    const floor = this.settings.cleanerLowWaterSegments + this.reserveSegments();
-    if (this.host.maxFileBytes !== undefined) return this.headroom() < floor;
-    return this.log.freeSegments < floor && this.worthCleaning();
+    if (this.host.maxFileBytes !== undefined) return this.headroom() < this.settings.cleanerLowWaterSegments + this.reserveSegments();
+    return this.atSpaceGoal() && this.log.roomBytes < this.reserveBytes() + this.slackBytes() && this.worthCleaning(1);
+  }
+
+  // ─────────────── without maxFileBytes: the space goal ───────────────
+
+  /**
+   * The file size the cleaner keeps to without `maxFileBytes`: `cleanerSpaceAmplification` times
+   * the live records, but not less than the live records plus the full-disk reserve and two
+   * segments (the one being written and one being emptied): below that, cleaning would only move
+   * nearly live segments about.
+   */
+  spaceGoalBytes(): number {
+    const live = this.host.core.sut.totalLiveBytes;
+    const segment = this.log.segmentSize;
+    return Math.max(this.settings.cleanerSpaceAmplification * live - segment, live + this.reserveBytes() + segment);
+  }
+
+  /** The file would pass its space goal if it grew now. */
+  private atSpaceGoal(): boolean {
+    return this.log.fileBytes + this.slackBytes() > this.spaceGoalBytes();
+  }
+
+  /** Bytes of the full-disk reserve (see {@link fullDiskReserve}). */
+  private reserveBytes(): number {
+    const reserve = this.fullDiskReserve();
+    return reserve.upkeepBytes + reserve.deleteBytes;
+  }
+
+  /**
+   * Room beyond the reserve the cleaner keeps ahead of the log, so that a transaction seldom
+   * grows the file: an eighth of a segment (at least {@link MIN_SLACK_BYTES}).
+   */
+  private slackBytes(): number {
+    return Math.max(MIN_SLACK_BYTES, Math.floor(this.log.segmentSize / 8));
+  }
+
+  /**
+   * The background cleaner works while the file is at its goal and room is short of the reserve
+   * plus twice the slack (the writer would soon grow the file), or while the file is over its
+   * goal and a victim at its end could be cut off once emptied ({@link endVictims}).
+   */
+  private wantsSpaceCleaning(): boolean {
+    if (!this.atSpaceGoal()) return false;
+    const room = this.log.roomBytes;
+    if (room < this.reserveBytes() + 2 * this.slackBytes()) return true;
+    // Over the goal: the segments at the end emptied, to be cut off.
+    return this.endVictims().length > 0;
+  }
+
+  /**
+   * Over the space goal: the candidates among the file's last segments, as many as the file is
+   * over its goal by and one more, best first. Emptied, they become free at the file's end,
+   * which {@link shrinkIfRoomy} cuts off (the writer takes the lowest free segments, so those
+   * stay free); free segments in the middle of the file would only be room, not a smaller file.
+   */
+  private endVictims(): number[] {
+    const log = this.log;
+    const over = log.fileBytes - this.spaceGoalBytes();
+    if (over <= 0) return [];
+    const from = log.fileSegments - Math.ceil(over / log.segmentSize) - 1;
+    return this.victimCandidates().filter((seq) => (log.segmentIndexOf(seq) ?? -1) >= from);
+  }
+
+  /** The next background victim: one at the file's end while over the space goal, else the best. */
+  private nextVictim(): number | undefined {
+    if (this.host.maxFileBytes === undefined) {
+      const atEnd = this.endVictims().find((seq) => this.affordable(seq));
+      if (atEnd !== undefined) return atEnd;
+    }
+    return this.affordableCandidates()[0];
+  }
+
+  /**
+   * Candidates best first, those the room affords ({@link affordable}) only, and on a full disk
+   * emptiest first: each frees the most for what it relocates, and the full-disk reserve holds
+   * room for the emptiest ({@link victimShare}).
+   */
+  private affordableCandidates(): number[] {
+    const { core } = this.host;
+    const log = this.log;
+    const candidates = this.victimCandidates();
+    if (log.outOfSpace) return candidates.sort((a, b) => core.sut.liveBytesOf(a) - core.sut.liveBytesOf(b));
+    return candidates.filter((seq) => this.affordable(seq));
+  }
+
+  /**
+   * Give free room back to the filesystem: cut the file's end down to the reserve and twice the
+   * slack of room, once there is more than that plus what the file grows by at a time and the
+   * slack again (hysteresis: a file that shrinks and grows back at every commit would spend its
+   * time in fallocate). The turn is held.
+   */
+  private shrinkIfRoomy(): number {
+    // Over the goal, free segments at the end are cut as soon as the reserve stays whole: the
+    // writer would take them, and the file would stay over its goal; writers then wait for the
+    // cleaner (needsThrottle) rather than grow it back.
+    const keep = this.reserveBytes() + 2 * this.slackBytes();
+    if (this.log.fileBytes > this.spaceGoalBytes()) return this.log.shrinkFile(keep);
+    if (!this.roomy()) return 0;
+    return this.log.shrinkFile(keep);
+  }
+
+  /** More room than {@link shrinkIfRoomy} keeps, by a growth step and the slack. */
+  private roomy(): boolean {
+    return this.log.roomBytes > this.reserveBytes() + 3 * this.slackBytes() + this.log.growthStepBytes;
   }
 
   private async checkpointLocked(): Promise<void> {
@@ -437,33 +684,57 @@ export class Cleaner {
   }
 
   /**
-   * Segments the background cleaner counts as spare: free ones plus, under `maxFileBytes`, the
+   * Under `maxFileBytes`: segments the background cleaner counts as spare, free ones plus the
    * room the file may still grow by. Counting only free segments there made it clean as soon as
    * two segments' worth of garbage existed while most of the allowed file was unused, so victims
    * were three-quarters live (write amplification about 10 at 50% utilisation); letting garbage
-   * gather until the room is used makes victims emptier. Without `maxFileBytes` the file has no
-   * room to count, and free segments alone decide, as before.
+   * gather until the room is used makes victims emptier.
    */
   private spareSegments(): number {
-    return this.host.maxFileBytes === undefined ? this.log.freeSegments : this.headroom();
+    return this.headroom();
   }
 
-  /** Free segments the background cleaner aims for: the high-water mark, above the writers' floor. */
+  /** Under `maxFileBytes`: free segments the background cleaner aims for, the high-water mark above the writers' floor. */
   private freeTarget(): number {
     return Math.max(this.settings.cleanerHighWaterSegments, this.settings.cleanerLowWaterSegments + this.reserveSegments() + 1);
   }
 
+  /** Whether background cleaning has work: under `maxFileBytes`, spare segments short of the target; without, the space goal. */
+  private wantsBackground(): boolean {
+    if (this.host.maxFileBytes !== undefined) return this.spareSegments() < this.freeTarget();
+    return this.wantsSpaceCleaning();
+  }
+
   /**
-   * After a commit: start background cleaning when free segments are below the target and the
-   * candidates hold at least two segments' worth of garbage (less is not worth moving data for).
+   * After a commit: start background cleaning when it has work ({@link wantsBackground}) and the
+   * candidates hold enough garbage to be worth moving data for (two segments' worth under
+   * `maxFileBytes`, one towards the space goal); without `maxFileBytes`, also give back free room
+   * the file no longer needs.
    */
   nudge(): void {
     if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen()) return;
-    if (this.spareSegments() >= this.freeTarget()) return;
-    if (!this.worthCleaning()) return;
+    const bounded = this.host.maxFileBytes !== undefined;
+    if (!this.wantsBackground() || !this.worthCleaning(bounded ? 2 : 1)) {
+      if (!bounded && this.roomy()) this.startShrink();
+      return;
+    }
     this.running = this.background().finally(() => {
       this.running = undefined;
     });
+  }
+
+  /** Cut free room off the file's end in the background, holding the turn (without `maxFileBytes`). */
+  private startShrink(): void {
+    this.running = this.host.commits
+      .exclusive(async () => {
+        this.counters.bytesShrunk += this.shrinkIfRoomy();
+      })
+      .catch(() => {
+        // As background cleaning: a closed or failed store; nothing half-done.
+      })
+      .finally(() => {
+        this.running = undefined;
+      });
   }
 
   private async background(): Promise<void> {
@@ -472,25 +743,41 @@ export class Cleaner {
     const relocatedAtStart = this.counters.bytesRelocated;
     const cleanedAtStart = this.counters.segmentsCleaned;
     try {
-      while (this.host.isOpen() && this.spareSegments() < this.freeTarget()) {
+      const bounded = this.host.maxFileBytes !== undefined;
+      while (this.host.isOpen() && this.wantsBackground()) {
         // Yield to the event loop between victims: cleaning runs in small steps.
         await new Promise((resolve) => setImmediate(resolve));
-        const [victim] = this.candidates();
+        const victim = this.nextVictim();
         if (victim === undefined) break;
-        // No progress (taken meanwhile, or written into since): stop; the next commit nudges again.
-        if (!(await this.cleanSegment(victim, false))) break;
-        // Durable relocations free the segments before the newest checkpoint; those after it
-        // wait for a checkpoint, taken while there is still room for one.
-        if (log.pendingSegments > 0) await log.flush();
-        if (log.pendingSegments >= Math.max(1, Math.floor(this.settings.cleanerHighWaterSegments / 2))) {
-          await this.host.commits.exclusive(() => this.checkpointLocked());
+        try {
+          // No progress (taken meanwhile, or written into since): stop; the next commit nudges again.
+          if (!(await this.cleanSegment(victim, false))) break;
+          // Durable relocations free the segments before the newest checkpoint; those after it
+          // wait for a checkpoint, taken while there is still room for one.
+          if (log.pendingSegments > 0) await log.flush();
+          // Without `maxFileBytes`, while room is still short (the pending segments are the room
+          // it lacks), once they free at least half of what the checkpoint writes (a store whose
+          // checkpoint spans many segments does not write one per victim).
+          const checkpointAt = bounded
+            ? Math.max(1, Math.floor(this.settings.cleanerHighWaterSegments / 2))
+            : this.wantsSpaceCleaning()
+              ? Math.max(1, Math.ceil(this.checkpointEstimate() / (2 * log.segmentSize)))
+              : Number.POSITIVE_INFINITY;
+          if (log.pendingSegments >= checkpointAt) await this.host.commits.exclusive(() => this.checkpointLocked());
+        } finally {
+          this.returnLent();
         }
+        // An emptied segment at the file's end is cut off at once.
+        if (!bounded) this.counters.bytesShrunk += await this.host.commits.exclusive(async () => this.shrinkIfRoomy());
         // Progress guard: stop when relocation eats most of what cleaning frees.
         const cleaned = this.counters.segmentsCleaned - cleanedAtStart;
         const relocated = this.counters.bytesRelocated - relocatedAtStart;
         if (cleaned >= 2 && relocated > 0.8 * cleaned * log.segmentSize) break;
       }
       log.requestFlush();
+      if (!bounded && this.host.isOpen()) {
+        this.counters.bytesShrunk += await this.host.commits.exclusive(async () => this.shrinkIfRoomy());
+      }
     } catch {
       // Background cleaning gives up quietly: a closed store, or an I/O failure that the log
       // already turned into read-only mode. Nothing it did is half-applied.
@@ -514,7 +801,7 @@ export class Cleaner {
       // Emptiest first: on a full disk the reserve then frees the most for what it relocates.
       const victims = this.candidates(thresholdPercent, 1).sort((a, b) => core.sut.liveBytesOf(a) - core.sut.liveBytesOf(b));
       if (victims.length === 0) break;
-      for (const seq of victims) await this.cleanSegment(seq, false);
+      for (const seq of victims) await this.cleanSegment(seq, false, false);
       // Relocations land in the tail; a checkpoint makes the emptied segments free.
       await this.host.commits.exclusive(() => this.checkpointLocked());
     }

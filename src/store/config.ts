@@ -59,10 +59,17 @@ export interface StoreOptions {
   maxFileBytes?: number;
   /** Segments below this live percentage are cleaning candidates (default 80; 1 to 99). */
   cleanerUtilisationPercent?: number;
-  /** Below this many free segments, writers wait for the cleaner (default 2). */
+  /** Under `maxFileBytes`: below this many free segments, writers wait for the cleaner (default 2). */
   cleanerLowWaterSegments?: number;
-  /** The background cleaner works until this many segments are free (default 4). */
+  /** Under `maxFileBytes`: the background cleaner works until this many segments are free (default 4). */
   cleanerHighWaterSegments?: number;
+  /**
+   * Without `maxFileBytes`: the cleaner keeps the file within this multiple of the live data
+   * (default 1.5; 1.1 to 1000), cleaning before the file grows past it and giving free room back.
+   * Lower means a smaller file and more write amplification. (The water marks above apply under
+   * `maxFileBytes`, where the file's limit is the goal.)
+   */
+  cleanerSpaceAmplification?: number;
   /** Clean in the background by itself (default true); `compact()` works either way. */
   autoClean?: boolean;
 }
@@ -87,6 +94,7 @@ export interface ResolvedOptions {
   cleanerUtilisationPercent: number;
   cleanerLowWaterSegments: number;
   cleanerHighWaterSegments: number;
+  cleanerSpaceAmplification: number;
   autoClean: boolean;
 }
 
@@ -97,6 +105,16 @@ export const DEFAULT_FLUSH_TIME_MS = 100;
 export const MAX_FLUSH_TIME_MS = 60_000;
 export const DEFAULT_SEGMENTS_PER_CHECKPOINT = 16;
 export const DEFAULT_MAX_READ_BYTES = 1 << 30;
+
+/** Default of `cleanerSpaceAmplification`. */
+export const DEFAULT_SPACE_AMPLIFICATION = 1.5;
+
+function numberIn(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
+    throw new InvalidArgumentError(`${name} must be a number in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}
 
 function integerIn(name: string, value: unknown, min: number, max: number): number {
   if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
@@ -138,6 +156,7 @@ export function resolveOptions(options: StoreOptions = {}): ResolvedOptions {
     cleanerUtilisationPercent: integerIn("cleanerUtilisationPercent", options.cleanerUtilisationPercent ?? 80, 1, 99),
     cleanerLowWaterSegments: integerIn("cleanerLowWaterSegments", options.cleanerLowWaterSegments ?? 2, 0, 1 << 16),
     cleanerHighWaterSegments: integerIn("cleanerHighWaterSegments", options.cleanerHighWaterSegments ?? 4, 1, 1 << 16),
+    cleanerSpaceAmplification: numberIn("cleanerSpaceAmplification", options.cleanerSpaceAmplification ?? DEFAULT_SPACE_AMPLIFICATION, 1.1, 1000),
     autoClean: options.autoClean ?? true,
   };
 }

@@ -191,6 +191,7 @@ export class Store {
         cleanerUtilisationPercent: options.cleanerUtilisationPercent,
         cleanerLowWaterSegments: options.cleanerLowWaterSegments,
         cleanerHighWaterSegments: options.cleanerHighWaterSegments,
+        cleanerSpaceAmplification: options.cleanerSpaceAmplification,
         autoClean: options.autoClean && !options.readOnly,
       },
     );

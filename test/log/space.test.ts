@@ -10,12 +10,19 @@
  *   writer leaves the part of its segment the file does not hold and goes on in the successor;
  * - **a rename undone**: the free segment was named only after the segment's last unit, so no
  *   unit names it, and the writer enters the successor the last unit named (recovery follows
- *   unit headers, so entering the other would lose what is written there).
+ *   unit headers, so entering the other would lose what is written there);
+ * - **a successor far past the file's end**: the file was cut back to the writer's segment (the
+ *   cleaner's shrink), leaving free slots it does not hold between its end and the successor;
+ *   growing must reach the successor (the file always grows from its end), not stop in the free
+ *   slots before it, which no unit can reach first.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { openLog, type LogOptions, type LogStructuredStore } from "../../src/log/log.ts";
+import { LogGeometry, MIN_UNIT_ROOM_BYTES } from "../../src/log/address.ts";
+import type { SegmentPrewriter } from "../../src/log/prewrite.ts";
+import { SegmentSpace } from "../../src/log/space.ts";
 import { ROOT_REGION_BYTES } from "../../src/log/format.ts";
 import { ENOSPC, FaultBackend } from "../../testing/fault-backend.ts";
 import { scratchDir } from "../helpers.ts";
@@ -148,5 +155,66 @@ describe("the log's writer in a file that grows as needed", () => {
     expect(counters.renamesUndone).toBeGreaterThanOrEqual(1);
     await writeUntil(log, written, 6000, () => log.appendedEnd > 3 * SEGMENT + 30 * KiB);
     await cutAndReopen(log, fault, file, [...kept, ...written.slice(from)]);
+  });
+});
+
+describe("growing the file for room", () => {
+  /**
+   * The state a power-cut torture run found (NoSpaceError "the file cannot grow" for a
+   * transaction, with no fault): the writer in slot 0 near its segment's end, its successor slot
+   * 40, and slots 1-39 free but cut off the file by the cleaner's shrink (it keeps the table's
+   * slots up to the successor); the store's full-disk reserve (320 KiB) lies past the segment.
+   * `named`: a unit of the writer's segment names the successor (the position is mid-segment),
+   * so it may be renamed to a free slot; else (at the segment's start) it may not.
+   */
+  function farSuccessor(name: string, named: boolean): { space: SegmentSpace; file: string; done: () => void } {
+    const file = path.join(scratch.dir, name);
+    const backend = faultBackend(4);
+    const handle = backend.openFile(file, { create: true });
+    backend.allocateSpace(handle, 0, ROOT_REGION_BYTES + SEGMENT);
+    const geometry = new LogGeometry(SEGMENT);
+    const prewriter = { onFreshRange: () => {}, overlaps: () => false, zeroSegment: () => {} } as unknown as SegmentPrewriter;
+    const space = new SegmentSpace(backend, handle, geometry, prewriter, Number.MAX_SAFE_INTEGER);
+    space.restore({ live: [], free: Array.from({ length: 39 }, (_, i) => i + 1), fileSegments: 41 });
+    const start = geometry.segmentStart(8);
+    const at = named ? start + 4 * KiB : start;
+    space.startAt({ address: at, segmentIndex: 0, prevEnd: at, nextSegmentIndex: 40 }, true);
+    space.attachWriter(() => start + SEGMENT - 32 * KiB);
+    expect(space.successorIndex).toBe(40);
+    expect(space.allocatedIn(1)).toBe(0);
+    space.keepReserve(() => ({ upkeepBytes: 320 * KiB, deleteBytes: 0 }));
+    return {
+      space,
+      file,
+      done: () => {
+        expect(backend.counts.injectedErrors).toBe(0);
+        backend.closeFile(handle);
+        backend.close();
+      },
+    };
+  }
+
+  test("the successor lies past free slots the file does not hold and cannot be renamed: growth reaches it, and a user write that fits gets its room", () => {
+    const { space, file, done } = farSuccessor("far-successor.lss", false);
+    // Before the fix, growing for that room stopped at slot 1 (free), where growth adds no room
+    // while the successor cannot take a unit; four rounds later (a few hundred KiB, not the
+    // 9.75 MiB to the successor) it gave up, and this threw.
+    space.assertRoomFor("write", 6000);
+    expect(space.roomBytes).toBeGreaterThanOrEqual(320 * KiB + 6000);
+    expect(space.successorIndex).toBe(40);
+    expect(space.allocatedIn(40)).toBeGreaterThanOrEqual(MIN_UNIT_ROOM_BYTES);
+    expect(fs.statSync(file).size).toBe(space.allocatedBytes);
+    done();
+  });
+
+  test("…and when a unit names it, the successor is renamed to the lowest free slot the file grows into, not grown to", () => {
+    const { space, file, done } = farSuccessor("far-successor-named.lss", true);
+    space.assertRoomFor("write", 6000);
+    expect(space.roomBytes).toBeGreaterThanOrEqual(320 * KiB + 6000);
+    expect(space.successorIndex).toBe(1);
+    expect(space.allocatedIn(40)).toBe(0);
+    expect(fs.statSync(file).size).toBeLessThanOrEqual(ROOT_REGION_BYTES + 3 * SEGMENT);
+    expect(fs.statSync(file).size).toBe(space.allocatedBytes);
+    done();
   });
 });

@@ -332,7 +332,9 @@ describe("cleaner and transactions in progress", () => {
   test("segments holding a running transaction's spilled records are never given back (regression)", async () => {
     const { dir, cleanup } = scratchDir("clean-spill");
     try {
-      await using store = await Store.open(path.join(dir, "s.lss"), { segmentSize: 256 << 10, bufferSize: 64 << 10, cleanerHighWaterSegments: 64 });
+      // Under maxFileBytes, where the water marks decide: the cleaner works until 64 segments are free.
+      const segment = 256 << 10;
+      await using store = await Store.open(path.join(dir, "s.lss"), { segmentSize: segment, bufferSize: 64 << 10, cleanerHighWaterSegments: 64, maxFileBytes: 8192 + 80 * segment });
       let cleanedDuringBig = 0;
       for (let round = 0; round < 6; round++) {
         // Garbage, so the background cleaner has work and runs while the big transaction below awaits.

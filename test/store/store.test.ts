@@ -246,7 +246,8 @@ for (const io of BACKENDS) {
       expect(after.segmentsFree).toBeGreaterThan(used - 4);
       const fileBefore = after.fileBytes;
       for (let t = 0; t < 10; t++) await store.transaction((tx) => tx.write(BigInt(500 + t), value));
-      expect(store.stats().fileBytes).toBe(fileBefore);
+      // Reused, not grown (the cleaner may even give some of that free room back meanwhile).
+      expect(store.stats().fileBytes).toBeLessThanOrEqual(fileBefore);
     });
 
     test("every error is typed and leaves the store usable and unchanged", async () => {
