@@ -435,11 +435,18 @@ export class LogStructuredStore {
    * @internal
    */
   keepSpaceReserve(sizer: ReserveSizer): void {
+    this.spaceStep(() => this.space.keepReserve(sizer));
+  }
+
+  /**
+   * Run a step of the space layer that may grow the file (a writable, running log only). An I/O
+   * error other than no space, growing the file, fails the log: it cannot go on.
+   */
+  private spaceStep(step: () => void): void {
     if (this.readOnly || !this.life.running) return;
     try {
-      this.space.keepReserve(sizer);
+      step();
     } catch (error) {
-      // An I/O error other than no space, growing the file: the log cannot go on.
       this.life.fail(error instanceof LssError ? error : new CorruptionError(String(error)));
       throw error;
     }
@@ -451,14 +458,7 @@ export class LogStructuredStore {
    * @internal
    */
   writesSettled(): void {
-    if (this.readOnly || !this.life.running) return;
-    try {
-      this.space.writesSettled();
-    } catch (error) {
-      // An I/O error other than no space, growing the file: the log cannot go on.
-      this.life.fail(error instanceof LssError ? error : new CorruptionError(String(error)));
-      throw error;
-    }
+    this.spaceStep(() => this.space.writesSettled());
   }
 
   /**
@@ -558,13 +558,7 @@ export class LogStructuredStore {
    * @internal
    */
   lentReturned(): void {
-    if (this.readOnly || !this.life.running) return;
-    try {
-      this.space.lentReturned();
-    } catch (error) {
-      this.life.fail(error instanceof LssError ? error : new CorruptionError(String(error)));
-      throw error;
-    }
+    this.spaceStep(() => this.space.lentReturned());
   }
 
   /** Copy `bytes` into the reservation and release it. */
