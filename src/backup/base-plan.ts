@@ -120,7 +120,8 @@ const seidHalves = new Uint32Array(seidWords.buffer);
  * address, so the copy reads it front to back. The seid is written as its two halves straight
  * into the BigUint64Array's words (no BigInt per record), and a segment is sorted by numeric keys
  * (`offset × count + index`) without a comparator: made per segment with comparator sorts and
- * fresh arrays, a million records took 290–460 ms; this way ~100 (`bun /tmp/plan-bench.ts`).
+ * fresh arrays, a million records took 290–460 ms; this way 205–270 (a throwaway benchmark over
+ * a synthetic map, 5 runs each; most of what is left is faulting in the fresh output arrays).
  *
  * @throws Error when the map names a multipart element whose parts are unknown (an internal bug)
  */

@@ -177,8 +177,8 @@ export class BaseWriter {
 /**
  * Spare 1 MiB pieces for the chunks of a base, reused instead of allocated: a fresh array is
  * faulted in page by page, and on this VM (paravirtualised page faults) copying into fresh
- * pieces ran at 1.6 GB/s against 10–46 GB/s into reused ones (`bun /tmp/cp2.ts`, records of
- * 2 KiB and 64 KiB). Two chunks' worth is the least that keeps a copy in steady state: one chunk
+ * pieces ran at 1.6 GB/s against 10–46 GB/s into reused ones (a throwaway micro-benchmark,
+ * records of 2 KiB and 64 KiB copied from a native buffer). Two chunks' worth is the least that keeps a copy in steady state: one chunk
  * fills while the one before it is stored, and a chunk's pieces come back only once its put
  * settles (at one chunk's worth, a third of the pieces were still fresh). A backup Worker keeps
  * one pool for all its copies, so only its first copy pays for the faults.

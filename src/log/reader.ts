@@ -34,7 +34,8 @@ export const READ_POOL_MAX = 16;
  * buffers), and gives the excess back after {@link READ_POOL_TRIM_MS} without a burst. Why: 16
  * reads of 1 MiB values in flight keep 32 unit buffers out; with a pool of 16 every other read
  * allocated (mmap, a page fault per 4 KiB) and freed one, and 16 in flight read at 138-180 MiB/s
- * against 227-328 serially; with room for the burst both ran at ~500 MiB/s (/tmp/rd16.ts).
+ * against 227-328 serially; with room for the burst both ran at ~500 MiB/s (a throwaway script
+ * reading 1 MiB values 16 at a time and one at a time).
  */
 export const READ_POOL_BURST_BYTES = 64 << 20;
 export const READ_POOL_TRIM_MS = 2_000;
