@@ -373,6 +373,8 @@ export class SegmentSpace {
       this.allocate(from, to - from);
     } catch (error) {
       if (!(error instanceof NoSpaceError)) throw error;
+      // A whole step may not fit where a small one does: a nearly full disk still gives what it has.
+      if (step > MIN_GROWTH_BYTES) return this.growFile(bytes, MIN_GROWTH_BYTES);
       this.growthFailure = error;
       return false;
     }
@@ -581,7 +583,11 @@ export class SegmentSpace {
     if (this.roomBeyond(end) >= floor) return;
     if (!this.onDevice) {
       this.swapSuccessorIfBlocked();
-      this.growFor(end, 0, floor, MIN_GROWTH_BYTES);
+      // Writes grow the file by whole steps (an eighth of it, up to a segment): grown by 128 KiB
+      // at a time, a 512 MiB load of 1 MiB values made 1 083 fallocate calls instead of 87 and
+      // ran ~20% slower (16 in flight, strace -c, alternating runs). Only the reserve's top-ups
+      // are small (growForReserve); a step too many is cut again by the cleaner's space goal.
+      this.growFor(end, 0, floor);
     }
     if (this.roomBeyond(end) >= floor) return;
     throw this.noSpace(use);
