@@ -14,7 +14,7 @@
  *
  * @module
  */
-import type { MappingTable } from "../store/state/mapping.ts";
+import { seidFromHalves, type MappingTable } from "../store/state/mapping.ts";
 import type { Part } from "../store/format/extents.ts";
 import { RECORD_HEADER_BYTES } from "../store/format/records.ts";
 
@@ -111,8 +111,6 @@ async function walk(map: MappingTable, yielder: Yielder | undefined, visit: Para
   }
 }
 
-const seidWords = new BigUint64Array(1);
-const seidHalves = new Uint32Array(seidWords.buffer);
 
 /**
  * Make the plan: a counting sort of the map's single-part records by segment into three flat
@@ -133,9 +131,7 @@ export async function makeBasePlan(header: PlanHeader, map: MappingTable, parts:
   let singles = 0;
   await walk(map, yielder, (lo, hi, address, _size, multipart) => {
     if (multipart) {
-      seidHalves[0] = lo;
-      seidHalves[1] = hi;
-      multipartSeids.push(seidWords[0] as bigint);
+      multipartSeids.push(seidFromHalves(lo, hi));
       return;
     }
     const seq = Math.floor(address / segmentSize);

@@ -35,6 +35,13 @@ const TWO_POW_32 = 4294967296;
 const split64 = new BigUint64Array(1);
 const split32 = new Uint32Array(split64.buffer);
 
+/** The seid whose low and high 32-bit halves are `lo` and `hi` (as the table stores it). */
+export function seidFromHalves(lo: number, hi: number): bigint {
+  split32[0] = lo;
+  split32[1] = hi;
+  return split64[0] as bigint;
+}
+
 /** A location in the log. */
 export interface Location {
   /** Log address of the element's data record, or its extents record if `multipart`. */
@@ -199,9 +206,7 @@ export class MappingTable {
       const lo = this.slots[slot * STRIDE + KEY_LO] as number;
       const hi = this.slots[slot * STRIDE + KEY_HI] as number;
       if (lo === EMPTY && hi === EMPTY) continue;
-      split32[0] = lo;
-      split32[1] = hi;
-      const seid = split64[0] as bigint;
+      const seid = seidFromHalves(lo, hi);
       yield [seid, this.at(slot, seid)];
     }
   }
@@ -212,9 +217,7 @@ export class MappingTable {
       if (this.slots[slot * STRIDE + KEY_HI] !== space) continue;
       const lo = this.slots[slot * STRIDE + KEY_LO] as number;
       if (lo === EMPTY && space === 0) continue;
-      split32[0] = lo;
-      split32[1] = space;
-      yield split64[0] as bigint;
+      yield seidFromHalves(lo, space);
     }
   }
 
@@ -304,9 +307,7 @@ export class MappingTable {
       const high = slots[base + ADDRESS_HI] as number;
       let size = slots[base + SIZE] as number;
       if (size === BIG_SIZE) {
-        split32[0] = lo;
-        split32[1] = hi;
-        size = this.bigSizes.get(split64[0] as bigint) as number;
+        size = this.bigSizes.get(seidFromHalves(lo, hi)) as number;
       }
       visit(lo, hi, (high & ~MULTIPART_BIT) * TWO_POW_32 + (slots[base + ADDRESS_LO] as number), size, (high & MULTIPART_BIT) !== 0);
     }
