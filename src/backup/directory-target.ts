@@ -34,6 +34,7 @@ import {
   type PutBody,
 } from "./objects.ts";
 import type { BackupTarget, GetStreamOptions, ObjectStat } from "./target.ts";
+import { SYNC_FILE_RANGE_WRITE, syncFileRange } from "../io/libc.ts";
 
 /** Options of a {@link DirectoryTarget}. */
 export interface DirectoryTargetOptions {
@@ -70,6 +71,41 @@ function fsError(error: unknown, what: string): unknown {
   if (code === "ENOSPC" || code === "EDQUOT") return new NoSpaceError(`${what} failed: disk full (${code})`);
   const message = error instanceof Error ? error.message : String(error);
   return new BackupTargetError(`${what} failed: ${message}`, { attempts: 1, cause: error });
+}
+
+/**
+ * Bytes written to an object's file between two starts of writeback. Measured on this machine's
+ * virtio disk with `bun bench/backup.ts`: letting the page cache hold a whole 16 MiB chunk until
+ * its fsync put that burst in front of every commit's datasync issued meanwhile (the writers' p99
+ * stall during a backup halved with the target on tmpfs). Starting writeback every piece keeps the
+ * device queue short, as PostgreSQL's checkpoint_flush_after (256 kB) does.
+ */
+const WRITEBACK_EVERY_BYTES = 1 << 20;
+
+/** Starts writeback of a file's freshly written bytes in steps (advisory: a failure turns it off). */
+class Writeback {
+  #fd: number;
+  #started = 0;
+  #end = 0;
+  #enabled = true;
+
+  constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  /** `bytes` more were written after the last call's: start writeback once a step is pending. */
+  written(bytes: number): void {
+    this.#end += bytes;
+    if (!this.#enabled || this.#end - this.#started < WRITEBACK_EVERY_BYTES) return;
+    let rc: number;
+    try {
+      rc = syncFileRange(this.#fd, this.#started, this.#end - this.#started, SYNC_FILE_RANGE_WRITE);
+    } catch {
+      rc = -1; // libc not loadable: the fsync alone still makes the object durable
+    }
+    if (rc !== 0) this.#enabled = false;
+    this.#started = this.#end;
+  }
 }
 
 /** fsync a directory so the entries created or removed in it are durable. */
@@ -173,6 +209,7 @@ export class DirectoryTarget implements BackupTarget {
       handle = await fs.open(temp, "wx", 0o644);
       tempExists = true;
       const hasher = new ObjectHasher();
+      const writeback = new Writeback(handle.fd);
       for await (const raw of bodyChunks(body)) {
         const chunk = checkChunk(raw, name);
         const file = handle;
@@ -187,6 +224,7 @@ export class DirectoryTarget implements BackupTarget {
         written.catch(() => {}); // awaited just below; a failure while hashing is not unhandled
         await hasher.updateSliced(chunk);
         await written;
+        writeback.written(chunk.length);
       }
       await handle.sync();
       await handle.close();
