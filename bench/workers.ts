@@ -3,6 +3,8 @@
  * several Workers vs one thread, and the turn's hand-off latency between Workers.
  *
  *   node_modules/.bin/bun bench/workers.ts
+ *
+ * `BENCH_WORKERS_PARTS=handoff` (a comma list of reads, commits, handoff) runs only those parts.
  */
 import path from "node:path";
 import { Store } from "../src/index.ts";
@@ -13,6 +15,7 @@ import { startJob, withTimeout } from "../test/workers/util.ts";
 /** Elements read (env BENCH_ELEMENTS): 20 000 of 16 B–3 KB overflow a Worker's default 16 MiB cache, 5 000 fit. */
 const ELEMENTS = Number(process.env.BENCH_ELEMENTS ?? 20_000);
 const READ_MS = 3_000;
+const PARTS = new Set((process.env.BENCH_WORKERS_PARTS ?? "reads,commits,handoff").split(","));
 
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
@@ -21,7 +24,7 @@ function pct(sorted: number[], p: number): number {
 const { dir, cleanup } = scratchDir("bench-workers");
 try {
   // ── reads ──
-  {
+  if (PARTS.has("reads")) {
     const store = await Store.open(path.join(dir, "reads.lss"));
     const keys: bigint[] = [];
     for (let batch = 0; batch < ELEMENTS / 1000; batch++) {
@@ -54,7 +57,7 @@ try {
     await store.close({ detachWorkers: true });
   }
   // ── durable commits ──
-  {
+  if (PARTS.has("commits")) {
     const store = await Store.open(path.join(dir, "commits.lss"));
     const keys = Array.from({ length: 4 }, () => store.allocateSeid());
     const handle = store.share();
@@ -80,7 +83,7 @@ try {
     await store.close({ detachWorkers: true });
   }
   // ── hand-off latency ──
-  {
+  if (PARTS.has("handoff")) {
     const store = await Store.open(path.join(dir, "handoff.lss"), { durability: "relaxed" });
     const keys = Array.from({ length: 2 }, () => store.allocateSeid());
     const handle = store.share();
