@@ -4,18 +4,55 @@
  *
  *   node_modules/.bin/bun bench/workers.ts
  *
- * `BENCH_WORKERS_PARTS=handoff` (a comma list of reads, commits, handoff) runs only those parts.
+ * `BENCH_WORKERS_PARTS=handoff` (a comma list of reads, commits, handoff, peers) runs only those parts.
+ *
+ * The `peers` part puts the same 20 000 values (16 B–3 KB) in bloom-lss, bun:sqlite (WAL,
+ * `synchronous=FULL`, one connection per Worker with `busy_timeout`) and lmdb-js (one environment,
+ * opened in each Worker; writes `put` then `flushed`), and measures in Workers, interleaved,
+ * medians of BENCH_REPS: reads with 1 and 2 Workers (and the scaling from 1 to 2), and 2 Workers
+ * each doing 90 % reads and 10 % durable one-write transactions.
  */
 import path from "node:path";
 import { Store } from "../src/index.ts";
 import { scratchDir } from "../test/helpers.ts";
 import { valueFor } from "../test/workers/model.ts";
 import { startJob, withTimeout } from "../test/workers/util.ts";
+import { Database } from "bun:sqlite";
+import { open as openLmdb } from "lmdb";
+import { valueBytes, type PeerJob, type PeerResult } from "./workers-peer.ts";
+
+/** Run one peer job in a fresh Worker (terminated after, also on failure). */
+async function runPeer(job: PeerJob): Promise<PeerResult> {
+  const worker = new Worker(new URL("./workers-peer.ts", import.meta.url).href);
+  try {
+    const result = new Promise<PeerResult>((resolve, reject) => {
+      worker.onmessage = (event: MessageEvent<{ done?: boolean; result?: PeerResult; error?: string }>) => {
+        if (event.data.error !== undefined) reject(new Error(event.data.error));
+        else resolve(event.data.result as PeerResult);
+      };
+      worker.onerror = (event) => reject(new Error(event.message));
+    });
+    worker.postMessage(job);
+    return await withTimeout(result, job.ms + 60_000, `${job.engine} ${job.mode}`);
+  } finally {
+    worker.terminate();
+  }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
 
 /** Elements read (env BENCH_ELEMENTS): 20 000 of 16 B–3 KB overflow a Worker's default 16 MiB cache, 5 000 fit. */
 const ELEMENTS = Number(process.env.BENCH_ELEMENTS ?? 20_000);
 const READ_MS = 3_000;
-const PARTS = new Set((process.env.BENCH_WORKERS_PARTS ?? "reads,commits,handoff").split(","));
+const PARTS = new Set((process.env.BENCH_WORKERS_PARTS ?? "reads,commits,handoff,peers").split(","));
+/** Repetitions of each side-by-side figure (medians are quoted). */
+const PEER_REPS = Number(process.env.BENCH_REPS ?? 3);
+const PEER_MS = 2_000;
+/** Share of the mixed part's operations that are durable one-write transactions. */
+const WRITE_SHARE = 0.1;
 
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] as number;
@@ -61,14 +98,17 @@ try {
     const store = await Store.open(path.join(dir, "commits.lss"));
     const keys = Array.from({ length: 4 }, () => store.allocateSeid());
     const handle = store.share();
-    const COUNT = 100;
+    const COUNT = 300;
+    const jobs = keys.map((seid) => startJob<unknown>(handle, { kind: "commit-loop", keys: [seid], count: COUNT, ack: true }));
+    // Timed from the moment every Worker has committed once: starting a Worker (its module load,
+    // attach, JIT) is not a commit's cost, and it took most of a 100-commit run.
+    await withTimeout(Promise.all(jobs.map((j) => j.message((data) => data.ack === 1))), 60_000, "worker commits start");
     let before = store.stats();
     let started = performance.now();
-    const jobs = keys.map((seid) => startJob<unknown>(handle, { kind: "commit-loop", keys: [seid], count: COUNT, ack: false }));
     await withTimeout(Promise.all(jobs.map((j) => j.result)), 120_000, "worker commits");
     let seconds = (performance.now() - started) / 1000;
     let after = store.stats();
-    console.log(`durable commits, 4 Workers at once: ${Math.round((4 * COUNT) / seconds)} commits/s, ${after.datasyncs - before.datasyncs} datasyncs for ${after.commits - before.commits} commits`);
+    console.log(`durable commits, 4 Workers at once: ${Math.round((after.commits - before.commits) / seconds)} commits/s, ${after.datasyncs - before.datasyncs} datasyncs for ${after.commits - before.commits} commits`);
     for (const j of jobs) j.worker.terminate();
     before = store.stats();
     started = performance.now();
@@ -100,6 +140,81 @@ try {
     gaps.sort((a, b) => a - b);
     console.log(`turn hand-off Worker → Worker (callback end → next callback start, relaxed; includes the commit on the owner): p50 ${pct(gaps, 0.5).toFixed(0)} µs, p99 ${pct(gaps, 0.99).toFixed(0)} µs over ${gaps.length} hand-offs`);
     for (const j of jobs) j.worker.terminate();
+    await store.close({ detachWorkers: true });
+  }
+  // ── side by side: bun:sqlite and lmdb-js in the same Workers ──
+  if (PARTS.has("peers")) {
+    const count = ELEMENTS;
+    const valueOf = (i: number) => new Uint8Array(valueBytes(i)).fill(i & 0xff);
+    const store = await Store.open(path.join(dir, "peers.lss"));
+    const seids: bigint[] = [];
+    for (let first = 0; first < count; first += 1000) {
+      await store.transaction((tx) => {
+        for (let i = first; i < Math.min(count, first + 1000); i++) {
+          const seid = store.allocateSeid();
+          seids.push(seid);
+          tx.write(seid, valueOf(i));
+        }
+      });
+    }
+    const sqlitePath = path.join(dir, "peers.db");
+    const sqlite = new Database(sqlitePath, { create: true });
+    sqlite.exec("PRAGMA journal_mode=WAL");
+    sqlite.exec("CREATE TABLE kv (k INTEGER PRIMARY KEY, v BLOB)");
+    const insert = sqlite.prepare("INSERT INTO kv (k, v) VALUES (?, ?)");
+    sqlite.transaction(() => {
+      for (let i = 0; i < count; i++) insert.run(i + 1, valueOf(i));
+    })();
+    sqlite.close();
+    const lmdbPath = path.join(dir, "peers.mdb");
+    const lmdb = openLmdb<Uint8Array, number>({ path: lmdbPath, encoding: "binary", keyEncoding: "uint32" });
+    lmdb.transactionSync(() => {
+      for (let i = 0; i < count; i++) lmdb.putSync(i + 1, valueOf(i));
+    });
+    await lmdb.flushed;
+    const handle = store.share();
+    const engines = (process.env.PEER_ENGINES ?? "bloom,sqlite,lmdb").split(",") as Array<"bloom" | "sqlite" | "lmdb">;
+    const runs = [
+      { label: "reads, 1 Worker", mode: "reads", workers: 1 },
+      { label: "reads, 2 Workers", mode: "reads", workers: 2 },
+      { label: `2 Workers, ${100 - WRITE_SHARE * 100} % reads + ${WRITE_SHARE * 100} % durable writes`, mode: "mixed", workers: 2 },
+    ] as const;
+    const figures = new Map<string, number[]>();
+    for (let rep = 0; rep < PEER_REPS; rep++) {
+      for (const run of runs) {
+        for (const engine of engines) {
+          const results = await Promise.all(
+            Array.from({ length: run.workers }, (_, w) =>
+              runPeer({
+                engine,
+                mode: run.mode,
+                handle: engine === "bloom" ? handle : undefined,
+                path: engine === "sqlite" ? sqlitePath : engine === "lmdb" ? lmdbPath : undefined,
+                seids: engine === "bloom" ? seids : undefined,
+                count,
+                ms: PEER_MS,
+                seed: rep * 100 + w + 1,
+                writeShare: WRITE_SHARE,
+              }),
+            ),
+          );
+          const ops = results.reduce((sum, r) => sum + r.reads + r.writes, 0) / (PEER_MS / 1000);
+          const key = `${run.label}|${engine}`;
+          figures.set(key, [...(figures.get(key) ?? []), ops]);
+        }
+      }
+    }
+    console.log(`\nside by side in Workers (${count} values of 16 B–3 KB; medians of ${PEER_REPS} interleaved reps of ${PEER_MS / 1000} s):`);
+    console.log("| workload | bloom-lss ops/s | bun:sqlite ops/s | lmdb-js ops/s | bloom ÷ sqlite | bloom ÷ lmdb |");
+    console.log("|---|---:|---:|---:|---:|---:|");
+    const at = (label: string, engine: string) => median(figures.get(`${label}|${engine}`) ?? [0]);
+    for (const run of runs) {
+      const [b, q, l] = engines.map((engine) => at(run.label, engine)) as [number, number, number];
+      console.log(`| ${run.label} | ${Math.round(b).toLocaleString()} | ${Math.round(q).toLocaleString()} | ${Math.round(l).toLocaleString()} | ${(b / q).toFixed(2)}× | ${(b / l).toFixed(2)}× |`);
+    }
+    const scaling = engines.map((engine) => `${engine} ${(at(runs[1].label, engine) / at(runs[0].label, engine)).toFixed(2)}×`).join(", ");
+    console.log(`read scaling from 1 to 2 Workers (goal ≥ 1.7×): ${scaling}`);
+    await lmdb.close();
     await store.close({ detachWorkers: true });
   }
 } finally {

@@ -23,6 +23,7 @@
  *
  * @module
  */
+import fs from "node:fs";
 import { ALIGNMENT_BYTES, type FileHandle, type IoBackend, type NativeBuffer } from "../io/backend.ts";
 import { openBackend } from "../io/open.ts";
 import { IoQueue } from "../io/queue.ts";
@@ -47,6 +48,8 @@ const READ_ATTEMPTS = 8;
 const READ_AHEAD_PARTS = 4;
 /** Pooled aligned read buffers of this size (larger reads allocate their own). */
 const POOLED_READ_BYTES = 64 << 10;
+/** Reads up to this size are synchronous preads (see readBytes); larger ones go through the thread pool. */
+const SYNC_READ_BYTES = 64 << 10;
 const POOL_MAX = 8;
 
 /** A read that lost a race (buffer reused, segment index stale): try again from the map. */
@@ -96,7 +99,12 @@ export class WorkerReader {
   static async open(id: number, handle: StoreHandle, cacheBytes: number): Promise<WorkerReader> {
     const backend = await openBackend({ io: "portable", queueDepth: 64 });
     try {
-      const file = backend.openFile(handle.path, { readOnly: true, direct: true });
+      // Buffered, not O_DIRECT: a Worker's cache is its own and small, so its misses are many;
+      // through the kernel's page cache they cost what lmdb's and sqlite's reads cost (see
+      // readBytes). Coherent with the owner's O_DIRECT writes: a direct write drops the cached
+      // pages of its range, a segment is never rewritten under a pinned read, and every record
+      // read is verified (a mismatch is retried from the map, then reported).
+      const file = backend.openFile(handle.path, { readOnly: true, direct: false });
       return new WorkerReader(id, handle, backend, file, cacheBytes);
     } catch (error) {
       backend.close();
@@ -303,6 +311,20 @@ export class WorkerReader {
     const index = this.segments.indexOf(seq);
     if (index === undefined) throw new Retry(`segment ${seq} is not in the published segment index`);
     const physical = this.geometry.physicalOffset(index, address);
+    if (length <= SYNC_READ_BYTES) {
+      // A synchronous pread: from the page cache it costs a few µs, where a read through the
+      // thread pool cost ~35 µs of hops (20 000 values of 16 B–3 KB, 2× a Worker's cache: 23 k
+      // reads/s through the pool, BENCH_WORKERS_PARTS=peers bun bench/workers.ts). A page the
+      // kernel must fetch holds this Worker's event loop for one disk read, as lmdb's reads do.
+      const out = new Uint8Array(length);
+      let done = 0;
+      while (done < length) {
+        const got = fs.readSync(this.file.fd, out, done, length - done, physical + done);
+        if (got === 0) throw new Retry(`log bytes at ${address} are past the end of the file`);
+        done += got;
+      }
+      return out;
+    }
     const alignedStart = alignDown(physical);
     const alignedBytes = alignUp(physical + length) - alignedStart;
     const buffer = alignedBytes <= POOLED_READ_BYTES ? (this.pool.pop() ?? this.backend.alloc(POOLED_READ_BYTES)) : this.backend.alloc(alignUp(alignedBytes, ALIGNMENT_BYTES));

@@ -11,6 +11,7 @@ export type DriverJob =
   | { kind: "queue"; keys: bigint[] }
   | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean; base?: number }
   | { kind: "scan"; keys: bigint[]; ms: number }
+  | { kind: "tags"; keys: bigint[] }
   | { kind: "misuse"; seid: bigint }
   | { kind: "alloc"; byHand: bigint[]; count: number }
   | { kind: "flush" }
