@@ -84,15 +84,16 @@ export class ReadPath {
     }
     // Cache only if the element was not replaced while we read it.
     const now = core.map.get(seid);
-    if (now !== undefined && now.address === location.address && this.caching) core.cache.set(seid, value); // copied into the cache
+    if (now !== undefined && now.address === location.address && this.caching) core.cache.admit(seid, value); // copied into the cache (see ElementCache.admit)
     return value;
   }
 
   /**
    * A single-part element's body, verified, if its record is in memory (a flush buffer or the
    * caching layer); else undefined. The record is copied into a scratch buffer, checked there,
-   * and only the body is copied out: one allocation, the value handed back. The value goes to the
-   * value cache too (a later read of it is a value-cache hit, cheaper than this).
+   * and only the body is copied out: one allocation, the value handed back. The value is offered
+   * to the value cache too (a later read of it is a value-cache hit, cheaper than this, and the
+   * value cache holds values densely where the block cache holds whole blocks).
    */
   private singleFromMemory(seid: bigint, location: Location): Uint8Array | undefined {
     const recordBytes = RECORD_HEADER_BYTES + location.sizeBytes;
@@ -102,7 +103,7 @@ export class ReadPath {
     const flags = verifyDataRecordIn(scratchOf(recordBytes), scratchWords, split32[0] as number, split32[1] as number);
     if ((flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
     const value = scratch.slice(RECORD_HEADER_BYTES, recordBytes);
-    if (this.caching) this.core.cache.set(seid, value);
+    if (this.caching) this.core.cache.admit(seid, value);
     return value;
   }
 
@@ -137,7 +138,7 @@ export class ReadPath {
       value = new Uint8Array(location.sizeBytes);
       checkFilled(seid, value, copyParts(seid, value, 0, bodies));
     }
-    if (this.caching) core.cache.set(seid, value);
+    if (this.caching) core.cache.admit(seid, value);
     return value;
   }
 
