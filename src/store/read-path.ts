@@ -50,7 +50,8 @@ export class ReadPath {
    * The element's bytes as last committed, or `undefined`. Not an async function: a hit in memory
    * (the value cache, a flush buffer, the caching layer of log blocks) is one resolved promise
    * (nested async frames cost two extra microtask ticks per read), and everything up to the file
-   * read happens in this turn. Throws (synchronously) for a bad seid.
+   * read happens in this turn. Throws (synchronously) for a bad seid, and for a damaged record
+   * found in memory (`CorruptionError`); `Store.read` turns both into a rejected promise.
    */
   read(seid: bigint): Promise<Uint8Array | undefined> {
     checkSeid(seid);

@@ -5,8 +5,9 @@
  * had committed when the read began).
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import fs from "node:fs";
 import path from "node:path";
-import { Store } from "../../src/index.ts";
+import { CorruptionError, Store } from "../../src/index.ts";
 import { BLOCK_BYTES } from "../../src/log/block-cache.ts";
 import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 
@@ -58,6 +59,33 @@ for (const io of BACKENDS) {
       checkWhole(2, second);
       checkWhole(1, store.readSync(1n));
       checkWhole(1, await store.read(1n));
+    });
+
+    test("a damaged record in the caching layer is a CorruptionError from read() (rejected) and readSync(), never its bytes", async () => {
+      const file = path.join(dir, "c.lss");
+      {
+        await using store = await Store.open(file, { io });
+        await store.transaction((tx) => {
+          for (let key = 1; key <= 50; key++) tx.write(BigInt(key), versionOf(key, 1));
+        });
+      }
+      // Flip one byte of element 7's value on disk.
+      const bytes = fs.readFileSync(file);
+      const at = bytes.indexOf(Buffer.from(versionOf(7, 1)));
+      expect(at).toBeGreaterThan(0);
+      bytes[at + 100] = (bytes[at + 100] as number) ^ 0x01;
+      fs.writeFileSync(file, bytes);
+      await using store = await Store.open(file, { io, cacheBytes: 0 });
+      // The first read goes to the file and keeps the block around it in the caching layer ...
+      await expect(store.read(7n)).rejects.toThrow(CorruptionError);
+      const hits = store.stats().blockCache.hits;
+      // ... so these come from memory, verified there.
+      await expect(store.read(7n)).rejects.toThrow(CorruptionError);
+      expect(() => store.readSync(7n)).toThrow(CorruptionError);
+      expect(store.stats().blockCache.hits).toBe(hits + 2);
+      // Its neighbours in the same block are fine.
+      checkWhole(6, await store.read(6n));
+      checkWhole(8, store.readSync(8n));
     });
 
     test("reads racing commits and the cleaner: each returns one whole committed version, never older than what had committed when it began", async () => {
