@@ -9,7 +9,7 @@
  * Workloads: (a) serial commits of one 100 B write; (b) 64 transactions in flight (group
  * commit); (c) one transaction of 1 M writes; (d) hot random point reads over 1 M keys;
  * (e) open time after a crash (copy of an open store) with and without a recent checkpoint;
- * (f) RAM per seid at 1 M seids; (g) reading back what was just written; (h) an empty store's
+ * (f) RAM per seid at 1 M seids; (g) reading back what was just written (await read and readSync); (h) an empty store's
  * size on disk (file size and blocks allocated). Figures are medians of {@link REPS} interleaved reps.
  *
  * Run alone: `bun bench/store.ts` (`BENCH_STORE_SECTIONS=h` for some sections only).
@@ -386,6 +386,14 @@ async function bulkAndReads(report: Report): Promise<void> {
         }
         reps.push("bloomRead", READS / ((performance.now() - start) / 1000));
       });
+      await attempt(report, "d: bloom-lss readSync", async () => {
+        const start = performance.now();
+        for (let i = 0; i < READS; i++) {
+          const v = bloom.store.readSync(seids[picks[i] as number] as bigint);
+          if (v === undefined || v.length !== 100) throw new Error("bloom-lss readSync came back wrong");
+        }
+        reps.push("bloomReadSync", READS / ((performance.now() - start) / 1000));
+      });
       await attempt(report, "d: lmdb", async () => {
         const start = performance.now();
         for (let i = 0; i < READS; i++) {
@@ -405,10 +413,12 @@ async function bulkAndReads(report: Report): Promise<void> {
     }
     const st = bloom.store.stats();
     const br = report.figure(SECTION_D, "bloom-lss await store.read (cacheBytes 512 MiB, warm)", reps.get("bloomRead"), "reads/s").value;
+    const bs = report.figure(SECTION_D, "bloom-lss store.readSync (same cache, warm)", reps.get("bloomReadSync"), "reads/s").value;
     const lr = report.figure(SECTION_D, "lmdb getBinary", reps.get("lmdbRead"), "reads/s").value;
     const sr = report.figure(SECTION_D, "sqlite prepared SELECT (cache_size 256 MiB, warm)", reps.get("sqliteRead"), "reads/s").value;
     report.ratio(SECTION_D, "bloom-lss ÷ lmdb getBinary", ratioOf(br, lr), 1.5);
     report.ratio(SECTION_D, "bloom-lss ÷ sqlite", ratioOf(br, sr));
+    report.ratio(SECTION_D, "bloom-lss readSync ÷ lmdb getBinary", ratioOf(bs, lr));
     report.note(`(d) bloom-lss cache: ${st.cacheHits} hits, ${st.cacheMisses} misses, ${fmt(st.cacheBytes / 2 ** 20)} MiB held (cacheBytes 512 MiB)`);
   } finally {
     await attempt(report, "c/d: close", release);
@@ -455,6 +465,26 @@ async function readAfterWrite(report: Report): Promise<void> {
       }
     });
     fullGc();
+    // readSync on a store of its own: the reads above put every value in the value cache.
+    await attempt(report, "g: bloom-lss readSync", async () => {
+      const bloom = await openBloom("g-bloom-sync.lss");
+      try {
+        await bloom.store.transaction((tx) => {
+          for (let i = 1; i <= RAW_WRITES; i++) tx.write(BigInt(i), VALUE);
+        });
+        const start = performance.now();
+        for (let i = 0; i < RAW_WRITES; i++) {
+          const v = bloom.store.readSync(BigInt((order[i] as number) + 1));
+          if (v === undefined || v.length !== 100) throw new Error("bloom-lss readSync came back wrong");
+        }
+        reps.push("bloomSync", RAW_WRITES / ((performance.now() - start) / 1000));
+        const st = bloom.store.stats();
+        if (rep === 0) report.note(`(g) bloom-lss readSync: block cache ${st.blockCache.hits} hits, ${st.blockCache.misses} misses; value cache ${st.cacheHits} hits`);
+      } finally {
+        await closeBloom(bloom);
+      }
+    });
+    fullGc();
     await attempt(report, "g: lmdb", async () => {
       const lmdb = openLmdbAt("g-lmdb.mdb");
       try {
@@ -491,10 +521,12 @@ async function readAfterWrite(report: Report): Promise<void> {
     });
   }
   const b = report.figure(SECTION_G, "bloom-lss await store.read, default settings", reps.get("bloom"), "reads/s").value;
+  const bs = report.figure(SECTION_G, "bloom-lss store.readSync, default settings", reps.get("bloomSync"), "reads/s").value;
   const l = report.figure(SECTION_G, "lmdb getBinary", reps.get("lmdb"), "reads/s").value;
   const q = report.figure(SECTION_G, "sqlite prepared SELECT", reps.get("sqlite"), "reads/s").value;
   report.ratio(SECTION_G, "bloom-lss ÷ lmdb", ratioOf(b, l), 1.0);
   report.ratio(SECTION_G, "bloom-lss ÷ sqlite", ratioOf(b, q));
+  report.ratio(SECTION_G, "bloom-lss readSync ÷ lmdb", ratioOf(bs, l));
 }
 
 /**

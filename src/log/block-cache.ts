@@ -96,19 +96,43 @@ export class BlockCache {
    */
   get(address: number, lengthBytes: number): Uint8Array | undefined {
     if (this.slab === undefined || lengthBytes <= 0) return undefined;
+    const out = new Uint8Array(lengthBytes);
+    return this.copyInto(address, lengthBytes, out) ? out : undefined;
+  }
+
+  /**
+   * Like {@link get}, into `into[0, lengthBytes)` (which must be that long): false, and `into`
+   * untouched, unless every page the range touches is held. No allocation: the read path copies a
+   * record into a scratch buffer, verifies it there and copies only the body out.
+   */
+  copyInto(address: number, lengthBytes: number, into: Uint8Array): boolean {
+    const slab = this.slab;
+    if (slab === undefined || lengthBytes <= 0) return false;
     const end = address + lengthBytes;
     const first = Math.floor(address / BLOCK_BYTES);
     const last = Math.floor((end - 1) / BLOCK_BYTES);
+    if (first === last) {
+      // The common case (a record inside one block): one lookup.
+      const slot = this.slots.get(first);
+      if (slot === undefined) return false;
+      const from = address - first * BLOCK_BYTES;
+      const need = pageRange(from, from + lengthBytes);
+      if (((this.pageMask[slot] as number) & need) >>> 0 !== need) return false;
+      this.referenced[slot] = 1;
+      const base = slot * BLOCK_BYTES + from;
+      into.set(slab.subarray(base, base + lengthBytes));
+      this.hits += 1;
+      return true;
+    }
     // Check every block first: a partial copy is never handed out.
     for (let block = first; block <= last; block++) {
       const slot = this.slots.get(block);
-      if (slot === undefined) return undefined;
+      if (slot === undefined) return false;
       const from = Math.max(address, block * BLOCK_BYTES) - block * BLOCK_BYTES;
       const to = Math.min(end, (block + 1) * BLOCK_BYTES) - block * BLOCK_BYTES;
       const need = pageRange(from, to);
-      if (((this.pageMask[slot] as number) & need) >>> 0 !== need) return undefined;
+      if (((this.pageMask[slot] as number) & need) >>> 0 !== need) return false;
     }
-    const out = new Uint8Array(lengthBytes);
     for (let block = first; block <= last; block++) {
       const slot = this.slots.get(block) as number;
       this.referenced[slot] = 1;
@@ -116,10 +140,10 @@ export class BlockCache {
       const from = Math.max(address, blockStart);
       const to = Math.min(end, blockStart + BLOCK_BYTES);
       const base = slot * BLOCK_BYTES + (from - blockStart);
-      out.set((this.slab as Uint8Array).subarray(base, base + (to - from)), from - address);
+      into.set(slab.subarray(base, base + (to - from)), from - address);
     }
     this.hits += 1;
-    return out;
+    return true;
   }
 
   /** Count a read that had to go to the file. */

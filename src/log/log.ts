@@ -673,6 +673,14 @@ export class LogStructuredStore {
     return this.reader.readHeld(address, lengthBytes);
   }
 
+  /**
+   * @internal Copy `[address, +lengthBytes)` into `into` if a flush buffer or the caching layer
+   * holds it (see LogReader.copyFromMemory); false if not. Synchronous: no read is started.
+   */
+  copyFromMemory(address: number, lengthBytes: number, into: Uint8Array): boolean {
+    return this.reader.copyFromMemory(address, lengthBytes, into);
+  }
+
   /** @internal Copy from a flush buffer still holding `[address, +length)`, if one does. */
   readFromBuffers(address: number, lengthBytes: number): Uint8Array | undefined {
     return this.reader.readFromBuffers(address, lengthBytes);

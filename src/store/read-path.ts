@@ -15,7 +15,7 @@ import type { LogStructuredStore } from "../log/log.ts";
 import { CorruptionError, InvalidArgumentError, LssError, StoreClosedError } from "../errors.ts";
 import type { StoreCore } from "./commit.ts";
 import { FLAG_PART, type Part } from "./format/extents.ts";
-import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "./format/records.ts";
+import { RECORD_HEADER_BYTES, RecordType, verifyDataRecordIn, verifyRecord } from "./format/records.ts";
 import { elementSegments, type SegmentPins } from "./pins.ts";
 import type { Location } from "./state/mapping.ts";
 import { checkSeid, MAX_SEID } from "./state/seids.ts";
@@ -47,34 +47,31 @@ export class ReadPath {
   }
 
   /**
-   * The element's bytes if the cache holds them (a copy), else undefined. Throws for a bad seid.
-   * The cache only holds committed values and is invalidated by every write and delete, so a hit
-   * needs no mapping-table lookup.
-   */
-  private cached(seid: bigint): Uint8Array | undefined {
-    checkSeid(seid);
-    const hit = this.core.cache.get(seid);
-    return hit !== undefined && hit.length <= this.maxReadBytes ? hit : undefined;
-  }
-
-  /**
-   * The element's bytes as last committed, or `undefined`. Not an async function: a cache hit is
-   * one resolved promise (nested async frames cost two extra microtask ticks per read), and the
-   * cache is looked up once. Throws (synchronously) for a bad seid.
+   * The element's bytes as last committed, or `undefined`. Not an async function: a hit in memory
+   * (the value cache, a flush buffer, the caching layer of log blocks) is one resolved promise
+   * (nested async frames cost two extra microtask ticks per read), and everything up to the file
+   * read happens in this turn. Throws (synchronously) for a bad seid, and for a damaged record
+   * found in memory (`CorruptionError`); `Store.read` turns both into a rejected promise.
    */
   read(seid: bigint): Promise<Uint8Array | undefined> {
-    const hit = this.cached(seid); // a copy already
-    return hit !== undefined ? Promise.resolve(hit) : this.readMiss(seid);
+    checkSeid(seid);
+    const { core } = this;
+    // The cache only holds committed values and is invalidated by every write and delete, so a
+    // hit needs no mapping-table lookup.
+    const hit = core.cache.get(seid); // a copy already
+    if (hit !== undefined && hit.length <= this.maxReadBytes) return Promise.resolve(hit);
+    const location = core.map.get(seid);
+    if (location === undefined) return Promise.resolve(undefined);
+    if (location.sizeBytes > this.maxReadBytes) return Promise.reject(this.tooLarge(seid, location));
+    // The mapping lookup and the copy from memory happen in one turn: no commit or cleaner step
+    // can come between them, so the record is the one the table points at and needs no pin.
+    const fromMemory = location.multipart ? undefined : this.singleFromMemory(seid, location);
+    return fromMemory !== undefined ? Promise.resolve(fromMemory) : this.readMiss(seid, location);
   }
 
-  /** {@link read} past the cache. */
-  private async readMiss(seid: bigint): Promise<Uint8Array | undefined> {
+  /** {@link read} from the file, `location` as the table held it when the read began. */
+  private async readMiss(seid: bigint, location: Location): Promise<Uint8Array | undefined> {
     const { core } = this;
-    const location = core.map.get(seid);
-    if (location === undefined) return undefined;
-    if (location.sizeBytes > this.maxReadBytes) {
-      throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
-    }
     // Pin what the read touches: the cleaner may relocate the element meanwhile, and must not give
     // its old segments back (and a checkpoint then reuse them) under a read still in flight.
     const parts = this.partsOf(seid, location);
@@ -88,13 +85,37 @@ export class ReadPath {
     }
     // Cache only if the element was not replaced while we read it.
     const now = core.map.get(seid);
-    if (now !== undefined && now.address === location.address && this.caching) core.cache.set(seid, value); // copied into the cache
+    if (now !== undefined && now.address === location.address && this.caching) core.cache.admit(seid, value); // copied into the cache (see ElementCache.admit)
     return value;
   }
 
   /**
-   * The element's bytes as last committed, synchronously: from the cache, a flush buffer, or the
-   * file through `sync` (see sync-read.ts), every record verified as in {@link read}.
+   * A single-part element's body, verified, if its record is in memory (a flush buffer or the
+   * caching layer); else undefined. The record is copied into a scratch buffer, checked there,
+   * and only the body is copied out: one allocation, the value handed back. The value is offered
+   * to the value cache too (a later read of it is a value-cache hit, cheaper than this, and the
+   * value cache holds values densely where the block cache holds whole blocks).
+   */
+  private singleFromMemory(seid: bigint, location: Location): Uint8Array | undefined {
+    const recordBytes = RECORD_HEADER_BYTES + location.sizeBytes;
+    if (recordBytes > MEMORY_SCRATCH_BYTES) return undefined; // large: read() copies it whole anyway
+    if (!this.core.log.copyFromMemory(location.address, recordBytes, scratch)) return undefined;
+    split64[0] = seid;
+    const flags = verifyDataRecordIn(scratchOf(recordBytes), scratchWords, split32[0] as number, split32[1] as number);
+    if ((flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
+    const value = scratch.slice(RECORD_HEADER_BYTES, recordBytes);
+    if (this.caching) this.core.cache.admit(seid, value);
+    return value;
+  }
+
+  private tooLarge(seid: bigint, location: Location): InvalidArgumentError {
+    return new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
+  }
+
+  /**
+   * The element's bytes as last committed, synchronously: from the cache, a flush buffer, the
+   * caching layer of log blocks, or the file through `sync` (see sync-read.ts), every record
+   * verified as in {@link read}.
    */
   readSync(seid: bigint, sync: SyncLogReader): Uint8Array | undefined {
     checkSeid(seid);
@@ -103,8 +124,10 @@ export class ReadPath {
     if (hit !== undefined && hit.length <= this.maxReadBytes) return hit;
     const location = core.map.get(seid);
     if (location === undefined) return undefined;
-    if (location.sizeBytes > this.maxReadBytes) {
-      throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
+    if (location.sizeBytes > this.maxReadBytes) throw this.tooLarge(seid, location);
+    if (!location.multipart) {
+      const fromMemory = this.singleFromMemory(seid, location);
+      if (fromMemory !== undefined) return fromMemory;
     }
     // No pins: nothing else runs until this returns.
     const parts = this.partsOf(seid, location);
@@ -116,7 +139,7 @@ export class ReadPath {
       value = new Uint8Array(location.sizeBytes);
       checkFilled(seid, value, copyParts(seid, value, 0, bodies));
     }
-    if (this.caching) core.cache.set(seid, value);
+    if (this.caching) core.cache.admit(seid, value);
     return value;
   }
 
@@ -167,6 +190,23 @@ export class ReadPath {
     return multipart.parts;
   }
 }
+
+/**
+ * Where {@link ReadPath} verifies a record read from memory (records up to 64 KiB, what the
+ * caching layer keeps): one buffer per thread, used only within one synchronous step.
+ */
+const MEMORY_SCRATCH_BYTES = 64 << 10;
+const scratch = new Uint8Array(MEMORY_SCRATCH_BYTES);
+const scratchWords = new Uint32Array(scratch.buffer);
+/** The last view of the scratch's first bytes handed out: values of one size reuse it. */
+let scratchView = scratch.subarray(0, 0);
+function scratchOf(lengthBytes: number): Uint8Array {
+  if (scratchView.length !== lengthBytes) scratchView = scratch.subarray(0, lengthBytes);
+  return scratchView;
+}
+/** Seid halves, split as the mapping table splits them (little-endian). */
+const split64 = new BigUint64Array(1);
+const split32 = new Uint32Array(split64.buffer);
 
 function checkSpace(space: number): void {
   if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
