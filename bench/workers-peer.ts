@@ -9,6 +9,7 @@
  * @module
  */
 import { Store } from "../src/index.ts";
+import { seededRandom } from "../testing/prng.ts";
 import type { StoreHandle } from "../src/workers/handle.ts";
 
 declare const self: Worker;
@@ -39,17 +40,6 @@ export interface PeerResult {
 /** The size of value `i` (the same on every engine): 16 B to 3 KB. */
 export function valueBytes(i: number): number {
   return 16 + ((i * 7919) % 3000);
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface Engine {
@@ -95,7 +85,7 @@ async function openEngine(job: PeerJob): Promise<Engine> {
 
 async function run(job: PeerJob): Promise<PeerResult> {
   const engine = await openEngine(job);
-  const next = mulberry32(job.seed);
+  const next = seededRandom(job.seed);
   let reads = 0;
   let writes = 0;
   let bytes = 0;
