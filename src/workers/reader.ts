@@ -158,7 +158,8 @@ export class WorkerReader {
           const tagged = new Uint8Array(8 + value.length);
           new DataView(tagged.buffer).setFloat64(0, location.address, true);
           tagged.set(value, 8);
-          this.cache.set(seid, tagged);
+          // As the owner's reads do: once full, a first read is only remembered (scan resistance).
+          this.cache.admit(seid, tagged);
         }
         return value;
       } catch (error) {
