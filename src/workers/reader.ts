@@ -4,7 +4,7 @@
  *   seid → shared mapping table (seqlock: a whole commit or none) → pin the segments (shared
  *   pins) → look again: still the same location? (else unpin and start over) → bytes from a flush
  *   buffer still in memory (through the ring's native pointers) or from the file (this Worker's
- *   own read-only O_DIRECT descriptor) → every record verified (length, CRC, type, seid, part) →
+ *   own read-only, buffered descriptor: see {@link WorkerReader.open}) → every record verified (length, CRC, type, seid, part) →
  *   unpin.
  *
  * Why the second look makes the pin safe: the cleaner gives a segment back only after a commit
@@ -24,11 +24,8 @@
  * @module
  */
 import fs from "node:fs";
-import { ALIGNMENT_BYTES, type FileHandle, type IoBackend, type NativeBuffer } from "../io/backend.ts";
-import { openBackend } from "../io/open.ts";
-import { IoQueue } from "../io/queue.ts";
 import { CorruptionError, InvalidArgumentError } from "../errors.ts";
-import { alignDown, alignUp, LogGeometry } from "../log/address.ts";
+import { LogGeometry } from "../log/address.ts";
 import { UNIT_HEADER_BYTES } from "../log/format.ts";
 import { RingWriter, type RingDescriptor } from "../log/ring.ts";
 import { ElementCache } from "../store/cache.ts";
@@ -46,11 +43,8 @@ import { SharedMapping, SharedPins, SharedSegments } from "./shared-state.ts";
 const READ_ATTEMPTS = 8;
 /** Parts a Worker's read stream keeps in flight. */
 const READ_AHEAD_PARTS = 4;
-/** Pooled aligned read buffers of this size (larger reads allocate their own). */
-const POOLED_READ_BYTES = 64 << 10;
 /** Reads up to this size are synchronous preads (see readBytes); larger ones go through the thread pool. */
 const SYNC_READ_BYTES = 64 << 10;
-const POOL_MAX = 8;
 
 /** A read that lost a race (buffer reused, segment index stale): try again from the map. */
 class Retry extends Error {}
@@ -70,46 +64,38 @@ export class WorkerReader {
   private readonly pins: SharedPins;
   private readonly ring: ReaderRing;
   private readonly geometry: LogGeometry;
-  private readonly backend: IoBackend;
-  private readonly queue: IoQueue;
-  private readonly file: FileHandle;
+  /** This Worker's own descriptor of the store's file. */
+  private readonly fd: number;
+  /** Reads on the thread pool not yet finished (close waits for them before closing `fd`). */
+  private readonly reading = new Set<Promise<unknown>>();
   private readonly cache: ElementCache;
   private readonly maxReadBytes: number;
-  private readonly pool: NativeBuffer[] = [];
   private openStreams = 0;
   private closed = false;
   cacheHits = 0;
   cacheMisses = 0;
 
-  private constructor(id: number, handle: StoreHandle, backend: IoBackend, file: FileHandle, cacheBytes: number) {
+  private constructor(id: number, handle: StoreHandle, fd: number, cacheBytes: number) {
     this.id = id;
     this.mapping = new SharedMapping(handle.mapping);
     this.segments = new SharedSegments(handle.segments);
     this.pins = new SharedPins(handle.pins);
     this.ring = new ReaderRing(handle.ring as RingDescriptor);
     this.geometry = new LogGeometry(handle.segmentSize);
-    this.backend = backend;
-    this.queue = new IoQueue(backend);
-    this.file = file;
+    this.fd = fd;
     this.cache = new ElementCache(cacheBytes);
     this.maxReadBytes = handle.maxReadBytes;
   }
 
   /** Open this Worker's own read-only descriptor of the store's file (never locked). */
   static async open(id: number, handle: StoreHandle, cacheBytes: number): Promise<WorkerReader> {
-    const backend = await openBackend({ io: "portable", queueDepth: 64 });
-    try {
-      // Buffered, not O_DIRECT: a Worker's cache is its own and small, so its misses are many;
-      // through the kernel's page cache they cost what lmdb's and sqlite's reads cost (see
-      // readBytes). Coherent with the owner's O_DIRECT writes: a direct write drops the cached
-      // pages of its range, a segment is never rewritten under a pinned read, and every record
-      // read is verified (a mismatch is retried from the map, then reported).
-      const file = backend.openFile(handle.path, { readOnly: true, direct: false });
-      return new WorkerReader(id, handle, backend, file, cacheBytes);
-    } catch (error) {
-      backend.close();
-      throw error;
-    }
+    // Buffered, not O_DIRECT: a Worker's cache is its own and small, so its misses are many;
+    // through the kernel's page cache they cost what lmdb's and sqlite's reads cost (see
+    // readBytes), and need no aligned native buffers. Coherent with the owner's O_DIRECT writes:
+    // a direct write drops the cached pages of its range, a segment is never rewritten under a
+    // pinned read, and every record read is verified (a mismatch is retried from the map, then
+    // reported).
+    return new WorkerReader(id, handle, fs.openSync(handle.path, "r"), cacheBytes);
   }
 
   get shared(): SharedMapping {
@@ -320,22 +306,22 @@ export class WorkerReader {
       const out = new Uint8Array(length);
       let done = 0;
       while (done < length) {
-        const got = fs.readSync(this.file.fd, out, done, length - done, physical + done);
+        const got = fs.readSync(this.fd, out, done, length - done, physical + done);
         if (got === 0) throw new Retry(`log bytes at ${address} are past the end of the file`);
         done += got;
       }
       return out;
     }
-    const alignedStart = alignDown(physical);
-    const alignedBytes = alignUp(physical + length) - alignedStart;
-    const buffer = alignedBytes <= POOLED_READ_BYTES ? (this.pool.pop() ?? this.backend.alloc(POOLED_READ_BYTES)) : this.backend.alloc(alignUp(alignedBytes, ALIGNMENT_BYTES));
-    try {
-      await this.queue.read(this.file, buffer, 0, alignedBytes, alignedStart);
-      return buffer.bytes.slice(physical - alignedStart, physical - alignedStart + length);
-    } finally {
-      if (buffer.sizeBytes === POOLED_READ_BYTES && this.pool.length < POOL_MAX && !this.closed) this.pool.push(buffer);
-      else this.backend.free(buffer);
+    const out = new Uint8Array(length);
+    let done = 0;
+    while (done < length) {
+      const read = new Promise<number>((resolve, reject) => fs.read(this.fd, out, done, length - done, physical + done, (error, got) => (error ? reject(error) : resolve(got))));
+      this.reading.add(read);
+      const got = await read.finally(() => this.reading.delete(read));
+      if (got === 0) throw new Retry(`log bytes at ${address} are past the end of the file`);
+      done += got;
     }
+    return out;
   }
 
   /** Copy from a flush buffer holding `[address, +length)`, valid only if the slot was not reused meanwhile. */
@@ -353,14 +339,12 @@ export class WorkerReader {
     return undefined;
   }
 
-  /** Close the descriptor and free every buffer (after the Worker's reads have ended). */
+  /** Close the descriptor once no read uses it (a descriptor number closed under a read may be reused). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    while (this.queue.outstanding > 0) await this.backend.wait(1, 10);
-    for (const buffer of this.pool.splice(0)) this.backend.free(buffer);
-    this.backend.closeFile(this.file);
-    this.backend.close();
+    while (this.reading.size > 0) await Promise.allSettled([...this.reading]);
+    fs.closeSync(this.fd);
     this.cache.clear();
   }
 }

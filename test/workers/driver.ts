@@ -5,7 +5,7 @@
 import { Store } from "../../src/index.ts";
 import type { AttachedStore } from "../../src/workers/attached.ts";
 import type { StoreHandle } from "../../src/workers/handle.ts";
-import { rng, seededRandom } from "../../testing/prng.ts";
+import { seededRandom } from "../../testing/prng.ts";
 import { bigValue, decodeValue, randomWorkload, valueFor, type DriverJob } from "./model.ts";
 
 declare const self: Worker;
