@@ -36,6 +36,7 @@
  *
  * @module
  */
+import { seidHalves } from "./state/mapping.ts";
 
 /** Bytes of the header in front of each cached value: seid lo, seid hi, length, unused. */
 const ENTRY_HEADER_BYTES = 16;
@@ -60,9 +61,6 @@ const LENGTH = 4;
 const REFERENCED = 0x80000000;
 const CHUNK_MASK = 0x7fffffff;
 
-/** Seid halves: written as a u64, read as two u32s (little-endian). */
-const split64 = new BigUint64Array(1);
-const split32 = new Uint32Array(split64.buffer);
 
 function alignUp(bytes: number): number {
   return (bytes + ENTRY_ALIGN_BYTES - 1) & ~(ENTRY_ALIGN_BYTES - 1);
@@ -150,9 +148,9 @@ export class ElementCache {
     if (this.head < 0 || (this.fills[this.head] as number) + entryBytes > this.chunkBytes) this.advance(entryBytes);
     // A same-seid entry may have left the table while the oldest chunk was compacted: look up
     // only now, after any eviction.
-    split64[0] = seid;
-    const lo = split32[0] as number;
-    const hi = split32[1] as number;
+    const halves = seidHalves(seid);
+    const lo = halves[0] as number;
+    const hi = halves[1] as number;
     let slot = this.probe(lo, hi);
     if (slot >= 0) {
       this.heldBytes -= this.table[slot * STRIDE + LENGTH] as number; // the old bytes are dead in their chunk
@@ -224,9 +222,9 @@ export class ElementCache {
       this.door = new Uint32Array(bits >>> 5);
       this.doorMask = bits - 1;
     }
-    split64[0] = seid;
-    const lo = split32[0] as number;
-    const hi = split32[1] as number;
+    const halves = seidHalves(seid);
+    const lo = halves[0] as number;
+    const hi = halves[1] as number;
     const a = (Math.imul(lo ^ Math.imul(hi, 0x85ebca6b), 0x9e3779b1) >>> 0) & this.doorMask;
     const b = (Math.imul(hi ^ Math.imul(lo, 0xc2b2ae35), 0x27d4eb2f) >>> 0) & this.doorMask;
     const door = this.door;
@@ -247,8 +245,8 @@ export class ElementCache {
   // ───────────────────────────── the table ─────────────────────────────
 
   private find(seid: bigint): number {
-    split64[0] = seid;
-    return this.probe(split32[0] as number, split32[1] as number);
+    const halves = seidHalves(seid);
+    return this.probe(halves[0] as number, halves[1] as number);
   }
 
   /** The slot holding (lo, hi), or -1 - (the empty slot where it would go). */

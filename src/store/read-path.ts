@@ -17,7 +17,7 @@ import type { StoreCore } from "./commit.ts";
 import { FLAG_PART, type Part } from "./format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, verifyDataRecordIn, verifyRecord } from "./format/records.ts";
 import { elementSegments, type SegmentPins } from "./pins.ts";
-import type { Location } from "./state/mapping.ts";
+import { seidHalves, type Location } from "./state/mapping.ts";
 import { checkSeid, MAX_SEID } from "./state/seids.ts";
 import { createReadStream } from "./streams.ts";
 import type { SyncLogReader } from "./sync-read.ts";
@@ -100,8 +100,8 @@ export class ReadPath {
     const recordBytes = RECORD_HEADER_BYTES + location.sizeBytes;
     if (recordBytes > MEMORY_SCRATCH_BYTES) return undefined; // large: read() copies it whole anyway
     if (!this.core.log.copyFromMemory(location.address, recordBytes, scratch)) return undefined;
-    split64[0] = seid;
-    const flags = verifyDataRecordIn(scratchOf(recordBytes), scratchWords, split32[0] as number, split32[1] as number);
+    const halves = seidHalves(seid);
+    const flags = verifyDataRecordIn(scratchOf(recordBytes), scratchWords, halves[0] as number, halves[1] as number);
     if ((flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
     const value = scratch.slice(RECORD_HEADER_BYTES, recordBytes);
     if (this.caching) this.core.cache.admit(seid, value);
@@ -204,9 +204,6 @@ function scratchOf(lengthBytes: number): Uint8Array {
   if (scratchView.length !== lengthBytes) scratchView = scratch.subarray(0, lengthBytes);
   return scratchView;
 }
-/** Seid halves, split as the mapping table splits them (little-endian). */
-const split64 = new BigUint64Array(1);
-const split32 = new Uint32Array(split64.buffer);
 
 function checkSpace(space: number): void {
   if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {

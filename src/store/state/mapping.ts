@@ -35,6 +35,16 @@ const TWO_POW_32 = 4294967296;
 const split64 = new BigUint64Array(1);
 const split32 = new Uint32Array(split64.buffer);
 
+/**
+ * `seid`'s low and high 32-bit halves (`[0]`, `[1]`), as the table stores them: one shared pair,
+ * valid until the next call (no allocation per lookup; the value cache and the read path split
+ * seids the same way).
+ */
+export function seidHalves(seid: bigint): Uint32Array {
+  split64[0] = seid;
+  return split32;
+}
+
 /** The seid whose low and high 32-bit halves are `lo` and `hi` (as the table stores it). */
 export function seidFromHalves(lo: number, hi: number): bigint {
   split32[0] = lo;
@@ -96,8 +106,8 @@ export class MappingTable {
   }
 
   private locate(seid: bigint): number {
-    split64[0] = seid;
-    return this.find(split32[0] as number, split32[1] as number);
+    const halves = seidHalves(seid);
+    return this.find(halves[0] as number, halves[1] as number);
   }
 
   has(seid: bigint): boolean {
