@@ -113,11 +113,9 @@ export class BlockCache {
     const last = Math.floor((end - 1) / BLOCK_BYTES);
     if (first === last) {
       // The common case (a record inside one block): one lookup.
-      const slot = this.slots.get(first);
-      if (slot === undefined) return false;
       const from = address - first * BLOCK_BYTES;
-      const need = pageRange(from, from + lengthBytes);
-      if (((this.pageMask[slot] as number) & need) >>> 0 !== need) return false;
+      const slot = this.slotHolding(first, from, from + lengthBytes);
+      if (slot < 0) return false;
       this.referenced[slot] = 1;
       const base = slot * BLOCK_BYTES + from;
       into.set(slab.subarray(base, base + lengthBytes));
@@ -126,12 +124,8 @@ export class BlockCache {
     }
     // Check every block first: a partial copy is never handed out.
     for (let block = first; block <= last; block++) {
-      const slot = this.slots.get(block);
-      if (slot === undefined) return false;
-      const from = Math.max(address, block * BLOCK_BYTES) - block * BLOCK_BYTES;
-      const to = Math.min(end, (block + 1) * BLOCK_BYTES) - block * BLOCK_BYTES;
-      const need = pageRange(from, to);
-      if (((this.pageMask[slot] as number) & need) >>> 0 !== need) return false;
+      const blockStart = block * BLOCK_BYTES;
+      if (this.slotHolding(block, Math.max(address, blockStart) - blockStart, Math.min(end, blockStart + BLOCK_BYTES) - blockStart) < 0) return false;
     }
     for (let block = first; block <= last; block++) {
       const slot = this.slots.get(block) as number;
@@ -144,6 +138,14 @@ export class BlockCache {
     }
     this.hits += 1;
     return true;
+  }
+
+  /** The slot of `block` if it holds every page of `[from, to)` within the block; else -1. */
+  private slotHolding(block: number, from: number, to: number): number {
+    const slot = this.slots.get(block);
+    if (slot === undefined) return -1;
+    const need = pageRange(from, to);
+    return ((this.pageMask[slot] as number) & need) >>> 0 === need ? slot : -1;
   }
 
   /** Count a read that had to go to the file. */
