@@ -740,4 +740,3 @@ export class SegmentSpace {
     return before - cut;
   }
 }
-
