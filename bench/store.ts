@@ -265,7 +265,7 @@ async function serialAndGroup(report: Report): Promise<void> {
     });
   }
 
-  const disk = report.figure(SECTION_A, "disk: 4 KiB write + fdatasync (uring, bench/io.ts)", reps.get("disk"), "pairs/s").value;
+  const disk = report.figure(SECTION_A, "disk: 4 KiB write + linked fdatasync, one submission (uring, bench/io.ts)", reps.get("disk"), "pairs/s").value;
   const b = report.figure(SECTION_A, "bloom-lss sync", reps.get("bloom"), "commits/s").value;
   const s = report.figure(SECTION_A, "sqlite WAL FULL", reps.get("sqlite"), "commits/s").value;
   const l1 = report.figure(SECTION_A, "lmdb default (overlappingSync) put + flushed", reps.get("lmdb"), "commits/s").value;

@@ -145,8 +145,14 @@ export interface IoBackend {
   readonly inFlight: number;
   /** Move up to `max` ready completions into `out` (appended); returns how many. Never blocks. */
   reap(out: IoCompletion[], max?: number): number;
-  /** Resolve once at least `minReady` completions are ready to reap, or after `timeoutMs`. */
-  wait(minReady: number, timeoutMs: number): Promise<void>;
+  /**
+   * Resolve once at least `minReady` completions are ready to reap, or after `timeoutMs`.
+   * `blockUs` (default 0) lets a backend block the JS thread in the kernel that long, once, before
+   * it waits without blocking: for a wait that nothing else on the thread can use (a lone
+   * commit's write and datasync), where waking from the kernel directly is the cheaper wake-up.
+   * A backend may ignore it.
+   */
+  wait(minReady: number, timeoutMs: number, blockUs?: number): Promise<void>;
 
   /** Free the backend's own resources. Files must be closed and buffers freed by their owners. */
   close(): void;

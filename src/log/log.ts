@@ -90,6 +90,8 @@ export interface LogOptions {
   format?: boolean;
   /** Largest file the log may grow to, in bytes (default: unlimited). */
   maxFileBytes?: number;
+  /** Longest a lone durable commit may block the thread in the kernel, µs (default 0; see IoQueue). */
+  commitWaitBlockUs?: number;
   /**
    * Bytes of log blocks kept in memory: units as they are written, blocks read around misses
    * (default 32 MiB; 0 disables it). See block-cache.ts.
@@ -325,7 +327,7 @@ export class LogStructuredStore {
       await backend.lockFile(file);
       // A device is written to only while held exclusively: never while mounted or used by others.
       if (file.deviceBytes !== undefined && options.readOnly !== true) claim = claimDevice(file);
-      const queue = new IoQueue(backend);
+      const queue = new IoQueue(backend, { loneChainBlockUs: options.commitWaitBlockUs ?? 0 });
       root = await RootBlocks.loadOrCreate(queue, file, options, bufferSize);
       const segmentSize = root.current.segmentSize;
       // An existing file keeps its segment size; an unspecified buffer size fits inside it.
@@ -477,6 +479,20 @@ export class LogStructuredStore {
   }
 
   /** See {@link LogStats.outOfSpace}. */
+  /**
+   * Never block the thread waiting for a lone commit's write and datasync again (the store's
+   * `commitWaitBlockUs` turned to 0): from now on this thread has messages to answer while
+   * commits are in flight (Workers share the store, standbys are served).
+   */
+  stopBlockingCommitWaits(): void {
+    this.queue.loneChainBlockUs = 0;
+  }
+
+  /** How long a lone commit may block the thread waiting for its write and datasync, µs. */
+  get commitWaitBlockUs(): number {
+    return this.queue.loneChainBlockUs;
+  }
+
   get outOfSpace(): boolean {
     return this.durability.stalled !== undefined || this.space.outOfSpace;
   }

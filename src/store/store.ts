@@ -233,6 +233,7 @@ export class Store {
       readOnly: resolved.readOnly,
       format: resolved.format,
       maxFileBytes: resolved.maxFileBytes,
+      commitWaitBlockUs: resolved.commitWaitBlockUs,
       blockCacheBytes: resolved.blockCacheBytes,
       cacheAdmission: unitWorthCaching,
       deferRecovery: true,
@@ -645,6 +646,8 @@ export class Store {
     this.commits.refuseInsideCallback("store.serveReplication()");
     // Loaded on use: a store that never replicates does not carry the code (registry.ts).
     const { ReplicationServer } = await import("../replication/primary.ts");
+    // Acknowledgements and requests from standbys arrive while commits are in flight.
+    this.core.log.stopBlockingCommitWaits();
     return ReplicationServer.start(this[INTERNALS](), options);
   }
 
@@ -677,6 +680,8 @@ export class Store {
     // Built outside any transaction callback's context: its socket handlers keep the context the
     // server was started in, and a Worker's flush() must not pass for a call made inside the
     // callback that happened to call share() first (it waits its turn like any other caller).
+    // Workers' commits and reads arrive as messages to this thread while commits are in flight.
+    this.core.log.stopBlockingCommitWaits();
     this.host ??= this.commits.outsideCallbacks(() => new WorkerHost({
       path: this.path,
       core: this.core,

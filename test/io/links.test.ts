@@ -188,6 +188,116 @@ describe("IoQueue and link chains at the queue depth limit", () => {
   });
 });
 
+describe("IoQueue: blocking waits for a lone chain (loneChainBlockUs)", () => {
+  let dir: string;
+  let cleanup: () => void;
+  beforeEach(() => {
+    ({ dir, cleanup } = scratchDir("links-block"));
+  });
+  afterEach(() => cleanup());
+
+  /** `inner`, with the `blockUs` of every wait recorded, and the ops in flight then. */
+  function waitRecording(inner: IoBackend, blocks: number[], inFlight: number[] = []): IoBackend {
+    return new Proxy(inner, {
+      get(target, property) {
+        if (property === "wait") {
+          return (minReady: number, timeoutMs: number, blockUs?: number) => {
+            blocks.push(blockUs ?? 0);
+            inFlight.push(target.inFlight);
+            return target.wait(minReady, timeoutMs, blockUs);
+          };
+        }
+        const value = Reflect.get(target, property, target) as unknown;
+        return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+  }
+
+  for (const io of BACKENDS) {
+    test(`${io}: only a chain alone in flight may block, and its bytes land`, async () => {
+      const inner = await openBackend({ io, queueDepth: 16 });
+      const blocks: number[] = [];
+      const inFlight: number[] = [];
+      const file = inner.openFile(path.join(dir, `b-${io}.bin`), { create: true, direct: true });
+      const buffer = inner.alloc(4 * BLOCK);
+      try {
+        const queue = new IoQueue(waitRecording(inner, blocks, inFlight), { loneChainBlockUs: 700 });
+        // Alone: every wait of the pump may block (20 rounds: a round whose chain completes
+        // within the pump's first event-loop turn records no wait at all).
+        for (let round = 0; round < 20; round++) {
+          fillPattern(buffer.bytes.subarray(0, BLOCK), round);
+          const lone = queue.writeThenSync(file, buffer, 0, BLOCK, 0);
+          await Promise.all([lone.written, lone.synced]);
+        }
+        expect(blocks.length).toBeGreaterThan(0);
+        expect(blocks.every((us) => us === 700)).toBe(true);
+        // A chain with plain writes issued beside it: a round's first wait may not block (the
+        // writes' callers wait too); a later one only once the chain is alone again.
+        let roundsWaited = 0;
+        for (let round = 0; round < 20; round++) {
+          blocks.length = 0;
+          inFlight.length = 0;
+          fillPattern(buffer.bytes.subarray(BLOCK, 4 * BLOCK), 100 + round);
+          const chain = queue.writeThenSync(file, buffer, BLOCK, BLOCK, BLOCK);
+          const plain = [queue.write(file, buffer, 2 * BLOCK, BLOCK, 2 * BLOCK), queue.write(file, buffer, 3 * BLOCK, BLOCK, 3 * BLOCK)];
+          await Promise.all([chain.written, chain.synced, ...plain]);
+          if (blocks.length === 0) continue;
+          roundsWaited += 1;
+          expect(blocks[0]).toBe(0);
+          blocks.forEach((us, i) => {
+            if (us > 0) expect(inFlight[i]).toBeLessThanOrEqual(2);
+          });
+        }
+        expect(roundsWaited).toBeGreaterThan(0);
+        // Turned off: never blocks.
+        blocks.length = 0;
+        queue.loneChainBlockUs = 0;
+        const off = queue.writeThenSync(file, buffer, 0, BLOCK, 0);
+        await Promise.all([off.written, off.synced]);
+        expect(blocks.every((us) => us === 0)).toBe(true);
+        const back = inner.alloc(4 * BLOCK);
+        await queue.read(file, back, 0, 4 * BLOCK, 0);
+        expect(Buffer.from(back.bytes).equals(Buffer.from(buffer.bytes))).toBe(true);
+        inner.free(back);
+      } finally {
+        inner.free(buffer);
+        inner.closeFile(file);
+        inner.close();
+      }
+    });
+  }
+
+  test("uring wait(…, blockUs): returns with the completions, and without blocking when nothing is in flight", async () => {
+    const backend = await openBackend({ io: "uring", queueDepth: 8 });
+    const file = backend.openFile(path.join(dir, "u.bin"), { create: true, direct: true });
+    const buffer = backend.alloc(BLOCK);
+    try {
+      // Nothing in flight: the 1 ms timeout passes on a timer, whatever blockUs says.
+      await backend.wait(1, 1, 1000);
+      const out: IoCompletion[] = [];
+      expect(backend.reap(out)).toBe(0);
+      for (let i = 0; i < 20; i++) {
+        fillPattern(buffer.bytes, i);
+        backend.submit([
+          { op: "write", fd: file.fd, buffer, bufferOffset: 0, lengthBytes: BLOCK, fileOffset: i * BLOCK, userData: 1, link: true },
+          { op: "datasync", fd: file.fd, userData: 2 },
+        ]);
+        out.length = 0;
+        const deadline = performance.now() + 10_000;
+        while (out.length < 2 && performance.now() < deadline) {
+          await backend.wait(2 - out.length, 1000, 1000);
+          backend.reap(out);
+        }
+        expect(out.map((c) => [c.userData, c.result]).sort()).toEqual([[1, BLOCK], [2, 0]]);
+      }
+    } finally {
+      backend.free(buffer);
+      backend.closeFile(file);
+      backend.close();
+    }
+  });
+});
+
 describe("FaultBackend with link chains", () => {
   let dir: string;
   let cleanup: () => void;

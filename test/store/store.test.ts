@@ -16,6 +16,7 @@ import {
   TransactionError,
 } from "../../src/index.ts";
 import { BACKENDS, failFast, scratchDir } from "../helpers.ts";
+import { storeInternals } from "../../src/store/store.ts";
 
 const SMALL = { segmentSize: 256 << 10, bufferSize: 64 << 10 } as const;
 
@@ -317,6 +318,51 @@ for (const io of BACKENDS) {
     });
   });
 }
+
+describe("commitWaitBlockUs", () => {
+  let dir: string;
+  let cleanup: () => void;
+  beforeEach(() => {
+    ({ dir, cleanup } = scratchDir("store-block"));
+  });
+  afterEach(() => cleanup());
+
+  test("out of range is an InvalidArgumentError and creates nothing", async () => {
+    for (const bad of [-1, 1001, 1.5, Number.NaN, Infinity]) {
+      const file = path.join(dir, "bad.lss");
+      await expect(Store.open(file, { commitWaitBlockUs: bad })).rejects.toBeInstanceOf(InvalidArgumentError);
+      expect(fs.existsSync(file)).toBe(false);
+    }
+  });
+
+  test("serial durable commits with and without it read back exactly; sharing or serving turns it off", async () => {
+    for (const blockUs of [undefined, 0, 1000]) {
+      const file = path.join(dir, `s-${String(blockUs)}.lss`);
+      const store = await Store.open(file, blockUs === undefined ? {} : { commitWaitBlockUs: blockUs });
+      const log = storeInternals(store).core.log;
+      expect(log.commitWaitBlockUs).toBe(blockUs ?? 1000);
+      const values = new Map<bigint, Uint8Array>();
+      for (let i = 0; i < 50; i++) {
+        const seid = store.allocateSeid();
+        const value = new Uint8Array(1 + ((i * 37) % 300)).fill(i);
+        await store.transaction((tx) => tx.write(seid, value));
+        values.set(seid, value);
+      }
+      if (blockUs === undefined) {
+        store.share();
+        expect(log.commitWaitBlockUs).toBe(0);
+      } else if (blockUs === 1000) {
+        const server = await store.serveReplication({ port: 0, secret: "0123456789abcdef0123456789abcdef", log: () => {} });
+        expect(log.commitWaitBlockUs).toBe(0);
+        await server.close();
+      }
+      await store.close();
+      const reopened = await Store.open(file);
+      for (const [seid, value] of values) expect(await reopened.read(seid)).toEqual(value);
+      await reopened.close();
+    }
+  });
+});
 
 describe("store locking across processes", () => {
   test("a second opener in another process gets StoreLockedError", async () => {
