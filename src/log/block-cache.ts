@@ -95,9 +95,25 @@ export class BlockCache {
    * (counted as a miss only by {@link noteMiss}: a read served by a flush buffer is neither).
    */
   get(address: number, lengthBytes: number): Uint8Array | undefined {
-    if (this.slab === undefined || lengthBytes <= 0) return undefined;
+    // Allocate only for a hit: a miss of a large range (a part of a big element) allocating and
+    // zeroing its length first cost 12 % of reading 1 MiB values (bench/streams.ts).
+    if (!this.holds(address, lengthBytes)) return undefined;
     const out = new Uint8Array(lengthBytes);
-    return this.copyInto(address, lengthBytes, out) ? out : undefined;
+    this.copyInto(address, lengthBytes, out);
+    return out;
+  }
+
+  /** Whether every page of `[address, +lengthBytes)` is held (no copy, nothing counted). */
+  holds(address: number, lengthBytes: number): boolean {
+    if (this.slab === undefined || lengthBytes <= 0) return false;
+    const end = address + lengthBytes;
+    const first = Math.floor(address / BLOCK_BYTES);
+    const last = Math.floor((end - 1) / BLOCK_BYTES);
+    for (let block = first; block <= last; block++) {
+      const blockStart = block * BLOCK_BYTES;
+      if (this.slotHolding(block, Math.max(address, blockStart) - blockStart, Math.min(end, blockStart + BLOCK_BYTES) - blockStart) < 0) return false;
+    }
+    return true;
   }
 
   /**
@@ -123,10 +139,7 @@ export class BlockCache {
       return true;
     }
     // Check every block first: a partial copy is never handed out.
-    for (let block = first; block <= last; block++) {
-      const blockStart = block * BLOCK_BYTES;
-      if (this.slotHolding(block, Math.max(address, blockStart) - blockStart, Math.min(end, blockStart + BLOCK_BYTES) - blockStart) < 0) return false;
-    }
+    if (!this.holds(address, lengthBytes)) return false;
     for (let block = first; block <= last; block++) {
       const slot = this.slots.get(block) as number;
       this.referenced[slot] = 1;

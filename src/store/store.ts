@@ -31,6 +31,7 @@ import { DEFAULT_SPACE, SeidSpaces } from "./state/seids.ts";
 import { SegmentUtilisation } from "./state/sut.ts";
 import { SyncLogReader } from "./sync-read.ts";
 import { TransactionState, type Transaction } from "./transaction.ts";
+import { StagingPool } from "./staging.ts";
 import { backupStore, type BackupInfo, type BackupOptions } from "../backup/backup.ts";
 import { Archive, archiveStatsOf, stopArchiveOf, type ArchiveOptions, type ArchiveStats } from "../backup/archive.ts";
 import type { RestoreInfo, RestoreOptions } from "../backup/restore.ts";
@@ -143,6 +144,8 @@ export class Store {
   private readonly core: StoreCore;
   private readonly commits: CommitPath;
   private readonly reads: ReadPath;
+  /** Reused buffers for large written values on their way to the log (staging.ts). */
+  private readonly staging = new StagingPool();
   private readonly checkpointer: Checkpointer;
   private readonly cleaner: Cleaner;
   /** Segments reads and read streams are reading: never released under them. */
@@ -384,7 +387,7 @@ export class Store {
       const tx = new TransactionState(this.commits.nextTxId(), this.log, this.options.cacheBytes, {
         readCommitted: (seid) => this.reads.read(seid),
         maxReadBytes: this.options.maxReadBytes,
-      });
+      }, this.staging);
       try {
         result = await this.commits.runCallback(tx.id, () => fn(tx));
       } catch (error) {

@@ -13,6 +13,7 @@ import { RecordType } from "./format/records.ts";
 import { readMultipart, readSingle } from "./read-path.ts";
 import { checkSeid } from "./state/seids.ts";
 import { createWriteStream } from "./streams.ts";
+import { StagingPool } from "./staging.ts";
 import { appendElement, appendRecord, tryAppendSmallElement } from "./write-path.ts";
 
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
@@ -52,13 +53,18 @@ export interface TransactionReads {
   maxReadBytes: number;
 }
 
-/** Copy `value` into a fresh Uint8Array, or throw `InvalidArgumentError`. */
-export function toBytes(value: unknown): Uint8Array {
-  if (value instanceof Uint8Array) return value.slice();
-  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength).slice();
-  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value.slice(0));
+/** `value`'s bytes as a Uint8Array view (no copy), or throw `InvalidArgumentError`. */
+function viewOf(value: unknown): Uint8Array {
+  if (value instanceof Uint8Array) return value;
+  if (ArrayBuffer.isView(value)) return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  if (value instanceof ArrayBuffer || value instanceof SharedArrayBuffer) return new Uint8Array(value);
   const kind = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
   throw new InvalidArgumentError(`an element value must be a Uint8Array, another ArrayBufferView or an ArrayBuffer, got ${kind}`);
+}
+
+/** Copy `value` into a fresh Uint8Array, or throw `InvalidArgumentError`. */
+export function toBytes(value: unknown): Uint8Array {
+  return viewOf(value).slice();
 }
 
 /** Handed to the function given to `store.transaction()`: the only way to write or delete. */
@@ -117,10 +123,14 @@ export class TransactionState implements Transaction {
   private taken: PendingOp[][] = [];
   private readonly reads: TransactionReads;
 
-  constructor(id: number, log: LogStructuredStore, cacheBytes: number, reads: TransactionReads) {
+  /** Where large values are copied (staging.ts); without it every value is copied fresh. */
+  private readonly staging: StagingPool | undefined;
+
+  constructor(id: number, log: LogStructuredStore, cacheBytes: number, reads: TransactionReads, staging?: StagingPool) {
     this.id = id;
     this.log = log;
     this.reads = reads;
+    this.staging = staging;
     // A bulk transaction would only churn the cache (and pay for it on every write).
     this.cacheBudgetBytes = Math.min(Math.floor(cacheBytes / 8), CACHE_BUDGET_MAX_BYTES);
   }
@@ -133,7 +143,8 @@ export class TransactionState implements Transaction {
   write(seid: bigint, value: ElementValue): void {
     this.assertActive();
     checkSeid(seid);
-    const bytes = toBytes(value);
+    const view = viewOf(value);
+    const bytes = this.staging !== undefined && StagingPool.stages(view.length) ? this.staging.copy(view) : view.slice();
     const entry: WriteEntry = { kind: "write", seid, value: bytes, op: undefined };
     this.wrote = true;
     this.latest?.set(seid, entry);
@@ -270,7 +281,9 @@ export class TransactionState implements Transaction {
         this.applied.push({ kind: "delete", seid: op.seid });
       } else {
         const value = op.value as Uint8Array; // a pending write holds its bytes
-        const keep = value.length <= this.cacheBudgetBytes;
+        // A staged value's buffer goes back to the pool: the cache must not keep it.
+        const staged = this.staging?.holds(value) === true;
+        const keep = !staged && value.length <= this.cacheBudgetBytes;
         if (keep) this.cacheBudgetBytes -= value.length;
         const fast = tryAppendSmallElement(this.log, this.id, op.seid, value, keep);
         const applied = fast ?? (await appendElement(this.log, this.id, op.seid, value, keep));
@@ -278,6 +291,7 @@ export class TransactionState implements Transaction {
         // From now on tx.read finds it in the log; the bytes are kept only if the cache keeps them.
         op.op = applied;
         op.value = applied.value;
+        if (staged) (this.staging as StagingPool).giveBack(value);
       }
     }
   }
@@ -296,6 +310,15 @@ export class TransactionState implements Transaction {
   async abandon(): Promise<void> {
     this.end();
     await this.spilling;
+    // Writes never appended: their staged buffers go back (a spill that failed part way keeps
+    // its batch's, left to the garbage collector).
+    for (const op of this.pending) {
+      if (op.kind === "write" && op.value !== undefined && this.staging?.holds(op.value) === true) {
+        this.staging.giveBack(op.value);
+        op.value = undefined;
+      }
+    }
+    this.pending = [];
   }
 
   /**
