@@ -83,6 +83,25 @@ export class StabilityTracker {
     return this.nextId - this.head;
   }
 
+  /**
+   * Whether a datasync issued now could make `address` durable: every unit below it has its
+   * write completed (or is durable already). False while a unit write it needs is in flight (or
+   * not yet issued), and when `address` lies past every registered unit.
+   */
+  reachableBy(address: number): boolean {
+    if (address <= this.stable) return true;
+    for (const unit of this.units) {
+      if (!unit.written && !unit.durable) return false;
+      if (unit.end >= address) return true;
+    }
+    return false;
+  }
+
+  /** Some registered unit's write has not completed: its completion will come (and look again). */
+  get writesOutstanding(): boolean {
+    return this.units.some((unit) => !unit.written);
+  }
+
   /** Units written whose datasync has not been issued yet. */
   get unsyncedUnits(): number {
     return this.writtenUnsynced.length;
@@ -331,17 +350,27 @@ export class Durability {
     return waiting;
   }
 
-  /** Issue a datasync covering every unit written so far, if one is wanted and none is in flight. */
+  /**
+   * Issue a datasync covering every unit written so far, if one is wanted and none is in flight.
+   *
+   * Wanted for a waiter or a flush target, it is held back while a unit write the nearest of
+   * them needs is still in flight: issued now it could not reach that address, and a second
+   * datasync would follow once the write is done. That write's completion calls this again. So a
+   * commit whose records span several units (a 1 MiB value, a bulk load) costs one datasync
+   * after its writes, not one per write: serial 1 MiB commits went from a write, a datasync, a
+   * write and a datasync in a row to the writes side by side and one datasync.
+   */
   scheduleSync(): void {
     const tracker = this.tracker;
     if (this.syncing || tracker.unsyncedUnits === 0 || this.life.failed !== undefined) return;
-    const wanted =
-      this.syncStall !== undefined ||
-      this.waiters.length > 0 ||
-      this.hooks.groupCommitPending() ||
-      tracker.stableAddress < this.syncTarget ||
-      tracker.unsyncedUnits >= SYNC_EVERY_UNITS;
-    if (!wanted) return;
+    const forced = this.syncStall !== undefined || this.hooks.groupCommitPending() || tracker.unsyncedUnits >= SYNC_EVERY_UNITS;
+    if (!forced) {
+      let nearest = Infinity;
+      for (const waiter of this.waiters) nearest = Math.min(nearest, waiter.address);
+      if (tracker.stableAddress < this.syncTarget) nearest = Math.min(nearest, this.syncTarget);
+      if (nearest === Infinity) return; // nobody wants one
+      if (!tracker.reachableBy(nearest) && tracker.writesOutstanding) return; // after those writes
+    }
     const ids = tracker.beginSync();
     this.syncing = true;
     this.settleSync(ids, this.queue.datasync(this.file));

@@ -29,9 +29,12 @@
  *
  * ## Group commit
  *
- * {@link Flusher.requestFlush} seals the open buffer on the next turn of the event loop if the
- * write/datasync pipeline is idle; if it is busy, the buffer is sealed as soon as it drains (on the
- * next completed datasync). Every commit that arrives meanwhile shares one write and one datasync.
+ * {@link Flusher.requestFlush} seals the open buffer on the next turn of the event loop if no
+ * datasync is in flight; if one is, the buffer is sealed as soon as it completes. Every commit that
+ * arrives meanwhile shares one write and one datasync. Unit writes in flight without a datasync
+ * (units that filled up) do not hold a commit back: its unit is written beside them, without a
+ * linked datasync (it would not cover them), and durability.ts issues one datasync once the
+ * writes the commit needs are done.
  *
  * ## A write that finds no space
  *
@@ -120,8 +123,14 @@ export class Flusher {
     return this.flushWhenIdle;
   }
 
+  /**
+   * Group commit waits while a datasync is in flight: commits arriving meanwhile share the next
+   * unit and the next datasync. Unit writes in flight without one (units that filled up: a large
+   * value, a bulk load) are no reason to wait: the unit sealed now is written beside them, and
+   * durability.ts issues one datasync once the writes it needs are done.
+   */
   private get pipelineIdle(): boolean {
-    return this.writes === 0 && !this.deps.durability.busy;
+    return !this.deps.durability.busy;
   }
 
   // ───────────────────────────── events ─────────────────────────────
@@ -221,7 +230,9 @@ export class Flusher {
     // names a successor whose zeros are not down (see prewrite.ts).
     const prewrite = prewriter.readyFor(unit.segmentIndex, unit.nextSegmentIndex, offset, offset + fileBytes);
     let write: Promise<void>;
-    if (prewrite === undefined && !retry && durability.wantsLinkedSync(this.sealingForSync)) {
+    // Linked only when no other unit write is in flight: a datasync linked here would not cover
+    // those (it starts after this write alone), and another would have to follow them.
+    if (prewrite === undefined && !retry && this.writes === 1 && durability.wantsLinkedSync(this.sealingForSync)) {
       // Somebody waits for durability and no datasync is in flight: link one after this write, so
       // a serial commit costs one device round trip and one wake-up of this thread, not two.
       const linked = queue.writeThenSync(file, native, 0, fileBytes, offset);
