@@ -32,7 +32,7 @@
  */
 import type { FileHandle, IoBackend, IoChoice, NativeBuffer } from "../io/backend.ts";
 import { openBackend } from "../io/open.ts";
-import { IoQueue } from "../io/queue.ts";
+import { IoQueue, MAX_LONE_CHAIN_BLOCK_US } from "../io/queue.ts";
 import fs from "node:fs";
 import nodePath from "node:path";
 import { ENOENT, ENOTDIR } from "../io/errno.ts";
@@ -480,17 +480,17 @@ export class LogStructuredStore {
 
   /** See {@link LogStats.outOfSpace}. */
   /**
-   * Never block the thread waiting for a lone commit's write and datasync again (the store's
-   * `commitWaitBlockUs` turned to 0): from now on this thread has messages to answer while
-   * commits are in flight (Workers share the store, standbys are served).
+   * How long a lone commit may block the thread waiting for its write and datasync, µs (0:
+   * never). The store turns it to 0 while this thread has messages to answer as commits are in
+   * flight (Workers attached, standbys served).
    */
-  stopBlockingCommitWaits(): void {
-    this.queue.loneChainBlockUs = 0;
-  }
-
-  /** How long a lone commit may block the thread waiting for its write and datasync, µs. */
   get commitWaitBlockUs(): number {
     return this.queue.loneChainBlockUs;
+  }
+
+  set commitWaitBlockUs(us: number) {
+    if (!Number.isInteger(us) || us < 0 || us > MAX_LONE_CHAIN_BLOCK_US) throw new InvalidArgumentError(`commitWaitBlockUs must be an integer in [0, ${MAX_LONE_CHAIN_BLOCK_US}], got ${us}`);
+    this.queue.loneChainBlockUs = us;
   }
 
   get outOfSpace(): boolean {

@@ -650,7 +650,8 @@ export class Store {
     // Loaded on use: a store that never replicates does not carry the code (registry.ts).
     const { ReplicationServer } = await import("../replication/primary.ts");
     // Acknowledgements and requests from standbys arrive while commits are in flight.
-    this.core.log.stopBlockingCommitWaits();
+    this.servesStandbys = true;
+    this.refreshCommitWaitBlocking();
     return ReplicationServer.start(this[INTERNALS](), options);
   }
 
@@ -683,8 +684,6 @@ export class Store {
     // Built outside any transaction callback's context: its socket handlers keep the context the
     // server was started in, and a Worker's flush() must not pass for a call made inside the
     // callback that happened to call share() first (it waits its turn like any other caller).
-    // Workers' commits and reads arrive as messages to this thread while commits are in flight.
-    this.core.log.stopBlockingCommitWaits();
     this.host ??= this.commits.outsideCallbacks(() => new WorkerHost({
       path: this.path,
       core: this.core,
@@ -704,6 +703,11 @@ export class Store {
       backup: (target, options) => this.backup(target, options),
       stats: () => this.stats(),
       lastDetached: () => this.lastWorkerDetached?.(),
+      attachedChanged: (count) => {
+        // Workers' commits arrive as messages to this thread while commits are in flight.
+        this.workersAttached = count;
+        this.refreshCommitWaitBlocking();
+      },
     }));
     if (this.pins.external === undefined) {
       const host = this.host;
@@ -723,6 +727,15 @@ export class Store {
 
   /** Set while `close()` waits for attached Workers to detach. */
   private lastWorkerDetached: (() => void) | undefined;
+  /** Workers attached now, and whether standbys are served: both need this thread mid-commit. */
+  private workersAttached = 0;
+  private servesStandbys = false;
+
+  /** A lone commit blocks the thread (`commitWaitBlockUs`) only while no Worker or standby needs it. */
+  private refreshCommitWaitBlocking(): void {
+    if (this.core.log.closed) return;
+    this.core.log.commitWaitBlockUs = this.workersAttached > 0 || this.servesStandbys ? 0 : this.options.commitWaitBlockUs;
+  }
 
   // ───────────────────────────── stats and close ─────────────────────────────
 

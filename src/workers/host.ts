@@ -68,6 +68,8 @@ export interface HostServices {
   stats(): unknown;
   /** The last attachment left after the owner asked to close: close for real now. */
   lastDetached(): void;
+  /** The number of attached Workers may have changed (one attached, or one went away). */
+  attachedChanged(count: number): void;
 }
 
 interface OpenTransaction {
@@ -482,6 +484,7 @@ export class WorkerHost implements CommitObserver {
 
   private refreshStats(): void {
     if (this.stopped) return;
+    this.services.attachedChanged(this.attached);
     try {
       this.statsBoard.publish(JSON.stringify(this.services.stats()));
     } catch {

@@ -7,7 +7,7 @@ import { describe, expect, test } from "bun:test";
 import path from "node:path";
 import { Store, StoreClosedError } from "../../src/index.ts";
 import { SEID_LEASE } from "../../src/workers/host.ts";
-import { openStore } from "../../src/store/store.ts";
+import { openStore, storeInternals } from "../../src/store/store.ts";
 import { openBackend } from "../../src/io/open.ts";
 import { ShufflingBackend } from "../../testing/shuffling-backend.ts";
 import { scratchDir } from "../helpers.ts";
@@ -94,6 +94,31 @@ describe("workers", () => {
       cleanup();
     }
   }, 180_000);
+
+  test("a lone commit blocks the owner's thread only while no Worker is attached (commitWaitBlockUs)", async () => {
+    await inScene("workers-block", async ({ file, running }) => {
+      const store = await Store.open(file, { commitWaitBlockUs: 700 });
+      const log = storeInternals(store).core.log;
+      const keys = Array.from({ length: 2 }, () => store.allocateSeid());
+      const handle = store.share();
+      expect(log.commitWaitBlockUs).toBe(700); // shared, nobody attached yet
+      const holder = startJob<unknown>(handle, { kind: "hold", keys, streamSeid: store.allocateSeid() });
+      running.push(holder);
+      await withTimeout(holder.message((m) => m.inside === true), 20_000, "holder inside its transaction");
+      expect(log.commitWaitBlockUs).toBe(0); // a Worker's messages need this thread mid-commit
+      holder.worker.terminate();
+      const deadline = performance.now() + 20_000;
+      while (log.commitWaitBlockUs !== 700) {
+        if (performance.now() > deadline) throw new Error("commitWaitBlockUs not restored after the Worker went away");
+        await Bun.sleep(10);
+      }
+      // The dead Worker's transaction is gone; the owner commits and reads back exactly.
+      await withTimeout(store.transaction((tx) => tx.write(keys[0] as bigint, valueFor(5, keys[0] as bigint))), 20_000, "owner commit");
+      expect(await store.read(keys[0] as bigint)).toEqual(valueFor(5, keys[0] as bigint));
+      expect(await store.read(keys[1] as bigint)).toBeUndefined();
+      await withTimeout(store.close(), 20_000, "close");
+    });
+  }, 60_000);
 
   test("a Worker terminated inside its transaction (writes and an open write stream): gone, the next runs at once, reopen shows a committed prefix", async () => {
     await inScene("workers-death", async ({ file, running }) => {
