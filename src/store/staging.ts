@@ -62,7 +62,9 @@ export class StagingPool {
 
   /** Whether `view` is a copy this pool handed out and has not had back. */
   holds(view: Uint8Array): boolean {
-    return this.out.has(view.buffer);
+    // The length first: `.buffer` of a small typed array makes the engine create its ArrayBuffer
+    // object, which cost ~6 µs per write of a 200 k × 100 B bulk load (a 1.2 s profile entry).
+    return StagingPool.stages(view.length) && this.out.has(view.buffer);
   }
 
   /** Give back a copy from {@link copy}; its bytes must not be used afterwards. */
