@@ -689,6 +689,7 @@ export class Store {
       core: this.core,
       commits: this.commits,
       cacheBytes: this.options.cacheBytes,
+      staging: this.staging,
       maxReadBytes: this.options.maxReadBytes,
       durability: this.options.durability,
       readOnly: this.options.readOnly,

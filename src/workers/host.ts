@@ -25,6 +25,7 @@ import type { RingDescriptor } from "../log/ring.ts";
 import type { CommitObserver, CommitPath, StoreCore } from "../store/commit.ts";
 import type { Location } from "../store/state/mapping.ts";
 import { TransactionState } from "../store/transaction.ts";
+import type { StagingPool } from "../store/staging.ts";
 import type { StoreHandle } from "./handle.ts";
 import { SharedMapping, SharedPins, SharedSegments, StatsBoard } from "./shared-state.ts";
 import { OWNER_ID, OwnerTurns, TurnLock } from "./turn.ts";
@@ -41,6 +42,8 @@ export interface HostServices {
   readonly core: StoreCore;
   readonly commits: CommitPath;
   readonly cacheBytes: number;
+  /** Where the store's transactions stage large written values (src/store/staging.ts). */
+  readonly staging: StagingPool;
   readonly maxReadBytes: number;
   readonly durability: "sync" | "relaxed";
   readonly readOnly: boolean;
@@ -295,7 +298,7 @@ export class WorkerHost implements CommitObserver {
       state: new TransactionState(txId, this.services.core.log, this.services.cacheBytes, {
         readCommitted: (seid) => this.services.readCommitted(seid),
         maxReadBytes: this.services.maxReadBytes,
-      }),
+      }, this.services.staging),
       streams: new Map(),
       failure,
     };
