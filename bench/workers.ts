@@ -4,7 +4,8 @@
  *
  *   node_modules/.bin/bun bench/workers.ts
  *
- * `BENCH_WORKERS_PARTS=handoff` (a comma list of reads, commits, handoff, peers) runs only those parts.
+ * `BENCH_WORKERS_PARTS=handoff` (a comma list of reads, commits, handoff, peers, floor) runs only
+ * those parts. `floor` times the two hops a hand-off is built of, alone (workers-floor.ts).
  *
  * The `peers` part puts the same 20 000 values (16 B–3 KB) in bloom-lss, bun:sqlite (WAL,
  * `synchronous=FULL`, one connection per Worker with `busy_timeout`) and lmdb-js (one environment,
@@ -20,6 +21,7 @@ import { startJob, withTimeout } from "../test/workers/util.ts";
 import { Database } from "bun:sqlite";
 import { open as openLmdb } from "lmdb";
 import { valueBytes, type PeerJob, type PeerResult } from "./workers-peer.ts";
+import type { FloorJob } from "./workers-floor.ts";
 
 /** Run one peer job in a fresh Worker (terminated after, also on failure). */
 async function runPeer(job: PeerJob): Promise<PeerResult> {
@@ -47,7 +49,7 @@ function median(values: number[]): number {
 /** Elements read (env BENCH_ELEMENTS): 20 000 of 16 B–3 KB overflow a Worker's default 16 MiB cache, 5 000 fit. */
 const ELEMENTS = Number(process.env.BENCH_ELEMENTS ?? 20_000);
 const READ_MS = 3_000;
-const PARTS = new Set((process.env.BENCH_WORKERS_PARTS ?? "reads,commits,handoff,peers").split(","));
+const PARTS = new Set((process.env.BENCH_WORKERS_PARTS ?? "reads,commits,handoff,peers,floor").split(","));
 /** Repetitions of each side-by-side figure (medians are quoted). */
 const PEER_REPS = Number(process.env.BENCH_REPS ?? 3);
 const PEER_MS = 2_000;
@@ -216,6 +218,71 @@ try {
     console.log(`read scaling from 1 to 2 Workers (goal ≥ 1.7×): ${scaling}`);
     await lmdb.close();
     await store.close({ detachWorkers: true });
+  }
+  // ── the floor under a hand-off: a waitAsync wake-up, and a socket write from a Worker ──
+  if (PARTS.has("floor")) {
+    const rounds = 2000;
+    const runFloor = async (job: FloorJob, drive: (shared: SharedArrayBuffer, done: () => boolean) => Promise<void>): Promise<number[]> => {
+      const worker = new Worker(new URL("./workers-floor.ts", import.meta.url).href);
+      try {
+        let finished = false;
+        const result = new Promise<number[]>((resolve, reject) => {
+          worker.onmessage = (event: MessageEvent<{ latencies?: number[]; error?: string }>) => {
+            finished = true;
+            if (event.data.error !== undefined) reject(new Error(event.data.error));
+            else resolve(event.data.latencies ?? []);
+          };
+          worker.onerror = (event) => reject(new Error(event.message));
+        });
+        worker.postMessage(job);
+        await withTimeout(drive(job.shared, () => finished), 60_000, `floor ${job.kind}`);
+        return await withTimeout(result, 60_000, `floor ${job.kind} result`);
+      } finally {
+        worker.terminate();
+      }
+    };
+    const describe = (what: string, latencies: number[]) => {
+      const sorted = [...latencies].sort((a, b) => a - b);
+      console.log(`${what}: p50 ${Math.round(pct(sorted, 0.5) * 1000)} µs, p99 ${Math.round(pct(sorted, 0.99) * 1000)} µs over ${sorted.length}`);
+    };
+    // waitAsync: the main thread notifies once the Worker waits (and has had time to sleep).
+    const wakeShared = new SharedArrayBuffer(16);
+    const wakes = await runFloor({ kind: "wake", shared: wakeShared, rounds }, async (shared, done) => {
+      const words = new Int32Array(shared, 0, 2);
+      const sentAt = new Float64Array(shared, 8, 1);
+      while (!done()) {
+        await new Promise((resolve) => setTimeout(resolve, 0.2));
+        if (Atomics.load(words, 1) !== 1) continue;
+        await new Promise((resolve) => setTimeout(resolve, 0.3));
+        Atomics.store(words, 1, 0);
+        sentAt[0] = performance.timeOrigin + performance.now();
+        Atomics.add(words, 0, 1);
+        Atomics.notify(words, 0);
+      }
+    });
+    describe("floor: Atomics.waitAsync wake-up of a Worker (main thread notifies)", wakes);
+    // A 64-byte write on a Unix socket from a Worker to the main thread, which echoes it.
+    const unix = path.join(dir, "floor.sock");
+    const socketShared = new SharedArrayBuffer(16);
+    const sentAt = new Float64Array(socketShared, 8, 1);
+    const arrivals: number[] = [];
+    const listener = Bun.listen({
+      unix,
+      socket: {
+        data(conn, bytes) {
+          arrivals.push(performance.timeOrigin + performance.now() - (sentAt[0] as number));
+          conn.write(bytes);
+        },
+      },
+    });
+    try {
+      await runFloor({ kind: "socket", unix, shared: socketShared, rounds }, async (_shared, done) => {
+        while (!done()) await new Promise((resolve) => setTimeout(resolve, 5));
+      });
+    } finally {
+      listener.stop(true);
+    }
+    describe("floor: 64-byte Unix-socket write, Worker → main thread", arrivals);
   }
 } finally {
   cleanup();
