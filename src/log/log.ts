@@ -93,6 +93,12 @@ export interface LogOptions {
   /** Longest a lone durable commit may block the thread in the kernel, µs (default 0; see IoQueue). */
   commitWaitBlockUs?: number;
   /**
+   * Small reads from the file go through the kernel's page cache (default true; see
+   * LogReader.read). Off when a backend is injected: the test harnesses model one descriptor.
+   * @internal
+   */
+  pageCacheReads?: boolean;
+  /**
    * Bytes of log blocks kept in memory: units as they are written, blocks read around misses
    * (default 32 MiB; 0 disables it). See block-cache.ts.
    */
@@ -172,6 +178,8 @@ export class LogStructuredStore {
   readonly readOnly: boolean;
   readonly backend: IoBackend;
   private readonly ownsBackend: boolean;
+  /** Whether small reads from the file may go through the kernel's page cache (LogReader.read). */
+  readonly pageCacheReads: boolean;
   private readonly file: FileHandle;
   /** The exclusive hold on a block device opened for writing (target.ts), released at close. */
   private readonly deviceClaim: DeviceClaim | undefined;
@@ -216,6 +224,8 @@ export class LogStructuredStore {
     this.readOnly = init.options.readOnly ?? false;
     this.backend = backend;
     this.ownsBackend = init.ownsBackend;
+    // An injected backend (a test harness) models one descriptor: reads stay on it.
+    this.pageCacheReads = init.ownsBackend && (init.options.pageCacheReads ?? true);
     this.file = file;
     this.deviceClaim = init.claim;
     this.queue = queue;
@@ -272,7 +282,7 @@ export class LogStructuredStore {
       blockCache: this.blockCache,
       admitToCache: init.options.cacheAdmission ?? (() => true),
     });
-    this.reader = new LogReader(backend, queue, file, geometry, this.space, this.ring, life, this.blockCache, () => this.durability.stableAddress);
+    this.reader = new LogReader(backend, queue, file, geometry, this.space, this.ring, life, this.blockCache, () => this.durability.stableAddress, this.pageCacheReads);
     this.tail = new DurableTail({
       geometry,
       space: this.space,
@@ -677,9 +687,11 @@ export class LogStructuredStore {
    * Read `lengthBytes` at log `address`: from a flush buffer if the bytes are still in memory,
    * else from the file. The log does not interpret the bytes; callers verify their own checksums.
    */
-  read(address: number, lengthBytes: number): Promise<Uint8Array> {
-    return this.reader.read(address, lengthBytes);
+  read(address: number, lengthBytes: number, direct = false): Promise<Uint8Array> {
+    return this.reader.read(address, lengthBytes, direct);
   }
+
+
 
   /**
    * @internal Read like {@link read}, but a file read comes back as a view of a native buffer held

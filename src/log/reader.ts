@@ -82,6 +82,12 @@ export class LogReader {
   private readonly backend: IoBackend;
   private readonly queue: IoQueue;
   private readonly file: FileHandle;
+  /**
+   * A second, buffered descriptor of the file for small reads (see {@link read}): opened at the
+   * first one, `null` when these reads stay O_DIRECT (turned off, the file is not O_DIRECT, or
+   * the open failed).
+   */
+  private buffered: FileHandle | null | undefined;
   private readonly geometry: LogGeometry;
   private readonly space: SegmentSpace;
   private readonly ring: OwnerRing;
@@ -114,6 +120,7 @@ export class LogReader {
     life: LogLifecycle,
     cache: BlockCache,
     stableAddress: () => number,
+    private readonly pageCacheReads: boolean = true,
   ) {
     this.cache = cache;
     this.stableAddress = stableAddress;
@@ -130,12 +137,23 @@ export class LogReader {
   /**
    * Read `lengthBytes` at log `address`: from a flush buffer if the bytes are still in memory,
    * else from the file. The log does not interpret the bytes; callers verify their own checksums.
+   *
+   * A small read from the file (a record and the block around it, up to
+   * {@link CACHE_FILL_MAX_BYTES}) goes through the kernel's page cache, on a buffered descriptor
+   * of its own, unless `direct`: the page cache becomes a second level behind the caching layer,
+   * as it is for lmdb and sqlite. A record read again after the caching layer dropped it is then
+   * a copy from memory, and the kernel reads ahead. Measured (bench/store.ts section i, Zipf reads
+   * of 1 KiB values, data 4× `cacheBytes`): 28.6 k → 102 k reads/s. Coherent with the log's
+   * O_DIRECT writes: a direct write drops the cached pages of its range, and such a read stops at
+   * the durable end, short of units being written. Bytes cached while a direct write of the same
+   * range was in flight could outlive it; the caller verifies every record and, on a mismatch,
+   * reads again with `direct` (store/read-path.ts).
    */
-  async read(address: number, lengthBytes: number): Promise<Uint8Array> {
+  async read(address: number, lengthBytes: number, direct = false): Promise<Uint8Array> {
     this.life.assertOpen();
     const fromMemory = this.readFromBuffers(address, lengthBytes) ?? this.cache.get(address, lengthBytes);
     if (fromMemory !== undefined) return fromMemory;
-    const { scratch, start } = await this.readFile(address, lengthBytes);
+    const { scratch, start } = await this.readFile(address, lengthBytes, !direct);
     try {
       return scratch.bytes.slice(start, start + lengthBytes);
     } finally {
@@ -186,7 +204,7 @@ export class LogReader {
    * nor count against the cache: they would evict the small records it is for, and a stream reads
    * each part once.
    */
-  private async readFile(address: number, lengthBytes: number): Promise<{ scratch: NativeBuffer; start: number }> {
+  private async readFile(address: number, lengthBytes: number, mayUsePageCache = false): Promise<{ scratch: NativeBuffer; start: number }> {
     const geometry = this.geometry;
     const seq = geometry.seqOf(address);
     const index = this.space.indexOf(seq);
@@ -199,8 +217,12 @@ export class LogReader {
     // A block read stops where the file ends too: it grows a piece at a time, so the block around
     // a record may reach past what the file holds (space.ts knows; no fstat per read).
     const heldEnd = geometry.segmentStart(seq) + this.space.allocatedIn(index);
+    const viaPageCache = mayUsePageCache && lengthBytes <= CACHE_FILL_MAX_BYTES ? this.bufferedFile() : undefined;
+    // Through the page cache, a block read stops at the durable end: past it units are being
+    // written (O_DIRECT), and pages read in beside such a write could keep what it replaces.
+    const blockEnd = viaPageCache === undefined ? Infinity : Math.max(alignUp(address + lengthBytes), alignDown(this.stableAddress()));
     const to = caching
-      ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, heldEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
+      ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, heldEnd, blockEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
       : alignUp(address + lengthBytes);
     // Only bytes that can no longer change on disk are kept: a block may reach past the log's
     // written end into bytes a unit being written will replace (that unit goes in when written).
@@ -209,7 +231,7 @@ export class LogReader {
     const scratch = this.borrow(to - from);
     try {
       if (caching) this.cache.noteMiss();
-      await this.queue.read(this.file, scratch, 0, to - from, physical);
+      await this.queue.read(viaPageCache ?? this.file, scratch, 0, to - from, physical);
       if (caching && keepEnd > from) this.cache.put(from, scratch.bytes.subarray(0, keepEnd - from));
     } catch (error) {
       this.giveBack(scratch);
@@ -343,8 +365,27 @@ export class LogReader {
     return { small: this.smallPool.length, unit: this.unitPool.length };
   }
 
+  /** The buffered descriptor for small reads (see {@link read}), opened at the first call; undefined when there is none. */
+  private bufferedFile(): FileHandle | undefined {
+    if (this.buffered === undefined) {
+      this.buffered = null;
+      if (this.pageCacheReads && this.file.direct) {
+        try {
+          const handle = this.backend.openFile(this.file.path, { readOnly: true, direct: false });
+          if (handle.direct) this.backend.closeFile(handle); // the backend would not give a buffered one
+          else this.buffered = handle;
+        } catch {
+          // Reads stay O_DIRECT: slower, never wrong.
+        }
+      }
+    }
+    return this.buffered ?? undefined;
+  }
+
   /** Free every pooled buffer and every held one still out (at close, once no read is in flight). */
   free(): void {
+    if (this.buffered) this.backend.closeFile(this.buffered);
+    this.buffered = null;
     if (this.trimTimer !== undefined) clearTimeout(this.trimTimer);
     this.trimTimer = undefined;
     for (const held of [...this.held]) held.release();

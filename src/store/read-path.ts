@@ -38,6 +38,8 @@ export class ReadPath {
   private readonly pins: SegmentPins;
   private readonly maxReadBytes: number;
   private readonly caching: boolean;
+  /** Reads whose record failed its check as read through the page cache, then read again O_DIRECT. */
+  pageCacheRetries = 0;
 
   constructor(core: StoreCore, pins: SegmentPins, options: { maxReadBytes: number; cacheBytes: number }) {
     this.core = core;
@@ -79,7 +81,15 @@ export class ReadPath {
     this.pins.pin(seqs);
     let value: Uint8Array;
     try {
-      value = parts === undefined ? await readSingle(core.log, seid, location) : await readMultipart(core.log, seid, location, parts);
+      try {
+        value = parts === undefined ? await readSingle(core.log, seid, location) : await readMultipart(core.log, seid, location, parts);
+      } catch (error) {
+        // A small read may have come from the kernel's page cache (LogReader.read), which can
+        // hold what an O_DIRECT write replaced while the two raced: the disk decides.
+        if (!(error instanceof CorruptionError) || parts !== undefined || !core.log.pageCacheReads) throw error;
+        this.pageCacheRetries += 1;
+        value = await readSingle(core.log, seid, location, true);
+      }
     } finally {
       this.pins.unpin(seqs);
     }
@@ -244,8 +254,8 @@ function checkFilled(seid: bigint, out: Uint8Array, offset: number): Uint8Array 
 }
 
 /** Read and verify a single-part element's Data record; returns its body. */
-export async function readSingle(log: LogStructuredStore, seid: bigint, location: Location): Promise<Uint8Array> {
-  return checkSingle(await log.read(location.address, RECORD_HEADER_BYTES + location.sizeBytes), seid);
+export async function readSingle(log: LogStructuredStore, seid: bigint, location: Location, direct = false): Promise<Uint8Array> {
+  return checkSingle(await log.read(location.address, RECORD_HEADER_BYTES + location.sizeBytes, direct), seid);
 }
 
 /**

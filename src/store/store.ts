@@ -74,6 +74,11 @@ export interface StoreStats {
   segmentsFree: number;
   cacheHits: number;
   cacheMisses: number;
+  /**
+   * Reads whose record, read through the kernel's page cache, failed its check and was read
+   * again from the disk (see LogReader.read); nonzero only if pages raced an O_DIRECT write.
+   */
+  pageCacheRetries: number;
   cacheBytes: number;
   /** The caching layer of log blocks: reads it served, reads that went to the file, bytes held. */
   blockCache: { hits: number; misses: number; bytes: number; capacityBytes: number };
@@ -759,6 +764,7 @@ export class Store {
       segmentsFree: logStats.segmentsFree,
       cacheHits: this.core.cache.hits,
       cacheMisses: this.core.cache.misses,
+      pageCacheRetries: this.reads.pageCacheRetries,
       cacheBytes: this.core.cache.bytes,
       blockCache: logStats.blockCache,
       commits: this.commits.commits,
