@@ -17,8 +17,7 @@
 import { closeSync, fsyncSync, openSync, writeSync } from "node:fs";
 import { bench, group, run, summary } from "mitata";
 import { openBackend } from "../src/io/open.ts";
-import { MAX_LONE_CHAIN_BLOCK_US } from "../src/io/queue.ts";
-import type { FileHandle, IoBackend, IoCompletion, IoOp, NativeBuffer } from "../src/io/backend.ts";
+import { MAX_WAIT_BLOCK_US, type FileHandle, type IoBackend, type IoCompletion, type IoOp, type NativeBuffer } from "../src/io/backend.ts";
 import {
   dataPath,
   fioVersion,
@@ -210,7 +209,7 @@ export async function measureWriteDatasync(backend: IoBackend, path: string, dur
       ]);
       out.length = 0;
       while (out.length < 2) {
-        await backend.wait(2 - out.length, 1000, MAX_LONE_CHAIN_BLOCK_US);
+        await backend.wait(2 - out.length, 1000, MAX_WAIT_BLOCK_US);
         backend.reap(out);
       }
       for (const c of out) {

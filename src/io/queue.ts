@@ -12,18 +12,6 @@ import { ECANCELED } from "./errno.ts";
 /** Longest single blocking wait of the pump; short so timers and other callers keep running. */
 const PUMP_WAIT_MS = 50;
 
-/**
- * Default of the store's `commitWaitBlockUs` (see {@link IoQueue.loneChainBlockUs}): a serial
- * durable commit waits in the kernel for its write and datasync, as sqlite's and lmdb's
- * synchronous commits do, instead of polling across event-loop turns and then sleeping on the
- * ring's eventfd (see uring.ts). Measured (bench/store.ts section a, alternating on and off):
- * serial durable commits 1,331 → 1,952/s and 1,058 → 1,619/s; 64 in flight unchanged.
- */
-export const LONE_CHAIN_BLOCK_US = 1000;
-
-/** Most {@link IoQueue.loneChainBlockUs} may be (the uring backend's own cap, `MAX_BLOCK_US`). */
-export const MAX_LONE_CHAIN_BLOCK_US = 1000;
-
 interface Pending {
   resolve: (result: number) => void;
   reject: (error: Error) => void;
@@ -53,8 +41,8 @@ export class IoQueue {
 
   /**
    * How long the pump may block the JS thread in the kernel when all that is outstanding is one
-   * link chain (a lone commit's write and datasync), µs; 0 (the default) never blocks. The log
-   * sets it from the store's `commitWaitBlockUs` (see {@link LONE_CHAIN_BLOCK_US}).
+   * link chain (a lone commit's write and datasync), µs, at most `MAX_WAIT_BLOCK_US`; 0 (the
+   * default) never blocks. The log sets it from the store's `commitWaitBlockUs` (config.ts).
    */
   loneChainBlockUs: number;
 

@@ -31,6 +31,7 @@ import fs from "node:fs";
 import {
   checkChains,
   MAX_QUEUE_DEPTH,
+  MAX_WAIT_BLOCK_US,
   type FileHandle,
   type IoBackend,
   type IoCompletion,
@@ -75,13 +76,6 @@ export const WAIT_SLICE_US = 1000;
 
 /** How long {@link UringBackend.wait} polls across event-loop turns before it sleeps on the eventfd (µs). */
 export const SPIN_US = 150;
-
-/**
- * Longest a {@link UringBackend.wait} blocks the JS thread when its caller allows it (`blockUs`),
- * µs. A lone durable commit's write and datasync take 0.15–0.6 ms on the machines we measure on;
- * past this the wait goes on without blocking, so timers and sockets are never held up longer.
- */
-export const MAX_BLOCK_US = 1000;
 
 /** Longest blocking wait in the kernel per polling turn of {@link UringBackend.wait} (µs). */
 export const SPIN_SLICE_US = 10;
@@ -593,7 +587,7 @@ export class UringBackend implements IoBackend {
     const started = performance.now();
     const deadline = started + timeoutMs;
     const spinUntil = started + SPIN_US / 1000;
-    let mayBlockUs = Math.min(blockUs, MAX_BLOCK_US);
+    let mayBlockUs = Math.min(blockUs, MAX_WAIT_BLOCK_US);
     for (;;) {
       this.assertOpen();
       if (this.pendingCount > 0) this.flushPending();

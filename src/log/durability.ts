@@ -202,7 +202,7 @@ export class StabilityTracker {
 
 /** Who else wants a datasync, and who hears that one completed. */
 export interface DurabilityHooks {
-  /** A group commit is waiting for the pipeline to drain: sync what is written. */
+  /** A group commit waits for the datasync in flight: sync what is written when it completes. */
   groupCommitPending(): boolean;
   /** A datasync completed (stableAddress may have moved). */
   onSynced(): void;
@@ -364,16 +364,22 @@ export class Durability {
     const tracker = this.tracker;
     if (this.syncing || tracker.unsyncedUnits === 0 || this.life.failed !== undefined) return;
     const forced = this.syncStall !== undefined || this.hooks.groupCommitPending() || tracker.unsyncedUnits >= SYNC_EVERY_UNITS;
+    const targeted = tracker.stableAddress < this.syncTarget;
     if (!forced) {
-      let nearest = Infinity;
-      for (const waiter of this.waiters) nearest = Math.min(nearest, waiter.address);
-      if (tracker.stableAddress < this.syncTarget) nearest = Math.min(nearest, this.syncTarget);
-      if (nearest === Infinity) return; // nobody wants one
-      if (!tracker.reachableBy(nearest) && tracker.writesOutstanding) return; // after those writes
+      if (this.waiters.length === 0 && !targeted) return; // nobody wants one
+      // Held back only while writes are in flight (then the nearest address wanted is looked up).
+      if (tracker.writesOutstanding && !tracker.reachableBy(this.nearestWanted(targeted))) return;
     }
     const ids = tracker.beginSync();
     this.syncing = true;
     this.settleSync(ids, this.queue.datasync(this.file));
+  }
+
+  /** The lowest address a waiter or the flush target wants durable. */
+  private nearestWanted(targeted: boolean): number {
+    let nearest = targeted ? this.syncTarget : Infinity;
+    for (const waiter of this.waiters) if (waiter.address < nearest) nearest = waiter.address;
+    return nearest;
   }
 
   private settleSync(ids: readonly number[], synced: Promise<void>): void {

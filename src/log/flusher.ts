@@ -91,7 +91,7 @@ export class Flusher {
   private readonly readyToFlush = new Set<number>();
   private writes = 0;
   private readonly serializedQueue: number[] = [];
-  /** A group commit waits for the pipeline to drain. */
+  /** A group commit waits for the datasync in flight to complete. */
   private flushWhenIdle = false;
   private sealScheduled = false;
   /** {@link sealOpenBuffer} is sealing a unit somebody wants durable (a flush or group commit). */
@@ -129,7 +129,7 @@ export class Flusher {
    * value, a bulk load) are no reason to wait: the unit sealed now is written beside them, and
    * durability.ts issues one datasync once the writes it needs are done.
    */
-  private get pipelineIdle(): boolean {
+  private get noSyncInFlight(): boolean {
     return !this.deps.durability.busy;
   }
 
@@ -153,9 +153,9 @@ export class Flusher {
     return this.pump();
   }
 
-  /** A datasync completed: a group commit waiting for the pipeline to drain may seal now. */
+  /** A datasync completed: a group commit waiting for it may seal now. */
   onSynced(): void {
-    if (this.flushWhenIdle && this.pipelineIdle) this.sealOpenBuffer();
+    if (this.flushWhenIdle && this.noSyncInFlight) this.sealOpenBuffer();
   }
 
   // ───────────────────────────── the pump ─────────────────────────────
@@ -346,7 +346,7 @@ export class Flusher {
     const life = this.deps.life;
     if (!life.running || life.readOnly) return;
     this.flushWhenIdle = true;
-    if (!this.pipelineIdle) return;
+    if (!this.noSyncInFlight) return;
     if (immediate) {
       // The caller knows no other commit is coming in this turn: no reason to wait for one.
       this.sealOpenBuffer();
@@ -358,7 +358,7 @@ export class Flusher {
     this.sealScheduled = true;
     setImmediate(() => {
       this.sealScheduled = false;
-      if (this.flushWhenIdle && this.pipelineIdle) this.sealOpenBuffer();
+      if (this.flushWhenIdle && this.noSyncInFlight) this.sealOpenBuffer();
     });
   }
 

@@ -30,9 +30,9 @@
  *
  * @module
  */
-import type { FileHandle, IoBackend, IoChoice, NativeBuffer } from "../io/backend.ts";
+import { MAX_WAIT_BLOCK_US, type FileHandle, type IoBackend, type IoChoice, type NativeBuffer } from "../io/backend.ts";
 import { openBackend } from "../io/open.ts";
-import { IoQueue, MAX_LONE_CHAIN_BLOCK_US } from "../io/queue.ts";
+import { IoQueue } from "../io/queue.ts";
 import fs from "node:fs";
 import nodePath from "node:path";
 import { ENOENT, ENOTDIR } from "../io/errno.ts";
@@ -180,6 +180,10 @@ export class LogStructuredStore {
   private readonly ownsBackend: boolean;
   /** Whether small reads from the file may go through the kernel's page cache (LogReader.read). */
   readonly pageCacheReads: boolean;
+  /** @internal Reads from the file that went through the page cache (for tests). */
+  get bufferedReads(): number {
+    return this.reader.bufferedReads;
+  }
   private readonly file: FileHandle;
   /** The exclusive hold on a block device opened for writing (target.ts), released at close. */
   private readonly deviceClaim: DeviceClaim | undefined;
@@ -488,7 +492,6 @@ export class LogStructuredStore {
     }
   }
 
-  /** See {@link LogStats.outOfSpace}. */
   /**
    * How long a lone commit may block the thread waiting for its write and datasync, µs (0:
    * never). The store turns it to 0 while this thread has messages to answer as commits are in
@@ -499,10 +502,11 @@ export class LogStructuredStore {
   }
 
   set commitWaitBlockUs(us: number) {
-    if (!Number.isInteger(us) || us < 0 || us > MAX_LONE_CHAIN_BLOCK_US) throw new InvalidArgumentError(`commitWaitBlockUs must be an integer in [0, ${MAX_LONE_CHAIN_BLOCK_US}], got ${us}`);
+    if (!Number.isInteger(us) || us < 0 || us > MAX_WAIT_BLOCK_US) throw new InvalidArgumentError(`commitWaitBlockUs must be an integer in [0, ${MAX_WAIT_BLOCK_US}], got ${us}`);
     this.queue.loneChainBlockUs = us;
   }
 
+  /** See {@link LogStats.outOfSpace}. */
   get outOfSpace(): boolean {
     return this.durability.stalled !== undefined || this.space.outOfSpace;
   }
@@ -690,8 +694,6 @@ export class LogStructuredStore {
   read(address: number, lengthBytes: number, direct = false): Promise<Uint8Array> {
     return this.reader.read(address, lengthBytes, direct);
   }
-
-
 
   /**
    * @internal Read like {@link read}, but a file read comes back as a view of a native buffer held

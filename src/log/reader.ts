@@ -88,6 +88,8 @@ export class LogReader {
    * the open failed).
    */
   private buffered: FileHandle | null | undefined;
+  /** Reads from the file that went through the buffered descriptor (a statistic). */
+  bufferedReads = 0;
   private readonly geometry: LogGeometry;
   private readonly space: SegmentSpace;
   private readonly ring: OwnerRing;
@@ -231,6 +233,7 @@ export class LogReader {
     const scratch = this.borrow(to - from);
     try {
       if (caching) this.cache.noteMiss();
+      if (viaPageCache !== undefined) this.bufferedReads += 1;
       await this.queue.read(viaPageCache ?? this.file, scratch, 0, to - from, physical);
       if (caching && keepEnd > from) this.cache.put(from, scratch.bytes.subarray(0, keepEnd - from));
     } catch (error) {

@@ -7,7 +7,16 @@
 import type { IoChoice } from "../io/backend.ts";
 import type { WriteMode } from "../log/log.ts";
 import { InvalidArgumentError } from "../errors.ts";
-import { LONE_CHAIN_BLOCK_US, MAX_LONE_CHAIN_BLOCK_US } from "../io/queue.ts";
+import { MAX_WAIT_BLOCK_US } from "../io/backend.ts";
+
+/**
+ * Default `commitWaitBlockUs`: a serial durable commit waits in the kernel for its write and
+ * datasync, as sqlite's and lmdb's synchronous commits do, instead of polling across event-loop
+ * turns and then sleeping on the ring's eventfd (see uring.ts). Measured (bench/store.ts section
+ * a, alternating on and off): serial durable commits 1,331 → 1,952/s and 1,058 → 1,619/s; 64 in
+ * flight unchanged.
+ */
+export const DEFAULT_COMMIT_WAIT_BLOCK_US = 1000;
 
 /** When a transaction's promise resolves. */
 export type Durability = "sync" | "relaxed";
@@ -160,7 +169,7 @@ export function resolveOptions(options: StoreOptions = {}): ResolvedOptions {
     durability,
     flushTimeMs: integerIn("flushTimeMs", options.flushTimeMs ?? DEFAULT_FLUSH_TIME_MS, 1, MAX_FLUSH_TIME_MS),
     io: options.io ?? "auto",
-    commitWaitBlockUs: integerIn("commitWaitBlockUs", options.commitWaitBlockUs ?? LONE_CHAIN_BLOCK_US, 0, MAX_LONE_CHAIN_BLOCK_US),
+    commitWaitBlockUs: integerIn("commitWaitBlockUs", options.commitWaitBlockUs ?? DEFAULT_COMMIT_WAIT_BLOCK_US, 0, MAX_WAIT_BLOCK_US),
     writeMode: options.writeMode ?? "tailLocalized",
     numSegmentsPerCheckpoint: integerIn("numSegmentsPerCheckpoint", options.numSegmentsPerCheckpoint ?? DEFAULT_SEGMENTS_PER_CHECKPOINT, 1, 1 << 20),
     maxReadBytes: integerIn("maxReadBytes", options.maxReadBytes ?? DEFAULT_MAX_READ_BYTES, 0, DEFAULT_MAX_READ_BYTES),

@@ -40,6 +40,8 @@ interface WriteEntry {
   readonly seid: bigint;
   /** The bytes, while they are still in memory (pending, or kept for the cache). */
   value: Uint8Array | undefined;
+  /** `value` is a staging pool's buffer (staging.ts): given back once appended, never cached. */
+  readonly staged: boolean;
   /** Where the write is in the log, once appended. */
   op: WriteOp | undefined;
 }
@@ -144,8 +146,9 @@ export class TransactionState implements Transaction {
     this.assertActive();
     checkSeid(seid);
     const view = viewOf(value);
-    const bytes = this.staging !== undefined && StagingPool.stages(view.length) ? this.staging.copy(view) : view.slice();
-    const entry: WriteEntry = { kind: "write", seid, value: bytes, op: undefined };
+    const staged = this.staging !== undefined && StagingPool.stages(view.length);
+    const bytes = staged ? (this.staging as StagingPool).copy(view) : view.slice();
+    const entry: WriteEntry = { kind: "write", seid, value: bytes, staged, op: undefined };
     this.wrote = true;
     this.latest?.set(seid, entry);
     this.pending.push(entry);
@@ -239,7 +242,7 @@ export class TransactionState implements Transaction {
   enqueueApplied(seid: bigint, producer: () => Promise<WriteOp>): Promise<void> {
     const batch = this.takePending();
     // Registered now, in call order: a later tx.write of the same seid must win over it.
-    const latest: WriteEntry = { kind: "write", seid, value: undefined, op: undefined };
+    const latest: WriteEntry = { kind: "write", seid, value: undefined, staged: false, op: undefined };
     this.wrote = true;
     if (this.latest !== undefined) this.latest.set(seid, latest);
     else this.taken.push([latest]);
@@ -282,8 +285,7 @@ export class TransactionState implements Transaction {
       } else {
         const value = op.value as Uint8Array; // a pending write holds its bytes
         // A staged value's buffer goes back to the pool: the cache must not keep it.
-        const staged = this.staging?.holds(value) === true;
-        const keep = !staged && value.length <= this.cacheBudgetBytes;
+        const keep = !op.staged && value.length <= this.cacheBudgetBytes;
         if (keep) this.cacheBudgetBytes -= value.length;
         const fast = tryAppendSmallElement(this.log, this.id, op.seid, value, keep);
         const applied = fast ?? (await appendElement(this.log, this.id, op.seid, value, keep));
@@ -291,7 +293,7 @@ export class TransactionState implements Transaction {
         // From now on tx.read finds it in the log; the bytes are kept only if the cache keeps them.
         op.op = applied;
         op.value = applied.value;
-        if (staged) (this.staging as StagingPool).giveBack(value);
+        if (op.staged) (this.staging as StagingPool).giveBack(value);
       }
     }
   }
@@ -313,8 +315,8 @@ export class TransactionState implements Transaction {
     // Writes never appended: their staged buffers go back (a spill that failed part way keeps
     // its batch's, left to the garbage collector).
     for (const op of this.pending) {
-      if (op.kind === "write" && op.value !== undefined && this.staging?.holds(op.value) === true) {
-        this.staging.giveBack(op.value);
+      if (op.kind === "write" && op.staged && op.value !== undefined) {
+        (this.staging as StagingPool).giveBack(op.value);
         op.value = undefined;
       }
     }

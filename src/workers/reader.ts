@@ -298,30 +298,32 @@ export class WorkerReader {
     const index = this.segments.indexOf(seq);
     if (index === undefined) throw new Retry(`segment ${seq} is not in the published segment index`);
     const physical = this.geometry.physicalOffset(index, address);
-    if (length <= SYNC_READ_BYTES) {
-      // A synchronous pread: from the page cache it costs a few µs, where a read through the
-      // thread pool cost ~35 µs of hops (20 000 values of 16 B–3 KB, 2× a Worker's cache: 23 k
-      // reads/s through the pool, BENCH_WORKERS_PARTS=peers bun bench/workers.ts). A page the
-      // kernel must fetch holds this Worker's event loop for one disk read, as lmdb's reads do.
-      const out = new Uint8Array(length);
-      let done = 0;
-      while (done < length) {
-        const got = fs.readSync(this.fd, out, done, length - done, physical + done);
-        if (got === 0) throw new Retry(`log bytes at ${address} are past the end of the file`);
-        done += got;
-      }
-      return out;
-    }
+    // Up to SYNC_READ_BYTES a synchronous pread: from the page cache it costs a few µs, where a
+    // read through the thread pool cost ~35 µs of hops (20 000 values of 16 B–3 KB, 2× a Worker's
+    // cache: 23 k reads/s through the pool, BENCH_WORKERS_PARTS=peers bun bench/workers.ts). A
+    // page the kernel must fetch holds this Worker's event loop for one disk read, as lmdb's do.
+    const sync = length <= SYNC_READ_BYTES;
     const out = new Uint8Array(length);
     let done = 0;
     while (done < length) {
-      const read = new Promise<number>((resolve, reject) => fs.read(this.fd, out, done, length - done, physical + done, (error, got) => (error ? reject(error) : resolve(got))));
-      this.reading.add(read);
-      const got = await read.finally(() => this.reading.delete(read));
+      const got = sync ? fs.readSync(this.fd, out, done, length - done, physical + done) : await this.readOnPool(out, done, physical + done);
       if (got === 0) throw new Retry(`log bytes at ${address} are past the end of the file`);
       done += got;
     }
     return out;
+  }
+
+  /** One pread into `out[offset..]` on the thread pool, tracked so close() waits for it. */
+  private async readOnPool(out: Uint8Array, offset: number, position: number): Promise<number> {
+    const read = new Promise<number>((resolve, reject) =>
+      fs.read(this.fd, out, offset, out.length - offset, position, (error, got) => (error ? reject(error) : resolve(got))),
+    );
+    this.reading.add(read);
+    try {
+      return await read;
+    } finally {
+      this.reading.delete(read);
+    }
   }
 
   /** Copy from a flush buffer holding `[address, +length)`, valid only if the slot was not reused meanwhile. */

@@ -51,6 +51,7 @@ for (const io of BACKENDS) {
       }
       const stats = store.stats();
       expect(stats.blockCache.misses).toBeGreaterThan(200); // hundreds of reads went to the file
+      expect(storeInternals(store).core.log.bufferedReads).toBe(stats.blockCache.misses); // every one of them through the page cache
       expect(cleaned).toBeGreaterThan(0); // segments given back and written again
       expect(stats.pageCacheRetries).toBe(0);
       await store.close();
