@@ -255,7 +255,16 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
       const writer = new ModelWriter(store, 21);
       await writer.run(50);
       const location = targets.fresh("archive");
-      const archive = await store.archive(location, { ...opts, intervalMs: 100 });
+      // Every full ship and every failure, with why: shown when the count below is off.
+      const shipLog: string[] = [];
+      const archive = await store.archive(location, {
+        ...opts,
+        intervalMs: 100,
+        onShip: (info) => {
+          if (info.kind === "full") shipLog.push(`full at tx ${info.transaction}: ${info.reason}`);
+        },
+        onError: (error) => shipLog.push(`failed: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`),
+      });
       writer.start();
       const waitShipped = async (tx: number, ms: number): Promise<void> => {
         const until = Date.now() + ms;
@@ -288,6 +297,7 @@ export function defineBackupSuite(kind: string, targets: SuiteTargets): void {
       await waitShipped(writer.lastTx, 30_000);
       const stats = store.stats().archive!;
       expect(stats.healthy).toBe(true);
+      if (stats.fullBackups !== 1) console.error(`archive ships and failures:\n${shipLog.join("\n")}`);
       expect(stats.fullBackups).toBe(1); // the outage did not force a new base
       expect(stats.ships).toBeGreaterThan(2);
       await archive.stop();
