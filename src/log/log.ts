@@ -46,7 +46,7 @@ import { LogLifecycle } from "./lifecycle.ts";
 import { SegmentPrewriter } from "./prewrite.ts";
 import { LogReader, type HeldBytes, type SegmentUnit } from "./reader.ts";
 import { BlockCache, type BlockCacheStats } from "./block-cache.ts";
-import { allocAligned, freeAligned } from "../io/libc.ts";
+import { allocSlab, freeAligned } from "../io/libc.ts";
 import { createRingShared, MAX_RING_SIZE, MIN_RING_SIZE, OwnerRing, type Reservation, type RingDescriptor } from "./ring.ts";
 import { RootBlocks, type RootPatch } from "./root.ts";
 import { Rotation } from "./rotation.ts";
@@ -257,7 +257,7 @@ export class LogStructuredStore {
     );
     // The slab is not I/O memory: plain aligned native memory, not the backend's (a test backend
     // that quarantines freed buffers would keep every open's slab).
-    this.blockCache = new BlockCache(init.options.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES, { alloc: allocAligned, free: freeAligned });
+    this.blockCache = new BlockCache(init.options.blockCacheBytes ?? DEFAULT_BLOCK_CACHE_BYTES, { alloc: allocSlab, free: freeAligned });
     this.prewriter = new SegmentPrewriter(backend, queue, file);
     this.space = new SegmentSpace(backend, file, geometry, this.prewriter, init.options.maxFileBytes ?? Number.MAX_SAFE_INTEGER);
     this.durability = new Durability(queue, file, life, init.root.current.replayFrom.address, {
