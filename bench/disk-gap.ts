@@ -20,8 +20,8 @@
  */
 import { parseArgs } from "node:util";
 import { openBackend } from "../src/io/open.ts";
-import { MAX_WAIT_BLOCK_US, type IoCompletion } from "../src/io/backend.ts";
-import { prefillFile } from "./io.ts";
+import type { IoCompletion } from "../src/io/backend.ts";
+import { prefillFile, writeDatasyncPair } from "./io.ts";
 import { dataPath, removeData } from "./common.ts";
 
 const GAPS_US = [0, 25, 50, 100, 200, 400];
@@ -54,19 +54,7 @@ async function measure(gapUs: number): Promise<string> {
       // busy: the JS thread working between two commits
     }
     const start = performance.now();
-    backend.submit([
-      { op: "write", fd: file.fd, buffer, bufferOffset: 0, lengthBytes: KiB4, fileOffset: (n % (REGION_BYTES / KiB4)) * KiB4, userData: 1, link: true },
-      { op: "datasync", fd: file.fd, userData: 2 },
-    ]);
-    out.length = 0;
-    while (out.length < 2) {
-      await backend.wait(2 - out.length, 1000, MAX_WAIT_BLOCK_US);
-      backend.reap(out);
-    }
-    for (const c of out) {
-      const expected = c.userData === 1 ? KiB4 : 0;
-      if (c.result !== expected) throw new Error(`${c.userData === 1 ? "write" : "datasync"} returned ${c.result}, expected ${expected}`);
-    }
+    await writeDatasyncPair(backend, file, buffer, (n % (REGION_BYTES / KiB4)) * KiB4, out);
     latencies.push((performance.now() - start) * 1000);
   }
   latencies.sort((a, b) => a - b);

@@ -192,6 +192,26 @@ async function oneOp(backend: IoBackend, op: IoOp, expect: number, out: IoComple
  * `commitWaitBlockUs`). Until 2026-11-30 this issued the two ops one after the other with an
  * event-loop wake-up between them, which the store's linked commits outran.
  */
+/**
+ * One 4 KiB write of `buffer` at `fileOffset` and a datasync linked after it, in one submission,
+ * waited for blocking in the kernel; both results checked. `out` is scratch for the completions.
+ */
+export async function writeDatasyncPair(backend: IoBackend, file: FileHandle, buffer: NativeBuffer, fileOffset: number, out: IoCompletion[]): Promise<void> {
+  backend.submit([
+    { op: "write", fd: file.fd, buffer, bufferOffset: 0, lengthBytes: KiB4, fileOffset, userData: 1, link: true },
+    { op: "datasync", fd: file.fd, userData: 2 },
+  ]);
+  out.length = 0;
+  while (out.length < 2) {
+    await backend.wait(2 - out.length, 1000, MAX_WAIT_BLOCK_US);
+    backend.reap(out);
+  }
+  for (const c of out) {
+    const expect = c.userData === 1 ? KiB4 : 0;
+    if (c.result !== expect) throw new Error(`${c.userData === 1 ? "write" : "datasync"} returned ${c.result}, expected ${expect}`);
+  }
+}
+
 export async function measureWriteDatasync(backend: IoBackend, path: string, durationMs = PATTERN_MS): Promise<number> {
   const file = openDirect(backend, path);
   const buffer = backend.alloc(KiB4);
@@ -203,19 +223,7 @@ export async function measureWriteDatasync(backend: IoBackend, path: string, dur
     const start = performance.now();
     const deadline = start + durationMs;
     while (performance.now() < deadline) {
-      backend.submit([
-        { op: "write", fd: file.fd, buffer, bufferOffset: 0, lengthBytes: KiB4, fileOffset: (n % blocks) * KiB4, userData: 1, link: true },
-        { op: "datasync", fd: file.fd, userData: 2 },
-      ]);
-      out.length = 0;
-      while (out.length < 2) {
-        await backend.wait(2 - out.length, 1000, MAX_WAIT_BLOCK_US);
-        backend.reap(out);
-      }
-      for (const c of out) {
-        const expect = c.userData === 1 ? KiB4 : 0;
-        if (c.result !== expect) throw new Error(`${c.userData === 1 ? "write" : "datasync"} returned ${c.result}, expected ${expect}`);
-      }
+      await writeDatasyncPair(backend, file, buffer, (n % blocks) * KiB4, out);
       n += 1;
     }
     return n / ((performance.now() - start) / 1000);

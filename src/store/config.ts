@@ -5,7 +5,7 @@
  * @module
  */
 import type { IoChoice } from "../io/backend.ts";
-import type { WriteMode } from "../log/log.ts";
+import { DEFAULT_BLOCK_CACHE_BYTES, type WriteMode } from "../log/log.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { MAX_WAIT_BLOCK_US } from "../io/backend.ts";
 
@@ -120,7 +120,8 @@ export interface ResolvedOptions {
 }
 
 export const DEFAULT_CACHE_BYTES = 64 << 20;
-export const DEFAULT_BLOCK_CACHE_BYTES = 32 << 20;
+/** The caching layer's default size: the log's own (one constant, src/log/log.ts). */
+export { DEFAULT_BLOCK_CACHE_BYTES };
 export const MAX_CACHE_BYTES = 2 ** 40;
 export const DEFAULT_FLUSH_TIME_MS = 100;
 export const MAX_FLUSH_TIME_MS = 60_000;
