@@ -103,8 +103,9 @@ export class ReadPath {
    * A single-part element's body, verified, if its record is in memory (a flush buffer or the
    * caching layer); else undefined. The record is copied into a scratch buffer, checked there,
    * and only the body is copied out: one allocation, the value handed back. The value is offered
-   * to the value cache too (a later read of it is a value-cache hit, cheaper than this, and the
-   * value cache holds values densely where the block cache holds whole blocks).
+   * to the value cache too, which takes it on its second read (a later read is then a value-cache
+   * hit, cheaper than this, and the value cache holds values densely where the block cache holds
+   * whole blocks; a value read once from here is not worth the copy: ElementCache.admitFromMemory).
    */
   private singleFromMemory(seid: bigint, location: Location): Uint8Array | undefined {
     const recordBytes = RECORD_HEADER_BYTES + location.sizeBytes;
@@ -114,7 +115,8 @@ export class ReadPath {
     const flags = verifyDataRecordIn(scratchOf(recordBytes), scratchWords, halves[0] as number, halves[1] as number);
     if ((flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
     const value = scratch.slice(RECORD_HEADER_BYTES, recordBytes);
-    if (this.caching) this.core.cache.admit(seid, value);
+    // Its bytes are in memory already: copied into the value cache only when read again soon.
+    if (this.caching) this.core.cache.admitFromMemory(seid, value);
     return value;
   }
 

@@ -191,6 +191,29 @@ describe("element cache", () => {
     }
   });
 
+  test("reads from log memory: a value is copied in at its second read, not its first; long-ago first reads are forgotten", () => {
+    const cache = new ElementCache(1 << 20); // a window of 8192 seids (1 MiB / 128 B)
+    const value = (i: number) => valueOf(100, i);
+    // First reads: only remembered. (A false "seen before" needs both of a seid's bits set by
+    // others: with 500 of 8192 remembered, none of these seids hits one; the hashes are fixed.)
+    for (let i = 0; i < 500; i++) expect(cache.admitFromMemory(BigInt(i), value(i))).toBe(false);
+    for (let i = 0; i < 500; i++) expect(cache.get(BigInt(i))).toBeUndefined();
+    // Second reads: each is cached, with exactly its bytes.
+    for (let i = 0; i < 500; i++) expect(cache.admitFromMemory(BigInt(i), value(i))).toBe(true);
+    for (let i = 0; i < 500; i++) expect(Buffer.compare(cache.get(BigInt(i)) as Uint8Array, value(i))).toBe(0);
+    // Seen once, then 20 000 other seids: the doorkeeper has started over since, so it is new again.
+    expect(cache.admitFromMemory(1_000_000n, value(1))).toBe(false);
+    let admittedByCollision = 0;
+    for (let i = 0; i < 20_000; i++) if (cache.admitFromMemory(BigInt(2_000_000 + i), value(i))) admittedByCollision += 1;
+    expect(admittedByCollision).toBeLessThan(2_000); // false "seen before" as the bit set fills: a few %, never most
+    expect(cache.admitFromMemory(1_000_000n, value(1))).toBe(false);
+    // A disabled cache takes nothing.
+    const off = new ElementCache(0);
+    expect(off.admitFromMemory(1n, value(1))).toBe(false);
+    expect(off.admitFromMemory(1n, value(1))).toBe(false);
+    expect(off.get(1n)).toBeUndefined();
+  });
+
   test("limits: a disabled cache holds nothing; a value over half a chunk is never cached", () => {
     const off = new ElementCache(0);
     off.set(1n, new Uint8Array(10));

@@ -61,6 +61,35 @@ for (const io of BACKENDS) {
       checkWhole(1, await store.read(1n));
     });
 
+    test("a value read from the caching layer goes into the value cache at its second read, not its first (exact bytes every time)", async () => {
+      // 4 MiB of value cache: a transaction keeps at most 512 KiB of its values there at commit,
+      // so most of these are only in the log's memory (the block cache) after it.
+      await using store = await Store.open(path.join(dir, "s.lss"), { io, cacheBytes: 4 << 20 });
+      const count = 2_000;
+      await store.transaction((tx) => {
+        for (let key = 1; key <= count; key++) tx.write(BigInt(key), versionOf(key, 1));
+      });
+      await store.flush();
+      const keys: number[] = [];
+      for (let key = count; keys.length < 1_000; key--) keys.push(key); // the last written: not cached at commit
+      const pass = async (sync: boolean) => {
+        const before = store.stats();
+        for (const key of keys) checkWhole(key, sync ? store.readSync(BigInt(key)) : await store.read(BigInt(key)));
+        const after = store.stats();
+        return { valueHits: after.cacheHits - before.cacheHits, blockHits: after.blockCache.hits - before.blockCache.hits, fileReads: after.blockCache.misses - before.blockCache.misses };
+      };
+      const first = await pass(true);
+      expect(first).toEqual({ valueHits: 0, blockHits: keys.length, fileReads: 0 });
+      // The second read copies each into the value cache (a few may have been taken at their first
+      // read: a false "seen before" of the doorkeeper), so the third is a value-cache hit.
+      const second = await pass(false);
+      expect(second.valueHits).toBeLessThan(keys.length / 10);
+      expect(second.valueHits + second.blockHits).toBe(keys.length);
+      expect(second.fileReads).toBe(0);
+      const third = await pass(true);
+      expect(third).toEqual({ valueHits: keys.length, blockHits: 0, fileReads: 0 });
+    });
+
     test("a damaged record in the caching layer is a CorruptionError from read() (rejected) and readSync(), never its bytes", async () => {
       const file = path.join(dir, "c.lss");
       {
