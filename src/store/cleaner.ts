@@ -382,6 +382,14 @@ export class Cleaner {
   }
 
   /**
+   * {@link throttle} when writers must wait, else `undefined`: the transaction path skips an
+   * async call and its promise ticks on every transaction when space is not short.
+   */
+  throttleIfNeeded(): Promise<void> | undefined {
+    return this.needsThrottle() ? this.throttle() : undefined;
+  }
+
+  /**
    * Writers' throttle (CEDA's BlockUntilLowWaterMark), called with the turn held before a
    * transaction runs: while space is short ({@link needsThrottle}) and cleaning can free some,
    * clean and checkpoint instead of growing the file. A store whose live data fills the disk or

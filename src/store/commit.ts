@@ -33,7 +33,7 @@ import type { Location, MappingTable } from "./state/mapping.ts";
 import type { TransactionState } from "./transaction.ts";
 import type { SeidSpaces } from "./state/seids.ts";
 import type { SegmentUtilisation } from "./state/sut.ts";
-import { appendRecord } from "./write-path.ts";
+import { appendRecord, tryAppendRecord } from "./write-path.ts";
 
 /** Commits with more operations than this make room in the mapping table up front. */
 const RESERVE_FROM_OPS = 1024;
@@ -235,7 +235,7 @@ export class CommitPath {
    * task, started outside it, which itself waits for the turn, still waits forever (that task's
    * context says nothing of the callback).
    */
-  async runCallback<T>(txId: number, callback: () => T | Promise<T>): Promise<T> {
+  runCallback<T>(txId: number, callback: () => T | Promise<T>): T | Promise<T> {
     // Its cost, measured on the shared 2-core test VM, one process per build: serial durable
     // commits (bench/commit-path.ts) keep 1 submit, 2 ops and 1 wake-up per commit, and their CPU
     // time (700–900 µs a commit there) moves less than its run-to-run spread; serial relaxed
@@ -243,11 +243,19 @@ export class CommitPath {
     // 9 × 100 000; minima 20.4 against 21.2), so at most ≈1 µs: the async context that promises
     // made inside the callback carry. `run()` and `getStore()` themselves cost ≈0.1 µs.
     const holder: TurnHolder = { txId, inCallback: true };
+    let result: T | Promise<T>;
     try {
-      return await this.holders.run(holder, callback);
-    } finally {
+      result = this.holders.run(holder, callback);
+    } catch (error) {
       holder.inCallback = false;
+      throw error;
     }
+    // A synchronous callback's value is handed back as it is: no promise, no ticks.
+    if (!isThenable(result)) {
+      holder.inCallback = false;
+      return result;
+    }
+    return callbackSettled(result, holder);
   }
 
   /**
@@ -292,13 +300,26 @@ export class CommitPath {
 
   /**
    * Append the seid allocations made since the last Alloc record, if any. The turn is held.
-   * Returns whether a record was appended.
+   * Returns whether a record was appended: at once when a flush buffer had room (no promise).
    */
-  async appendAllocations(): Promise<boolean> {
+  appendAllocations(): boolean | Promise<boolean> {
     const alloc = this.core.spaces.takeDirty();
     if (alloc === undefined) return false;
+    const body = encodeAlloc(alloc);
+    let address: number | undefined;
     try {
-      await appendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, encodeAlloc(alloc));
+      address = tryAppendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, body);
+    } catch (error) {
+      this.core.spaces.apply(alloc, true); // see appendAllocationsWaiting
+      throw error;
+    }
+    return address !== undefined ? true : this.appendAllocationsWaiting(alloc, body);
+  }
+
+  /** {@link appendAllocations} once a flush buffer has room. */
+  private async appendAllocationsWaiting(alloc: Array<[number, number]>, body: Uint8Array): Promise<boolean> {
+    try {
+      await appendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, body);
     } catch (error) {
       // Not in the log (no space, say): the next Alloc record must still carry these counters,
       // or a seid handed out now could be handed out again after a crash.
@@ -314,7 +335,10 @@ export class CommitPath {
    * share of the full-disk reserve, so that a store that ran out of space can still be emptied.
    */
   async commitTransaction(tx: TransactionState): Promise<number | undefined> {
-    const commit = async (): Promise<number | undefined> => this.commitLive(tx.id, await tx.finish(), "user");
+    const commit = async (): Promise<number | undefined> => {
+      const finished = tx.finish();
+      return this.commitLive(tx.id, Array.isArray(finished) ? finished : await finished, "user");
+    };
     try {
       return await (tx.onlyDeletes ? this.core.log.withSpaceUse("delete", commit) : commit());
     } finally {
@@ -331,11 +355,15 @@ export class CommitPath {
    * nothing to commit (no ops and no allocations: no record is written).
    */
   async commitLive(txId: number, ops: readonly AppliedOp[], kind: CommitKind): Promise<number | undefined> {
-    const allocated = kind === "user" ? await this.appendAllocations() : false;
+    const appended = kind === "user" ? this.appendAllocations() : false;
+    const allocated = typeof appended === "boolean" ? appended : await appended;
     if (ops.length === 0 && !allocated) return undefined;
     const time = this.clock();
     const flags = kind === "system" ? FLAG_COMMIT_SYSTEM : 0;
-    const address = await appendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, encodeCommitBody(time), flags);
+    const body = encodeCommitBody(time);
+    const address =
+      tryAppendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, body, flags) ??
+      (await appendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, body, flags));
     // No await from here to the end: readers see all of the transaction or none of it.
     applyOps(this.core, ops);
     this.commits += 1;
@@ -438,4 +466,18 @@ function applyEach(core: StoreCore, ops: readonly AppliedOp[], observer: CommitO
     if (op.value !== undefined) core.cache.set(op.seid, op.value);
     else if (op.moved !== true) core.cache.invalidate(op.seid);
   }
+}
+
+/** An asynchronous callback's result; its holder leaves the callback once it settles. */
+async function callbackSettled<T>(result: PromiseLike<T>, holder: TurnHolder): Promise<T> {
+  try {
+    return await result;
+  } finally {
+    holder.inCallback = false;
+  }
+}
+
+/** Whether `value` is a promise or another thenable (`await` would adopt it). */
+export function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return (typeof value === "object" || typeof value === "function") && value !== null && typeof (value as { then?: unknown }).then === "function";
 }

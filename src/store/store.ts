@@ -19,7 +19,7 @@ import { InvalidArgumentError, NoSpaceError, ReadOnlyError, StoreClosedError, ty
 import { ElementCache } from "./cache.ts";
 import { Checkpointer, loadCheckpoint } from "./checkpointer.ts";
 import { Cleaner, type CleanerStats } from "./cleaner.ts";
-import { CommitPath, type StoreCore } from "./commit.ts";
+import { CommitPath, isThenable, type StoreCore } from "./commit.ts";
 import { resolveOptions, type Durability, type ResolvedOptions, type StoreOptions } from "./config.ts";
 import type { Multipart } from "./format/extents.ts";
 import { SegmentPins } from "./pins.ts";
@@ -387,14 +387,16 @@ export class Store {
     await ready;
     try {
       this.assertWritable();
-      await this.cleaner.throttle();
+      const throttled = this.cleaner.throttleIfNeeded();
+      if (throttled !== undefined) await throttled;
       // The id is consumed even if the transaction aborts: its records may be in the log already.
       const tx = new TransactionState(this.commits.nextTxId(), this.log, this.options.cacheBytes, {
         readCommitted: (seid) => this.reads.read(seid),
         maxReadBytes: this.options.maxReadBytes,
       }, this.staging);
       try {
-        result = await this.commits.runCallback(tx.id, () => fn(tx));
+        const returned = this.commits.runCallback(tx.id, () => fn(tx));
+        result = isThenable(returned) ? await returned : returned;
       } catch (error) {
         await tx.abandon();
         throw error;
@@ -546,7 +548,7 @@ export class Store {
     if (this.options.readOnly) return;
     this.commits.refuseInsideCallback("store.flush()");
     // The Alloc record is bookkeeping as small as a delete: it may use the delete reserve.
-    await this.commits.exclusive(() => this.log.withSpaceUse("delete", () => this.commits.appendAllocations()));
+    await this.commits.exclusive(() => this.log.withSpaceUse("delete", async () => this.commits.appendAllocations()));
     await this.log.flush();
   }
 

@@ -14,7 +14,7 @@ import { readMultipart, readSingle } from "./read-path.ts";
 import { checkSeid } from "./state/seids.ts";
 import { createWriteStream } from "./streams.ts";
 import { StagingPool } from "./staging.ts";
-import { appendElement, appendRecord, tryAppendSmallElement } from "./write-path.ts";
+import { appendElement, appendRecord, tryAppendRecord, tryAppendSmallElement } from "./write-path.ts";
 
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
 export const SPILL_BYTES = 4 << 20;
@@ -64,6 +64,9 @@ function viewOf(value: unknown): Uint8Array {
   throw new InvalidArgumentError(`an element value must be a Uint8Array, another ArrayBufferView or an ArrayBuffer, got ${kind}`);
 }
 
+/** The body of a Delete record. */
+const NO_BYTES = new Uint8Array(0);
+
 /** Copy `value` into a fresh Uint8Array, or throw `InvalidArgumentError`. */
 export function toBytes(value: unknown): Uint8Array {
   return viewOf(value).slice();
@@ -109,6 +112,8 @@ export class TransactionState implements Transaction {
   private pendingBytes = 0;
   private readonly applied: AppliedOp[] = [];
   private spilling: Promise<void> = Promise.resolve();
+  /** Appends chained on {@link spilling} and not yet settled: while any is, new appends queue behind. */
+  private appendsQueued = 0;
   private spillError: unknown;
   private active = true;
   private openStreams = 0;
@@ -246,15 +251,20 @@ export class TransactionState implements Transaction {
     this.wrote = true;
     if (this.latest !== undefined) this.latest.set(seid, latest);
     else this.taken.push([latest]);
+    this.appendsQueued += 1;
     const run = this.spilling.then(async () => {
-      await this.appendBatch(batch);
+      await this.appendBatch(batch, 0);
       const op = await producer();
       latest.op = op;
       this.applied.push(op);
     });
-    this.spilling = run.catch((error: unknown) => {
-      this.spillError ??= error;
-    });
+    this.spilling = run
+      .catch((error: unknown) => {
+        this.spillError ??= error;
+      })
+      .then(() => {
+        this.appendsQueued -= 1;
+      });
     return run;
   }
 
@@ -268,34 +278,71 @@ export class TransactionState implements Transaction {
   }
 
   private spill(): void {
-    const batch = this.takePending();
+    this.queueAppends(this.takePending(), 0);
+  }
+
+  /** Append `batch[from..]` after every append already queued, in the background. */
+  private queueAppends(batch: PendingOp[], from: number): void {
+    this.appendsQueued += 1;
     this.spilling = this.spilling
-      .then(() => this.appendBatch(batch))
+      .then(() => this.appendBatch(batch, from))
       .catch((error: unknown) => {
         this.spillError ??= error;
+      })
+      .then(() => {
+        this.appendsQueued -= 1;
       });
   }
 
-  private async appendBatch(batch: PendingOp[]): Promise<void> {
+  private async appendBatch(batch: PendingOp[], from: number): Promise<void> {
     if (this.spillError !== undefined) return;
-    for (const op of batch) {
+    for (let i = from; i < batch.length; i++) {
+      const op = batch[i] as PendingOp;
+      if (this.appendNow(op)) continue;
+      // No room in a flush buffer right now, or a value of several parts: wait for room.
       if (op.kind === "delete") {
-        await appendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, new Uint8Array(0));
+        await appendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, NO_BYTES);
         this.applied.push({ kind: "delete", seid: op.seid });
       } else {
         const value = op.value as Uint8Array; // a pending write holds its bytes
-        // A staged value's buffer goes back to the pool: the cache must not keep it.
-        const keep = !op.staged && value.length <= this.cacheBudgetBytes;
+        const keep = this.mayKeep(op, value);
         if (keep) this.cacheBudgetBytes -= value.length;
-        const fast = tryAppendSmallElement(this.log, this.id, op.seid, value, keep);
-        const applied = fast ?? (await appendElement(this.log, this.id, op.seid, value, keep));
-        this.applied.push(applied);
-        // From now on tx.read finds it in the log; the bytes are kept only if the cache keeps them.
-        op.op = applied;
-        op.value = applied.value;
-        if (op.staged) (this.staging as StagingPool).giveBack(value);
+        this.noteAppended(op, value, await appendElement(this.log, this.id, op.seid, value, keep));
       }
     }
+  }
+
+  /**
+   * Append `op` if a flush buffer has room for it right now (a single-part element or a delete):
+   * true; else false, and nothing was appended.
+   */
+  private appendNow(op: PendingOp): boolean {
+    if (op.kind === "delete") {
+      if (tryAppendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, NO_BYTES) === undefined) return false;
+      this.applied.push({ kind: "delete", seid: op.seid });
+      return true;
+    }
+    const value = op.value as Uint8Array; // a pending write holds its bytes
+    const keep = this.mayKeep(op, value);
+    const applied = tryAppendSmallElement(this.log, this.id, op.seid, value, keep);
+    if (applied === undefined) return false;
+    if (keep) this.cacheBudgetBytes -= value.length;
+    this.noteAppended(op, value, applied);
+    return true;
+  }
+
+  /** Whether the cache may keep `value` (the caller then takes it from the budget). */
+  private mayKeep(op: WriteEntry, value: Uint8Array): boolean {
+    // A staged value's buffer goes back to the pool: the cache must not keep it.
+    return !op.staged && value.length <= this.cacheBudgetBytes;
+  }
+
+  private noteAppended(op: WriteEntry, value: Uint8Array, applied: WriteOp): void {
+    this.applied.push(applied);
+    // From now on tx.read finds it in the log; the bytes are kept only if the cache keeps them.
+    op.op = applied;
+    op.value = applied.value;
+    if (op.staged) (this.staging as StagingPool).giveBack(value);
   }
 
   /** End the transaction: no more calls. */
@@ -327,15 +374,29 @@ export class TransactionState implements Transaction {
    * Write everything still pending to the log and return the operations to apply, in
    * order. Fails (and nothing is applied) if a stream is still open or a background append failed.
    */
-  async finish(): Promise<AppliedOp[]> {
+  finish(): AppliedOp[] | Promise<AppliedOp[]> {
     this.end();
-    if (this.openStreams > 0) {
-      await this.spilling;
-      throw new TransactionError(`transaction ${this.id} ended with ${this.openStreams} write stream(s) still open: close them before returning`);
+    if (this.openStreams > 0) return this.finishWithOpenStreams();
+    const batch = this.takePending();
+    let from = 0;
+    // Nothing queued (the common small transaction): append now, in this turn, while there is
+    // room; the promise ticks of a queued append were a sixth of a relaxed one-write commit.
+    if (this.appendsQueued === 0 && this.spillError === undefined) {
+      while (from < batch.length && this.appendNow(batch[from] as PendingOp)) from += 1;
+      if (from === batch.length) return this.applied;
     }
-    this.spill();
+    this.queueAppends(batch, from);
+    return this.finishQueued();
+  }
+
+  private async finishQueued(): Promise<AppliedOp[]> {
     await this.spilling;
     if (this.spillError !== undefined) throw this.spillError;
     return this.applied;
+  }
+
+  private async finishWithOpenStreams(): Promise<AppliedOp[]> {
+    await this.spilling;
+    throw new TransactionError(`transaction ${this.id} ended with ${this.openStreams} write stream(s) still open: close them before returning`);
   }
 }

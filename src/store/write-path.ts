@@ -37,6 +37,31 @@ async function reserveRecord(log: LogStructuredStore, recordBytes: number): Prom
   return log.tryReserve(recordBytes) ?? (await log.reserveSpace(recordBytes));
 }
 
+/**
+ * {@link appendRecord} when a flush buffer has room right now: the record's address, or
+ * `undefined` when the caller must wait for room (nothing was appended then). Commits take this
+ * first: an awaited async append cost its promise ticks on every transaction.
+ */
+export function tryAppendRecord(
+  log: LogStructuredStore,
+  type: RecordType,
+  txId: number,
+  seid: bigint,
+  aux: number,
+  body: Uint8Array,
+  flags = 0,
+): number | undefined {
+  const reservation = log.tryReserve(RECORD_HEADER_BYTES + body.length);
+  if (reservation === undefined) return undefined;
+  try {
+    reservation.bytes.set(body, RECORD_HEADER_BYTES);
+    sealRecord(reservation.bytes, type, txId, seid, aux, flags);
+  } finally {
+    log.release(reservation);
+  }
+  return reservation.address;
+}
+
 /** Append one record whose body is `body` (copied into the flush buffer). Returns its address. */
 export async function appendRecord(
   log: LogStructuredStore,

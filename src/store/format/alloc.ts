@@ -8,15 +8,28 @@
 /** Bytes of one Alloc entry. */
 export const ALLOC_ENTRY_BYTES = 16;
 
-/** Encode Alloc entries ([space, next seid]). */
+/**
+ * Where {@link encodeAlloc} encodes, grown as needed: a DataView over a fresh array's `.buffer`
+ * made the engine create that ArrayBuffer, ~0.9 µs of every serial commit (CPU profile of
+ * relaxed 100 B commits: `get buffer` 7.7 % of the samples, here and in encodeCommitBody).
+ */
+let scratch = new Uint8Array(ALLOC_ENTRY_BYTES * 8);
+let scratchView = new DataView(scratch.buffer);
+
+/** Encode Alloc entries ([space, next seid]) into a new array. */
 export function encodeAlloc(entries: ReadonlyArray<readonly [number, number]>): Uint8Array {
-  const body = new Uint8Array(entries.length * ALLOC_ENTRY_BYTES);
-  const view = new DataView(body.buffer);
-  entries.forEach(([space, next], i) => {
-    view.setUint32(i * ALLOC_ENTRY_BYTES, space, true);
-    view.setFloat64(i * ALLOC_ENTRY_BYTES + 8, next, true);
-  });
-  return body;
+  const bytes = entries.length * ALLOC_ENTRY_BYTES;
+  if (bytes > scratch.length) {
+    scratch = new Uint8Array(Math.max(bytes, scratch.length * 2));
+    scratchView = new DataView(scratch.buffer);
+  }
+  scratch.fill(0, 0, bytes); // the pad words
+  for (let i = 0; i < entries.length; i++) {
+    const [space, next] = entries[i] as readonly [number, number];
+    scratchView.setUint32(i * ALLOC_ENTRY_BYTES, space, true);
+    scratchView.setFloat64(i * ALLOC_ENTRY_BYTES + 8, next, true);
+  }
+  return scratch.slice(0, bytes);
 }
 
 /** Decode an Alloc record body. */

@@ -189,10 +189,12 @@ export const COMMIT_BODY_BYTES = 8;
 
 /** The body of a Commit record: the commit time (ms since the epoch, f64). */
 export function encodeCommitBody(timeMs: number): Uint8Array {
-  const body = new Uint8Array(COMMIT_BODY_BYTES);
-  new DataView(body.buffer).setFloat64(0, timeMs, true);
-  return body;
+  // Through a scratch view, not a DataView over the new array's `.buffer` (see encodeAlloc).
+  commitScratchView.setFloat64(0, timeMs, true);
+  return commitScratch.slice(0, COMMIT_BODY_BYTES);
 }
+const commitScratch = new Uint8Array(8);
+const commitScratchView = new DataView(commitScratch.buffer);
 
 /**
  * The commit time in a Commit record's body: `null` for the empty body of a version-1 file
