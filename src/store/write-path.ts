@@ -52,7 +52,11 @@ export function tryAppendRecord(
   flags = 0,
 ): number | undefined {
   const reservation = log.tryReserve(RECORD_HEADER_BYTES + body.length);
-  if (reservation === undefined) return undefined;
+  return reservation === undefined ? undefined : fillRecord(log, reservation, type, txId, seid, aux, body, flags);
+}
+
+/** Copy `body` into `reservation`, seal the record and release it; returns its address. */
+function fillRecord(log: LogStructuredStore, reservation: Reservation, type: RecordType, txId: number, seid: bigint, aux: number, body: Uint8Array, flags = 0): number {
   try {
     reservation.bytes.set(body, RECORD_HEADER_BYTES);
     sealRecord(reservation.bytes, type, txId, seid, aux, flags);
@@ -72,14 +76,7 @@ export async function appendRecord(
   body: Uint8Array,
   flags = 0,
 ): Promise<number> {
-  const reservation = await reserveRecord(log, RECORD_HEADER_BYTES + body.length);
-  try {
-    reservation.bytes.set(body, RECORD_HEADER_BYTES);
-    sealRecord(reservation.bytes, type, txId, seid, aux, flags);
-  } finally {
-    log.release(reservation);
-  }
-  return reservation.address;
+  return fillRecord(log, await reserveRecord(log, RECORD_HEADER_BYTES + body.length), type, txId, seid, aux, body, flags);
 }
 
 /**
@@ -90,13 +87,8 @@ export function tryAppendSmallElement(log: LogStructuredStore, txId: number, sei
   if (value.length > partBytesFor(log)) return undefined;
   const reservation = log.tryReserve(RECORD_HEADER_BYTES + value.length);
   if (reservation === undefined) return undefined;
-  try {
-    reservation.bytes.set(value, RECORD_HEADER_BYTES);
-    sealRecord(reservation.bytes, RecordType.Data, txId, seid, 0);
-  } finally {
-    log.release(reservation);
-  }
-  return singleWriteOp(seid, reservation.address, value, keepValue ? value : undefined);
+  const address = fillRecord(log, reservation, RecordType.Data, txId, seid, 0, value);
+  return singleWriteOp(seid, address, value, keepValue ? value : undefined);
 }
 
 /** The op of a single-part element whose Data record is at `address`; `cached` goes to the cache. */
