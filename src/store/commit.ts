@@ -33,7 +33,7 @@ import type { Location, MappingTable } from "./state/mapping.ts";
 import type { TransactionState } from "./transaction.ts";
 import type { SeidSpaces } from "./state/seids.ts";
 import type { SegmentUtilisation } from "./state/sut.ts";
-import { appendRecord, tryAppendRecord } from "./write-path.ts";
+import { appendRecord } from "./write-path.ts";
 
 /** Commits with more operations than this make room in the mapping table up front. */
 const RESERVE_FROM_OPS = 1024;
@@ -305,28 +305,19 @@ export class CommitPath {
   appendAllocations(): boolean | Promise<boolean> {
     const alloc = this.core.spaces.takeDirty();
     if (alloc === undefined) return false;
-    const body = encodeAlloc(alloc);
-    let address: number | undefined;
-    try {
-      address = tryAppendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, body);
-    } catch (error) {
-      this.core.spaces.apply(alloc, true); // see appendAllocationsWaiting
-      throw error;
-    }
-    return address !== undefined ? true : this.appendAllocationsWaiting(alloc, body);
-  }
-
-  /** {@link appendAllocations} once a flush buffer has room. */
-  private async appendAllocationsWaiting(alloc: Array<[number, number]>, body: Uint8Array): Promise<boolean> {
-    try {
-      await appendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, body);
-    } catch (error) {
-      // Not in the log (no space, say): the next Alloc record must still carry these counters,
-      // or a seid handed out now could be handed out again after a crash.
+    // Not in the log (no space, say): the next Alloc record must still carry these counters, or
+    // a seid handed out now could be handed out again after a crash.
+    const keepDirty = (error: unknown): never => {
       this.core.spaces.apply(alloc, true);
       throw error;
+    };
+    let appended: number | Promise<number>;
+    try {
+      appended = appendRecord(this.core.log, RecordType.Alloc, 0, 0n, alloc.length, encodeAlloc(alloc));
+    } catch (error) {
+      return keepDirty(error);
     }
-    return true;
+    return typeof appended === "number" ? true : appended.then(() => true, keepDirty);
   }
 
   /**
@@ -355,15 +346,13 @@ export class CommitPath {
    * nothing to commit (no ops and no allocations: no record is written).
    */
   async commitLive(txId: number, ops: readonly AppliedOp[], kind: CommitKind): Promise<number | undefined> {
-    const appended = kind === "user" ? this.appendAllocations() : false;
-    const allocated = typeof appended === "boolean" ? appended : await appended;
+    const allocating = kind === "user" ? this.appendAllocations() : false;
+    const allocated = typeof allocating === "boolean" ? allocating : await allocating;
     if (ops.length === 0 && !allocated) return undefined;
     const time = this.clock();
     const flags = kind === "system" ? FLAG_COMMIT_SYSTEM : 0;
-    const body = encodeCommitBody(time);
-    const address =
-      tryAppendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, body, flags) ??
-      (await appendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, body, flags));
+    const appended = appendRecord(this.core.log, RecordType.Commit, txId, 0n, ops.length, encodeCommitBody(time), flags);
+    const address = typeof appended === "number" ? appended : await appended;
     // No await from here to the end: readers see all of the transaction or none of it.
     applyOps(this.core, ops);
     this.commits += 1;
@@ -478,6 +467,6 @@ async function callbackSettled<T>(result: PromiseLike<T>, holder: TurnHolder): P
 }
 
 /** Whether `value` is a promise or another thenable (`await` would adopt it). */
-export function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
   return (typeof value === "object" || typeof value === "function") && value !== null && typeof (value as { then?: unknown }).then === "function";
 }

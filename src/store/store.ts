@@ -19,7 +19,7 @@ import { InvalidArgumentError, NoSpaceError, ReadOnlyError, StoreClosedError, ty
 import { ElementCache } from "./cache.ts";
 import { Checkpointer, loadCheckpoint } from "./checkpointer.ts";
 import { Cleaner, type CleanerStats } from "./cleaner.ts";
-import { CommitPath, isThenable, type StoreCore } from "./commit.ts";
+import { CommitPath, type StoreCore } from "./commit.ts";
 import { resolveOptions, type Durability, type ResolvedOptions, type StoreOptions } from "./config.ts";
 import type { Multipart } from "./format/extents.ts";
 import { SegmentPins } from "./pins.ts";
@@ -395,8 +395,9 @@ export class Store {
         maxReadBytes: this.options.maxReadBytes,
       }, this.staging);
       try {
+        // A promise only when the callback returned a thenable (runCallback settles it).
         const returned = this.commits.runCallback(tx.id, () => fn(tx));
-        result = isThenable(returned) ? await returned : returned;
+        result = returned instanceof Promise ? await returned : returned;
       } catch (error) {
         await tx.abandon();
         throw error;

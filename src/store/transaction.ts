@@ -306,8 +306,7 @@ export class TransactionState implements Transaction {
       } else {
         const value = op.value as Uint8Array; // a pending write holds its bytes
         const keep = this.mayKeep(op, value);
-        if (keep) this.cacheBudgetBytes -= value.length;
-        this.noteAppended(op, value, await appendElement(this.log, this.id, op.seid, value, keep));
+        this.noteAppended(op, value, await appendElement(this.log, this.id, op.seid, value, keep), keep);
       }
     }
   }
@@ -326,18 +325,18 @@ export class TransactionState implements Transaction {
     const keep = this.mayKeep(op, value);
     const applied = tryAppendSmallElement(this.log, this.id, op.seid, value, keep);
     if (applied === undefined) return false;
-    if (keep) this.cacheBudgetBytes -= value.length;
-    this.noteAppended(op, value, applied);
+    this.noteAppended(op, value, applied, keep);
     return true;
   }
 
-  /** Whether the cache may keep `value` (the caller then takes it from the budget). */
+  /** Whether the cache may keep `value` (taken from the budget once appended: {@link noteAppended}). */
   private mayKeep(op: WriteEntry, value: Uint8Array): boolean {
     // A staged value's buffer goes back to the pool: the cache must not keep it.
     return !op.staged && value.length <= this.cacheBudgetBytes;
   }
 
-  private noteAppended(op: WriteEntry, value: Uint8Array, applied: WriteOp): void {
+  private noteAppended(op: WriteEntry, value: Uint8Array, applied: WriteOp, kept: boolean): void {
+    if (kept) this.cacheBudgetBytes -= value.length;
     this.applied.push(applied);
     // From now on tx.read finds it in the log; the bytes are kept only if the cache keeps them.
     op.op = applied;

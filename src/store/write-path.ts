@@ -32,27 +32,26 @@ export function partBytesFor(log: LogStructuredStore): number {
   return Math.min(MAX_PART_BYTES, half);
 }
 
-/** Reserve room for one record, waiting if every flush buffer is busy. */
-async function reserveRecord(log: LogStructuredStore, recordBytes: number): Promise<Reservation> {
-  return log.tryReserve(recordBytes) ?? (await log.reserveSpace(recordBytes));
+/**
+ * Append one record whose body is `body` (copied into the flush buffer) if a flush buffer has
+ * room right now: its address, or `undefined` when the caller must wait for room (nothing was
+ * appended then).
+ */
+export function tryAppendRecord(log: LogStructuredStore, type: RecordType, txId: number, seid: bigint, aux: number, body: Uint8Array, flags = 0): number | undefined {
+  const reservation = log.tryReserve(RECORD_HEADER_BYTES + body.length);
+  return reservation === undefined ? undefined : fillRecord(log, reservation, type, txId, seid, aux, body, flags);
 }
 
 /**
- * {@link appendRecord} when a flush buffer has room right now: the record's address, or
- * `undefined` when the caller must wait for room (nothing was appended then). Commits take this
- * first: an awaited async append cost its promise ticks on every transaction.
+ * Append one record whose body is `body` (copied into the flush buffer): its address at once
+ * when a flush buffer has room (no promise: awaited async appends cost their promise ticks on
+ * every commit), else a promise of it once one has.
  */
-export function tryAppendRecord(
-  log: LogStructuredStore,
-  type: RecordType,
-  txId: number,
-  seid: bigint,
-  aux: number,
-  body: Uint8Array,
-  flags = 0,
-): number | undefined {
-  const reservation = log.tryReserve(RECORD_HEADER_BYTES + body.length);
-  return reservation === undefined ? undefined : fillRecord(log, reservation, type, txId, seid, aux, body, flags);
+export function appendRecord(log: LogStructuredStore, type: RecordType, txId: number, seid: bigint, aux: number, body: Uint8Array, flags = 0): number | Promise<number> {
+  return (
+    tryAppendRecord(log, type, txId, seid, aux, body, flags) ??
+    log.reserveSpace(RECORD_HEADER_BYTES + body.length).then((reservation) => fillRecord(log, reservation, type, txId, seid, aux, body, flags))
+  );
 }
 
 /** Copy `body` into `reservation`, seal the record and release it; returns its address. */
@@ -64,19 +63,6 @@ function fillRecord(log: LogStructuredStore, reservation: Reservation, type: Rec
     log.release(reservation);
   }
   return reservation.address;
-}
-
-/** Append one record whose body is `body` (copied into the flush buffer). Returns its address. */
-export async function appendRecord(
-  log: LogStructuredStore,
-  type: RecordType,
-  txId: number,
-  seid: bigint,
-  aux: number,
-  body: Uint8Array,
-  flags = 0,
-): Promise<number> {
-  return fillRecord(log, await reserveRecord(log, RECORD_HEADER_BYTES + body.length), type, txId, seid, aux, body, flags);
 }
 
 /**
