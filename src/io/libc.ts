@@ -69,11 +69,15 @@ const outPointer = new BigUint64Array(1);
  * every buffer, which costs more than the I/O for large, short-lived buffers).
  */
 export function allocAligned(sizeBytes: number): NativeBuffer {
+  return memalign(sizeBytes, ALIGNMENT_BYTES);
+}
+
+/** posix_memalign of `sizeBytes` aligned to `alignment`, with a view over it. */
+function memalign(sizeBytes: number, alignment: number): NativeBuffer {
   if (!Number.isInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes > MAX_ALLOC_BYTES) {
     throw new InvalidArgumentError(`buffer size must be an integer in [1, ${MAX_ALLOC_BYTES}], got ${sizeBytes}`);
   }
-  const lib = symbols();
-  const rc = lib.posix_memalign(ptr(outPointer), ALIGNMENT_BYTES, sizeBytes);
+  const rc = symbols().posix_memalign(ptr(outPointer), alignment, sizeBytes);
   if (rc !== 0) throw new InvalidArgumentError(`posix_memalign(${sizeBytes}) failed with errno ${rc}`);
   const address = Number(outPointer[0]);
   // No finalizer: the memory lives until freeAligned, whatever the GC thinks of the view.
@@ -87,29 +91,21 @@ const MADV_HUGEPAGE = 14;
 
 /**
  * Allocate a long-lived slab of `sizeBytes` (a cache's), aligned to 2 MiB and backed by
- * transparent huge pages where the kernel offers them (`madvise` mode included), else as
+ * transparent huge pages where the kernel offers them (`madvise` mode included); below 2 MiB as
  * {@link allocAligned}. Free it with {@link freeAligned}.
  *
  * Why: a slab is touched page by page as it fills, and on this VM the first touch of a 4 KiB
  * page costs ~12 µs (a page fault, zeroing, and the hypervisor's share); every unit the block
  * cache kept — one per serial commit — touched a fresh page until the slab was full. With huge
- * pages the same 64 MiB faults in 6–130 ms instead of 190–200 ms (`/tmp`-free probe: mmap,
- * madvise, one 4 KiB store per page; the high figure is the kernel compacting memory to find
+ * pages the same 64 MiB faulted in 6–130 ms instead of 190–200 ms (a throwaway probe: mmap,
+ * madvise, one store per 4 KiB page; the high figure is the kernel compacting memory to find
  * 2 MiB pages). Advice the kernel refuses (THP off) changes nothing but the speed.
  */
 export function allocSlab(sizeBytes: number): NativeBuffer {
-  if (sizeBytes < HUGE_PAGE_BYTES) return allocAligned(sizeBytes);
-  if (!Number.isInteger(sizeBytes) || sizeBytes > MAX_ALLOC_BYTES) {
-    throw new InvalidArgumentError(`buffer size must be an integer in [1, ${MAX_ALLOC_BYTES}], got ${sizeBytes}`);
-  }
-  const lib = symbols();
-  const rc = lib.posix_memalign(ptr(outPointer), HUGE_PAGE_BYTES, sizeBytes);
-  if (rc !== 0) throw new InvalidArgumentError(`posix_memalign(${sizeBytes}) failed with errno ${rc}`);
-  const address = Number(outPointer[0]);
-  const hugeBytes = sizeBytes - (sizeBytes % HUGE_PAGE_BYTES);
-  lib.madvise(address, hugeBytes, MADV_HUGEPAGE); // refused when THP is off: 4 KiB pages then
-  const bytes = new Uint8Array(toArrayBuffer(address as never, 0, sizeBytes));
-  return { ptr: address, sizeBytes, bytes };
+  if (!(sizeBytes >= HUGE_PAGE_BYTES)) return allocAligned(sizeBytes);
+  const slab = memalign(sizeBytes, HUGE_PAGE_BYTES);
+  symbols().madvise(slab.ptr, sizeBytes - (sizeBytes % HUGE_PAGE_BYTES), MADV_HUGEPAGE); // refused when THP is off
+  return slab;
 }
 
 /** Free memory from {@link allocAligned} or {@link allocSlab}. The caller guarantees no I/O still uses it. */

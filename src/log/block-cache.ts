@@ -16,10 +16,10 @@
  * callers verify their records' checksums as for any read.
  *
  * Memory: one slab of `capacityBlocks × BLOCK_BYTES` native memory, allocated on first use and
- * freed explicitly at close (libc.ts `allocSlab`: 2 MiB-aligned, transparent huge pages asked for,
- * because every unit kept touched a fresh 4 KiB page at ~12 µs a fault on this VM; the write
- * completion of a serial commit went from ~20 to 4–12 µs); second-chance (CLOCK) eviction per block. Each block
- * tracks which of its 4 KiB pages hold bytes (a unit or a read may cover part of a block). Native,
+ * freed explicitly at close (libc.ts `allocSlab`: 2 MiB-aligned, transparent huge pages asked
+ * for, because every unit kept touched a fresh 4 KiB page at ~12 µs a fault on this VM; the
+ * write completion of a serial commit went from ~20 to 4–12 µs); second-chance (CLOCK)
+ * eviction per block. Each block tracks which of its 4 KiB pages hold bytes (a unit or a read may cover part of a block). Native,
  * not a JS ArrayBuffer: a 32 MiB live JS buffer raised the garbage collector's threshold with it,
  * and streaming 1 GiB through the store then peaked ~130 MiB higher in RSS than without the cache
  * (236 vs 140 MiB; `bun test/store/big-stream.ts … 1073741824`).
