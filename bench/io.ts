@@ -186,13 +186,6 @@ async function oneOp(backend: IoBackend, op: IoOp, expect: number, out: IoComple
 }
 
 /**
- * Serial 4 KiB write + fdatasync pairs at sequential offsets of `path`; returns pairs per second.
- * Each pair is the least a durable commit can cost: the write and a datasync linked after it in
- * one submission, waited for blocking in the kernel (what a lone commit does by default, see
- * `commitWaitBlockUs`). Until 2026-11-30 this issued the two ops one after the other with an
- * event-loop wake-up between them, which the store's linked commits outran.
- */
-/**
  * One 4 KiB write of `buffer` at `fileOffset` and a datasync linked after it, in one submission,
  * waited for blocking in the kernel; both results checked. `out` is scratch for the completions.
  */
@@ -212,6 +205,13 @@ export async function writeDatasyncPair(backend: IoBackend, file: FileHandle, bu
   }
 }
 
+/**
+ * Serial 4 KiB write + fdatasync pairs at sequential offsets of `path`; returns pairs per second.
+ * Each pair is the least a durable commit can cost: the write and a datasync linked after it in
+ * one submission, waited for blocking in the kernel (what a lone commit does by default, see
+ * `commitWaitBlockUs`). Until 2026-11-30 this issued the two ops one after the other with an
+ * event-loop wake-up between them, which the store's linked commits outran.
+ */
 export async function measureWriteDatasync(backend: IoBackend, path: string, durationMs = PATTERN_MS): Promise<number> {
   const file = openDirect(backend, path);
   const buffer = backend.alloc(KiB4);

@@ -10,8 +10,8 @@ export const ALLOC_ENTRY_BYTES = 16;
 
 /**
  * Where {@link encodeAlloc} encodes, grown as needed: a DataView over a fresh array's `.buffer`
- * made the engine create that ArrayBuffer, ~0.9 µs of every serial commit (CPU profile of
- * relaxed 100 B commits: `get buffer` 7.7 % of the samples, here and in encodeCommitBody).
+ * made the engine create that ArrayBuffer on every commit (CPU profile of relaxed 100 B
+ * commits: `get buffer` 7.7 % of the samples, here and in encodeCommitBody).
  */
 let scratch = new Uint8Array(ALLOC_ENTRY_BYTES * 8);
 let scratchView = new DataView(scratch.buffer);

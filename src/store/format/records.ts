@@ -187,14 +187,15 @@ export const FLAG_COMMIT_SYSTEM = 1;
 /** Bytes of a version-2 Commit record body. */
 export const COMMIT_BODY_BYTES = 8;
 
+/** Where {@link encodeCommitBody} encodes: not a DataView over each new array's `.buffer` (see encodeAlloc). */
+const commitScratch = new Uint8Array(COMMIT_BODY_BYTES);
+const commitScratchView = new DataView(commitScratch.buffer);
+
 /** The body of a Commit record: the commit time (ms since the epoch, f64). */
 export function encodeCommitBody(timeMs: number): Uint8Array {
-  // Through a scratch view, not a DataView over the new array's `.buffer` (see encodeAlloc).
   commitScratchView.setFloat64(0, timeMs, true);
-  return commitScratch.slice(0, COMMIT_BODY_BYTES);
+  return commitScratch.slice();
 }
-const commitScratch = new Uint8Array(8);
-const commitScratchView = new DataView(commitScratch.buffer);
 
 /**
  * The commit time in a Commit record's body: `null` for the empty body of a version-1 file
