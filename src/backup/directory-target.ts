@@ -17,8 +17,20 @@
  * A crash can leave `.tmp-…` files; they are invisible to `list` and harmless, and
  * {@link DirectoryTarget.removeTemporaries} deletes them when no put is running.
  *
+ * **Writes that bypass the page cache.** A body's pieces that start on a 4 KiB boundary in memory
+ * and in the file (a base's 1 MiB chunk pieces always do) are written with O_DIRECT through a
+ * second descriptor of the temporary file; the rest (a tail shorter than 4 KiB, an unaligned
+ * body, a filesystem that refuses O_DIRECT) through the buffered one, whose fsync
+ * makes the whole file durable. Why: on this VM a buffered write costs the thread pool a fresh
+ * page-cache page per 4 KiB (`copy_folio_from_iter_atomic` was 22% of all CPU samples during
+ * back-to-back backups, `perf record -a`), and writing a 16 MiB chunk took ~60 ms (~270 MiB/s);
+ * the device takes 1 MiB O_DIRECT writes at ~500 MiB/s one at a time (a throwaway probe,
+ * 10 × 16 MiB files: buffered 290–916 MiB/s from run to run, direct 485–541).
+ *
  * @module
  */
+import { ptr } from "bun:ffi";
+import { constants as fsConstants } from "node:fs";
 import fs from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import path from "node:path";
@@ -34,6 +46,7 @@ import {
   type PutBody,
 } from "./objects.ts";
 import type { BackupTarget, GetStreamOptions, ObjectStat } from "./target.ts";
+import { ALIGNMENT_BYTES } from "../io/backend.ts";
 import { SYNC_FILE_RANGE_WRITE, syncFileRange } from "../io/libc.ts";
 
 /** Options of a {@link DirectoryTarget}. */
@@ -44,6 +57,11 @@ export interface DirectoryTargetOptions {
   maxGetBytes?: number;
   /** Most names {@link DirectoryTarget.list} returns before failing. Default 1 000 000. */
   maxListEntries?: number;
+  /**
+   * Write 4 KiB-aligned pieces of a put with O_DIRECT where the filesystem takes it (see the
+   * module doc). Default true; false writes everything through the page cache.
+   */
+  directWrites?: boolean;
 }
 
 const DEFAULT_MAX_GET_BYTES = 256 * 1024 * 1024;
@@ -93,9 +111,13 @@ class Writeback {
     this.#fd = fd;
   }
 
-  /** `bytes` more were written after the last call's: start writeback once a step is pending. */
-  written(bytes: number): void {
-    this.#end += bytes;
+  /**
+   * `bytes` were written through the page cache at `position`: start writeback once a step is
+   * pending (a write that does not follow the last one starts a new step there).
+   */
+  written(position: number, bytes: number): void {
+    if (position !== this.#end) this.#started = position;
+    this.#end = position + bytes;
     if (!this.#enabled || this.#end - this.#started < WRITEBACK_EVERY_BYTES) return;
     let rc: number;
     try {
@@ -105,6 +127,27 @@ class Writeback {
     }
     if (rc !== 0) this.#enabled = false;
     this.#started = this.#end;
+  }
+}
+
+/**
+ * How many of `chunk`'s first bytes can be written with O_DIRECT at file offset `position`: whole
+ * 4 KiB blocks, when the chunk's memory and the offset both start on a block boundary. A base's
+ * pieces are 1 MiB arrays, which Bun places on page boundaries (observed, not promised: anything
+ * else is written through the page cache instead, the same bytes).
+ */
+function directPrefixBytes(chunk: Uint8Array, position: number): number {
+  if (chunk.length < ALIGNMENT_BYTES || position % ALIGNMENT_BYTES !== 0) return 0;
+  if (ptr(chunk) % ALIGNMENT_BYTES !== 0) return 0;
+  return chunk.length - (chunk.length % ALIGNMENT_BYTES);
+}
+
+/** Write all of `bytes` at `position` (a write may be short). */
+async function writeAll(file: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) {
+    const { bytesWritten } = await file.write(bytes, done, bytes.length - done, position + done);
+    done += bytesWritten;
   }
 }
 
@@ -135,12 +178,20 @@ export class DirectoryTarget implements BackupTarget {
   readonly root: string;
   readonly #maxGetBytes: number;
   readonly #maxListEntries: number;
+  /** Whether puts still try O_DIRECT (see the module doc); false once the filesystem refused it. */
+  #directWrites: boolean;
+  /** Bytes puts wrote with O_DIRECT and through the page cache (see {@link writtenBytes}). */
+  #written = { direct: 0, buffered: 0 };
 
   private constructor(location: string, options: DirectoryTargetOptions) {
     this.location = location;
     this.root = path.resolve(location);
     this.#maxGetBytes = options.maxGetBytes ?? DEFAULT_MAX_GET_BYTES;
     this.#maxListEntries = options.maxListEntries ?? DEFAULT_MAX_LIST_ENTRIES;
+    if (options.directWrites !== undefined && typeof options.directWrites !== "boolean") {
+      throw new InvalidArgumentError(`directWrites must be a boolean, got ${String(options.directWrites)}`);
+    }
+    this.#directWrites = options.directWrites ?? true;
     checkCount(this.#maxGetBytes, "maxGetBytes", 2 ** 32);
     checkCount(this.#maxListEntries, "maxListEntries", 100_000_000);
   }
@@ -168,6 +219,14 @@ export class DirectoryTarget implements BackupTarget {
       }
     }
     return target;
+  }
+
+  /**
+   * Bytes this target's puts have written, with O_DIRECT and through the page cache (see the
+   * module doc: pieces on 4 KiB boundaries go direct where the filesystem allows it).
+   */
+  get writtenBytes(): { readonly direct: number; readonly buffered: number } {
+    return { ...this.#written };
   }
 
   /** Absolute path of an object (the name is validated first). */
@@ -203,30 +262,44 @@ export class DirectoryTarget implements BackupTarget {
     const dir = path.dirname(final);
     const temp = path.join(dir, `${TEMP_PREFIX}${path.basename(final)}-${process.pid}-${crypto.randomUUID()}`);
     let handle: FileHandle | undefined;
+    let direct: FileHandle | undefined;
     let tempExists = false;
     try {
       await this.#makeDirectories(dir, this.root);
       handle = await fs.open(temp, "wx", 0o644);
       tempExists = true;
+      direct = await this.#openDirect(temp);
       const hasher = new ObjectHasher();
       const writeback = new Writeback(handle.fd);
+      let position = 0;
       for await (const raw of bodyChunks(body)) {
         const chunk = checkChunk(raw, name);
-        const file = handle;
+        const at = position;
+        position += chunk.length;
+        const directBytes = direct === undefined ? 0 : directPrefixBytes(chunk, at);
+        const buffered = handle;
+        const unbuffered = direct;
         // The write runs on the thread pool while this thread hashes, in slices (see updateSliced).
         const written = (async () => {
-          let done = 0;
-          while (done < chunk.length) {
-            const { bytesWritten } = await file.write(chunk, done, chunk.length - done);
-            done += bytesWritten;
+          if (unbuffered !== undefined && directBytes > 0) {
+            await writeAll(unbuffered, chunk.subarray(0, directBytes), at);
+            this.#written.direct += directBytes;
+          }
+          if (directBytes < chunk.length) {
+            await writeAll(buffered, chunk.subarray(directBytes), at + directBytes);
+            writeback.written(at + directBytes, chunk.length - directBytes);
+            this.#written.buffered += chunk.length - directBytes;
           }
         })();
         written.catch(() => {}); // awaited just below; a failure while hashing is not unhandled
         await hasher.updateSliced(chunk);
         await written;
-        writeback.written(chunk.length);
       }
+      // The buffered descriptor's fsync makes the whole file durable, direct writes' bytes and
+      // the size they extended it to included (O_DIRECT skips the page cache, not the metadata).
       await handle.sync();
+      await direct?.close();
+      direct = undefined;
       await handle.close();
       handle = undefined;
       const info = hasher.finish(name);
@@ -237,8 +310,24 @@ export class DirectoryTarget implements BackupTarget {
     } catch (error) {
       throw fsError(error, `put ${name} in ${this.location}`);
     } finally {
+      if (direct) await direct.close().catch(() => {});
       if (handle) await handle.close().catch(() => {});
       if (tempExists) await fs.unlink(temp).catch(() => {});
+    }
+  }
+
+  /**
+   * A second, O_DIRECT descriptor of the new file `temp`, or undefined where the filesystem
+   * refuses O_DIRECT (then this target stops asking).
+   */
+  async #openDirect(temp: string): Promise<FileHandle | undefined> {
+    if (!this.#directWrites || fsConstants.O_DIRECT === undefined) return undefined;
+    try {
+      return await fs.open(temp, fsConstants.O_WRONLY | fsConstants.O_DIRECT);
+    } catch (error) {
+      if (errnoCode(error) !== "EINVAL") throw error;
+      this.#directWrites = false;
+      return undefined;
     }
   }
 

@@ -301,6 +301,52 @@ describe("directory target", () => {
     expect((await target.get("base-1/chunk-000000.bin")).length).toBe(100);
   });
 
+  test("1 MiB pieces go to disk with O_DIRECT, an unaligned tail and unaligned pieces through the page cache: the bytes are exact", async () => {
+    const root = path.join(scratch.dir, "direct");
+    const target = await DirectoryTarget.open(root);
+    // Pieces as a base writes them (1 MiB arrays of their own), then a tail of 100 bytes.
+    const pieces = [0, 1, 2].map((seed) => pattern(MIB, seed));
+    const tail = pattern(100, 3);
+    const whole = new Uint8Array(3 * MIB + 100);
+    pieces.forEach((piece, i) => whole.set(piece, i * MIB));
+    whole.set(tail, 3 * MIB);
+    const info = await target.put("base/aligned.bin", async function* () {
+      for (const piece of pieces) yield piece;
+      yield tail;
+    });
+    expect(info.size).toBe(whole.length);
+    expect(Buffer.compare(fs.readFileSync(path.join(root, "base/aligned.bin")), whole)).toBe(0);
+    expect(target.writtenBytes).toEqual({ direct: 3 * MIB, buffered: 100 });
+    // A piece that starts 8 bytes into its array (not on a page) and everything after it (its
+    // 1 MiB + 4 bytes leave the file offset off a block boundary) go through the page cache.
+    const odd = new Uint8Array(MIB + 12).subarray(8);
+    fillPattern(odd, 9);
+    await target.put("base/unaligned.bin", async function* () {
+      yield odd;
+      yield pieces[0] as Uint8Array;
+    });
+    expect(target.writtenBytes).toEqual({ direct: 3 * MIB, buffered: 100 + 2 * MIB + 4 });
+    const back = fs.readFileSync(path.join(root, "base/unaligned.bin"));
+    expect(Buffer.compare(back.subarray(0, MIB + 4), odd)).toBe(0);
+    expect(Buffer.compare(back.subarray(MIB + 4), pieces[0] as Uint8Array)).toBe(0);
+    await target.close();
+  });
+
+  test("directWrites: false writes every byte through the page cache", async () => {
+    const target = await DirectoryTarget.open(path.join(scratch.dir, "buffered"), { directWrites: false });
+    const piece = pattern(MIB, 4);
+    await target.put("a.bin", piece);
+    await target.put("b.bin", async function* () {
+      yield piece;
+      yield piece;
+    });
+    expect(target.writtenBytes).toEqual({ direct: 0, buffered: 3 * MIB });
+    const back = fs.readFileSync(path.join(target.root, "b.bin"));
+    expect(Buffer.compare(back.subarray(0, MIB), piece)).toBe(0);
+    expect(Buffer.compare(back.subarray(MIB), piece)).toBe(0);
+    await target.close();
+  });
+
   test("puts fsync through: the object is complete on disk when put resolves (no temp left)", async () => {
     const target = await DirectoryTarget.open(path.join(scratch.dir, "complete"));
     await target.put("a/b/c.bin", pattern(MIB, 10));
