@@ -181,6 +181,16 @@ export class FlushBuffer {
     return Math.min(offset, Atomics.load(this.words, this.at + FILL_LIMIT_WORDS)) * WORD_BYTES;
   }
 
+  /**
+   * Bytes this buffer can still take while it is open; 0 once sealed or flushing. A hint for
+   * sizing a reservation (another writer may take the room first; `reserve` decides).
+   */
+  get roomBytes(): number {
+    const state = this.state;
+    if ((state & (SEALED | FLUSHING)) !== 0) return 0;
+    return Math.max(0, this.capacityWords - (state & OFFSET_MASK)) * WORD_BYTES;
+  }
+
   /** Bytes reserved so far (may exceed capacity transiently). */
   get offsetBytes(): number {
     return (this.state & OFFSET_MASK) * WORD_BYTES;

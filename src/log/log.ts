@@ -558,6 +558,14 @@ export class LogStructuredStore {
   }
 
   /**
+   * Bytes the open flush buffer can still take: a hint for sizing one reservation for several
+   * records (another writer may take the room first; {@link tryReserve} decides).
+   */
+  get openRoomBytes(): number {
+    return this.ring.openRoomBytes;
+  }
+
+  /**
    * Try to reserve `lengthBytes` without waiting; undefined when every buffer is sealed or
    * flushing. Throws NoSpaceError when the current space use may not append (space.ts).
    */

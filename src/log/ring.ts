@@ -91,6 +91,11 @@ export class RingWriter {
     return Atomics.load(this.words, this.control + CURRENT);
   }
 
+  /** Bytes the open buffer can still take (a hint: see {@link FlushBuffer.roomBytes}). */
+  get openRoomBytes(): number {
+    return (this.slots[this.currentCounter % this.ringSize] as FlushBuffer).roomBytes;
+  }
+
   get isClosed(): boolean {
     return Atomics.load(this.words, this.control + CLOSED) !== 0;
   }

@@ -14,7 +14,7 @@ import { readMultipart, readSingle } from "./read-path.ts";
 import { checkSeid } from "./state/seids.ts";
 import { createWriteStream } from "./streams.ts";
 import { StagingPool } from "./staging.ts";
-import { appendElement, appendRecord, tryAppendRecord, tryAppendSmallElement } from "./write-path.ts";
+import { appendElement, appendRecord, singleWriteOp, tryAppendRecord, tryAppendRun, tryAppendSmallElement } from "./write-path.ts";
 
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
 export const SPILL_BYTES = 4 << 20;
@@ -297,8 +297,12 @@ export class TransactionState implements Transaction {
   private async appendBatch(batch: PendingOp[], from: number): Promise<void> {
     if (this.spillError !== undefined) return;
     for (let i = from; i < batch.length; i++) {
+      const ready = this.appendReady(batch, i);
+      if (ready > 0) {
+        i += ready - 1;
+        continue;
+      }
       const op = batch[i] as PendingOp;
-      if (this.appendNow(op)) continue;
       // No room in a flush buffer right now, or a value of several parts: wait for room.
       if (op.kind === "delete") {
         await appendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, NO_BYTES);
@@ -310,6 +314,28 @@ export class TransactionState implements Transaction {
       }
     }
   }
+
+  /**
+   * Append `batch[from]`, and the ops after it that fit the open flush buffer with it
+   * (write-path.ts `tryAppendRun`), if a flush buffer has room right now: how many were
+   * appended; 0 when `batch[from]` must take the waiting path.
+   */
+  private appendReady(batch: readonly PendingOp[], from: number): number {
+    const run = tryAppendRun(this.log, this.id, batch, from, this.runAppended);
+    if (run > 0) return run;
+    return this.appendNow(batch[from] as PendingOp) ? 1 : 0;
+  }
+
+  /** A write or delete of a run is in the log at `address`. */
+  private readonly runAppended = (op: PendingOp, address: number): void => {
+    if (op.kind === "delete") {
+      this.applied.push({ kind: "delete", seid: op.seid });
+      return;
+    }
+    const value = op.value as Uint8Array; // a pending write holds its bytes
+    const keep = this.mayKeep(op, value);
+    this.noteAppended(op, value, singleWriteOp(op.seid, address, value, keep ? value : undefined), keep);
+  };
 
   /**
    * Append `op` if a flush buffer has room for it right now (a single-part element or a delete):
@@ -381,7 +407,7 @@ export class TransactionState implements Transaction {
     // Nothing queued (the common small transaction): append now, in this turn, while there is
     // room; the promise ticks of a queued append were a sixth of a relaxed one-write commit.
     if (this.appendsQueued === 0 && this.spillError === undefined) {
-      while (from < batch.length && this.appendNow(batch[from] as PendingOp)) from += 1;
+      for (let n = 1; from < batch.length && n > 0; from += n) n = this.appendReady(batch, from);
       if (from === batch.length) return this.applied;
     }
     this.queueAppends(batch, from);

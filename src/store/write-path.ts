@@ -18,7 +18,7 @@ import {
   type MetaRecord,
   type Part,
 } from "./format/extents.ts";
-import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, sealRecord } from "./format/records.ts";
+import { paddedRecordBytes, RECORD_HEADER_BYTES, RecordType, writeRecord } from "./format/records.ts";
 
 /** Largest part of a multipart element (see {@link partBytesFor}). */
 export const MAX_PART_BYTES = 4 << 20;
@@ -57,8 +57,7 @@ export function appendRecord(log: LogStructuredStore, type: RecordType, txId: nu
 /** Copy `body` into `reservation`, seal the record and release it; returns its address. */
 function fillRecord(log: LogStructuredStore, reservation: Reservation, type: RecordType, txId: number, seid: bigint, aux: number, body: Uint8Array, flags = 0): number {
   try {
-    reservation.bytes.set(body, RECORD_HEADER_BYTES);
-    sealRecord(reservation.bytes, type, txId, seid, aux, flags);
+    writeRecord(reservation.bytes, 0, type, txId, seid, aux, body, flags);
   } finally {
     log.release(reservation);
   }
@@ -76,6 +75,71 @@ export function tryAppendSmallElement(log: LogStructuredStore, txId: number, sei
   const address = fillRecord(log, reservation, RecordType.Data, txId, seid, 0, value);
   return singleWriteOp(seid, address, value, keepValue ? value : undefined);
 }
+
+/** Fewest records worth one shared reservation (below it the one-record path costs the same). */
+const RUN_MIN_RECORDS = 4;
+
+/** A single-part write (its bytes in `value`) or a delete, as {@link tryAppendRun} takes them. */
+export interface RunOp {
+  readonly kind: "write" | "delete";
+  readonly seid: bigint;
+  readonly value?: Uint8Array | undefined;
+}
+
+/**
+ * Append the writes and deletes `ops[from..]` that fit the open flush buffer's room, in order, in
+ * one reservation: how many were appended (0 when fewer than {@link RUN_MIN_RECORDS} fit, or a
+ * value needs parts, or no buffer has room: take the one-record path then). `appended` is called
+ * for each with its record's address, once all of them are in the buffer. A write's `value`
+ * must be present (a pending write holds its bytes).
+ *
+ * Why: a record of its own cost a bulk load a reservation each (a CAS on the buffer's state
+ * word, the space check, a Reservation and a view of the buffer): 0.68 µs of a 100 B write's
+ * ~2 µs in a CPU profile of 1 M writes in one transaction. The records land exactly as
+ * reserved one by one (each at an 8-byte boundary, the same bytes), so nothing reading the
+ * log can tell the difference.
+ */
+export function tryAppendRun<T extends RunOp>(log: LogStructuredStore, txId: number, ops: readonly T[], from: number, appended: (op: T, address: number) => void): number {
+  const room = log.openRoomBytes;
+  const partBytes = partBytesFor(log);
+  let total = 0;
+  let end = from;
+  for (; end < ops.length; end++) {
+    const op = ops[end] as T;
+    const bodyBytes = op.kind === "delete" ? 0 : (op.value as Uint8Array).length;
+    if (bodyBytes > partBytes) break;
+    const padded = paddedRecordBytes(RECORD_HEADER_BYTES + bodyBytes);
+    if (total + padded > room) break;
+    total += padded;
+  }
+  if (end - from < RUN_MIN_RECORDS) return 0;
+  const reservation = log.tryReserve(total);
+  if (reservation === undefined) return 0;
+  // Every record is filled before any caller code runs: a reservation is never released with
+  // part of it unwritten by a throwing callback.
+  try {
+    const bytes = reservation.bytes;
+    let offset = 0;
+    for (let i = from; i < end; i++) {
+      const op = ops[i] as T;
+      const isDelete = op.kind === "delete";
+      offset += paddedRecordBytes(writeRecord(bytes, offset, isDelete ? RecordType.Delete : RecordType.Data, txId, op.seid, 0, isDelete ? NO_BODY : (op.value as Uint8Array)));
+    }
+    if (offset !== total) throw new Error(`a run of records filled ${offset} of the ${total} bytes reserved`);
+  } finally {
+    log.release(reservation);
+  }
+  let address = reservation.address;
+  for (let i = from; i < end; i++) {
+    const op = ops[i] as T;
+    const recordBytes = paddedRecordBytes(RECORD_HEADER_BYTES + (op.kind === "delete" ? 0 : (op.value as Uint8Array).length));
+    appended(op, address); // may let go of op.value
+    address += recordBytes;
+  }
+  return end - from;
+}
+
+const NO_BODY = new Uint8Array(0);
 
 /** The op of a single-part element whose Data record is at `address`; `cached` goes to the cache. */
 export function singleWriteOp(seid: bigint, address: number, value: Uint8Array, cached: Uint8Array | undefined): WriteOp {

@@ -85,6 +85,30 @@ export function sealRecord(target: Uint8Array, type: RecordType, txId: number, s
 }
 
 /**
+ * Write the record of `body` (header, then body) into `target` at `offset`, without a view of
+ * the record: the CRC runs over the header (with its CRC field zero) and then the body, from
+ * their own arrays (a CRC-32 continued from a seed is the CRC of the concatenation). Returns the
+ * record's bytes (unpadded). Why not {@link sealRecord}: it needs a view spanning the record,
+ * and a bulk load's subarray per record cost 0.25–0.28 µs of each 100 B write (CPU profile).
+ */
+export function writeRecord(target: Uint8Array, offset: number, type: RecordType, txId: number, seid: bigint, aux: number, body: Uint8Array, flags = 0): number {
+  const recordBytes = RECORD_HEADER_BYTES + body.length;
+  const view = headerView;
+  view.setUint32(0, recordBytes, true);
+  view.setUint8(4, type);
+  view.setUint8(5, flags);
+  view.setUint16(6, 0, true);
+  view.setUint32(8, 0, true);
+  view.setUint32(12, aux >>> 0, true);
+  view.setFloat64(16, txId, true);
+  view.setBigUint64(24, seid, true);
+  view.setUint32(8, Bun.hash.crc32(body, Bun.hash.crc32(headerScratch)) >>> 0, true);
+  target.set(headerScratch, offset);
+  target.set(body, offset + RECORD_HEADER_BYTES);
+  return recordBytes;
+}
+
+/**
  * Check a record read back from the log: its length, its CRC, and (when given) its type and
  * seid. Anything off is a `CorruptionError`; never wrong bytes.
  */
