@@ -62,13 +62,10 @@ export function paddedRecordBytes(recordBytes: number): number {
 const headerScratch = new Uint8Array(RECORD_HEADER_BYTES);
 const headerView = new DataView(headerScratch.buffer);
 
-/**
- * Write a record header (and the CRC, over the body already in place) into `target`, which
- * spans exactly the record: header then body.
- */
-export function sealRecord(target: Uint8Array, type: RecordType, txId: number, seid: bigint, aux: number, flags = 0): void {
+/** A record's header in {@link headerScratch}, its CRC field zero. */
+function buildHeader(recordBytes: number, type: RecordType, txId: number, seid: bigint, aux: number, flags: number): void {
   const view = headerView;
-  view.setUint32(0, target.length, true);
+  view.setUint32(0, recordBytes, true);
   view.setUint8(4, type);
   view.setUint8(5, flags);
   view.setUint16(6, 0, true);
@@ -76,6 +73,14 @@ export function sealRecord(target: Uint8Array, type: RecordType, txId: number, s
   view.setUint32(12, aux >>> 0, true);
   view.setFloat64(16, txId, true);
   view.setBigUint64(24, seid, true);
+}
+
+/**
+ * Write a record header (and the CRC, over the body already in place) into `target`, which
+ * spans exactly the record: header then body.
+ */
+export function sealRecord(target: Uint8Array, type: RecordType, txId: number, seid: bigint, aux: number, flags = 0): void {
+  buildHeader(target.length, type, txId, seid, aux, flags);
   target.set(headerScratch, 0);
   const crc = Bun.hash.crc32(target) >>> 0;
   target[8] = crc & 0xff;
@@ -93,16 +98,8 @@ export function sealRecord(target: Uint8Array, type: RecordType, txId: number, s
  */
 export function writeRecord(target: Uint8Array, offset: number, type: RecordType, txId: number, seid: bigint, aux: number, body: Uint8Array, flags = 0): number {
   const recordBytes = RECORD_HEADER_BYTES + body.length;
-  const view = headerView;
-  view.setUint32(0, recordBytes, true);
-  view.setUint8(4, type);
-  view.setUint8(5, flags);
-  view.setUint16(6, 0, true);
-  view.setUint32(8, 0, true);
-  view.setUint32(12, aux >>> 0, true);
-  view.setFloat64(16, txId, true);
-  view.setBigUint64(24, seid, true);
-  view.setUint32(8, Bun.hash.crc32(body, Bun.hash.crc32(headerScratch)) >>> 0, true);
+  buildHeader(recordBytes, type, txId, seid, aux, flags);
+  headerView.setUint32(8, Bun.hash.crc32(body, Bun.hash.crc32(headerScratch)) >>> 0, true);
   target.set(headerScratch, offset);
   target.set(body, offset + RECORD_HEADER_BYTES);
   return recordBytes;
