@@ -34,6 +34,7 @@ function openLibc() {
     dup3: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     lseek: { args: [FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64_fast },
     sync_file_range: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.u32], returns: FFIType.i32 },
+    preadv2: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64_fast },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
@@ -218,6 +219,38 @@ export const SYNC_FILE_RANGE_WAIT_AFTER = 4;
 export function syncFileRange(fd: number, offset: number, lengthBytes: number, flags: number): number {
   const rc = symbols().sync_file_range(fd, offset, lengthBytes, flags);
   return rc === 0 ? 0 : lastErrno();
+}
+
+/** preadv2's flag: fail with EAGAIN instead of waiting for the device (<linux/fs.h> RWF_NOWAIT). */
+const RWF_NOWAIT = 0x8;
+/** The one iovec of {@link readNoWait}: base address, length. */
+const iovec = new BigUint64Array(2);
+
+/**
+ * Read `[position, +lengthBytes)` of buffered descriptor `fd` into `buffer` at `offset`, only if
+ * the kernel's page cache holds all of it: preadv2 with RWF_NOWAIT, which copies cached pages and
+ * fails with EAGAIN rather than wait for the device. Returns true when every byte was read;
+ * false for anything else (a page not cached, a short read, an error, no preadv2), and the caller
+ * reads the usual way, which reports real errors.
+ *
+ * Why: a read through io_uring that the page cache could serve at once still completed through
+ * the event loop (eventfd, epoll, a macrotask): 20–40 µs per read on this VM against a few µs for
+ * the copy itself.
+ */
+export function readNoWait(fd: number, buffer: NativeBuffer, offset: number, lengthBytes: number, position: number): boolean {
+  if (offset < 0 || lengthBytes <= 0 || offset + lengthBytes > buffer.sizeBytes) {
+    throw new InvalidArgumentError(`read of ${lengthBytes} bytes at ${offset} does not fit a buffer of ${buffer.sizeBytes}`);
+  }
+  let table: LibcSymbols;
+  try {
+    table = symbols();
+  } catch {
+    return false;
+  }
+  iovec[0] = BigInt(buffer.ptr + offset);
+  iovec[1] = BigInt(lengthBytes);
+  const read = Number(table.preadv2(fd, ptr(iovec), 1, position, RWF_NOWAIT));
+  return read === lengthBytes;
 }
 
 /** `_IOR(0x12, 114, size_t)`: the size of a block device in bytes, as a u64. */

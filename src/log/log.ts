@@ -184,6 +184,14 @@ export class LogStructuredStore {
   get bufferedReads(): number {
     return this.reader.bufferedReads;
   }
+  /** @internal Of those, reads the page cache served without waiting (for tests). */
+  get noWaitReads(): number {
+    return this.reader.noWaitReads;
+  }
+  /** @internal Whether misses through the page cache read whole blocks now (LogReader.readAroundPays). */
+  get readsAround(): boolean {
+    return this.reader.readsAround;
+  }
   private readonly file: FileHandle;
   /** The exclusive hold on a block device opened for writing (target.ts), released at close. */
   private readonly deviceClaim: DeviceClaim | undefined;

@@ -3,7 +3,18 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } fro
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InvalidArgumentError } from "../../src/errors.ts";
-import { SYNC_FILE_RANGE_WAIT_AFTER, SYNC_FILE_RANGE_WAIT_BEFORE, SYNC_FILE_RANGE_WRITE, allocSlab, freeAligned, syncFileRange } from "../../src/io/libc.ts";
+import { scratchDir } from "../helpers.ts";
+import { constants } from "node:fs";
+import {
+  SYNC_FILE_RANGE_WAIT_AFTER,
+  SYNC_FILE_RANGE_WAIT_BEFORE,
+  SYNC_FILE_RANGE_WRITE,
+  allocAligned,
+  allocSlab,
+  freeAligned,
+  readNoWait,
+  syncFileRange,
+} from "../../src/io/libc.ts";
 
 describe("libc: syncFileRange", () => {
   test("starts writeback of written bytes (0); a bad descriptor or a pipe is a positive errno, never a throw", () => {
@@ -60,5 +71,42 @@ describe("libc: allocSlab", () => {
     expect(() => allocSlab(-1)).toThrow(InvalidArgumentError);
     expect(() => allocSlab((4 << 20) + 0.5)).toThrow(InvalidArgumentError);
     expect(() => allocSlab(2 ** 31)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe("libc: readNoWait", () => {
+  test("reads what the page cache holds, exactly; refuses (false) what only the disk holds; bad ranges are InvalidArgumentError", () => {
+    // On the project's filesystem (helpers.ts): a tmpfs file would be in the page cache from the start.
+    const { dir, cleanup } = scratchDir("nowait");
+    const buffer = allocAligned(64 << 10);
+    try {
+      const file = join(dir, "f.bin");
+      const bytes = new Uint8Array(1 << 20).map((_, i) => (i * 13) & 0xff);
+      // Written with O_DIRECT: the bytes are on the disk and not in the page cache.
+      const source = allocAligned(bytes.length);
+      source.bytes.set(bytes);
+      const direct = openSync(file, constants.O_CREAT | constants.O_WRONLY | constants.O_DIRECT);
+      expect(writeSync(direct, source.bytes, 0, bytes.length, 0)).toBe(bytes.length);
+      closeSync(direct);
+      freeAligned(source);
+      const fd = openSync(file, "r");
+      try {
+        expect(readNoWait(fd, buffer, 0, 8192, 512 << 10)).toBe(false);
+        // A buffered read brings the pages in; then the same range is served at once.
+        expect(new Uint8Array(readFileSync(file))).toEqual(bytes);
+        expect(readNoWait(fd, buffer, 4096, 8192, 512 << 10)).toBe(true);
+        expect(buffer.bytes.subarray(4096, 4096 + 8192)).toEqual(bytes.subarray(512 << 10, (512 << 10) + 8192));
+        // Past the end of the file: a short read is not a read.
+        expect(readNoWait(fd, buffer, 0, 8192, bytes.length - 4096)).toBe(false);
+        expect(() => readNoWait(fd, buffer, 60 << 10, 8192, 0)).toThrow(InvalidArgumentError);
+        expect(() => readNoWait(fd, buffer, 0, 0, 0)).toThrow(InvalidArgumentError);
+      } finally {
+        closeSync(fd);
+      }
+      expect(readNoWait(fd, buffer, 0, 4096, 0)).toBe(false); // closed: EBADF, never a throw
+    } finally {
+      freeAligned(buffer);
+      cleanup();
+    }
   });
 });

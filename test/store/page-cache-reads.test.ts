@@ -87,5 +87,36 @@ for (const io of BACKENDS) {
       expect(await store.read(seid)).toEqual(value); // nothing was changed on the disk
       await store.close();
     });
+
+    test("misses with no locality stop reading whole blocks, locality brings it back; every read exact either way", async () => {
+      const file = path.join(dir, "a.lss");
+      const options = { io, cacheBytes: 0, blockCacheBytes: 256 << 10, segmentSize: 1 << 20, bufferSize: 64 << 10 } as const;
+      const first = await Store.open(file, options);
+      const seids: bigint[] = [];
+      await first.transaction((tx) => {
+        for (let i = 0; i < 4000; i++) {
+          const seid = first.allocateSeid();
+          seids.push(seid);
+          tx.write(seid, valueOf(seid, 0, 1024));
+        }
+      });
+      await first.close();
+      // Reopened: nothing of it in the block cache, all of it on the disk.
+      const store = await Store.open(file, options);
+      const log = storeInternals(store).core.log;
+      expect(log.readsAround).toBe(true); // the default, until misses say otherwise
+      const random = seededRandom(7);
+      for (let i = 0; i < 3000; i++) {
+        const seid = seids[Math.floor(random() * seids.length)] as bigint;
+        expect(Buffer.from((await store.read(seid)) as Uint8Array).equals(Buffer.from(valueOf(seid, 0, 1024)))).toBe(true);
+      }
+      expect(log.readsAround).toBe(false); // uniform over 4 MiB with a 256 KiB cache: neighbours are not read
+      expect(log.noWaitReads).toBeGreaterThan(0); // pages read before came from the page cache at once
+      for (const seid of [...seids, ...seids]) {
+        expect(Buffer.from((await store.read(seid)) as Uint8Array).equals(Buffer.from(valueOf(seid, 0, 1024)))).toBe(true);
+      }
+      expect(log.readsAround).toBe(true); // in order: the next records are in the block just read
+      await store.close();
+    });
   });
 }
