@@ -145,7 +145,15 @@ export class ReadPath {
     const parts = this.partsOf(seid, location);
     let value: Uint8Array;
     if (parts === undefined) {
-      value = checkSingle(sync.read(location.address, RECORD_HEADER_BYTES + location.sizeBytes), seid);
+      const lengthBytes = RECORD_HEADER_BYTES + location.sizeBytes;
+      try {
+        value = checkSingle(sync.read(location.address, lengthBytes), seid);
+      } catch (error) {
+        // As in readMiss: a read through the page cache may have raced an O_DIRECT write.
+        if (!(error instanceof CorruptionError) || !core.log.pageCacheReads) throw error;
+        this.pageCacheRetries += 1;
+        value = checkSingle(sync.read(location.address, lengthBytes, true), seid);
+      }
     } else {
       const bodies = parts.map((part, index) => checkPart(sync.read(part.address, RECORD_HEADER_BYTES + part.bodyBytes), seid, index));
       value = new Uint8Array(location.sizeBytes);

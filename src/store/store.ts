@@ -864,7 +864,7 @@ export class Store {
 
   /** @internal Used by {@link storeInternals}; not part of the API. */
   [INTERNALS](): StoreInternals {
-    return { core: this.core, commits: this.commits, pins: this.pins };
+    return { core: this.core, commits: this.commits, pins: this.pins, syncReads: this.syncReads };
   }
 }
 
@@ -878,6 +878,8 @@ export interface StoreInternals {
   readonly core: StoreCore;
   readonly commits: CommitPath;
   readonly pins: SegmentPins;
+  /** The file reads behind `readSync` (sync-read.ts). */
+  readonly syncReads: SyncLogReader;
 }
 
 /**

@@ -45,6 +45,9 @@ for (const io of BACKENDS) {
         });
         if (round % 2 === 1) cleaned += (await store.compact()).segmentsCleaned;
         for (const seid of keys) {
+          // readSync first: it keeps nothing, so the read after it still misses.
+          const backSync = store.readSync(seid);
+          expect(backSync !== undefined && Buffer.from(backSync).equals(Buffer.from(model.get(seid) as Uint8Array))).toBe(true);
           const back = await store.read(seid);
           expect(back !== undefined && Buffer.from(back).equals(Buffer.from(model.get(seid) as Uint8Array))).toBe(true);
         }
@@ -54,6 +57,7 @@ for (const io of BACKENDS) {
       expect(storeInternals(store).core.log.bufferedReads).toBe(stats.blockCache.misses); // every one of them through the page cache
       expect(cleaned).toBeGreaterThan(0); // segments given back and written again
       expect(stats.pageCacheRetries).toBe(0);
+      expect(storeInternals(store).syncReads.bufferedReads).toBeGreaterThan(200); // readSync's misses too
       await store.close();
     });
 
@@ -85,6 +89,42 @@ for (const io of BACKENDS) {
       expect(store.stats().pageCacheRetries).toBe(2);
       log.read = read;
       expect(await store.read(seid)).toEqual(value); // nothing was changed on the disk
+      await store.close();
+    });
+
+    test("readSync: a miss reads through the page cache; a record that fails its check so is read again from the disk", async () => {
+      const file = path.join(dir, "s.lss");
+      const options = { io, cacheBytes: 0, blockCacheBytes: 0 } as const;
+      const first = await Store.open(file, options);
+      const seid = first.allocateSeid();
+      const value = valueOf(seid, 1, 3000);
+      await first.transaction((tx) => tx.write(seid, value));
+      await first.close();
+      const store = await Store.open(file, options); // nothing of it in memory now
+      const sync = storeInternals(store).syncReads;
+      expect(store.readSync(seid)).toEqual(value);
+      expect(sync.bufferedReads).toBe(1);
+      const read = sync.read.bind(sync);
+      let spoiled = 0;
+      let spoilDirect = false;
+      sync.read = (address: number, lengthBytes: number, direct = false) => {
+        const bytes = read(address, lengthBytes, direct);
+        if (!direct || spoilDirect) {
+          bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 0xff;
+          spoiled += 1;
+        }
+        return bytes;
+      };
+      expect(store.readSync(seid)).toEqual(value);
+      expect(spoiled).toBe(1);
+      expect(store.stats().pageCacheRetries).toBe(1);
+      spoilDirect = true;
+      expect(() => store.readSync(seid)).toThrow(CorruptionError);
+      expect(spoiled).toBe(3);
+      expect(store.stats().pageCacheRetries).toBe(2);
+      sync.read = read;
+      expect(store.readSync(seid)).toEqual(value);
+      expect(sync.bufferedReads).toBe(4); // every read but the two direct ones
       await store.close();
     });
 
