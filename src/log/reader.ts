@@ -238,8 +238,11 @@ export class LogReader {
     // A block read stops where the file ends too: it grows a piece at a time, so the block around
     // a record may reach past what the file holds (space.ts knows; no fstat per read).
     const heldEnd = geometry.segmentStart(seq) + this.space.allocatedIn(index);
+    // Through the page cache, a block read stops at the durable end: past it units are being
+    // written (O_DIRECT), and pages read in beside such a write could keep what it replaces.
+    const blockEnd = viaPageCache === undefined ? Infinity : Math.max(alignUp(address + lengthBytes), alignDown(this.stableAddress()));
     const to = around
-      ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, heldEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
+      ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, heldEnd, blockEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
       : alignUp(address + lengthBytes);
     // Only bytes that can no longer change on disk are kept: a block may reach past the log's
     // written end into bytes a unit being written will replace (that unit goes in when written).
