@@ -14,6 +14,8 @@ import {
   InvalidArgumentError,
 } from "../../src/errors.ts";
 import { DirectoryTarget } from "../../src/backup/directory-target.ts";
+import type { NativeBuffer } from "../../src/io/backend.ts";
+import { allocAligned, freeAligned } from "../../src/io/libc.ts";
 import { parseS3Url, S3Target, type S3TargetOptions } from "../../src/backup/s3-target.ts";
 import { openTarget, type BackupTarget } from "../../src/backup/target.ts";
 import { startS3rver, type RunningS3rver } from "../../testing/s3rver.ts";
@@ -304,32 +306,42 @@ describe("directory target", () => {
   test("1 MiB pieces go to disk with O_DIRECT, an unaligned tail and unaligned pieces through the page cache: the bytes are exact", async () => {
     const root = path.join(scratch.dir, "direct");
     const target = await DirectoryTarget.open(root);
-    // Pieces as a base writes them (1 MiB arrays of their own), then a tail of 100 bytes.
-    const pieces = [0, 1, 2].map((seed) => pattern(MIB, seed));
-    const tail = pattern(100, 3);
-    const whole = new Uint8Array(3 * MIB + 100);
-    pieces.forEach((piece, i) => whole.set(piece, i * MIB));
-    whole.set(tail, 3 * MIB);
-    const info = await target.put("base/aligned.bin", async function* () {
-      for (const piece of pieces) yield piece;
-      yield tail;
-    });
-    expect(info.size).toBe(whole.length);
-    expect(Buffer.compare(fs.readFileSync(path.join(root, "base/aligned.bin")), whole)).toBe(0);
-    expect(target.writtenBytes).toEqual({ direct: 3 * MIB, buffered: 100 });
-    // A piece that starts 8 bytes into its array (not on a page) and everything after it (its
-    // 1 MiB + 4 bytes leave the file offset off a block boundary) go through the page cache.
-    const odd = new Uint8Array(MIB + 12).subarray(8);
-    fillPattern(odd, 9);
-    await target.put("base/unaligned.bin", async function* () {
-      yield odd;
-      yield pieces[0] as Uint8Array;
-    });
-    expect(target.writtenBytes).toEqual({ direct: 3 * MIB, buffered: 100 + 2 * MIB + 4 });
-    const back = fs.readFileSync(path.join(root, "base/unaligned.bin"));
-    expect(Buffer.compare(back.subarray(0, MIB + 4), odd)).toBe(0);
-    expect(Buffer.compare(back.subarray(MIB + 4), pieces[0] as Uint8Array)).toBe(0);
-    await target.close();
+    // Pieces as a base writes them (1 MiB each, on a page boundary: native memory here, so the
+    // test does not depend on where the engine puts a 1 MiB array), then a tail of 100 bytes.
+    const memory = [0, 1, 2, 3].map(() => allocAligned(MIB + 4096));
+    try {
+      const pieces = [0, 1, 2].map((seed) => {
+        const piece = (memory[seed] as NativeBuffer).bytes.subarray(0, MIB);
+        fillPattern(piece, seed);
+        return piece;
+      });
+      const tail = pattern(100, 3);
+      const whole = new Uint8Array(3 * MIB + 100);
+      pieces.forEach((piece, i) => whole.set(piece, i * MIB));
+      whole.set(tail, 3 * MIB);
+      const info = await target.put("base/aligned.bin", async function* () {
+        for (const piece of pieces) yield piece;
+        yield tail;
+      });
+      expect(info.size).toBe(whole.length);
+      expect(Buffer.compare(fs.readFileSync(path.join(root, "base/aligned.bin")), whole)).toBe(0);
+      expect(target.writtenBytes).toEqual({ direct: 3 * MIB, buffered: 100 });
+      // A piece that starts 8 bytes into its array (not on a page) and everything after it (its
+      // 1 MiB + 4 bytes leave the file offset off a block boundary) go through the page cache.
+      const odd = (memory[3] as NativeBuffer).bytes.subarray(8, MIB + 12);
+      fillPattern(odd, 9);
+      await target.put("base/unaligned.bin", async function* () {
+        yield odd;
+        yield pieces[0] as Uint8Array;
+      });
+      expect(target.writtenBytes).toEqual({ direct: 3 * MIB, buffered: 100 + 2 * MIB + 4 });
+      const back = fs.readFileSync(path.join(root, "base/unaligned.bin"));
+      expect(Buffer.compare(back.subarray(0, MIB + 4), odd)).toBe(0);
+      expect(Buffer.compare(back.subarray(MIB + 4), pieces[0] as Uint8Array)).toBe(0);
+      await target.close();
+    } finally {
+      for (const buffer of memory) freeAligned(buffer);
+    }
   });
 
   test("directWrites: false writes every byte through the page cache", async () => {
