@@ -439,9 +439,8 @@ function applyEach(core: StoreCore, ops: readonly AppliedOp[], observer: CommitO
       observer?.delete(op.seid);
       continue;
     }
-    const location = { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined };
-    forget(core, op.seid, core.map.set(op.seid, location));
-    observer?.set(op.seid, location);
+    forget(core, op.seid, core.map.put(op.seid, op.address, op.sizeBytes, op.multipart !== undefined));
+    observer?.set(op.seid, { address: op.address, sizeBytes: op.sizeBytes, multipart: op.multipart !== undefined });
     if (op.multipart !== undefined) {
       for (const part of op.multipart.parts) core.sut.add(part.address, partRecordBytes(part));
       for (const record of op.multipart.meta) core.sut.add(record.address, record.recordBytes);

@@ -149,8 +149,15 @@ export class MappingTable {
 
   /** Insert or replace; returns the previous location. */
   set(seid: bigint, location: Location): Location | undefined {
+    return this.put(seid, location.address, location.sizeBytes, location.multipart);
+  }
+
+  /**
+   * {@link set} from the location's fields, without a Location object: the commit path applies a
+   * bulk load's million writes through it.
+   */
+  put(seid: bigint, address: number, sizeBytes: number, multipart: boolean): Location | undefined {
     if (this.count + 1 > this.capacity * MAX_LOAD) this.grow();
-    const address = location.address;
     if (!(address >= 0 && address <= Number.MAX_SAFE_INTEGER) || !Number.isInteger(address)) {
       throw new RangeError(`log address ${address} cannot be mapped`);
     }
@@ -173,12 +180,12 @@ export class MappingTable {
     const base = slot * STRIDE;
     const high = Math.floor(address / TWO_POW_32);
     slots[base + ADDRESS_LO] = address >>> 0;
-    slots[base + ADDRESS_HI] = location.multipart ? (high | MULTIPART_BIT) >>> 0 : high;
-    if (location.sizeBytes >= BIG_SIZE) {
+    slots[base + ADDRESS_HI] = multipart ? (high | MULTIPART_BIT) >>> 0 : high;
+    if (sizeBytes >= BIG_SIZE) {
       slots[base + SIZE] = BIG_SIZE;
-      this.bigSizes.set(seid, location.sizeBytes);
+      this.bigSizes.set(seid, sizeBytes);
     } else {
-      slots[base + SIZE] = location.sizeBytes;
+      slots[base + SIZE] = sizeBytes;
     }
     return previous;
   }
