@@ -14,7 +14,7 @@ import { readMultipart, readSingle } from "./read-path.ts";
 import { checkSeid } from "./state/seids.ts";
 import { createWriteStream } from "./streams.ts";
 import { StagingPool } from "./staging.ts";
-import { appendElement, appendRecord, singleWriteOp, tryAppendRecord, tryAppendRun, tryAppendSmallElement } from "./write-path.ts";
+import { appendElement, appendRecord, partBytesFor, singleWriteOp, tryAppendRecord, tryAppendRun } from "./write-path.ts";
 
 /** Buffered bytes past which a transaction starts writing its operations to the log. */
 export const SPILL_BYTES = 4 << 20;
@@ -296,13 +296,13 @@ export class TransactionState implements Transaction {
 
   private async appendBatch(batch: PendingOp[], from: number): Promise<void> {
     if (this.spillError !== undefined) return;
-    for (let i = from; i < batch.length; i++) {
+    for (let i = from; i < batch.length; ) {
       const ready = this.appendReady(batch, i);
       if (ready > 0) {
-        i += ready - 1;
+        i += ready;
         continue;
       }
-      const op = batch[i] as PendingOp;
+      const op = batch[i++] as PendingOp;
       // No room in a flush buffer right now, or a value of several parts: wait for room.
       if (op.kind === "delete") {
         await appendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, NO_BYTES);
@@ -321,13 +321,13 @@ export class TransactionState implements Transaction {
    * appended; 0 when `batch[from]` must take the waiting path.
    */
   private appendReady(batch: readonly PendingOp[], from: number): number {
-    const run = tryAppendRun(this.log, this.id, batch, from, this.runAppended);
+    const run = tryAppendRun(this.log, this.id, batch, from, this.appendedAt);
     if (run > 0) return run;
     return this.appendNow(batch[from] as PendingOp) ? 1 : 0;
   }
 
-  /** A write or delete of a run is in the log at `address`. */
-  private readonly runAppended = (op: PendingOp, address: number): void => {
+  /** `op`'s record is in the log at `address` (alone, or in a run). */
+  private readonly appendedAt = (op: PendingOp, address: number): void => {
     if (op.kind === "delete") {
       this.applied.push({ kind: "delete", seid: op.seid });
       return;
@@ -342,16 +342,12 @@ export class TransactionState implements Transaction {
    * true; else false, and nothing was appended.
    */
   private appendNow(op: PendingOp): boolean {
-    if (op.kind === "delete") {
-      if (tryAppendRecord(this.log, RecordType.Delete, this.id, op.seid, 0, NO_BYTES) === undefined) return false;
-      this.applied.push({ kind: "delete", seid: op.seid });
-      return true;
-    }
-    const value = op.value as Uint8Array; // a pending write holds its bytes
-    const keep = this.mayKeep(op, value);
-    const applied = tryAppendSmallElement(this.log, this.id, op.seid, value, keep);
-    if (applied === undefined) return false;
-    this.noteAppended(op, value, applied, keep);
+    const isDelete = op.kind === "delete";
+    const body = isDelete ? NO_BYTES : (op.value as Uint8Array); // a pending write holds its bytes
+    if (body.length > partBytesFor(this.log)) return false; // parts: the waiting path
+    const address = tryAppendRecord(this.log, isDelete ? RecordType.Delete : RecordType.Data, this.id, op.seid, 0, body);
+    if (address === undefined) return false;
+    this.appendedAt(op, address);
     return true;
   }
 
@@ -407,7 +403,11 @@ export class TransactionState implements Transaction {
     // Nothing queued (the common small transaction): append now, in this turn, while there is
     // room; the promise ticks of a queued append were a sixth of a relaxed one-write commit.
     if (this.appendsQueued === 0 && this.spillError === undefined) {
-      for (let n = 1; from < batch.length && n > 0; from += n) n = this.appendReady(batch, from);
+      while (from < batch.length) {
+        const appended = this.appendReady(batch, from);
+        if (appended === 0) break;
+        from += appended;
+      }
       if (from === batch.length) return this.applied;
     }
     this.queueAppends(batch, from);

@@ -64,18 +64,6 @@ function fillRecord(log: LogStructuredStore, reservation: Reservation, type: Rec
   return reservation.address;
 }
 
-/**
- * The synchronous fast path of {@link appendElement}: a single-part element when a flush buffer
- * has room right now. Undefined when the caller must take the asynchronous path.
- */
-export function tryAppendSmallElement(log: LogStructuredStore, txId: number, seid: bigint, value: Uint8Array, keepValue: boolean): WriteOp | undefined {
-  if (value.length > partBytesFor(log)) return undefined;
-  const reservation = log.tryReserve(RECORD_HEADER_BYTES + value.length);
-  if (reservation === undefined) return undefined;
-  const address = fillRecord(log, reservation, RecordType.Data, txId, seid, 0, value);
-  return singleWriteOp(seid, address, value, keepValue ? value : undefined);
-}
-
 /** Fewest records worth one shared reservation (below it the one-record path costs the same). */
 const RUN_MIN_RECORDS = 4;
 
