@@ -184,6 +184,13 @@ export class LogStructuredStore {
   get bufferedReads(): number {
     return this.reader.bufferedReads;
   }
+  /**
+   * @internal The descriptor small reads go through the kernel's page cache on (LogReader.read),
+   * or undefined when reads stay O_DIRECT; closed with the log.
+   */
+  pageCacheDescriptor(): number | undefined {
+    return this.reader.bufferedFile()?.fd;
+  }
   /** @internal Of those, reads the page cache served without waiting (for tests). */
   get noWaitReads(): number {
     return this.reader.noWaitReads;

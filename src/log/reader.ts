@@ -415,8 +415,11 @@ export class LogReader {
     return { small: this.smallPool.length, unit: this.unitPool.length };
   }
 
-  /** The buffered descriptor for small reads (see {@link read}), opened at the first call; undefined when there is none. */
-  private bufferedFile(): FileHandle | undefined {
+  /**
+   * The buffered descriptor for small reads (see {@link read}; `readSync`'s misses use it too,
+   * sync-read.ts), opened at the first call; undefined when there is none.
+   */
+  bufferedFile(): FileHandle | undefined {
     if (this.buffered === undefined) {
       this.buffered = null;
       if (this.pageCacheReads && this.file.direct) {

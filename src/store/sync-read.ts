@@ -4,9 +4,9 @@
  * The log's own reads are asynchronous (io_uring or the portable backend's queue), so a read that
  * must return in the same turn of the event loop goes around them:
  * - bytes still in a flush buffer are copied from it (the log's `readFromBuffers`, synchronous);
- * - a small read (up to 64 KiB) goes through the kernel's page cache on a buffered descriptor of
- *   its own (see {@link SyncLogReader.read}); its caller verifies the record and, if it fails,
- *   reads it again directly;
+ * - a small read (up to 64 KiB) goes through the kernel's page cache on the log's buffered
+ *   descriptor (the one its own small reads use; see {@link SyncLogReader.read}); its caller
+ *   verifies the record and, if it fails, reads it again directly;
  * - anything else is read with `fs.readSync` from the store's file through a file descriptor of
  *   its own, opened with O_DIRECT like the backends' (so it sees exactly what their O_DIRECT
  *   writes put on the device, never a stale page-cache copy), into aligned native memory from the
@@ -42,8 +42,6 @@ export class SyncLogReader {
   private readonly path: string;
   private readonly geometry: LogGeometry;
   private fd: number | undefined;
-  /** See {@link openBuffered}: null once it is known there is none. */
-  private bufferedFd: number | null | undefined;
   private buffer: NativeBuffer | undefined;
   /** Reads that went through the page cache (for tests). */
   bufferedReads = 0;
@@ -75,7 +73,7 @@ export class SyncLogReader {
       throw new InvalidArgumentError(`log range [${address}, +${lengthBytes}) is not in a live segment`);
     }
     const physical = this.geometry.physicalOffset(this.segmentIndex(seq), address);
-    const buffered = direct || lengthBytes > KEPT_BUFFER_BYTES ? undefined : this.openBuffered();
+    const buffered = direct || lengthBytes > KEPT_BUFFER_BYTES ? undefined : this.log.pageCacheDescriptor();
     if (buffered !== undefined) {
       const out = new Uint8Array(lengthBytes);
       let done = 0;
@@ -104,12 +102,10 @@ export class SyncLogReader {
     }
   }
 
-  /** Close the descriptors and free the buffer (at store close). */
+  /** Close the descriptor and free the buffer (at store close). */
   close(): void {
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
-    if (typeof this.bufferedFd === "number") fs.closeSync(this.bufferedFd);
-    this.bufferedFd = undefined;
     if (this.buffer !== undefined) this.log.backend.free(this.buffer);
     this.buffer = undefined;
   }
@@ -123,24 +119,6 @@ export class SyncLogReader {
       if (index === undefined) throw new InvalidArgumentError(`segment ${seq} is not live`);
     }
     return index;
-  }
-
-  /**
-   * The buffered descriptor for small reads, opened at the first; undefined when the log's reads
-   * stay off the page cache (`pageCacheReads` off, as under an injected test backend).
-   */
-  private openBuffered(): number | undefined {
-    if (this.bufferedFd === undefined) {
-      this.bufferedFd = null;
-      if (this.log.pageCacheReads) {
-        try {
-          this.bufferedFd = fs.openSync(this.path, fs.constants.O_RDONLY);
-        } catch {
-          // Reads stay O_DIRECT: slower, never wrong.
-        }
-      }
-    }
-    return this.bufferedFd ?? undefined;
   }
 
   private open(): number {
