@@ -80,10 +80,10 @@ test("a run stops before a value that needs parts, before the open buffer's room
     const none = (): void => {
       throw new Error("nothing was appended: no callback expected");
     };
-    const stableBefore = log.openRoomBytes;
+    const roomBefore = log.openRoomBytes;
     // Three records: the one-record path is as cheap, so nothing is appended.
     expect(tryAppendRun(log, 1, [small(0), small(1), small(2)], 0, none)).toBe(0);
-    expect(log.openRoomBytes).toBe(stableBefore);
+    expect(log.openRoomBytes).toBe(roomBefore);
     // A value over a part's size ends the run before it.
     const big: RunOp = { kind: "write", seid: 99n, value: value(partBytesFor(log) + 1, 9) };
     const seen: bigint[] = [];
