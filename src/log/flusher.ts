@@ -83,6 +83,12 @@ export interface FlusherDeps {
   readonly blockCache: BlockCache;
   /** Whether a written unit goes into the caching layer (the layer above knows its payloads). */
   readonly admitToCache: (payload: Uint8Array) => boolean;
+  /**
+   * A unit's write is being issued (the first time): `bytes` is the whole unit as it goes to the
+   * file, valid only during the call. The durable tail copies it for followers that ship units
+   * before they are durable (tail.ts, `beforeDurable`).
+   */
+  readonly onDispatch: (address: number, bytes: Uint8Array) => void;
 }
 
 /** The owner's flush pipeline. */
@@ -225,6 +231,7 @@ export class Flusher {
     });
     const offset = geometry.physicalOffset(unit.segmentIndex, base);
     const unitId = unit.unitId;
+    if (!retry) this.deps.onDispatch(base, native.bytes.subarray(0, fileBytes));
     this.writes += 1;
     // No unit is written over zeros still being written there, and on a block device no unit
     // names a successor whose zeros are not down (see prewrite.ts).

@@ -300,6 +300,7 @@ export class LogStructuredStore {
       epoch: () => this.root.current.epoch,
       blockCache: this.blockCache,
       admitToCache: init.options.cacheAdmission ?? (() => true),
+      onDispatch: (address, bytes) => this.tail.onDispatch(address, bytes),
     });
     this.reader = new LogReader(backend, queue, file, geometry, this.space, this.ring, life, this.blockCache, () => this.durability.stableAddress, this.pageCacheReads);
     this.tail = new DurableTail({
@@ -390,6 +391,14 @@ export class LogStructuredStore {
   /** What a Worker needs to reserve and write through this ring. */
   get ringDescriptor(): RingDescriptor {
     return { shared: this.shared, ringSize: this.ring.ringSize, bufferSize: this.ring.bufferSize, bufferPtrs: this.buffers.map((b) => b.ptr) };
+  }
+
+  /**
+   * Epoch of this open: every unit it writes carries it, and each writable open takes the next
+   * one (root.ts), so a unit's epoch tells which open wrote it.
+   */
+  get writeEpoch(): number {
+    return this.root.current.epoch;
   }
 
   /** Every log byte below this address is on stable storage. */

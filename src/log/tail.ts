@@ -22,8 +22,17 @@
  * or after it leaves the pending state, so its bytes stay what they were. A reader that asks for
  * log already freed gets a {@link LogTruncatedError}, never wrong bytes.
  *
+ * Why `beforeDurable`: a hot standby with the `durable` level makes a commit wait for two device
+ * flushes, the primary's and the standby's. Shipped only once durable, they run one after the
+ * other; shipped as its write is issued, the standby's flush overlaps the primary's (measured in
+ * docs/REPLICATION.md). While such a follower exists, the tail keeps a copy of every unit whose
+ * write is issued until it is durable (at most the ring's units in flight) and hands the follower
+ * the next one in the chain from there. Such a unit may yet be lost by a crash of this process;
+ * the follower must be able to tell (each unit carries the epoch of the open that wrote it).
+ *
  * Followers never poll: they sleep until the durability tracker reports that `stableAddress`
- * moved past them (or the log closes or fails, or their signal aborts).
+ * moved past them, or (`beforeDurable`) a unit write is issued (or the log closes or fails, or
+ * their signal aborts).
  *
  * @module
  */
@@ -36,7 +45,7 @@ import { UNIT_HEADER_BYTES, unitFileBytes, type LogPosition } from "./format.ts"
 import type { LogLifecycle } from "./lifecycle.ts";
 import type { LogReader } from "./reader.ts";
 import type { SegmentSpace } from "./space.ts";
-import { checkUnit, checkUnitHeader, positionAfter, type UnitExpectation } from "./walk.ts";
+import { checkUnit, checkUnitHeader, positionAfter, type CheckedUnit, type UnitExpectation } from "./walk.ts";
 
 /** One durable unit of the log, as the tail hands it out. */
 export interface DurableUnit {
@@ -66,6 +75,13 @@ export interface DurableUnitsOptions {
    * a read and a wake-up per unit on its way (src/replication).
    */
   fromMemory?: boolean;
+  /**
+   * Hand out each unit as soon as its write is issued, not once it is durable (default `false`).
+   * A unit handed out so may be lost if this process or machine crashes before its datasync: the
+   * reopened log then continues, under a new epoch, from before it. For a hot standby whose
+   * flushes should overlap the primary's (src/replication); a backup must never ask for it.
+   */
+  beforeDurable?: boolean;
 }
 
 /**
@@ -94,6 +110,13 @@ export interface TailDeps {
   readonly file: FileHandle;
   /** A retention moved or was released: the reuse rule may free segments now. */
   readonly onRetentionMoved: () => void;
+}
+
+/** Copies of the units whose writes were issued and that are not durable yet, by address. */
+interface Submitted {
+  readonly units: Map<number, Uint8Array>;
+  /** Counts captures: a follower that found nothing waits for it to move. */
+  seq: number;
 }
 
 class Retention implements LogRetention {
@@ -159,11 +182,14 @@ class TailCursor {
   private readonly skipBelow: number;
   /** Windows the caching layer holds whole come from it (see DurableUnitsOptions.fromMemory). */
   private readonly fromMemory: boolean;
+  /** Units not durable yet come from here (DurableUnitsOptions.beforeDurable); else they wait. */
+  private readonly submitted: Submitted | undefined;
 
-  constructor(deps: TailDeps, reads: ReadCounter, from: LogPosition | number, fromMemory = false) {
+  constructor(deps: TailDeps, reads: ReadCounter, from: LogPosition | number, fromMemory = false, submitted?: Submitted) {
     this.deps = deps;
     this.reads = reads;
     this.fromMemory = fromMemory;
+    this.submitted = submitted;
     if (typeof from === "number") {
       // A bare address: units of a segment are contiguous from its start, so walk from there.
       this.address = deps.geometry.segmentStart(deps.geometry.seqOf(from));
@@ -186,7 +212,11 @@ class TailCursor {
     let jumped = false;
     for (;;) {
       const at = geometry.unitStartFrom(this.address);
-      if (at >= stable || at >= limit || !this.deps.life.isOpen) return out;
+      if (at >= limit || !this.deps.life.isOpen) return out;
+      if (at >= stable) {
+        if (this.submitted !== undefined) this.takeSubmitted(out);
+        return out;
+      }
       const found = await this.readWindow(at, stable, limit, out);
       if (out.length > 0) return out;
       if (found > 0) {
@@ -256,27 +286,68 @@ class TailCursor {
         }
         const unit = checkUnit(bytes, expected);
         if (unit === undefined) break;
-        const position = positionAfter(geometry, unit.header, unit.fileBytes);
-        this.address = position.address;
-        this.prevEnd = position.prevEnd;
-        this.minEpoch = unit.header.epoch;
+        this.accept(unit, seq, out);
         found += 1;
-        if (address >= this.skipBelow) {
-          out.push({
-            address,
-            endAddress: position.address,
-            epoch: unit.header.epoch,
-            segmentSeq: seq,
-            payload: unit.payload.slice(), // the window goes back to the pool
-            position,
-          });
-        }
         offset += unit.fileBytes;
       }
       return found;
     } finally {
       if (window !== undefined) reader.giveBack(window);
       this.reads.active -= 1;
+    }
+  }
+
+  /** Move past a checked unit; hand it out unless it lies below `skipBelow`. */
+  private accept(unit: CheckedUnit, seq: number, out: DurableUnit[]): void {
+    const address = unit.header.address;
+    const position = positionAfter(this.deps.geometry, unit.header, unit.fileBytes);
+    this.address = position.address;
+    this.prevEnd = position.prevEnd;
+    this.minEpoch = unit.header.epoch;
+    if (address >= this.skipBelow) {
+      out.push({
+        address,
+        endAddress: position.address,
+        epoch: unit.header.epoch,
+        segmentSeq: seq,
+        payload: unit.payload.slice(), // the window goes back to the pool (or the copy is dropped)
+        position,
+      });
+    }
+  }
+
+  /**
+   * Past the stable address (`beforeDurable`): the units whose writes were issued, each the next
+   * in the chain, from the copies the tail keeps. Stops at the first it has no copy of (issued
+   * before this follower existed, or not yet): that one comes from the file once durable.
+   */
+  private takeSubmitted(out: DurableUnit[]): void {
+    const { geometry, space } = this.deps;
+    const units = (this.submitted as Submitted).units;
+    for (;;) {
+      let at = geometry.unitStartFrom(this.address);
+      let bytes = units.get(at);
+      if (bytes === undefined && this.prevEnd !== undefined && !geometry.isSegmentStart(at)) {
+        // The writer skipped the rest of this segment: its next unit starts the next one, and its
+        // header names this chain's end as the unit before it (checked below).
+        at = geometry.nextSegmentStart(at);
+        bytes = units.get(at);
+      }
+      if (bytes === undefined) return;
+      const seq = geometry.seqOf(at);
+      const index = space.heldIndexOf(seq);
+      if (index === undefined) return; // not the segment the writer is in: wait for the file
+      const expected: UnitExpectation = {
+        address: at,
+        segmentIndex: index,
+        prevEnd: this.prevEnd,
+        minEpoch: this.minEpoch,
+        roomBytes: geometry.segmentStart(seq + 1) - at,
+      };
+      const unit = checkUnit(bytes, expected);
+      // A copy that does not continue this chain is not handed out; the file decides once durable.
+      if (unit === undefined) return;
+      this.accept(unit, seq, out);
     }
   }
 }
@@ -301,6 +372,10 @@ class Follower implements AsyncIterableIterator<DurableUnit> {
   ended = false;
   /** Stable address at which the last read found nothing new: wait for it to move. */
   private emptyAt = -1;
+  /** `beforeDurable`: the tail's capture count at that read (a new capture may be the next unit). */
+  private emptySeq = -1;
+  /** Hands out units before they are durable (DurableUnitsOptions.beforeDurable). */
+  readonly beforeDurable: boolean;
   private wake: (() => void) | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private readonly onAbort = (): void => this.finish();
@@ -309,10 +384,11 @@ class Follower implements AsyncIterableIterator<DurableUnit> {
     this.tail = tail;
     this.deps = deps;
     this.signal = options.signal;
+    this.beforeDurable = options.beforeDurable === true;
     try {
       // Synchronously, at the call: the log from `from` is held before any segment can go.
       this.retention = tail.retain(addressOf(from, "from")) as Retention;
-      this.cursor = new TailCursor(deps, reads, from, options.fromMemory === true);
+      this.cursor = new TailCursor(deps, reads, from, options.fromMemory === true, this.beforeDurable ? tail.submitted : undefined);
       this.signal?.addEventListener("abort", this.onAbort, { once: true });
     } catch (error) {
       // Reported by the first next(), as iterators report failures.
@@ -355,6 +431,16 @@ class Follower implements AsyncIterableIterator<DurableUnit> {
     return Math.max(this.cursor?.address ?? 0, this.emptyAt);
   }
 
+  /** Where this follower reads next (the submitted copies below it are of no use to it). */
+  get at(): number {
+    return this.cursor?.address ?? 0;
+  }
+
+  /** Something may be there to read: the stable address passed what it needs, or a unit was captured. */
+  ready(stable: number): boolean {
+    return stable > this.needs || (this.beforeDurable && this.tail.submitted.seq !== this.emptySeq);
+  }
+
   private finish(): void {
     if (this.ended) return;
     this.ended = true;
@@ -382,17 +468,22 @@ class Follower implements AsyncIterableIterator<DurableUnit> {
         }
         const unit = this.queued.shift();
         if (unit !== undefined) {
-          // Invariant: nothing is handed out before it is durable.
-          if (!durability.isDurable(unit.endAddress - 1)) throw new Error(`tail unit at ${unit.address} is not durable`);
+          // Invariant: nothing is handed out before it is durable, unless asked for.
+          if (!this.beforeDurable && !durability.isDurable(unit.endAddress - 1)) throw new Error(`tail unit at ${unit.address} is not durable`);
           (this.retention as Retention).advance(unit.endAddress);
           return { done: false, value: unit };
         }
         if (life.failed !== undefined) throw life.failed;
         const stable = durability.stableAddress;
-        if (stable > this.needs) {
+        if (this.ready(stable)) {
+          const seq = this.tail.submitted.seq;
           const batch = await cursor.readBatch(stable);
-          if (batch.length === 0) this.emptyAt = stable;
+          if (batch.length === 0) {
+            this.emptyAt = stable;
+            this.emptySeq = seq;
+          }
           this.queued = batch;
+          if (this.beforeDurable) this.tail.pruneSubmitted();
           continue;
         }
         await new Promise<void>((resolve) => {
@@ -415,6 +506,9 @@ export class DurableTail {
   /** Followers asleep until the stable address passes what they need. */
   private readonly waiting = new Set<Follower>();
   private readonly reads: ReadCounter = { active: 0 };
+  /** @internal Copies of issued, not yet durable units, kept while a `beforeDurable` follower exists. */
+  readonly submitted: Submitted = { units: new Map(), seq: 0 };
+  private earlyFollowers = 0;
 
   constructor(deps: TailDeps) {
     this.deps = deps;
@@ -444,7 +538,10 @@ export class DurableTail {
   /** Every durable unit whose address is at least `from`, in log order, as each becomes durable. */
   durableUnits(from: LogPosition | number, options: DurableUnitsOptions = {}): AsyncIterableIterator<DurableUnit> {
     const follower = new Follower(this, this.deps, this.reads, from, options);
-    if (!follower.ended) this.followers.add(follower);
+    if (!follower.ended) {
+      this.followers.add(follower);
+      if (follower.beforeDurable) this.earlyFollowers += 1;
+    }
     return follower;
   }
 
@@ -482,10 +579,36 @@ export class DurableTail {
 
   /** The stable address moved: wake the followers it passed. */
   onStableAdvanced(): void {
+    if (this.submitted.units.size > 0) this.pruneSubmitted();
+    this.wakeReady();
+  }
+
+  /**
+   * A unit's write is being issued (flusher.ts): keep a copy for the `beforeDurable` followers,
+   * if there are any, and wake them.
+   */
+  onDispatch(address: number, bytes: Uint8Array): void {
+    if (this.earlyFollowers === 0) return;
+    this.submitted.units.set(address, bytes.slice());
+    this.submitted.seq += 1;
+    this.wakeReady();
+  }
+
+  /** @internal Drop the copies every `beforeDurable` follower is past, and those now durable. */
+  pruneSubmitted(): void {
+    const units = this.submitted.units;
+    if (units.size === 0) return;
+    let lowest = Number.POSITIVE_INFINITY;
+    for (const follower of this.followers) if (follower.beforeDurable) lowest = Math.min(lowest, follower.at);
+    const below = this.earlyFollowers === 0 ? Number.POSITIVE_INFINITY : Math.max(this.deps.durability.stableAddress, lowest);
+    for (const address of units.keys()) if (address < below) units.delete(address);
+  }
+
+  private wakeReady(): void {
     if (this.waiting.size === 0) return;
     const stable = this.deps.durability.stableAddress;
     for (const follower of [...this.waiting]) {
-      if (stable <= follower.needs) continue;
+      if (!follower.ready(stable)) continue;
       this.waiting.delete(follower);
       follower.notify();
     }
@@ -501,13 +624,14 @@ export class DurableTail {
     this.waiting.add(follower);
     // The stable address may have moved between the follower's check and now (it cannot, on one
     // thread without an await in between, but a lost wake-up would be a hang: check anyway).
-    this.onStableAdvanced();
+    this.wakeReady();
   }
 
   /** @internal Follower ended. */
   dropFollower(follower: Follower): void {
-    this.followers.delete(follower);
+    if (this.followers.delete(follower) && follower.beforeDurable) this.earlyFollowers -= 1;
     this.waiting.delete(follower);
+    this.pruneSubmitted();
   }
 
   /** @internal Retention moved. */
@@ -522,6 +646,7 @@ export class DurableTail {
   }
 
   private wakeAll(): void {
+    this.submitted.units.clear();
     this.waiting.clear();
     for (const follower of [...this.followers]) follower.notify();
   }

@@ -40,7 +40,7 @@ import { checkNonce, macMatches, newNonce, primaryMac, secretBytes, standbyMac }
 import { Connection, Inbox, Msg, num, PROTOCOL_VERSION, str, type Message } from "./protocol.ts";
 import { registerServer, serverOf } from "./registry.ts";
 import { SocketTarget } from "./seed.ts";
-import { primaryIdentity } from "./state.ts";
+import { primaryIdentity, type HeldUnit } from "./state.ts";
 import { checkLevel, SyncWaiters, type ReplicationLevel, type ReplicationTimeoutPolicy } from "./sync-levels.ts";
 
 /** TLS material for the server (Bun's `tls` options of `Bun.listen`). */
@@ -124,6 +124,11 @@ export interface PrimaryReplicationStats {
   readonly seeds: number;
   /** Holds dropped at `maxRetainedBytes` (those standbys re-seed). */
   readonly retentionDrops: number;
+  /**
+   * Standbys re-seeded because they held log this primary lost in a crash (shipped before it was
+   * durable here; counted in `seeds` too).
+   */
+  readonly divergedSeeds: number;
   /** Log held for standbys (the lowest hold to the log's end), bytes. */
   readonly retainedBytes: number;
   readonly bytesSent: number;
@@ -150,6 +155,17 @@ const HEARTBEAT_MS = 250;
 const RETENTION_CHECK_MS = 100;
 /** A stalled socket may hold at most this much of ours before the sender waits. */
 const SOCKET_BACKLOG_BYTES = 4 * MB;
+
+/** The `held` of a Start frame, checked (absent: a seed's point or an empty standby, nothing to check). */
+function unitHeld(message: Message): HeldUnit | undefined {
+  const held = message.header.held as { address?: unknown; epoch?: unknown } | null | undefined;
+  if (held === null || held === undefined) return undefined;
+  const { address, epoch } = held;
+  if (typeof address !== "number" || !Number.isSafeInteger(address) || address < 0 || typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 0) {
+    throw new StandbyError(`Start names a malformed held unit: ${JSON.stringify(held)}`);
+  }
+  return { address, epoch };
+}
 
 function limit(value: number | undefined, name: string, fallback: number, min: number, max: number): number {
   const v = value ?? fallback;
@@ -182,7 +198,7 @@ export class ReplicationServer {
   private closing: Promise<void> | undefined;
   /** End of the last user commit of this thread (what `caughtUp` on a standby waits for). */
   lastCommitEnd = 0;
-  /** @internal */ readonly counters = { authFailures: 0, seeds: 0, retentionDrops: 0, bytesSent: 0 };
+  /** @internal */ readonly counters = { authFailures: 0, seeds: 0, retentionDrops: 0, divergedSeeds: 0, bytesSent: 0 };
 
   private constructor(init: {
     host: BackupHost;
@@ -392,6 +408,7 @@ export class ReplicationServer {
       authFailures: this.counters.authFailures,
       seeds: this.counters.seeds,
       retentionDrops: this.counters.retentionDrops,
+      divergedSeeds: this.counters.divergedSeeds,
       retainedBytes: this.retainedBytes(),
       bytesSent,
     };
@@ -539,7 +556,7 @@ class Session {
     switch (message.type) {
       case Msg.Start:
         if (this.state !== "handshake") throw new StandbyError("Start sent twice");
-        this.running = this.run(message.header.from === null ? null : num(message, "from")).catch((error: unknown) => this.failed(error));
+        this.running = this.run(message.header.from === null ? null : num(message, "from"), unitHeld(message)).catch((error: unknown) => this.failed(error));
         return;
       case Msg.Ack:
         this.onAck(message);
@@ -629,15 +646,25 @@ class Session {
     wake?.();
   }
 
-  /** Serve a Start: follow from `from`, or seed first. */
-  private async run(from: number | null): Promise<void> {
+  /** Serve a Start: follow from `from`, or seed first. `held`: the last unit the standby holds. */
+  private async run(from: number | null, held: HeldUnit | undefined): Promise<void> {
     const log = this.server.host.core.log;
     // The hold kept while the standby was away goes only once the new follower holds the log
     // itself (stream() releases it after its first unit): released first, a checkpoint could free
     // the segment in between, and the standby re-seeded (seen in the network test).
     const awayHold = this.server.takeHold(this.standbyId);
     try {
-      if (from !== null && from <= log.stableAddress && log.appendedEnd - from <= this.server.limits.maxRetainedBytes) {
+      if (from !== null && held !== undefined && !(await this.stillOurs(held))) {
+        // Shipped before it was durable here, then lost by a crash of this primary: the standby
+        // holds log this primary's history does not have. Only a new copy makes it a copy again.
+        this.server.counters.divergedSeeds += 1;
+        this.server.log(`standby ${this.standbyId}: its log unit at ${held.address} (epoch ${held.epoch}) is not in this primary's log (it was lost in a crash before it was durable here): re-seeding`);
+        from = null;
+      }
+      // Units past the stable address are this open's, shipped as their writes were issued (a
+      // reconnect in the same open): the follower hands them out from there.
+      const end = held !== undefined && held.epoch === log.writeEpoch ? log.appendedEnd : log.stableAddress;
+      if (from !== null && from <= end && log.appendedEnd - from <= this.server.limits.maxRetainedBytes) {
         try {
           await this.stream(from, awayHold);
           return;
@@ -679,6 +706,26 @@ class Session {
     }
   }
 
+  /**
+   * Whether the unit a standby holds last is part of this primary's log. A unit of this open is
+   * (units go out only after their write is issued, and this open's log only grows). A unit of an
+   * earlier open is if recovery kept it: it lies below the stable address and the unit there
+   * carries the same epoch (an address reused after a crash carries a newer one). A newer epoch
+   * than this open's never is.
+   */
+  private async stillOurs(held: HeldUnit): Promise<boolean> {
+    const log = this.server.host.core.log;
+    if (held.epoch === log.writeEpoch) return true;
+    if (held.epoch > log.writeEpoch || held.address >= log.stableAddress) return false;
+    try {
+      const units = await log.readRange(held.address, held.address + 1);
+      return units.length === 1 && units[0]?.address === held.address && units[0].epoch === held.epoch;
+    } catch (error) {
+      if (error instanceof LogTruncatedError) return true; // gone anyway: run() seeds it for that
+      throw error;
+    }
+  }
+
   /** Follow the durable tail from `from` (a record address; the unit holding it is sent whole). */
   private async stream(from: number, handOff: LogRetention | undefined): Promise<void> {
     const log = this.server.host.core.log;
@@ -694,8 +741,9 @@ class Session {
     this.ackHold?.release();
     this.ackHold = log.retain(ackFrom);
     // From memory: the unit just made durable is in the caching layer; reading it back from the
-    // file cost a read and a wake-up of this thread per unit on the way to the standby.
-    const units = log.durableUnits(start, { signal: this.abort.signal, fromMemory: true });
+    // file cost a read and a wake-up of this thread per unit on the way to the standby. Before
+    // durable: the standby's flush overlaps this primary's (see stillOurs for the other half).
+    const units = log.durableUnits(start, { signal: this.abort.signal, fromMemory: true, beforeDurable: true });
     this.holdAddress = start;
     this.state = "streaming";
     this.sent = Math.max(this.sent, from);
@@ -733,7 +781,7 @@ class Session {
         if (this.conn.closed) return;
         this.conn.send(
           Msg.Unit,
-          { address: unit.address, end: unit.endAddress, crc: Bun.hash.crc32(unit.payload) >>> 0, ...this.progress() },
+          { address: unit.address, end: unit.endAddress, epoch: unit.epoch, crc: Bun.hash.crc32(unit.payload) >>> 0, ...this.progress() },
           unit.payload,
         );
         this.sent = unit.endAddress;

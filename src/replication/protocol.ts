@@ -31,8 +31,13 @@ import { Frame, FrameBuilder, FrameReader, FrameSender, FrameSplitter, MAX_FRAME
 
 export { MAX_FRAME_BYTES };
 
-/** Protocol version, in the Hello: a peer of another version is refused. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Protocol version, in the Hello: a peer of another version is refused. 2: units are shipped as
+ * their writes are issued (not once durable), each Unit carries the epoch of the open that wrote
+ * it, and Start names the last unit the standby holds so the primary can tell whether it is still
+ * part of its log (docs/REPLICATION.md, "Shipping before durable").
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Longest JSON header of a frame. */
 export const MAX_HEADER_BYTES = 64 << 10;

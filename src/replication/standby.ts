@@ -43,7 +43,7 @@ import { Store, storeInternals, type StoreStats } from "../store/store.ts";
 import { checkNonce, macMatches, newNonce, primaryMac, secretBytes, standbyMac } from "./auth.ts";
 import { Connection, Inbox, Msg, num, PROTOCOL_VERSION, str, type Message } from "./protocol.ts";
 import { SeedReceiver } from "./seed.ts";
-import { decodePosition, encodePosition, POSITION_SEID, readReplicationFields, writeReplicationFields, type AppliedPosition, type ReplicationFields } from "./state.ts";
+import { decodePosition, encodePosition, POSITION_SEID, readReplicationFields, writeReplicationFields, type AppliedPosition, type HeldUnit, type ReplicationFields } from "./state.ts";
 import type { ReplicationServer, ServeReplicationOptions } from "./primary.ts";
 
 /** Where the primary is: `"host:port"`, `{ host, port }` or `{ unix: path }`. */
@@ -119,7 +119,7 @@ type QueueItem =
   | { kind: "seed-begin" }
   | { kind: "seed-data"; conn: Connection; header: { name: string; last: boolean; size?: number; sha256?: string }; body: Uint8Array }
   | { kind: "seed-end"; bytes: Uint8Array; storeId: string; epoch: number }
-  | { kind: "unit"; address: number; end: number; payload: Uint8Array };
+  | { kind: "unit"; address: number; end: number; epoch: number; payload: Uint8Array };
 
 interface Batch {
   ops: LogicalOp[];
@@ -132,6 +132,8 @@ interface Batch {
   lastTime: number | null;
   /** End of the last unit read into it (acknowledged durable once it is). */
   unitEnd: number;
+  /** The unit holding the record `position` follows (undefined: the position did not move in a unit). */
+  held: HeldUnit | undefined;
 }
 
 function checkMs(value: number | undefined, name: string, fallback: number, min: number, max: number): number {
@@ -192,6 +194,8 @@ export class StandbyStore {
   private reader: LogicalReader | undefined;
   /** End of the last unit received on a continuous stream (undefined: no stream to continue). */
   private receivedEnd: number | undefined;
+  /** The unit that ends at `receivedEnd` (undefined after a seed's point). */
+  private receivedUnit: HeldUnit | undefined;
   private batch: Batch | undefined;
   private pipeline: Array<Promise<void>> = [];
   /** What the apply loop is doing (for diagnostics). */
@@ -461,10 +465,14 @@ export class StandbyStore {
       onAuthenticated();
       // Where to resume: a continuous stream of this process, the stored position, or a seed.
       let from: number | null = null;
+      let held: HeldUnit | undefined;
       let resume = false;
-      if (this.receivedEnd !== undefined && primaryEpoch === this.primaryEpoch && primaryStore === this.primaryStoreId) from = this.receivedEnd;
-      else if (this.position !== undefined && this.position.epoch === primaryEpoch && storeId === primaryStore) {
+      if (this.receivedEnd !== undefined && primaryEpoch === this.primaryEpoch && primaryStore === this.primaryStoreId) {
+        from = this.receivedEnd;
+        held = this.receivedUnit;
+      } else if (this.position !== undefined && this.position.epoch === primaryEpoch && storeId === primaryStore) {
         from = this.position.address;
+        held = this.position.held;
         resume = true;
       }
       if (from === null || resume) {
@@ -476,8 +484,11 @@ export class StandbyStore {
       this.log(`connected to ${this.primary.label}: ${from === null ? "asking for a seed" : `resuming from ${from}${resume ? " (the stored position)" : ""}`}`);
       this.queue.push({ kind: "session", conn, resume });
       this.receivedEnd = from ?? undefined;
+      this.receivedUnit = held;
       this.wakeApply();
-      conn.send(Msg.Start, { from });
+      // `held`: the primary checks that unit is still in its log (units come before they are
+      // durable there, and a crash of the primary may lose them): if not, it seeds this standby.
+      conn.send(Msg.Start, { from, held: held ?? null });
       const reason = await ended;
       if (!this.stopped) this.log(`the connection to ${this.primary.label} ended (${reason?.message ?? "closed"}) at received ${this.received}, durable ${this.durable}: reconnecting`);
       if (reason !== undefined && (reason instanceof AuthenticationError || reason instanceof FencedError)) throw reason;
@@ -496,9 +507,11 @@ export class StandbyStore {
         this.noteProgress(message);
         if (this.receivedEnd !== undefined && end <= this.receivedEnd) return; // received already
         if ((Bun.hash.crc32(message.body) >>> 0) !== num(message, "crc")) throw new StandbyError(`log unit at ${address} arrived damaged (crc32 mismatch)`);
-        this.queue.push({ kind: "unit", address, end, payload: message.body.slice() });
+        const epoch = num(message, "epoch");
+        this.queue.push({ kind: "unit", address, end, epoch, payload: message.body.slice() });
         this.counters.bytesReceived += message.body.length;
         this.receivedEnd = end;
+        this.receivedUnit = { address, epoch };
         this.received = Math.max(this.received, end);
         this.ackSoon(conn);
         this.wakeApply();
@@ -509,6 +522,7 @@ export class StandbyStore {
         return;
       case Msg.SeedBegin:
         this.receivedEnd = undefined;
+        this.receivedUnit = undefined;
         this.queue.push({ kind: "seed-begin" });
         this.wakeApply();
         return;
@@ -665,6 +679,7 @@ export class StandbyStore {
       lastTx: this.queued?.transaction ?? 0,
       lastTime: this.queued?.commitTime ?? null,
       unitEnd: item.end,
+      held: this.queued?.held,
     });
     for (const event of reader.unit({ address: item.address, endAddress: item.end, epoch: 0, payload: item.payload })) {
       if (event.kind === "spaces") {
@@ -674,6 +689,7 @@ export class StandbyStore {
       if (event.kind === "system-commit") {
         // The cleaner's: nothing changes; the position may move past it.
         batch.position = event.commitAddress + 1;
+        batch.held = { address: item.address, epoch: item.epoch };
         continue;
       }
       const tx = event.transaction;
@@ -683,6 +699,7 @@ export class StandbyStore {
       }
       batch.transactions += 1;
       batch.position = tx.commitAddress + 1;
+      batch.held = { address: item.address, epoch: item.epoch };
       batch.lastTx = tx.txId;
       batch.lastTime = tx.time;
     }
@@ -701,7 +718,7 @@ export class StandbyStore {
       this.pipeline.push(Promise.all(this.pipeline).then(() => this.setDurable(unitEnd, epoch)));
       return;
     }
-    const position: AppliedPosition = { epoch: this.primaryEpoch, address: batch.position, transaction: batch.lastTx, commitTime: batch.lastTime };
+    const position: AppliedPosition = { epoch: this.primaryEpoch, address: batch.position, transaction: batch.lastTx, commitTime: batch.lastTime, held: batch.held };
     this.queued = position;
     const store = this.inner;
     const { core, commits } = storeInternals(store);

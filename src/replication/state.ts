@@ -66,6 +66,12 @@ export async function primaryIdentity(log: LogStructuredStore, ensureBackupId: (
   return { storeId, epoch };
 }
 
+/** A log unit of the primary: its address and the epoch of the open that wrote it. */
+export interface HeldUnit {
+  readonly address: number;
+  readonly epoch: number;
+}
+
 /** A standby's applied position (the value of {@link POSITION_SEID}). */
 export interface AppliedPosition {
   /** The primary's epoch the position belongs to (a position means nothing in another epoch's log). */
@@ -79,10 +85,21 @@ export interface AppliedPosition {
   readonly transaction: number;
   /** Its commit time (ms since the epoch), or null. */
   readonly commitTime: number | null;
+  /**
+   * The primary's unit holding that transaction's Commit record. The primary ships units before
+   * they are durable on it; after a crash of the primary it checks this unit is still in its log.
+   * Absent after a seed (its point is durable on the primary) and in positions written before.
+   */
+  readonly held?: HeldUnit;
 }
 
 export function encodePosition(position: AppliedPosition): Uint8Array {
   return new TextEncoder().encode(JSON.stringify({ v: 1, ...position }));
+}
+
+function isHeldUnit(value: unknown): value is HeldUnit {
+  const v = value as Record<string, unknown>;
+  return typeof v === "object" && v !== null && Number.isSafeInteger(v.address) && (v.address as number) >= 0 && Number.isSafeInteger(v.epoch) && (v.epoch as number) >= 0;
 }
 
 export function decodePosition(bytes: Uint8Array): AppliedPosition {
@@ -96,7 +113,9 @@ export function decodePosition(bytes: Uint8Array): AppliedPosition {
   const ok =
     typeof v === "object" && v !== null && v.v === 1 &&
     typeof v.epoch === "number" && typeof v.address === "number" && Number.isSafeInteger(v.address) && v.address >= 0 &&
-    typeof v.transaction === "number" && (v.commitTime === null || typeof v.commitTime === "number");
+    typeof v.transaction === "number" && (v.commitTime === null || typeof v.commitTime === "number") &&
+    (v.held === undefined || isHeldUnit(v.held));
   if (!ok) throw new CorruptionError("the standby's applied position record is malformed");
-  return { epoch: v.epoch as number, address: v.address as number, transaction: v.transaction as number, commitTime: v.commitTime as number | null };
+  const held = v.held === undefined ? undefined : { address: (v.held as HeldUnit).address, epoch: (v.held as HeldUnit).epoch };
+  return { epoch: v.epoch as number, address: v.address as number, transaction: v.transaction as number, commitTime: v.commitTime as number | null, held };
 }

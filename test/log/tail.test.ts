@@ -154,6 +154,55 @@ for (const io of BACKENDS) {
       }
     });
 
+    test("beforeDurable: a follower gets each unit as its write is issued, before it is durable, in order, the bytes the file then holds", async () => {
+      const { dir, cleanup } = scratchDir(`log-tail-early-${io}`);
+      try {
+        const { log, backend } = await openRecorded(path.join(dir, "a.lss"), io, OPTIONS);
+        try {
+          const early: DurableUnit[] = [];
+          let notDurableAtReceipt = 0;
+          const iterator = log.durableUnits(0, { beforeDurable: true });
+          const earlyDone = (async () => {
+            for await (const unit of iterator) {
+              if (!log.isDurable(unit.endAddress - 1)) notDurableAtReceipt += 1;
+              early.push(unit);
+            }
+          })();
+          const plain = follow(log, 0);
+          // Units that fill up are written with no datasync while nobody waits for durability (and
+          // fewer than SYNC_EVERY_UNITS are written): the early follower has them, the plain one not.
+          const first: Piece[] = [];
+          for (let i = 0; i < 24; i++) {
+            const bytes = payload(1000, 900_000 + i);
+            first.push({ address: (await append(log, bytes)).address, bytes });
+          }
+          await until(() => early.length >= 2, "units handed out before they are durable");
+          expect(log.stableAddress).toBeLessThanOrEqual((early[0] as DurableUnit).address);
+          expect(plain.units).toEqual([]);
+          expect(notDurableAtReceipt).toBeGreaterThanOrEqual(2);
+
+          const more = await writePieces(log, 400, 11);
+          expect(log.tailSegmentSeq).toBeGreaterThan(5); // rotations, with copies kept across them
+          for (const units of [early, plain.units]) {
+            await until(() => (units.at(-1)?.endAddress ?? -1) >= log.stableAddress, "the followers to catch up");
+          }
+          expectInOrder(early);
+          expectPiecesIn(early, [...first, ...more]);
+          expectSameUnits(early, plain.units);
+          expectSameUnits(early, await log.readRange(0, log.stableAddress));
+          // Copies are kept only until durable (or every early follower is past them).
+          expect((log as unknown as { tail: { submitted: { units: Map<number, Uint8Array> } } }).tail.submitted.units.size).toBe(0);
+
+          await closeRecorded(log, backend);
+          await within(Promise.all([earlyDone, plain.done]), "followers to end at close");
+        } finally {
+          if (!log.closed) await closeRecorded(log, backend);
+        }
+      } finally {
+        cleanup();
+      }
+    });
+
     test("retention: a segment a follower still needs is not reused until it moves on; then `from` there is truncated", async () => {
       const { dir, cleanup } = scratchDir(`log-tail-retain-${io}`);
       try {

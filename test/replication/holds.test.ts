@@ -14,7 +14,7 @@ import path from "node:path";
 import { Store } from "../../src/index.ts";
 import { storeInternals } from "../../src/store/store.ts";
 import { newNonce, standbyMac } from "../../src/replication/auth.ts";
-import { decodeMessage, encodeMessage, Msg, type Message } from "../../src/replication/protocol.ts";
+import { decodeMessage, encodeMessage, Msg, PROTOCOL_VERSION, type Message } from "../../src/replication/protocol.ts";
 import { FrameSplitter } from "../../src/workers/wire.ts";
 import { scratchDir } from "../helpers.ts";
 import { SECRET, STORE_OPTIONS, until, valueOf } from "./util.ts";
@@ -59,7 +59,7 @@ class ScriptedStandby {
     self = new ScriptedStandby(socket, position);
     for (const chunk of early) self.data(chunk);
     const nonce = newNonce();
-    self.send(Msg.Hello, { version: 1, nonce, storeId: "", epoch: 0, standbyId });
+    self.send(Msg.Hello, { version: PROTOCOL_VERSION, nonce, storeId: "", epoch: 0, standbyId });
     const challenge = await self.next(Msg.Challenge);
     const mac = standbyMac(new TextEncoder().encode(SECRET), { standbyNonce: nonce, primaryNonce: challenge.header.nonce as string, storeId: "", epoch: 0, standbyId });
     self.send(Msg.Auth, { mac });
