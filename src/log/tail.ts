@@ -57,7 +57,10 @@ export interface DurableUnit {
   readonly epoch: number;
   /** Sequence number of the segment holding it. */
   readonly segmentSeq: number;
-  /** The payload: a copy, checksum-verified. */
+  /**
+   * The payload: a copy, checksum-verified. Units handed out before they are durable share one
+   * copy among such followers: read it, do not write to it.
+   */
   readonly payload: Uint8Array;
   /** Position right after the unit: pass it as `from` to resume after this unit. */
   readonly position: LogPosition;
@@ -297,8 +300,11 @@ class TailCursor {
     }
   }
 
-  /** Move past a checked unit; hand it out unless it lies below `skipBelow`. */
-  private accept(unit: CheckedUnit, seq: number, out: DurableUnit[]): void {
+  /**
+   * Move past a checked unit; hand it out unless it lies below `skipBelow`. `owned`: its bytes are
+   * a copy nobody writes to (a submitted unit's), so the payload may view them.
+   */
+  private accept(unit: CheckedUnit, seq: number, out: DurableUnit[], owned = false): void {
     const address = unit.header.address;
     const position = positionAfter(this.deps.geometry, unit.header, unit.fileBytes);
     this.address = position.address;
@@ -310,7 +316,7 @@ class TailCursor {
         endAddress: position.address,
         epoch: unit.header.epoch,
         segmentSeq: seq,
-        payload: unit.payload.slice(), // the window goes back to the pool (or the copy is dropped)
+        payload: owned ? unit.payload : unit.payload.slice(), // the window goes back to the pool
         position,
       });
     }
@@ -347,7 +353,7 @@ class TailCursor {
       const unit = checkUnit(bytes, expected);
       // A copy that does not continue this chain is not handed out; the file decides once durable.
       if (unit === undefined) return;
-      this.accept(unit, seq, out);
+      this.accept(unit, seq, out, true);
     }
   }
 }
