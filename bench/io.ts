@@ -4,7 +4,8 @@
  * Patterns (each backend, each repeated {@link REPS} times, interleaved with fio; medians):
  * - 1 MiB sequential O_DIRECT writes at queue depth 1, 4 and 16 over a 256 MiB region of a
  *   preallocated, prefilled file (time-based: the region wraps);
- * - 4 KiB write + linked fdatasync in one submission, serial (the rate a durable commit cannot beat);
+ * - 4 KiB write + linked fdatasync in one submission, serial, and the same as `pwrite` +
+ *   `fdatasync` system calls (the faster of the two is the rate a durable commit cannot beat);
  * - 4 KiB random O_DIRECT reads at queue depth 1 and 32 over the same 256 MiB file.
  * Ops go straight through `backend.submit` / `wait` / `reap`, keeping QD ops in flight.
  * mitata gives per-op latency of the QD-1 patterns.
@@ -212,7 +213,7 @@ export async function writeDatasyncPair(backend: IoBackend, file: FileHandle, bu
  * `commitWaitBlockUs`). Until 2026-11-30 this issued the two ops one after the other with an
  * event-loop wake-up between them, which the store's linked commits outran.
  */
-export async function measureWriteDatasync(backend: IoBackend, path: string, durationMs = PATTERN_MS): Promise<number> {
+export async function measureWriteDatasync(backend: IoBackend, path: string, durationMs = PATTERN_MS, syscalls = false): Promise<number> {
   const file = openDirect(backend, path);
   const buffer = backend.alloc(KiB4);
   buffer.bytes.set(randomBytes(KiB4, 5));
@@ -222,8 +223,16 @@ export async function measureWriteDatasync(backend: IoBackend, path: string, dur
     let n = 0;
     const start = performance.now();
     const deadline = start + durationMs;
+    const now = backend.writeThenSyncNow?.bind(backend);
+    if (syscalls && now === undefined) throw new Error(`the ${backend.kind} backend has no writeThenSyncNow`);
     while (performance.now() < deadline) {
-      await writeDatasyncPair(backend, file, buffer, (n % blocks) * KiB4, out);
+      if (syscalls) {
+        // pwrite + fdatasync, plain system calls on this thread (what a lone commit does, IoQueue).
+        const { written, synced } = (now as NonNullable<typeof now>)(file, buffer, 0, KiB4, (n % blocks) * KiB4);
+        if (written !== KiB4 || synced !== 0) throw new Error(`write returned ${written}, datasync ${synced}`);
+      } else {
+        await writeDatasyncPair(backend, file, buffer, (n % blocks) * KiB4, out);
+      }
       n += 1;
     }
     return n / ((performance.now() - start) / 1000);
@@ -250,12 +259,15 @@ export async function measureRawSequentialMiBps(io: BenchIo = "uring", qd = 16, 
   }
 }
 
-/** Serial 4 KiB write + fdatasync pairs per second through backend `io` (scratch file, removed). */
-export async function measureWriteDatasyncRate(io: BenchIo = "uring", durationMs = PATTERN_MS): Promise<number> {
+/**
+ * Serial 4 KiB write + fdatasync pairs per second through backend `io` (scratch file, removed):
+ * linked in one io_uring submission, or (`syscalls`) as `pwrite` + `fdatasync` system calls.
+ */
+export async function measureWriteDatasyncRate(io: BenchIo = "uring", durationMs = PATTERN_MS, syscalls = false): Promise<number> {
   const path = dataPath(`raw-sync-${io}-${process.pid}.dat`);
   try {
     prefillFile(path, REGION_BYTES);
-    return await withBackend(io, (backend) => measureWriteDatasync(backend, path, durationMs));
+    return await withBackend(io, (backend) => measureWriteDatasync(backend, path, durationMs, syscalls));
   } finally {
     removeData(`raw-sync-${io}-${process.pid}.dat`);
   }
@@ -305,6 +317,13 @@ const PATTERNS: Pattern[] = [
     unit: "pairs/s",
     ours: (backend, path) => measureWriteDatasync(backend, path),
     fio: (path) => runFio(fioArgs(path, "write", "4k", 1, ["--fdatasync=1"]), "write").iops,
+  },
+  {
+    key: "write-datasync-calls",
+    label: "4 KiB pwrite + fdatasync system calls (serial)",
+    unit: "pairs/s",
+    ours: (backend, path) => measureWriteDatasync(backend, path, PATTERN_MS, true),
+    fio: (path) => runFio(fioArgs(path, "write", "4k", 1, ["--fdatasync=1", "--ioengine=psync"]), "write").iops,
   },
   ...[1, 32].map(
     (qd): Pattern => ({

@@ -179,6 +179,7 @@ async function serialAndGroup(report: Report): Promise<void> {
     for (let rep = 0; rep < REPS; rep++) {
       log(`  rep ${rep + 1}/${REPS}`);
       await attempt(report, "a: disk write+datasync", async () => reps.push("disk", await measureWriteDatasyncRate("uring")));
+      await attempt(report, "a: disk pwrite+fdatasync calls", async () => reps.push("diskCalls", await measureWriteDatasyncRate("uring", undefined, true)));
       await attempt(report, "a: bloom-lss", async () =>
         reps.push(
           "bloom",
@@ -265,7 +266,10 @@ async function serialAndGroup(report: Report): Promise<void> {
     });
   }
 
-  const disk = report.figure(SECTION_A, "disk: 4 KiB write + linked fdatasync, one submission (uring, bench/io.ts)", reps.get("disk"), "pairs/s").value;
+  const diskLinked = report.figure(SECTION_A, "disk: 4 KiB write + linked fdatasync, one submission (uring, bench/io.ts)", reps.get("disk"), "pairs/s").value;
+  const diskCalls = report.figure(SECTION_A, "disk: 4 KiB pwrite + fdatasync, system calls (bench/io.ts)", reps.get("diskCalls"), "pairs/s").value;
+  // The faster of the two ways is what the disk can do for a serial commit.
+  const disk = diskLinked === undefined ? diskCalls : diskCalls === undefined ? diskLinked : Math.max(diskLinked, diskCalls);
   const b = report.figure(SECTION_A, "bloom-lss sync", reps.get("bloom"), "commits/s").value;
   const s = report.figure(SECTION_A, "sqlite WAL FULL", reps.get("sqlite"), "commits/s").value;
   const l1 = report.figure(SECTION_A, "lmdb default (overlappingSync) put + flushed", reps.get("lmdb"), "commits/s").value;
@@ -273,7 +277,7 @@ async function serialAndGroup(report: Report): Promise<void> {
   const l = l1 === undefined ? l2 : l2 === undefined ? l1 : Math.max(l1, l2);
   report.ratio(SECTION_A, "bloom-lss ÷ sqlite FULL", ratioOf(b, s), 2);
   report.ratio(SECTION_A, "bloom-lss ÷ lmdb (faster durable variant)", ratioOf(b, l), 2);
-  report.ratio(SECTION_A, "bloom-lss ÷ disk write+datasync", ratioOf(b, disk), 0.8);
+  report.ratio(SECTION_A, "bloom-lss ÷ disk write+datasync (the faster way)", ratioOf(b, disk), 0.8);
   // Context for the targets: each durable commit needs at least one device flush, so no engine
   // can go far past the disk's own rate (sqlite's buffered write + fdatasync is one round trip).
   report.ratio(SECTION_A, "sqlite FULL ÷ disk write+datasync", ratioOf(s, disk));

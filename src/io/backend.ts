@@ -142,6 +142,15 @@ export interface IoBackend {
   truncate(file: FileHandle, sizeBytes: number): void;
   /** Synchronous datasync, for rare paths (open, close); hot paths submit `datasync` ops. */
   syncNow(file: FileHandle): void;
+  /**
+   * Optional: write `[bufferOffset, +lengthBytes)` of `buffer` at `fileOffset`, then fdatasync,
+   * with plain system calls on this thread (it blocks for both). Returns the write's result (bytes
+   * or -errno) and the datasync's (0, -errno, or -ECANCELED when the write failed or was short,
+   * so no datasync was issued). For a lone durable commit: through io_uring the datasync is handed
+   * to a kernel worker thread, a hand-off and a wake-up this path does not pay (IoQueue).
+   * A backend that models durability (a test's fault backend) leaves it out.
+   */
+  writeThenSyncNow?(file: FileHandle, buffer: NativeBuffer, bufferOffset: number, lengthBytes: number, fileOffset: number): { written: number; synced: number };
 
   alloc(sizeBytes: number): NativeBuffer;
   free(buffer: NativeBuffer): void;

@@ -31,6 +31,26 @@ import {
 } from "../errors.ts";
 
 /** Positive errno of a node:fs error (EIO when it carries none we know). */
+/**
+ * {@link IoBackend.writeThenSyncNow} with plain system calls (`pwrite`, then `fdatasync` only if
+ * the write was whole); both backends use it. Never throws: results as a completion has them.
+ */
+export function writeThenSyncWithSyscalls(file: FileHandle, buffer: NativeBuffer, bufferOffset: number, lengthBytes: number, fileOffset: number): { written: number; synced: number } {
+  let written: number;
+  try {
+    written = fs.writeSync(file.fd, buffer.bytes, bufferOffset, lengthBytes, fileOffset);
+  } catch (error) {
+    return { written: -errnoOf(error), synced: -ECANCELED };
+  }
+  if (written !== lengthBytes) return { written, synced: -ECANCELED };
+  try {
+    fs.fdatasyncSync(file.fd);
+    return { written, synced: 0 };
+  } catch (error) {
+    return { written, synced: -errnoOf(error) };
+  }
+}
+
 export function errnoOf(error: unknown): number {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === "string") {
@@ -160,6 +180,12 @@ export class PortableBackend implements IoBackend {
     } catch (error) {
       throw errorFromErrno(-errnoOf(error), `ftruncate ${file.path}`);
     }
+  }
+
+  /** See {@link IoBackend.writeThenSyncNow}. */
+  writeThenSyncNow(file: FileHandle, buffer: NativeBuffer, bufferOffset: number, lengthBytes: number, fileOffset: number): { written: number; synced: number } {
+    this.assertOpen();
+    return writeThenSyncWithSyscalls(file, buffer, bufferOffset, lengthBytes, fileOffset);
   }
 
   syncNow(file: FileHandle): void {

@@ -64,6 +64,7 @@ import {
   StoreClosedError,
 } from "../errors.ts";
 import { HeldLocks } from "./lock.ts";
+import { writeThenSyncWithSyscalls } from "./portable.ts";
 
 /** Queue depth when the caller does not choose one. */
 export const DEFAULT_QUEUE_DEPTH = 256;
@@ -367,6 +368,12 @@ export class UringBackend implements IoBackend {
     checkNonNegativeInteger(sizeBytes, "truncate size");
     const rc = this.lib.lss_ftruncate(file.fd, sizeBytes);
     if (rc < 0) throw errorFromErrno(rc, `ftruncate ${file.path}`);
+  }
+
+  /** See {@link IoBackend.writeThenSyncNow}. */
+  writeThenSyncNow(file: FileHandle, buffer: NativeBuffer, bufferOffset: number, lengthBytes: number, fileOffset: number): { written: number; synced: number } {
+    this.assertOpen();
+    return writeThenSyncWithSyscalls(file, buffer, bufferOffset, lengthBytes, fileOffset);
   }
 
   /** fdatasync, synchronously (blocks the thread: for open and close paths only). */

@@ -11,7 +11,7 @@ import path from "node:path";
 import { ALIGNMENT_BYTES, type FileHandle, type IoBackend, type IoCompletion, type IoOp } from "../../src/io/backend.ts";
 import { ECANCELED } from "../../src/io/errno.ts";
 import { openBackend } from "../../src/io/open.ts";
-import { IoQueue } from "../../src/io/queue.ts";
+import { IoQueue, SLOW_SYNC_BACKOFF_CHAINS } from "../../src/io/queue.ts";
 import { InvalidArgumentError, IoError } from "../../src/errors.ts";
 import { StabilityTracker } from "../../src/log/durability.ts";
 import { FaultBackend } from "../../testing/fault-backend.ts";
@@ -196,10 +196,14 @@ describe("IoQueue: blocking waits for a lone chain (loneChainBlockUs)", () => {
   });
   afterEach(() => cleanup());
 
-  /** `inner`, with the `blockUs` of every wait recorded, and the ops in flight then. */
-  function waitRecording(inner: IoBackend, blocks: number[], inFlight: number[] = []): IoBackend {
+  /**
+   * `inner`, with the `blockUs` of every wait recorded, and the ops in flight then. Without its
+   * `writeThenSyncNow` unless `syscalls` (a lone chain would not go through the queue at all).
+   */
+  function waitRecording(inner: IoBackend, blocks: number[], inFlight: number[] = [], syscalls = false): IoBackend {
     return new Proxy(inner, {
       get(target, property) {
+        if (property === "writeThenSyncNow" && !syscalls) return undefined;
         if (property === "wait") {
           return (minReady: number, timeoutMs: number, blockUs?: number) => {
             blocks.push(blockUs ?? 0);
@@ -309,6 +313,101 @@ describe("IoQueue: blocking waits for a lone chain (loneChainBlockUs)", () => {
       backend.close();
     }
   });
+});
+
+describe("IoQueue: a lone write + datasync with system calls (writeThenSyncNow)", () => {
+  let dir: string;
+  let cleanup: () => void;
+  beforeEach(() => {
+    ({ dir, cleanup } = scratchDir("links-syscalls"));
+  });
+  afterEach(() => cleanup());
+
+  for (const io of BACKENDS) {
+    test(`${io}: a chain alone goes through system calls when blocking is allowed, else through the queue; the bytes land either way`, async () => {
+      const backend = await openBackend({ io, queueDepth: 16 });
+      const submitted: number[] = [];
+      const counting = new Proxy(backend, {
+        get(target, property) {
+          if (property === "submit") return (ops: readonly IoOp[]) => (submitted.push(ops.length), target.submit(ops));
+          const value = Reflect.get(target, property, target) as unknown;
+          return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      });
+      const file = backend.openFile(path.join(dir, `s-${io}.bin`), { create: true, direct: true });
+      const buffer = backend.alloc(4 * BLOCK);
+      const back = backend.alloc(4 * BLOCK);
+      try {
+        // Generous bound: none of these 4 KiB writes + datasyncs should take a whole second.
+        const queue = new IoQueue(counting, { loneChainBlockUs: 1_000_000 });
+        for (let round = 0; round < 10; round++) {
+          fillPattern(buffer.bytes.subarray(0, BLOCK), round);
+          const lone = queue.writeThenSync(file, buffer, 0, BLOCK, round * BLOCK);
+          await Promise.all([lone.written, lone.synced]);
+        }
+        expect(queue.syncCallChains).toBe(10);
+        expect(submitted).toEqual([]);
+        // Something else in flight: the chain goes through the queue beside it.
+        const read = queue.read(file, back, 0, BLOCK, 0);
+        const beside = queue.writeThenSync(file, buffer, BLOCK, BLOCK, 10 * BLOCK);
+        await Promise.all([read, beside.written, beside.synced]);
+        expect(queue.syncCallChains).toBe(10);
+        expect(submitted.reduce((a, b) => a + b, 0)).toBe(3);
+        // Blocking not allowed: through the queue.
+        queue.loneChainBlockUs = 0;
+        const off = queue.writeThenSync(file, buffer, 2 * BLOCK, BLOCK, 11 * BLOCK);
+        await Promise.all([off.written, off.synced]);
+        expect(queue.syncCallChains).toBe(10);
+        // What each wrote is in the file.
+        for (let round = 0; round < 10; round++) {
+          await queue.read(file, back, 0, BLOCK, round * BLOCK);
+          fillPattern(buffer.bytes.subarray(3 * BLOCK, 4 * BLOCK), round);
+          expect(Buffer.from(back.bytes.subarray(0, BLOCK)).equals(Buffer.from(buffer.bytes.subarray(3 * BLOCK, 4 * BLOCK)))).toBe(true);
+        }
+        await queue.read(file, back, 0, BLOCK, 10 * BLOCK);
+        expect(Buffer.from(back.bytes.subarray(0, BLOCK)).equals(Buffer.from(buffer.bytes.subarray(BLOCK, 2 * BLOCK)))).toBe(true);
+      } finally {
+        backend.free(buffer);
+        backend.free(back);
+        backend.closeFile(file);
+        backend.close();
+      }
+    });
+
+    test(`${io}: a failed write is a typed error and no datasync follows; a slow call sends the next chains through the queue`, async () => {
+      const backend = await openBackend({ io, queueDepth: 16 });
+      const filePath = path.join(dir, `e-${io}.bin`);
+      const file = backend.openFile(filePath, { create: true, direct: true });
+      const buffer = backend.alloc(BLOCK);
+      try {
+        // A read-only descriptor of the same file: the write fails with EBADF.
+        const readOnly = backend.openFile(filePath, { readOnly: true, direct: true });
+        try {
+          const queue = new IoQueue(backend, { loneChainBlockUs: 1_000_000 });
+          const bad = queue.writeThenSync(readOnly, buffer, 0, BLOCK, 0);
+          const [written, synced] = await Promise.allSettled([bad.written, bad.synced]);
+          expect(queue.syncCallChains).toBe(1);
+          expect(written.status).toBe("rejected");
+          expect((written as PromiseRejectedResult).reason).toBeInstanceOf(IoError);
+          expect(synced.status).toBe("rejected");
+          expect(((synced as PromiseRejectedResult).reason as IoError).errno).toBe(ECANCELED);
+        } finally {
+          backend.closeFile(readOnly);
+        }
+        // A bound no call can keep (1 µs): after the first, SLOW_SYNC_BACKOFF_CHAINS go through the queue.
+        const queue = new IoQueue(backend, { loneChainBlockUs: 1 });
+        for (let i = 0; i < SLOW_SYNC_BACKOFF_CHAINS + 2; i++) {
+          const chain = queue.writeThenSync(file, buffer, 0, BLOCK, 0);
+          await Promise.all([chain.written, chain.synced]);
+        }
+        expect(queue.syncCallChains).toBe(2);
+      } finally {
+        backend.free(buffer);
+        backend.closeFile(file);
+        backend.close();
+      }
+    });
+  }
 });
 
 describe("FaultBackend with link chains", () => {
