@@ -131,6 +131,11 @@ export interface LogStats {
   datasyncs: number;
   /** Of the datasyncs, those linked after a unit write in one submission (one device round trip). */
   linkedDatasyncs: number;
+  /**
+   * Of the linked datasyncs, those done with their write as system calls on the owner thread (a
+   * lone durable commit allowed to block it: see IoQueue.writeThenSyncNow).
+   */
+  syscallDatasyncs: number;
   stableAddress: number;
   segmentsLive: number;
   segmentsFree: number;
@@ -450,6 +455,7 @@ export class LogStructuredStore {
       bytesWritten: this.flusher.bytesWritten,
       datasyncs: this.durability.datasyncs,
       linkedDatasyncs: this.durability.linkedDatasyncs,
+      syscallDatasyncs: this.queue.syncCallChains,
       stableAddress: this.stableAddress,
       segmentsLive: this.space.liveCount,
       segmentsFree: this.space.freeCount,

@@ -10,11 +10,12 @@ import { InvalidArgumentError } from "../errors.ts";
 import { MAX_WAIT_BLOCK_US } from "../io/backend.ts";
 
 /**
- * Default `commitWaitBlockUs`: a serial durable commit waits in the kernel for its write and
+ * Default `commitWaitBlockUs`: a serial durable commit blocks this thread for its write and
  * datasync, as sqlite's and lmdb's synchronous commits do, instead of polling across event-loop
  * turns and then sleeping on the ring's eventfd (see uring.ts). Measured (bench/store.ts section
- * a, alternating on and off): serial durable commits 1,331 → 1,952/s and 1,058 → 1,619/s; 64 in
- * flight unchanged.
+ * a, alternating on and off): serial durable commits 1,331 → 1,952/s and 1,058 → 1,619/s when it
+ * meant a blocking wait for io_uring's completions; 64 in flight unchanged. Since 2026-12-01 it
+ * means system calls (IoQueue.writeThenSyncNow): 4.8–5.6 k → 8.3–8.5 k/s on a quieter machine.
  */
 export const DEFAULT_COMMIT_WAIT_BLOCK_US = 1000;
 
@@ -59,13 +60,16 @@ export interface StoreOptions {
   /** I/O backend (default `"auto"`). */
   io?: IoChoice;
   /**
-   * Longest time, in µs, a durable commit that is alone in flight may block this thread in the
-   * kernel while its write and datasync complete (default 1000; 0 never blocks; at most 1000).
-   * Waking from the kernel directly is the cheapest wake-up there is: serial durable commits ran
-   * 1.3–1.7× faster with it on the 2-core VM we measure on (bench/store.ts, section a). The cost is
-   * that timers and sockets of this thread wait that long at most; a wait past it goes on
-   * without blocking. Never used while the store is shared with Workers or serving standbys
-   * (their messages must be answered), nor with the portable backend.
+   * How long, in µs, a durable commit that is alone in flight may block this thread while its
+   * write and datasync complete (default 1000; 0 never blocks; at most 1000). Such a commit does
+   * its write and datasync as plain system calls (`pwrite`, `fdatasync`), as sqlite's and lmdb's
+   * synchronous commits do: through io_uring the kernel hands the datasync to a worker thread and
+   * then wakes this one, which cost 120–147 µs per commit where the system calls cost 64–77 µs
+   * (serial durable commits 4.8–5.6 k → 8.3–8.5 k/s, bench/store.ts section a, 2026-12-01). A
+   * commit whose calls took longer than this sends the next 64 lone commits through io_uring,
+   * where the thread blocks at most this long in the kernel and then waits without blocking, so a
+   * slow spell of the disk does not hold timers and sockets up. Never used while the store is
+   * shared with Workers or serving standbys (their messages must be answered).
    */
   commitWaitBlockUs?: number;
 
