@@ -56,6 +56,8 @@ export class IoQueue {
   syncCallChains = 0;
   /** Lone chains still to go through the queue after a slow one (see SLOW_SYNC_BACKOFF_CHAINS). */
   private slowChainsLeft = 0;
+  /** Lone chains waiting for their turn of the event loop (writeThenSyncNext). */
+  private deferred = 0;
 
   constructor(backend: IoBackend, options: { loneChainBlockUs?: number } = {}) {
     this.backend = backend;
@@ -64,7 +66,7 @@ export class IoQueue {
 
   /** Operations issued and not yet finished (including those waiting for queue room). */
   get outstanding(): number {
-    return this.pending.size;
+    return this.pending.size + this.deferred;
   }
 
   /** Write `lengthBytes` from `buffer` at `bufferOffset` to `fileOffset`; rejects on any error or short write. */
@@ -104,9 +106,19 @@ export class IoQueue {
     lengthBytes: number,
     fileOffset: number,
   ): { written: Promise<void>; synced: Promise<void> } {
+    if (this.slowChainsLeft > 0) this.slowChainsLeft -= 1;
+    else if (this.mayCallNow()) return this.writeThenSyncNext(file, buffer, bufferOffset, lengthBytes, fileOffset);
+    return this.writeThenSyncQueued(file, buffer, bufferOffset, lengthBytes, fileOffset);
+  }
+
+  private writeThenSyncQueued(
+    file: FileHandle,
+    buffer: NativeBuffer,
+    bufferOffset: number,
+    lengthBytes: number,
+    fileOffset: number,
+  ): { written: Promise<void>; synced: Promise<void> } {
     const what = `write ${file.path}@${fileOffset}+${lengthBytes}`;
-    const now = this.writeThenSyncNow(file, buffer, bufferOffset, lengthBytes, fileOffset, what);
-    if (now !== undefined) return now;
     const [write, sync] = this.issueChain(
       [
         (userData) => ({ op: "write", fd: file.fd, buffer, bufferOffset, lengthBytes, fileOffset, userData, link: true }),
@@ -121,39 +133,67 @@ export class IoQueue {
   }
 
   /**
-   * A write + datasync chain that would be alone in flight, done with plain system calls on this
-   * thread when the caller allows blocking it (`loneChainBlockUs` > 0) and the backend can: through
-   * io_uring the kernel hands the datasync to one of its worker threads, then wakes ours, which
-   * made a lone durable commit cost 120–147 µs where `pwrite` + `fdatasync` cost 64–77 µs
-   * (2026-12-01, docs/ARCHITECTURE.md). A call that took longer than `loneChainBlockUs` sends the
-   * next {@link SLOW_SYNC_BACKOFF_CHAINS} lone chains through the queue, where the thread does not
-   * block past it. Undefined: issue the chain.
+   * Whether a write + datasync chain issued now would be alone in flight and may be done with
+   * plain system calls on this thread: the caller allows blocking it (`loneChainBlockUs` > 0),
+   * the backend can, and nothing else is in flight or waiting.
    */
-  private writeThenSyncNow(
+  private mayCallNow(): boolean {
+    const backend = this.backend;
+    return (
+      backend.writeThenSyncNow !== undefined &&
+      this.loneChainBlockUs > 0 &&
+      this.pending.size === 0 &&
+      this.backlog.length === 0 &&
+      this.deferred === 0 &&
+      backend.inFlight === 0 &&
+      !backend.closed
+    );
+  }
+
+  /**
+   * A lone write + datasync chain with plain system calls, on the next turn of the event loop.
+   * Why system calls: through io_uring the kernel hands the datasync to one of its worker threads,
+   * then wakes ours, which made a lone durable commit cost 120–147 µs where `pwrite` +
+   * `fdatasync` cost 64–77 µs (2026-12-01, docs/ARCHITECTURE.md). Why the next turn: a commit
+   * whose I/O finished within microtasks would let a loop of commits run without ever giving
+   * timers, sockets and the store's own background work (the cleaner) a turn — measured: the
+   * cleaner fell behind and the file grew to 1.9–2.0× the live data instead of 1.5×. On that turn
+   * the chain goes through the queue instead if it is no longer alone (the turn may have issued
+   * other I/O). A call that took longer than `loneChainBlockUs` sends the next
+   * {@link SLOW_SYNC_BACKOFF_CHAINS} lone chains through the queue, where the thread never blocks
+   * past it.
+   */
+  private writeThenSyncNext(
     file: FileHandle,
     buffer: NativeBuffer,
     bufferOffset: number,
     lengthBytes: number,
     fileOffset: number,
-    what: string,
-  ): { written: Promise<void>; synced: Promise<void> } | undefined {
-    const backend = this.backend;
-    if (backend.writeThenSyncNow === undefined || this.loneChainBlockUs <= 0 || this.pending.size > 0 || this.backlog.length > 0 || backend.inFlight > 0) return undefined;
-    if (this.slowChainsLeft > 0) {
-      this.slowChainsLeft -= 1;
-      return undefined;
-    }
-    const started = performance.now();
-    const result = backend.writeThenSyncNow(file, buffer, bufferOffset, lengthBytes, fileOffset);
-    if ((performance.now() - started) * 1000 > this.loneChainBlockUs) this.slowChainsLeft = SLOW_SYNC_BACKOFF_CHAINS;
-    this.syncCallChains += 1;
-    const count = result.written;
-    const written =
-      count < 0 ? Promise.reject(errorFromErrno(count, what)) : count !== lengthBytes ? Promise.reject(shortWrite(count, lengthBytes, fileOffset, file)) : Promise.resolve();
-    const synced = result.synced < 0 ? Promise.reject(errorFromErrno(result.synced, `fdatasync ${file.path} (after ${what})`)) : Promise.resolve();
-    // As from the queue: each outcome is for whoever awaits it; none is an unhandled rejection here.
-    written.catch(() => {});
-    synced.catch(() => {});
+  ): { written: Promise<void>; synced: Promise<void> } {
+    this.deferred += 1;
+    let settleWritten!: (outcome: Promise<void>) => void;
+    let settleSynced!: (outcome: Promise<void>) => void;
+    const written = new Promise<void>((resolve) => (settleWritten = resolve));
+    const synced = new Promise<void>((resolve) => (settleSynced = resolve));
+    setImmediate(() => {
+      this.deferred -= 1;
+      if (!this.mayCallNow()) {
+        const queued = this.writeThenSyncQueued(file, buffer, bufferOffset, lengthBytes, fileOffset);
+        settleWritten(queued.written);
+        settleSynced(queued.synced);
+        return;
+      }
+      const what = `write ${file.path}@${fileOffset}+${lengthBytes}`;
+      const started = performance.now();
+      const result = (this.backend.writeThenSyncNow as NonNullable<IoBackend["writeThenSyncNow"]>)(file, buffer, bufferOffset, lengthBytes, fileOffset);
+      if ((performance.now() - started) * 1000 > this.loneChainBlockUs) this.slowChainsLeft = SLOW_SYNC_BACKOFF_CHAINS;
+      this.syncCallChains += 1;
+      const count = result.written;
+      settleWritten(
+        count < 0 ? Promise.reject(errorFromErrno(count, what)) : count !== lengthBytes ? Promise.reject(shortWrite(count, lengthBytes, fileOffset, file)) : Promise.resolve(),
+      );
+      settleSynced(result.synced < 0 ? Promise.reject(errorFromErrno(result.synced, `fdatasync ${file.path} (after ${what})`)) : Promise.resolve());
+    });
     return { written, synced };
   }
 

@@ -92,7 +92,7 @@ export class MappingTable {
    * bits only) is hashed to a random run of slots, and inside it each keeps its place. Seids come
    * from `allocateSeid` in order, so a bulk load fills the table run after run, a few cache lines
    * at a time, where a hash of the whole seid sent every insert to a random cache line (26.7 % of
-   * a 1 M-write bulk load's CPU profile was this table's `put`; see bulk in docs/ARCHITECTURE.md).
+   * a 1 M-write bulk load's CPU profile was this table's `put`; measured in docs/ARCHITECTURE.md).
    * Seids spread at random hash like before; seids that share their low bits only fill one slot
    * of each run they land in, and probe on through it, as a bucket would.
    */
