@@ -133,7 +133,7 @@ export interface LogStats {
   linkedDatasyncs: number;
   /**
    * Of the linked datasyncs, those done with their write as system calls on the owner thread (a
-   * lone durable commit allowed to block it: see IoQueue.writeThenSyncNow).
+   * lone durable commit allowed to block it: see IoQueue.writeThenSyncNext).
    */
   syscallDatasyncs: number;
   stableAddress: number;

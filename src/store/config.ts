@@ -15,7 +15,7 @@ import { MAX_WAIT_BLOCK_US } from "../io/backend.ts";
  * turns and then sleeping on the ring's eventfd (see uring.ts). Measured (bench/store.ts section
  * a, alternating on and off): serial durable commits 1,331 → 1,952/s and 1,058 → 1,619/s when it
  * meant a blocking wait for io_uring's completions; 64 in flight unchanged. Since 2026-12-01 it
- * means system calls (IoQueue.writeThenSyncNow): 4.8–5.6 k → 8.3–8.5 k/s on a quieter machine.
+ * means system calls (IoQueue.writeThenSyncNext): 4.8–5.6 k → 8.3–8.5 k/s on a quieter machine.
  */
 export const DEFAULT_COMMIT_WAIT_BLOCK_US = 1000;
 
