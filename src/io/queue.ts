@@ -18,6 +18,15 @@ const PUMP_WAIT_MS = 50;
  */
 export const SLOW_SYNC_BACKOFF_CHAINS = 64;
 
+/** The write of a write + datasync chain. */
+interface WriteArgs {
+  readonly file: FileHandle;
+  readonly buffer: NativeBuffer;
+  readonly bufferOffset: number;
+  readonly lengthBytes: number;
+  readonly fileOffset: number;
+}
+
 interface Pending {
   resolve: (result: number) => void;
   reject: (error: Error) => void;
@@ -106,18 +115,13 @@ export class IoQueue {
     lengthBytes: number,
     fileOffset: number,
   ): { written: Promise<void>; synced: Promise<void> } {
+    const write: WriteArgs = { file, buffer, bufferOffset, lengthBytes, fileOffset };
     if (this.slowChainsLeft > 0) this.slowChainsLeft -= 1;
-    else if (this.mayCallNow()) return this.writeThenSyncNext(file, buffer, bufferOffset, lengthBytes, fileOffset);
-    return this.writeThenSyncQueued(file, buffer, bufferOffset, lengthBytes, fileOffset);
+    else if (this.mayCallNow()) return this.writeThenSyncNext(write);
+    return this.writeThenSyncQueued(write);
   }
 
-  private writeThenSyncQueued(
-    file: FileHandle,
-    buffer: NativeBuffer,
-    bufferOffset: number,
-    lengthBytes: number,
-    fileOffset: number,
-  ): { written: Promise<void>; synced: Promise<void> } {
+  private writeThenSyncQueued({ file, buffer, bufferOffset, lengthBytes, fileOffset }: WriteArgs): { written: Promise<void>; synced: Promise<void> } {
     const what = `write ${file.path}@${fileOffset}+${lengthBytes}`;
     const [write, sync] = this.issueChain(
       [
@@ -163,13 +167,8 @@ export class IoQueue {
    * {@link SLOW_SYNC_BACKOFF_CHAINS} lone chains through the queue, where the thread never blocks
    * past it.
    */
-  private writeThenSyncNext(
-    file: FileHandle,
-    buffer: NativeBuffer,
-    bufferOffset: number,
-    lengthBytes: number,
-    fileOffset: number,
-  ): { written: Promise<void>; synced: Promise<void> } {
+  private writeThenSyncNext(write: WriteArgs): { written: Promise<void>; synced: Promise<void> } {
+    const { file, buffer, bufferOffset, lengthBytes, fileOffset } = write;
     this.deferred += 1;
     let settleWritten!: (outcome: Promise<void>) => void;
     let settleSynced!: (outcome: Promise<void>) => void;
@@ -178,7 +177,7 @@ export class IoQueue {
     setImmediate(() => {
       this.deferred -= 1;
       if (!this.mayCallNow()) {
-        const queued = this.writeThenSyncQueued(file, buffer, bufferOffset, lengthBytes, fileOffset);
+        const queued = this.writeThenSyncQueued(write);
         settleWritten(queued.written);
         settleSynced(queued.synced);
         return;
