@@ -106,7 +106,8 @@ export class IoQueue {
    * A write and an fdatasync linked in one submission (see `IoOp.link`): the datasync starts only
    * once the write has completed whole, so when `synced` resolves the write is on stable storage
    * — one device round trip and one wake-up of this thread instead of two. If the write fails (or
-   * is short) `written` rejects with its error and `synced` with ECANCELED.
+   * is short) `written` rejects with its error and `synced` with ECANCELED. `awaited`: somebody
+   * waits for this datasync now, so it may be done with system calls (writeThenSyncNext).
    */
   writeThenSync(
     file: FileHandle,
@@ -114,8 +115,10 @@ export class IoQueue {
     bufferOffset: number,
     lengthBytes: number,
     fileOffset: number,
+    awaited = false,
   ): { written: Promise<void>; synced: Promise<void> } {
     const write: WriteArgs = { file, buffer, bufferOffset, lengthBytes, fileOffset };
+    if (!awaited) return this.writeThenSyncQueued(write);
     if (this.slowChainsLeft > 0) this.slowChainsLeft -= 1;
     else if (this.mayCallNow()) return this.writeThenSyncNext(write);
     return this.writeThenSyncQueued(write);

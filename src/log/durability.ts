@@ -261,6 +261,11 @@ export class Durability {
     return this.tracker.isDurable(address);
   }
 
+  /** Somebody waits for durability now (a commit, a flush): what a datasync issued now is for. */
+  get awaited(): boolean {
+    return this.waiters.length > 0;
+  }
+
   /** A datasync is in flight. */
   get busy(): boolean {
     return this.syncing;

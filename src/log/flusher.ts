@@ -242,7 +242,10 @@ export class Flusher {
     if (prewrite === undefined && !retry && this.writes === 1 && durability.wantsLinkedSync(this.sealingForSync)) {
       // Somebody waits for durability and no datasync is in flight: link one after this write, so
       // a serial commit costs one device round trip and one wake-up of this thread, not two.
-      const linked = queue.writeThenSync(file, native, 0, fileBytes, offset);
+      // Awaited: a commit waits for this datasync, and may have it done at once with system calls
+      // (IoQueue.writeThenSyncNext); a datasync nobody waits for yet (units piling up under a
+      // stream) must not block the thread that keeps the stream's writes going.
+      const linked = queue.writeThenSync(file, native, 0, fileBytes, offset, durability.awaited);
       durability.syncLinked(unitId, linked.synced);
       write = linked.written;
     } else {

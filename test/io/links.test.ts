@@ -315,7 +315,7 @@ describe("IoQueue: blocking waits for a lone chain (loneChainBlockUs)", () => {
   });
 });
 
-describe("IoQueue: a lone write + datasync with system calls (writeThenSyncNow)", () => {
+describe("IoQueue: a lone awaited write + datasync with system calls (writeThenSyncNext)", () => {
   let dir: string;
   let cleanup: () => void;
   beforeEach(() => {
@@ -342,20 +342,24 @@ describe("IoQueue: a lone write + datasync with system calls (writeThenSyncNow)"
         const queue = new IoQueue(counting, { loneChainBlockUs: 1_000_000 });
         for (let round = 0; round < 10; round++) {
           fillPattern(buffer.bytes.subarray(0, BLOCK), round);
-          const lone = queue.writeThenSync(file, buffer, 0, BLOCK, round * BLOCK);
+          const lone = queue.writeThenSync(file, buffer, 0, BLOCK, round * BLOCK, true);
           await Promise.all([lone.written, lone.synced]);
         }
         expect(queue.syncCallChains).toBe(10);
         expect(submitted).toEqual([]);
         // Something else in flight: the chain goes through the queue beside it.
         const read = queue.read(file, back, 0, BLOCK, 0);
-        const beside = queue.writeThenSync(file, buffer, BLOCK, BLOCK, 10 * BLOCK);
+        const beside = queue.writeThenSync(file, buffer, BLOCK, BLOCK, 10 * BLOCK, true);
         await Promise.all([read, beside.written, beside.synced]);
         expect(queue.syncCallChains).toBe(10);
         expect(submitted.reduce((a, b) => a + b, 0)).toBe(3);
+        // Nobody waits for the datasync (units piling up under a stream): through the queue.
+        const unawaited = queue.writeThenSync(file, buffer, 2 * BLOCK, BLOCK, 11 * BLOCK);
+        await Promise.all([unawaited.written, unawaited.synced]);
+        expect(queue.syncCallChains).toBe(10);
         // Blocking not allowed: through the queue.
         queue.loneChainBlockUs = 0;
-        const off = queue.writeThenSync(file, buffer, 2 * BLOCK, BLOCK, 11 * BLOCK);
+        const off = queue.writeThenSync(file, buffer, 2 * BLOCK, BLOCK, 11 * BLOCK, true);
         await Promise.all([off.written, off.synced]);
         expect(queue.syncCallChains).toBe(10);
         // What each wrote is in the file.
@@ -384,7 +388,7 @@ describe("IoQueue: a lone write + datasync with system calls (writeThenSyncNow)"
         const readOnly = backend.openFile(filePath, { readOnly: true, direct: true });
         try {
           const queue = new IoQueue(backend, { loneChainBlockUs: 1_000_000 });
-          const bad = queue.writeThenSync(readOnly, buffer, 0, BLOCK, 0);
+          const bad = queue.writeThenSync(readOnly, buffer, 0, BLOCK, 0, true);
           const [written, synced] = await Promise.allSettled([bad.written, bad.synced]);
           expect(queue.syncCallChains).toBe(1);
           expect(written.status).toBe("rejected");
@@ -397,7 +401,7 @@ describe("IoQueue: a lone write + datasync with system calls (writeThenSyncNow)"
         // A bound no call can keep (1 µs): after the first, SLOW_SYNC_BACKOFF_CHAINS go through the queue.
         const queue = new IoQueue(backend, { loneChainBlockUs: 1 });
         for (let i = 0; i < SLOW_SYNC_BACKOFF_CHAINS + 2; i++) {
-          const chain = queue.writeThenSync(file, buffer, 0, BLOCK, 0);
+          const chain = queue.writeThenSync(file, buffer, 0, BLOCK, 0, true);
           await Promise.all([chain.written, chain.synced]);
         }
         expect(queue.syncCallChains).toBe(2);
