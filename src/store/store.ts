@@ -445,7 +445,7 @@ export class Store {
     }
     this.checkpointer.maybeCheckpoint(this.acceptsWork);
     this.cleaner.nudge();
-    this.keepSpaceReserve();
+    this.keepSpaceReserveAfterCommit();
   }
 
   /**
@@ -456,6 +456,21 @@ export class Store {
   private keepSpaceReserve(): void {
     if (this.options.readOnly || this.log.failedReason !== undefined) return;
     this.log.keepSpaceReserve((pending) => this.cleaner.fullDiskReserve(pending));
+  }
+
+  /**
+   * {@link keepSpaceReserve} after a commit, whose transaction is committed (and durable, with
+   * `sync`): its promise must not reject now — a caller told it failed would retry it or report a
+   * loss that did not happen (the power-cut torture found one: an fallocate cut here rejected a
+   * transaction the next open had). An I/O error has failed the log already (spaceStep), so the
+   * next operation reports it; a disk without room is tried again by the next commit.
+   */
+  private keepSpaceReserveAfterCommit(): void {
+    try {
+      this.keepSpaceReserve();
+    } catch {
+      // See above: reported by what comes next, not by this committed transaction.
+    }
   }
 
   // ───────────────────────────── reads ─────────────────────────────

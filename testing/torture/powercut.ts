@@ -154,6 +154,8 @@ function isFaultError(error: unknown): boolean {
  */
 const SEGMENT_SIZES = [256 << 10, 1 << 20] as const;
 const BUFFER_BYTES = 64 << 10;
+/** Images of the cycles before a violation written beside it (kept in memory, see keepCopy). */
+const EARLIER_IMAGES = 4;
 const FAULT_SITE_CHOICES: ReadonlyArray<readonly FaultSite[] | undefined> = [
   undefined,
   undefined,
@@ -230,6 +232,9 @@ class PowerCutTorture {
       for (const line of this.traceLines) console.error(`  ${line}`);
     }
   }
+
+  /** The file as the last {@link EARLIER_IMAGES} cycles opened it (see openAndVerify). */
+  private readonly earlierImages: Array<{ cycle: number; file: string; image: Uint8Array | undefined }> = [];
 
   /** Recent events (debugging aid: printed with violations when TORTURE_DEBUG is set). */
   private readonly traceLines: string[] = [];
@@ -366,6 +371,10 @@ class PowerCutTorture {
       fault.injectError({ nth: 1 + this.int(40), errno: this.rand() < 0.5 ? EIO : ENOSPC });
     }
     const before = fs.existsSync(this.file) ? fs.readFileSync(this.file) : undefined;
+    // The images the last cycles opened, kept in memory (no I/O, so a run's interleaving does not
+    // change): at a violation they are written beside it, to see what the cycles before it left.
+    this.earlierImages.push({ cycle: this.cycle, file: this.file, image: before });
+    if (this.earlierImages.length > EARLIER_IMAGES) this.earlierImages.shift();
     let store: Store;
     try {
       store = await withTimeout(openStore(this.file, options, fault), this.timeoutMs, "Store.open");
@@ -412,6 +421,10 @@ class PowerCutTorture {
     if (bytes === undefined) return undefined;
     const copy = path.join(this.options.dir, `violation-seed${this.options.seed}-cycle${this.cycle}.lss`);
     fs.writeFileSync(copy, bytes);
+    for (const earlier of this.earlierImages) {
+      if (earlier.cycle === this.cycle || earlier.file !== this.file || earlier.image === undefined) continue;
+      fs.writeFileSync(path.join(this.options.dir, `violation-seed${this.options.seed}-cycle${this.cycle}-opened-by-cycle${earlier.cycle}.lss`), earlier.image);
+    }
     return copy;
   }
 
