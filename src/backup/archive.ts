@@ -203,11 +203,27 @@ export class Archive {
     }
   }
 
+  /** Hold the log from what the target has (`lsn`), so an outage does not force a full backup. */
+  private holdFrom(lsn: number): void {
+    const log = this.host.core.log;
+    if (log.closed) return;
+    if (this.retention !== undefined && !this.retention.released && this.retention.address <= lsn) this.retention.advance(lsn);
+    else {
+      this.retention?.release();
+      this.retention = log.retain(lsn);
+    }
+  }
+
   private async ship(): Promise<BackupInfo> {
     const c = this.counters;
     const log = this.host.core.log;
     try {
-      const run = await serialized(this.host.core, () => runBackup(this.host, this.target, { ...this.options, known: this.manifest }));
+      // The hold is taken while the backup still holds the log from its end (whileLogHeld): taken
+      // after runBackup returned, a checkpoint could give that segment back in between, and the
+      // next ship found its log gone and took a full backup (seen in the S3 archiving test).
+      const run = await serialized(this.host.core, () =>
+        runBackup(this.host, this.target, { ...this.options, known: this.manifest, whileLogHeld: (lsn) => this.holdFrom(lsn) }),
+      );
       const info = run.info;
       this.manifest = run.manifest;
       c.healthy = true;
@@ -220,14 +236,6 @@ export class Archive {
         c.ships += 1;
         if (info.kind === "full") c.fullBackups += 1;
         this.options.onShip?.(info);
-      }
-      // Hold the log from what the target has, so an outage does not force a full backup.
-      if (!log.closed) {
-        if (this.retention !== undefined && !this.retention.released && this.retention.address <= info.lsn) this.retention.advance(info.lsn);
-        else {
-          this.retention?.release();
-          this.retention = log.retain(info.lsn);
-        }
       }
       return info;
     } catch (error) {
