@@ -30,7 +30,6 @@ import {
   StoreClosedError,
 } from "../errors.ts";
 
-/** Positive errno of a node:fs error (EIO when it carries none we know). */
 /**
  * {@link IoBackend.writeThenSyncNow} with plain system calls (`pwrite`, then `fdatasync` only if
  * the write was whole); both backends use it. Never throws: results as a completion has them.
@@ -51,6 +50,7 @@ export function writeThenSyncWithSyscalls(file: FileHandle, buffer: NativeBuffer
   }
 }
 
+/** Positive errno of a node:fs error (EIO when it carries none we know). */
 export function errnoOf(error: unknown): number {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === "string") {

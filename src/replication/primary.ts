@@ -40,7 +40,7 @@ import { checkNonce, macMatches, newNonce, primaryMac, secretBytes, standbyMac }
 import { Connection, Inbox, Msg, num, PROTOCOL_VERSION, str, type Message } from "./protocol.ts";
 import { registerServer, serverOf } from "./registry.ts";
 import { SocketTarget } from "./seed.ts";
-import { primaryIdentity, type HeldUnit } from "./state.ts";
+import { isHeldUnit, primaryIdentity, type HeldUnit } from "./state.ts";
 import { checkLevel, SyncWaiters, type ReplicationLevel, type ReplicationTimeoutPolicy } from "./sync-levels.ts";
 
 /** TLS material for the server (Bun's `tls` options of `Bun.listen`). */
@@ -158,13 +158,10 @@ const SOCKET_BACKLOG_BYTES = 4 * MB;
 
 /** The `held` of a Start frame, checked (absent: a seed's point or an empty standby, nothing to check). */
 function unitHeld(message: Message): HeldUnit | undefined {
-  const held = message.header.held as { address?: unknown; epoch?: unknown } | null | undefined;
+  const held = message.header.held;
   if (held === null || held === undefined) return undefined;
-  const { address, epoch } = held;
-  if (typeof address !== "number" || !Number.isSafeInteger(address) || address < 0 || typeof epoch !== "number" || !Number.isSafeInteger(epoch) || epoch < 0) {
-    throw new StandbyError(`Start names a malformed held unit: ${JSON.stringify(held)}`);
-  }
-  return { address, epoch };
+  if (!isHeldUnit(held)) throw new StandbyError(`Start names a malformed held unit: ${JSON.stringify(held)}`);
+  return { address: held.address, epoch: held.epoch };
 }
 
 function limit(value: number | undefined, name: string, fallback: number, min: number, max: number): number {

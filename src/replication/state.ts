@@ -97,7 +97,8 @@ export function encodePosition(position: AppliedPosition): Uint8Array {
   return new TextEncoder().encode(JSON.stringify({ v: 1, ...position }));
 }
 
-function isHeldUnit(value: unknown): value is HeldUnit {
+/** Whether `value` is a well-formed {@link HeldUnit} (a stored position's, or a Start frame's). */
+export function isHeldUnit(value: unknown): value is HeldUnit {
   const v = value as Record<string, unknown>;
   return typeof v === "object" && v !== null && Number.isSafeInteger(v.address) && (v.address as number) >= 0 && Number.isSafeInteger(v.epoch) && (v.epoch as number) >= 0;
 }
@@ -116,6 +117,6 @@ export function decodePosition(bytes: Uint8Array): AppliedPosition {
     typeof v.transaction === "number" && (v.commitTime === null || typeof v.commitTime === "number") &&
     (v.held === undefined || isHeldUnit(v.held));
   if (!ok) throw new CorruptionError("the standby's applied position record is malformed");
-  const held = v.held === undefined ? undefined : { address: (v.held as HeldUnit).address, epoch: (v.held as HeldUnit).epoch };
+  const held = isHeldUnit(v.held) ? { address: v.held.address, epoch: v.held.epoch } : undefined;
   return { epoch: v.epoch as number, address: v.address as number, transaction: v.transaction as number, commitTime: v.commitTime as number | null, held };
 }
