@@ -134,16 +134,19 @@ async function main(): Promise<void> {
     let turnMax = 0;
     let copied = 0;
     let copyingMs = 0;
+    let yieldedMs = 0;
     const during = await commitLatencies(store, LATENCY_MS, async () => {
       const info = await store.backup(join(targets, `during-${n++}`), { copyIn, maxBytesPerSecond });
       backups += 1;
       turnMax = Math.max(turnMax, info.turnHeldMs);
       copied += info.bytes;
       copyingMs += info.durationMs;
+      yieldedMs += info.yieldedMs;
     });
     log(
       `commit latency during ${backups} full backups (${run.label}, ${fmt(copied / 2 ** 20 / (copyingMs / 1000))} MiB/s): p50 ${fmt(during.p50)} ms, p99 ${fmt(during.p99)} ms, max ${fmt(during.max)} ms (${during.n} commits); ` +
-        `p99 stall ${fmt(during.p99 - quiet.p99)} ms; longest turn held by a backup ${fmt(turnMax)} ms; JS thread held >1 ms ${fmt(100 * during.blockedShare)}% of the time`,
+        `p99 stall ${fmt(during.p99 - quiet.p99)} ms; longest turn held by a backup ${fmt(turnMax)} ms; JS thread held >1 ms ${fmt(100 * during.blockedShare)}% of the time; ` +
+        `the copies waited ${fmt(yieldedMs)} ms for commits (yieldToCommits)`,
     );
   }
 

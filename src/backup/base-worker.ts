@@ -13,6 +13,8 @@ import { MappingTable } from "../store/state/mapping.ts";
 import { StoreClosedError } from "../errors.ts";
 import { describeError } from "../error-wire.ts";
 import { PiecePool } from "./base.ts";
+import { CommitGate } from "../io/commit-gate.ts";
+import { setThreadIdle } from "../io/libc.ts";
 import { copyBase } from "./base-copy.ts";
 import { makeBasePlan, SegmentUses } from "./base-plan.ts";
 import type { FromBaseWorker, OpenJob, PlanJob, ToBaseWorker } from "./base-thread.ts";
@@ -48,9 +50,21 @@ async function endJob(id: number): Promise<void> {
   job.file?.close();
 }
 
+/** Whether this thread was made `SCHED_IDLE` (base-thread.ts: a Worker serves one priority). */
+let idle = false;
+
 async function open(id: number, spec: OpenJob): Promise<void> {
   const job: Job = { controller: new AbortController() };
   jobs.set(id, job);
+  if (spec.background && !idle) {
+    idle = true;
+    // Refused (a seccomp filter, say): the copy runs at normal priority; it still waits on the gate.
+    try {
+      setThreadIdle();
+    } catch {
+      // libc not loadable: the file cannot be opened either, and open() reports that below
+    }
+  }
   try {
     job.file = await SegmentFile.open(spec.path, spec.io, spec.segmentSize, spec.indexes);
     job.target = await openTarget(spec.target, spec.targetOptions);
@@ -88,7 +102,7 @@ async function copy(id: number, spec: PlanJob): Promise<void> {
           if (done.length > 0) post({ id, type: "release", seqs: done });
         },
       },
-      { pool, signal: job.controller.signal, maxBytesPerSecond: spec.maxBytesPerSecond },
+      { pool, signal: job.controller.signal, maxBytesPerSecond: spec.maxBytesPerSecond, commitGate: spec.commitGate === undefined ? undefined : new CommitGate(spec.commitGate) },
     );
     if (unreported > 0) post({ id, type: "progress", bytes: unreported });
     post({ id, type: "done", result });

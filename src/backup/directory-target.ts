@@ -45,7 +45,7 @@ import {
   type ObjectInfo,
   type PutBody,
 } from "./objects.ts";
-import type { BackupTarget, GetStreamOptions, ObjectStat } from "./target.ts";
+import type { BackupTarget, GetStreamOptions, ObjectStat, PutOptions } from "./target.ts";
 import { ALIGNMENT_BYTES } from "../io/backend.ts";
 import { SYNC_FILE_RANGE_WRITE, syncFileRange } from "../io/libc.ts";
 
@@ -100,6 +100,7 @@ function fsError(error: unknown, what: string): unknown {
  */
 const WRITEBACK_EVERY_BYTES = 1 << 20;
 
+
 /** Starts writeback of a file's freshly written bytes in steps (advisory: a failure turns it off). */
 class Writeback {
   #fd: number;
@@ -142,11 +143,15 @@ function directPrefixBytes(chunk: Uint8Array, position: number): number {
   return chunk.length - (chunk.length % ALIGNMENT_BYTES);
 }
 
-/** Write all of `bytes` at `position` (a write may be short). */
-async function writeAll(file: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+/**
+ * Write all of `bytes` at `position` (a write may be short); with `beforeWrite`, each write waits
+ * for it and carries at most the bytes it allows (PutOptions.beforeWrite).
+ */
+async function writeAll(file: FileHandle, bytes: Uint8Array, position: number, beforeWrite?: () => Promise<number>): Promise<void> {
   let done = 0;
   while (done < bytes.length) {
-    const { bytesWritten } = await file.write(bytes, done, bytes.length - done, position + done);
+    const most = beforeWrite === undefined ? bytes.length : Math.max(ALIGNMENT_BYTES, await beforeWrite());
+    const { bytesWritten } = await file.write(bytes, done, Math.min(most, bytes.length - done), position + done);
     done += bytesWritten;
   }
 }
@@ -257,7 +262,7 @@ export class DirectoryTarget implements BackupTarget {
   }
 
   /** {@inheritDoc BackupTarget.put} */
-  async put(name: string, body: PutBody): Promise<ObjectInfo> {
+  async put(name: string, body: PutBody, options: PutOptions = {}): Promise<ObjectInfo> {
     const final = this.#pathOf(name);
     const dir = path.dirname(final);
     const temp = path.join(dir, `${TEMP_PREFIX}${path.basename(final)}-${process.pid}-${crypto.randomUUID()}`);
@@ -282,7 +287,7 @@ export class DirectoryTarget implements BackupTarget {
         // The write runs on the thread pool while this thread hashes, in slices (see updateSliced).
         const written = (async () => {
           if (unbuffered !== undefined && directBytes > 0) {
-            await writeAll(unbuffered, chunk.subarray(0, directBytes), at);
+            await writeAll(unbuffered, chunk.subarray(0, directBytes), at, options.beforeWrite);
             this.#written.direct += directBytes;
           }
           if (directBytes < chunk.length) {

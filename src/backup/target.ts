@@ -42,6 +42,16 @@ export interface GetStreamOptions {
   length?: number;
 }
 
+/** Options of one {@link BackupTarget.put}. */
+export interface PutOptions {
+  /**
+   * Awaited before each write to a local device (a network target ignores it); resolves to the
+   * most bytes that write may carry. How a base copy lets the writers' commits go first
+   * (commit-gate.ts) and keeps its writes short while they come.
+   */
+  readonly beforeWrite?: () => Promise<number>;
+}
+
 /** Where backups live: a directory or an S3 bucket prefix. */
 export interface BackupTarget {
   /** `"directory"` or `"s3"`. */
@@ -59,7 +69,7 @@ export interface BackupTarget {
    * @throws BackupTargetError when the target failed (after the bounded retries)
    * @throws InvalidArgumentError for a bad name or a body chunk that is not a Uint8Array
    */
-  put(name: string, body: PutBody): Promise<ObjectInfo>;
+  put(name: string, body: PutBody, options?: PutOptions): Promise<ObjectInfo>;
 
   /**
    * Read a whole object into memory (at most the target's `maxGetBytes`; use

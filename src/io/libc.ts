@@ -35,6 +35,8 @@ function openLibc() {
     lseek: { args: [FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64_fast },
     sync_file_range: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.u32], returns: FFIType.i32 },
     preadv2: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64_fast },
+    gettid: { args: [], returns: FFIType.i32 },
+    sched_setscheduler: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
 }
@@ -283,4 +285,22 @@ export function fileSystemMagic(fd: number): number {
   const rc = symbols().fstatfs(fd, ptr(statfsOut));
   if (rc !== 0) return -lastErrno();
   return Number(BigInt.asUintN(32, statfsOut[0] as bigint));
+}
+
+const SCHED_IDLE = 5;
+
+/**
+ * Give the calling thread (not the process) the lowest CPU priority, `SCHED_IDLE`, so a
+ * background copy on a thread of its own never keeps the store's thread waiting for a core: the
+ * kernel runs a `SCHED_IDLE` thread only when nothing else wants the CPU and preempts it when
+ * something does. Any thread may lower its own priority; an unprivileged one cannot raise it back
+ * (leaving `SCHED_IDLE` needs CAP_SYS_NICE or an RLIMIT_NICE of 20), so a thread that calls this
+ * should do only background work from then on. Where it is refused (a seccomp filter), the errno
+ * is returned and nothing changes.
+ * @returns 0, or the errno of the refused call
+ */
+export function setThreadIdle(): number {
+  const { gettid, sched_setscheduler } = symbols();
+  const param = new Int32Array(2); // struct sched_param { int sched_priority; }: 0 for SCHED_IDLE
+  return sched_setscheduler(gettid(), SCHED_IDLE, ptr(param)) === 0 ? 0 : lastErrno();
 }

@@ -8,6 +8,7 @@
 import { linkSucceeded, type FileHandle, type IoBackend, type IoCompletion, type IoOp, type NativeBuffer } from "./backend.ts";
 import { CorruptionError, errorFromErrno, NoSpaceError } from "../errors.ts";
 import { ECANCELED } from "./errno.ts";
+import type { CommitGate } from "./commit-gate.ts";
 
 /** Longest single blocking wait of the pump; short so timers and other callers keep running. */
 const PUMP_WAIT_MS = 50;
@@ -68,6 +69,9 @@ export class IoQueue {
   /** Lone chains waiting for their turn of the event loop (writeThenSyncNext). */
   private deferred = 0;
 
+  /** Counts awaited write + datasync chains on the device (see commit-gate.ts). */
+  gate: CommitGate | undefined;
+
   constructor(backend: IoBackend, options: { loneChainBlockUs?: number } = {}) {
     this.backend = backend;
     this.loneChainBlockUs = options.loneChainBlockUs ?? 0;
@@ -121,7 +125,15 @@ export class IoQueue {
     if (!awaited) return this.writeThenSyncQueued(write);
     if (this.slowChainsLeft > 0) this.slowChainsLeft -= 1;
     else if (this.mayCallNow()) return this.writeThenSyncNext(write);
-    return this.writeThenSyncQueued(write);
+    const gate = this.gate;
+    if (gate === undefined) return this.writeThenSyncQueued(write);
+    gate.enter();
+    const chain = this.writeThenSyncQueued(write);
+    chain.synced.then(
+      () => gate.leave(),
+      () => gate.leave(),
+    );
+    return chain;
   }
 
   private writeThenSyncQueued({ file, buffer, bufferOffset, lengthBytes, fileOffset }: WriteArgs): { written: Promise<void>; synced: Promise<void> } {
@@ -187,7 +199,9 @@ export class IoQueue {
       }
       const what = `write ${file.path}@${fileOffset}+${lengthBytes}`;
       const started = performance.now();
+      this.gate?.enter();
       const result = (this.backend.writeThenSyncNow as NonNullable<IoBackend["writeThenSyncNow"]>)(file, buffer, bufferOffset, lengthBytes, fileOffset);
+      this.gate?.leave();
       if ((performance.now() - started) * 1000 > this.loneChainBlockUs) this.slowChainsLeft = SLOW_SYNC_BACKOFF_CHAINS;
       this.syncCallChains += 1;
       const count = result.written;

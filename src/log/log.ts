@@ -33,6 +33,7 @@
 import { MAX_WAIT_BLOCK_US, type FileHandle, type IoBackend, type IoChoice, type NativeBuffer } from "../io/backend.ts";
 import { openBackend } from "../io/open.ts";
 import { IoQueue } from "../io/queue.ts";
+import { CommitGate } from "../io/commit-gate.ts";
 import fs from "node:fs";
 import nodePath from "node:path";
 import { ENOENT, ENOTDIR } from "../io/errno.ts";
@@ -363,6 +364,7 @@ export class LogStructuredStore {
       // A device is written to only while held exclusively: never while mounted or used by others.
       if (file.deviceBytes !== undefined && options.readOnly !== true) claim = claimDevice(file);
       const queue = new IoQueue(backend, { loneChainBlockUs: options.commitWaitBlockUs ?? 0 });
+      queue.gate = new CommitGate();
       root = await RootBlocks.loadOrCreate(queue, file, options, bufferSize);
       const segmentSize = root.current.segmentSize;
       // An existing file keeps its segment size; an unspecified buffer size fits inside it.
@@ -527,6 +529,11 @@ export class LogStructuredStore {
    * never). The store turns it to 0 while this thread has messages to answer as commits are in
    * flight (Workers attached, standbys served).
    */
+  /** Durable commits on the device now, for background I/O to yield to (commit-gate.ts). */
+  get commitGate(): CommitGate {
+    return this.queue.gate as CommitGate;
+  }
+
   get commitWaitBlockUs(): number {
     return this.queue.loneChainBlockUs;
   }

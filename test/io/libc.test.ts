@@ -13,6 +13,7 @@ import {
   allocSlab,
   freeAligned,
   readNoWait,
+  setThreadIdle,
   syncFileRange,
 } from "../../src/io/libc.ts";
 
@@ -107,6 +108,22 @@ describe("libc: readNoWait", () => {
     } finally {
       freeAligned(buffer);
       cleanup();
+    }
+  });
+});
+
+describe("libc: setThreadIdle", () => {
+  test("makes the calling thread SCHED_IDLE and leaves the process's other threads as they were", async () => {
+    const worker = new Worker(new URL("./fixtures/idle-thread.ts", import.meta.url));
+    try {
+      const report = await new Promise<{ rc: number; own: number; main: number }>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("the Worker did not report within 10 s")), 10_000);
+        worker.onmessage = (event: MessageEvent<{ rc: number; own: number; main: number }>) => (clearTimeout(timer), resolve(event.data));
+        worker.onerror = (event) => (clearTimeout(timer), reject(new Error(event.message)));
+      });
+      expect(report).toEqual({ rc: 0, own: 5, main: 0 });
+    } finally {
+      void worker.terminate();
     }
   });
 });
