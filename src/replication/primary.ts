@@ -220,6 +220,7 @@ export class ReplicationServer {
     if (policy !== "degrade" && policy !== "fail") throw new InvalidArgumentError(`onReplicationTimeout must be "degrade" or "fail", got ${JSON.stringify(policy)}`);
     this.logLine = options.log ?? ((line) => console.warn(line));
     this.sync = new SyncWaiters({
+      level: this.level,
       timeoutMs: limit(options.replicationTimeoutMs, "replicationTimeoutMs", 5_000, 1, 3_600_000),
       policy,
       emit: (event, detail) => {
@@ -778,7 +779,14 @@ class Session {
         if (this.conn.closed) return;
         this.conn.send(
           Msg.Unit,
-          { address: unit.address, end: unit.endAddress, epoch: unit.epoch, crc: Bun.hash.crc32(unit.payload) >>> 0, ...this.progress() },
+          {
+            address: unit.address,
+            end: unit.endAddress,
+            epoch: unit.epoch,
+            crc: Bun.hash.crc32(unit.payload) >>> 0,
+            ackReceived: this.server.sync.wantsReceivedAcks(),
+            ...this.progress(),
+          },
           unit.payload,
         );
         this.sent = unit.endAddress;

@@ -95,6 +95,8 @@ export interface StandbyReplicationStats {
   readonly durableAddress: number;
   readonly transactionsApplied: number;
   readonly commitsApplied: number;
+  /** Acknowledgements sent to primaries (one per unit received when asked, one per durable step). */
+  readonly acksSent: number;
   readonly bytesReceived: number;
   readonly seeds: number;
   readonly connects: number;
@@ -206,7 +208,7 @@ export class StandbyStore {
   private promoted = false;
   private failure: Error | undefined;
   private closing: Promise<void> | undefined;
-  private readonly counters = { transactionsApplied: 0, commitsApplied: 0, bytesReceived: 0, seeds: 0, connects: 0 };
+  private readonly counters = { transactionsApplied: 0, commitsApplied: 0, bytesReceived: 0, seeds: 0, connects: 0, acksSent: 0 };
   private lastError: Error | undefined;
 
   private constructor(path: string, inner: Store, options: StandbyOptions) {
@@ -513,7 +515,9 @@ export class StandbyStore {
         this.receivedEnd = end;
         this.receivedUnit = { address, epoch };
         this.received = Math.max(this.received, end);
-        this.ackSoon(conn);
+        // Only when the primary has commits waiting for `received` (SyncWaiters.wantsReceivedAcks;
+        // a primary that does not say asks for it): else the ack of its durability confirms both.
+        if (message.header.ackReceived !== false) this.ackSoon(conn);
         this.wakeApply();
         return;
       }
@@ -581,6 +585,7 @@ export class StandbyStore {
 
   private sendAck(conn: Connection | undefined = this.conn): void {
     if (conn === undefined || conn.closed) return;
+    this.counters.acksSent += 1;
     conn.send(Msg.Ack, {
       received: this.received,
       durable: this.durable,
@@ -894,6 +899,7 @@ export class StandbyStore {
       durableAddress: this.durable,
       transactionsApplied: this.counters.transactionsApplied,
       commitsApplied: this.counters.commitsApplied,
+      acksSent: this.counters.acksSent,
       bytesReceived: this.counters.bytesReceived,
       seeds: this.counters.seeds,
       connects: this.counters.connects,

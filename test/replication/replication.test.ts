@@ -290,6 +290,39 @@ test("sync levels: durable waits for the standby; no standby → degrade (event)
   await strict.close();
 }, 60_000);
 
+test("receipt is acknowledged only while commits wait for it; received and durable commits resolve either way", async () => {
+  const d = dir("acks");
+  const primary = await openPrimary(d);
+  const server = await primary.serveReplication({ port: 0, secret: SECRET, replication: "durable", replicationTimeoutMs: 10_000, ...quiet });
+  const standby = await openStandby(d, `127.0.0.1:${server.port}`);
+  await standby.caughtUp({ timeoutMs: 10_000 });
+  const seid = primary.allocateSeid();
+  const acks = (): number => standby.stats().replication.acksSent;
+  const COMMITS = 40;
+  let before = acks();
+  for (let i = 0; i < COMMITS; i++) {
+    await primary.transaction((tx) => tx.write(seid, new Uint8Array([i])));
+    expect(await standby.read(seid)).toEqual(new Uint8Array([i]));
+  }
+  // Durable only: one acknowledgement per commit (its durability), not two.
+  const durableOnly = acks() - before;
+  expect(durableOnly).toBeGreaterThanOrEqual(COMMITS);
+  expect(durableOnly).toBeLessThan(COMMITS * 1.5);
+  expect(server.sync.wantsReceivedAcks()).toBe(false);
+  // A commit waits for `received`: from then on units are acknowledged as they arrive as well.
+  await primary.transaction((tx) => tx.write(seid, new Uint8Array([100])), { replication: "received" });
+  expect(server.sync.wantsReceivedAcks()).toBe(true);
+  before = acks();
+  for (let i = 0; i < COMMITS; i++) await primary.transaction((tx) => tx.write(seid, new Uint8Array([i])), { replication: "received" });
+  expect(acks() - before).toBeGreaterThanOrEqual(COMMITS);
+  const sent = (): number => {
+    const r = primary.stats().replication;
+    return r?.role === "primary" ? (r.standbys[0]?.sentAddress ?? 0) : 0;
+  };
+  await until(() => standby.stats().replication.durableAddress >= sent(), 10_000, "the standby durable");
+  expect(acks() - before).toBeGreaterThanOrEqual(COMMITS * 1.5);
+}, 60_000);
+
 test("promotion within 1 s; the new epoch fences the old primary", async () => {
   const d = dir("promote");
   const a = await openPrimary(d, "a.lss");
