@@ -240,7 +240,9 @@ export class StandbyStore {
     if (typeof path !== "string" || path.length === 0) throw new InvalidArgumentError("path must be a non-empty string");
     // Leftovers of a seed cut short: the file at `path` is still the last complete state.
     await new SeedReceiver(path).reset(path);
-    const inner = await Store.open(path, { ...options.store, create: true, readOnly: false, commitWaitBlockUs: 0 });
+    // The standby's commits keep the store's default commitWaitBlockUs: a batch alone in flight
+    // is written and synced with system calls on this thread (docs/REPLICATION.md, "Measured").
+    const inner = await Store.open(path, { ...options.store, create: true, readOnly: false });
     let standby: StandbyStore;
     try {
       standby = new StandbyStore(path, inner, options);
@@ -771,7 +773,7 @@ export class StandbyStore {
 
   /** The seeded file (`<path>.seeding`): record identity and position in it, then swap it in. */
   private async installSeed(manifest: BackupManifest, storeId: string, epoch: number): Promise<void> {
-    const seeded = await Store.open(SeedReceiver.seedingPath(this.path), { ...this.options.store, create: false, readOnly: false, commitWaitBlockUs: 0 });
+    const seeded = await Store.open(SeedReceiver.seedingPath(this.path), { ...this.options.store, create: false, readOnly: false });
     try {
       const { core, commits } = storeInternals(seeded);
       const fields = await commits.exclusive(() => writeReplicationFields(core.log, { storeId, epoch, standbyId: this.fields.standbyId }));
