@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { dlopen, FFIType, ptr, read, toArrayBuffer } from "bun:ffi";
+import { dlopen, FFIType, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
 import { ALIGNMENT_BYTES, type NativeBuffer } from "./backend.ts";
 import { InvalidArgumentError, IoUnavailableError } from "../errors.ts";
 import { EWOULDBLOCK } from "./errno.ts";
@@ -36,6 +36,8 @@ function openLibc() {
     sync_file_range: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.u32], returns: FFIType.i32 },
     preadv2: { args: [FFIType.i32, FFIType.ptr, FFIType.i32, FFIType.i64, FFIType.i32], returns: FFIType.i64_fast },
     gettid: { args: [], returns: FFIType.i32 },
+    mmap: { args: [FFIType.u64, FFIType.u64, FFIType.i32, FFIType.i32, FFIType.i32, FFIType.i64], returns: FFIType.u64 },
+    munmap: { args: [FFIType.u64, FFIType.u64], returns: FFIType.i32 },
     sched_setscheduler: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
@@ -303,4 +305,29 @@ export function setThreadIdle(): number {
   const { gettid, sched_setscheduler } = symbols();
   const param = new Int32Array(2); // struct sched_param { int sched_priority; }: 0 for SCHED_IDLE
   return sched_setscheduler(gettid(), SCHED_IDLE, ptr(param)) === 0 ? 0 : lastErrno();
+}
+
+const PROT_READ = 1;
+const MAP_SHARED = 1;
+/** mmap's MAP_FAILED, (void *) -1, as the u64 the FFI returns. */
+const MAP_FAILED = 0xffffffffffffffffn;
+
+/**
+ * Map `sizeBytes` of the file open as `fd` read-only and shared (PROT_READ, MAP_SHARED): the
+ * kernel's page cache pages themselves, so a read is a copy from memory, and a write through the
+ * mapping is impossible (it faults). The caller unmaps it with {@link unmapFile}; the returned
+ * array must not be touched after that. Touching a page past the file's end kills the process
+ * (SIGBUS): the caller reads only what it knows the file holds.
+ * @returns the mapping, or a negative errno
+ */
+export function mapFileReadOnly(fd: number, sizeBytes: number): { address: number; bytes: Uint8Array } | number {
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new InvalidArgumentError(`cannot map ${sizeBytes} bytes`);
+  const address = symbols().mmap(0, sizeBytes, PROT_READ, MAP_SHARED, fd, 0) as number | bigint;
+  if (BigInt(address) === MAP_FAILED) return -lastErrno();
+  return { address: Number(address), bytes: new Uint8Array(toArrayBuffer(Number(address) as unknown as Pointer, 0, sizeBytes)) };
+}
+
+/** Unmap what {@link mapFileReadOnly} mapped. @returns 0, or the errno */
+export function unmapFile(address: number, sizeBytes: number): number {
+  return symbols().munmap(address, sizeBytes) === 0 ? 0 : lastErrno();
 }

@@ -49,7 +49,9 @@ import { seidHalves } from "./state/mapping.ts";
 
 /** Bytes of the header in front of each cached value: seid lo, seid hi, length, unused. */
 const ENTRY_HEADER_BYTES = 16;
-/** Entries are aligned to this in a chunk (so headers are aligned for the Uint32 view). */
+/** Bytes of a tagged entry's tag, a float64 in front of its value ({@link ElementCache.getTagged}). */
+const TAG_BYTES = 8;
+/** Entries are aligned to this in a chunk (so headers and tags are aligned for the typed views). */
 const ENTRY_ALIGN_BYTES = 8;
 const MIN_CHUNK_BYTES = 64 << 10;
 const MAX_CHUNK_BYTES = 4 << 20;
@@ -103,6 +105,8 @@ export class ElementCache {
 
   private readonly chunks: Uint8Array[] = [];
   private readonly chunkWords: Uint32Array[] = [];
+  /** The chunks as float64s: the tags of tagged entries ({@link getTagged}). */
+  private readonly chunkFloats: Float64Array[] = [];
   private readonly maxChunks: number;
   /** Bytes written to each chunk (entries end there). */
   private readonly fills: number[] = [];
@@ -155,13 +159,64 @@ export class ElementCache {
     return (this.chunks[(meta & CHUNK_MASK) - 1] as Uint8Array).slice(offset, offset + (table[base + LENGTH] as number));
   }
 
+  /**
+   * A copy of `seid`'s cached value if it was cached with this `tag` ({@link admitTagged}), else
+   * undefined (a miss). Why tags: a Worker's cache cannot be told of commits, so its values are
+   * tagged with the log address they were read from, and a hit counts only at the address the
+   * shared table maps the seid to now (workers/reader.ts). The tag sits in front of the value in
+   * the chunk, so a hit allocates only the copy it hands out. A cache holds tagged entries only
+   * or untagged ones only ({@link get} would hand out a tagged entry's tag with its value).
+   */
+  getTagged(seid: bigint, tag: number): Uint8Array | undefined {
+    const slot = this.find(seid);
+    if (slot < 0) {
+      this.misses += 1;
+      return undefined;
+    }
+    const table = this.table;
+    const base = slot * STRIDE;
+    const length = table[base + LENGTH] as number;
+    const meta = table[base + META] as number;
+    const chunk = (meta & CHUNK_MASK) - 1;
+    const offset = table[base + OFFSET] as number;
+    if (length < TAG_BYTES || (this.chunkFloats[chunk] as Float64Array)[offset >>> 3] !== tag) {
+      // Tags are log addresses, never reused: an entry of another one is stale for good.
+      this.removeSlot(slot);
+      this.misses += 1;
+      return undefined;
+    }
+    this.hits += 1;
+    table[base + META] = (meta | REFERENCED) >>> 0;
+    return (this.chunks[chunk] as Uint8Array).slice(offset + TAG_BYTES, offset + length);
+  }
+
+  /**
+   * {@link admit} with a tag for {@link getTagged}. Refused, it still drops an entry the seid has
+   * (of another tag, so stale).
+   */
+  admitTagged(seid: bigint, tag: number, value: Uint8Array): boolean {
+    if (this.full && this.keptShare >= FILTER_KEPT_SHARE && !this.missedBefore(seid)) {
+      this.invalidate(seid);
+      return false;
+    }
+    this.put(seid, value, tag);
+    return true;
+  }
+
   /** Cache a copy of `value` as `seid`'s bytes (replacing any earlier one). */
   set(seid: bigint, value: Uint8Array): void {
-    if (value.length > this.chunkBytes / 2 - ENTRY_HEADER_BYTES) {
+    this.put(seid, value, undefined);
+  }
+
+  /** {@link set}, the value preceded by `tag` (8 bytes) when there is one. */
+  private put(seid: bigint, value: Uint8Array, tag: number | undefined): void {
+    const tagBytes = tag === undefined ? 0 : TAG_BYTES;
+    if (tagBytes + value.length > this.chunkBytes / 2 - ENTRY_HEADER_BYTES) {
       this.invalidate(seid);
       return;
     }
-    const entryBytes = alignUp(ENTRY_HEADER_BYTES + value.length);
+    const storedBytes = tagBytes + value.length;
+    const entryBytes = alignUp(ENTRY_HEADER_BYTES + storedBytes);
     if (this.head < 0 || (this.fills[this.head] as number) + entryBytes > this.chunkBytes) this.advance(entryBytes);
     // A same-seid entry may have left the table while the oldest chunk was compacted: look up
     // only now, after any eviction.
@@ -185,14 +240,15 @@ export class ElementCache {
     const words = this.chunkWords[this.head] as Uint32Array;
     words[at >>> 2] = lo;
     words[(at >>> 2) + 1] = hi;
-    words[(at >>> 2) + 2] = value.length;
-    (this.chunks[this.head] as Uint8Array).set(value, at + ENTRY_HEADER_BYTES);
+    words[(at >>> 2) + 2] = storedBytes;
+    if (tag !== undefined) (this.chunkFloats[this.head] as Float64Array)[(at + ENTRY_HEADER_BYTES) >>> 3] = tag;
+    (this.chunks[this.head] as Uint8Array).set(value, at + ENTRY_HEADER_BYTES + tagBytes);
     this.fills[this.head] = at + entryBytes;
     const base = slot * STRIDE;
     this.table[base + META] = this.head + 1; // not referenced yet
     this.table[base + OFFSET] = at + ENTRY_HEADER_BYTES;
-    this.table[base + LENGTH] = value.length;
-    this.heldBytes += value.length;
+    this.table[base + LENGTH] = storedBytes;
+    this.heldBytes += storedBytes;
   }
 
   /**
@@ -235,6 +291,7 @@ export class ElementCache {
     this.order.length = 0;
     this.chunks.length = 0;
     this.chunkWords.length = 0;
+    this.chunkFloats.length = 0;
     this.full = false;
     this.door = undefined;
     this.memoryDoor = undefined;
@@ -315,6 +372,7 @@ export class ElementCache {
       const chunk = new Uint8Array(this.chunkBytes);
       this.chunks.push(chunk);
       this.chunkWords.push(new Uint32Array(chunk.buffer));
+      this.chunkFloats.push(new Float64Array(chunk.buffer));
       this.fills.push(0);
       this.head = this.chunks.length - 1;
       this.order.push(this.head);

@@ -3,9 +3,13 @@
  *
  *   seid → shared mapping table (seqlock: a whole commit or none) → pin the segments (shared
  *   pins) → look again: still the same location? (else unpin and start over) → bytes from a flush
- *   buffer still in memory (through the ring's native pointers) or from the file (this Worker's
- *   own read-only, buffered descriptor: see {@link WorkerReader.open}) → every record verified (length, CRC, type, seid, part) →
- *   unpin.
+ *   buffer still in memory (through the ring's native pointers) or from the file (a read-only
+ *   mapping of it, io/mapped-file.ts, else this Worker's own buffered descriptor: see
+ *   {@link WorkerReader.open}) → every record verified (length, CRC, type, seid, part) → unpin.
+ *
+ * The common read — one part, at most 64 KiB, its segment pinned at the first try — is
+ * synchronous ({@link WorkerReader.readNow}): into a scratch buffer, checked in place, one copy
+ * out (docs/WORKERS.md has the figures).
  *
  * Why the second look makes the pin safe: the cleaner gives a segment back only after a commit
  * moved every live element out of it, and only if no pin names it. A pin written before that
@@ -30,7 +34,8 @@ import { UNIT_HEADER_BYTES } from "../log/format.ts";
 import { RingWriter, type RingDescriptor } from "../log/ring.ts";
 import { ElementCache } from "../store/cache.ts";
 import { decodeExtents, FLAG_EXTENTS_INDIRECT, FLAG_PART, type Part } from "../store/format/extents.ts";
-import { RECORD_HEADER_BYTES, RecordType, verifyRecord } from "../store/format/records.ts";
+import { RECORD_HEADER_BYTES, RecordType, verifyDataRecordIn, verifyRecord } from "../store/format/records.ts";
+import { seidHalves } from "../store/state/mapping.ts";
 import { assembleParts } from "../store/read-path.ts";
 import { partsByteStream } from "../store/streams.ts";
 import { ownedBytes } from "../log/reader.ts";
@@ -38,6 +43,7 @@ import type { Location } from "../store/state/mapping.ts";
 import { checkSeid } from "../store/state/seids.ts";
 import type { StoreHandle } from "./handle.ts";
 import { SharedMapping, SharedPins, SharedSegments } from "./shared-state.ts";
+import { MappedFile } from "../io/mapped-file.ts";
 
 /** Attempts of one read before a persistent mismatch is reported as corruption. */
 const READ_ATTEMPTS = 8;
@@ -48,6 +54,9 @@ const SYNC_READ_BYTES = 64 << 10;
 
 /** A read that lost a race (buffer reused, segment index stale): try again from the map. */
 class Retry extends Error {}
+
+/** {@link WorkerReader.readNow} could not answer at once: take the asynchronous path. */
+export const SLOW: unique symbol = Symbol("slow");
 
 /** The ring seen from a Worker: only to find bytes still in flush buffers. */
 class ReaderRing extends RingWriter {
@@ -70,6 +79,11 @@ export class WorkerReader {
   private readonly reading = new Set<Promise<unknown>>();
   private readonly cache: ElementCache;
   private readonly maxReadBytes: number;
+  /** The file mapped read-only: small reads are copies from it (io/mapped-file.ts). */
+  private readonly mapped: MappedFile;
+  /** Where {@link readNow} reads a record and checks it (no allocation), and its u32 view. */
+  private readonly scratch = new Uint8Array(new ArrayBuffer(SYNC_READ_BYTES));
+  private readonly scratchWords = new Uint32Array(this.scratch.buffer);
   private openStreams = 0;
   private closed = false;
   cacheHits = 0;
@@ -83,6 +97,7 @@ export class WorkerReader {
     this.ring = new ReaderRing(handle.ring as RingDescriptor);
     this.geometry = new LogGeometry(handle.segmentSize);
     this.fd = fd;
+    this.mapped = new MappedFile(fd);
     this.cache = new ElementCache(cacheBytes);
     this.maxReadBytes = handle.maxReadBytes;
   }
@@ -119,19 +134,58 @@ export class WorkerReader {
     return this.mapping.seidsOfSpace(space).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
+  /**
+   * The element's committed bytes, or undefined, when that can be had at once (see
+   * {@link readNow}); else {@link SLOW}.
+   */
+  readNow(seid: bigint): Uint8Array | undefined | typeof SLOW {
+    checkSeid(seid);
+    const { location } = this.mapping.lookup(seid);
+    if (location === undefined) return undefined;
+    if (location.multipart || location.sizeBytes > SYNC_READ_BYTES - RECORD_HEADER_BYTES || location.sizeBytes > this.maxReadBytes) return SLOW;
+    const cached = this.cache.getTagged(seid, location.address);
+    if (cached !== undefined) {
+      this.cacheHits += 1;
+      return cached;
+    }
+    const entry = this.pins.tryPin(this.id, this.geometry.seqOf(location.address));
+    if (entry < 0) return SLOW;
+    try {
+      if (!sameLocation(this.mapping.lookup(seid).location, location)) return SLOW;
+      const length = RECORD_HEADER_BYTES + location.sizeBytes;
+      const record = this.scratch.subarray(0, length);
+      if (!this.copyFromBuffers(location.address, record) && !this.fileInto(location.address, record)) return SLOW;
+      const halves = seidHalves(seid);
+      let flags: number;
+      try {
+        flags = verifyDataRecordIn(record, this.scratchWords, halves[0] as number, halves[1] as number);
+      } catch {
+        return SLOW; // a lost race or damage: the slow path tries again and tells which
+      }
+      if ((flags & FLAG_PART) !== 0) return SLOW;
+      this.cacheMisses += 1;
+      const value = record.slice(RECORD_HEADER_BYTES);
+      if (length <= this.cache.chunkBytes / 4) this.cache.admitTagged(seid, location.address, value);
+      return value;
+    } finally {
+      this.pins.unpin(entry);
+    }
+  }
+
   /** The element's committed bytes, or undefined. */
   async read(seid: bigint): Promise<Uint8Array | undefined> {
-    checkSeid(seid);
+    const now = this.readNow(seid);
+    if (now !== SLOW) return now;
     for (let attempt = 0; ; attempt++) {
       const { location } = this.mapping.lookup(seid);
       if (location === undefined) return undefined;
       if (location.sizeBytes > this.maxReadBytes) {
         throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
       }
-      const cached = this.cache.get(seid);
-      if (cached !== undefined && new DataView(cached.buffer, cached.byteOffset, 8).getFloat64(0, true) === location.address) {
+      const cached = this.cache.getTagged(seid, location.address);
+      if (cached !== undefined) {
         this.cacheHits += 1;
-        return cached.subarray(8);
+        return cached;
       }
       this.cacheMisses += 1;
       try {
@@ -140,13 +194,8 @@ export class WorkerReader {
           return assembleParts(seid, location.sizeBytes, parts, async (part, index) => ownedBytes(await this.readPart(seid, part, index)));
         });
         if (value === undefined) continue; // moved while we pinned: look again
-        if (value.length <= this.cache.chunkBytes / 4) {
-          const tagged = new Uint8Array(8 + value.length);
-          new DataView(tagged.buffer).setFloat64(0, location.address, true);
-          tagged.set(value, 8);
-          // As the owner's reads do: once full, a first read is only remembered (scan resistance).
-          this.cache.admit(seid, tagged);
-        }
+        // As the owner's reads do: once full, a first read is only remembered (scan resistance).
+        if (value.length <= this.cache.chunkBytes / 4) this.cache.admitTagged(seid, location.address, value);
         return value;
       } catch (error) {
         if (error instanceof Retry && attempt < READ_ATTEMPTS) continue;
@@ -304,6 +353,13 @@ export class WorkerReader {
     // page the kernel must fetch holds this Worker's event loop for one disk read, as lmdb's do.
     const sync = length <= SYNC_READ_BYTES;
     const out = new Uint8Array(length);
+    if (sync) {
+      const mapped = this.mapped.bytes(physical, length);
+      if (mapped !== undefined) {
+        out.set(mapped);
+        return out;
+      }
+    }
     let done = 0;
     while (done < length) {
       const got = sync ? fs.readSync(this.fd, out, done, length - done, physical + done) : await this.readOnPool(out, done, physical + done);
@@ -326,19 +382,50 @@ export class WorkerReader {
     }
   }
 
-  /** Copy from a flush buffer holding `[address, +length)`, valid only if the slot was not reused meanwhile. */
-  private readFromBuffers(address: number, length: number): Uint8Array | undefined {
+  /**
+   * Copy `out.length` log bytes at `address` from a flush buffer into `out`: true if one held them
+   * and was not reused meanwhile.
+   */
+  private copyFromBuffers(address: number, out: Uint8Array): boolean {
+    const length = out.length;
     for (const buffer of this.ring.slots) {
       if (buffer.isFree) continue;
       const incarnation = buffer.counter;
       const start = address - buffer.baseAddress;
       if (start < UNIT_HEADER_BYTES || start + length > UNIT_HEADER_BYTES + buffer.finalFillBytes) continue;
       if (start + length > this.ring.bufferSize) continue;
-      const copy = this.ring.view(buffer.slot).slice(start, start + length);
-      if (buffer.isFree || buffer.counter !== incarnation) return undefined; // written out meanwhile: the file has it
-      return copy;
+      out.set(this.ring.view(buffer.slot).subarray(start, start + length));
+      return !buffer.isFree && buffer.counter === incarnation; // written out meanwhile: the file has it
     }
-    return undefined;
+    return false;
+  }
+
+  /**
+   * All of `out` from the log at `address`, synchronously: a copy from the mapping, else one
+   * `pread`; false if the segment is not published or the file came short.
+   */
+  private fileInto(address: number, out: Uint8Array): boolean {
+    const index = this.segments.indexOf(this.geometry.seqOf(address));
+    if (index === undefined) return false;
+    const physical = this.geometry.physicalOffset(index, address);
+    const mapped = this.mapped.bytes(physical, out.length);
+    if (mapped !== undefined) {
+      out.set(mapped);
+      return true;
+    }
+    let done = 0;
+    while (done < out.length) {
+      const got = fs.readSync(this.fd, out, done, out.length - done, physical + done);
+      if (got === 0) return false;
+      done += got;
+    }
+    return true;
+  }
+
+  /** A copy of `[address, +length)` from a flush buffer, valid only if the slot was not reused meanwhile. */
+  private readFromBuffers(address: number, length: number): Uint8Array | undefined {
+    const out = new Uint8Array(length);
+    return this.copyFromBuffers(address, out) ? out : undefined;
   }
 
   /** Close the descriptor once no read uses it (a descriptor number closed under a read may be reused). */
@@ -346,6 +433,7 @@ export class WorkerReader {
     if (this.closed) return;
     this.closed = true;
     while (this.reading.size > 0) await Promise.allSettled([...this.reading]);
+    this.mapped.close();
     fs.closeSync(this.fd);
     this.cache.clear();
   }

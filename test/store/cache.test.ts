@@ -214,6 +214,47 @@ describe("element cache", () => {
     expect(off.get(1n)).toBeUndefined();
   });
 
+  test("tagged entries (a Worker's cache): a hit needs the same tag; tags survive compactions; values are copies", () => {
+    // Small chunks, many values: compactions move entries (and their tags) many times.
+    const cache = new ElementCache(256 << 10);
+    const model = new Map<bigint, { tag: number; value: Uint8Array }>();
+    let tagOf = 1;
+    for (let round = 0; round < 20_000; round++) {
+      const seid = BigInt(round % 700) * 0x1_0000_0001n;
+      const known = model.get(seid);
+      // Read most of the time (hits keep entries through compactions), write the rest.
+      if (known !== undefined && round % 3 !== 0) {
+        const hit = cache.getTagged(seid, known.tag);
+        if (hit !== undefined) {
+          expect(Buffer.from(hit).equals(Buffer.from(known.value))).toBe(true);
+          hit.fill(0); // the caller's own copy: the cache's bytes do not change
+        }
+        if (round % 50 === 1) {
+          // Another address (the element moved): never a hit, and the stale entry is dropped.
+          expect(cache.getTagged(seid, known.tag + 0.5)).toBeUndefined();
+          expect(cache.getTagged(seid, known.tag)).toBeUndefined();
+          model.delete(seid);
+        }
+        continue;
+      }
+      const tag = tagOf++ * 4096 + 2 ** 40; // log addresses: beyond 32 bits too
+      const value = valueOf(1 + (round % 900), round);
+      cache.admitTagged(seid, tag, value);
+      model.set(seid, { tag, value });
+      // An earlier tag of the same seid never hits again.
+      if (known !== undefined) expect(cache.getTagged(seid, known.tag)).toBeUndefined();
+    }
+    let hits = 0;
+    for (const [seid, { tag, value }] of model) {
+      const hit = cache.getTagged(seid, tag);
+      if (hit === undefined) continue;
+      hits += 1;
+      expect(Buffer.from(hit).equals(Buffer.from(value))).toBe(true);
+    }
+    expect(hits).toBeGreaterThan(0);
+    expect(cache.bytes).toBeLessThanOrEqual(256 << 10);
+  });
+
   test("limits: a disabled cache holds nothing; a value over half a chunk is never cached", () => {
     const off = new ElementCache(0);
     off.set(1n, new Uint8Array(10));
