@@ -308,6 +308,7 @@ export function setThreadIdle(): number {
 }
 
 const PROT_READ = 1;
+const MADV_RANDOM = 1;
 const MAP_SHARED = 1;
 /** mmap's MAP_FAILED, (void *) -1, as the u64 the FFI returns. */
 const MAP_FAILED = 0xffffffffffffffffn;
@@ -324,6 +325,9 @@ export function mapFileReadOnly(fd: number, sizeBytes: number): { address: numbe
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw new InvalidArgumentError(`cannot map ${sizeBytes} bytes`);
   const address = symbols().mmap(0, sizeBytes, PROT_READ, MAP_SHARED, fd, 0) as number | bigint;
   if (BigInt(address) === MAP_FAILED) return -lastErrno();
+  // No read-around on a fault: readers touch only the records they read (whose writes are done),
+  // never the pages around them, which may be the log's tail being written (advisory).
+  symbols().madvise(Number(address), sizeBytes, MADV_RANDOM);
   return { address: Number(address), bytes: new Uint8Array(toArrayBuffer(Number(address) as unknown as Pointer, 0, sizeBytes)) };
 }
 

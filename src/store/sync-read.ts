@@ -5,7 +5,8 @@
  * must return in the same turn of the event loop goes around them:
  * - bytes still in a flush buffer are copied from it (the log's `readFromBuffers`, synchronous);
  * - a small read (up to 64 KiB) goes through the kernel's page cache on the log's buffered
- *   descriptor (the one its own small reads use; see {@link SyncLogReader.read}); its caller
+ *   descriptor (the one its own small reads use; see {@link SyncLogReader.read}), as a copy from
+ *   a read-only mapping of it (io/mapped-file.ts; a `pread` where it cannot map); its caller
  *   verifies the record and, if it fails, reads it again directly;
  * - anything else is read with `fs.readSync` from the store's file through a file descriptor of
  *   its own, opened with O_DIRECT like the backends' (so it sees exactly what their O_DIRECT
@@ -31,6 +32,7 @@ import type { NativeBuffer } from "../io/backend.ts";
 import { alignDown, alignUp, LogGeometry } from "../log/address.ts";
 import type { LogStructuredStore } from "../log/log.ts";
 import { errorFromErrno, InvalidArgumentError } from "../errors.ts";
+import { MappedFile } from "../io/mapped-file.ts";
 
 const O_DIRECT = fs.constants.O_DIRECT ?? 0o40000;
 /** Reads up to this size reuse one kept buffer; larger ones allocate and free their own. */
@@ -43,6 +45,9 @@ export class SyncLogReader {
   private readonly geometry: LogGeometry;
   private fd: number | undefined;
   private buffer: NativeBuffer | undefined;
+  /** The log's buffered descriptor mapped read-only, and that descriptor. */
+  private mapped: MappedFile | undefined;
+  private mappedFd: number | undefined;
   /** Reads that went through the page cache (for tests). */
   bufferedReads = 0;
   /** seq → physical segment index, copied from the log's segment table on a miss. */
@@ -75,6 +80,17 @@ export class SyncLogReader {
     const physical = this.geometry.physicalOffset(this.segmentIndex(seq), address);
     const buffered = direct || lengthBytes > KEPT_BUFFER_BYTES ? undefined : this.log.pageCacheDescriptor();
     if (buffered !== undefined) {
+      // A copy from the mapping of the same descriptor: no system call (io/mapped-file.ts).
+      if (this.mapped === undefined || this.mappedFd !== buffered) {
+        this.mapped?.close();
+        this.mapped = new MappedFile(buffered);
+        this.mappedFd = buffered;
+      }
+      const view = this.mapped.bytes(physical, lengthBytes);
+      if (view !== undefined) {
+        this.bufferedReads += 1;
+        return view.slice();
+      }
       const out = new Uint8Array(lengthBytes);
       let done = 0;
       while (done < lengthBytes) {
@@ -104,6 +120,8 @@ export class SyncLogReader {
 
   /** Close the descriptor and free the buffer (at store close). */
   close(): void {
+    this.mapped?.close();
+    this.mapped = undefined;
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
     if (this.buffer !== undefined) this.log.backend.free(this.buffer);
