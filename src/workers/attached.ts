@@ -566,8 +566,12 @@ export class AttachedStore {
   // ───────────────────────────── reads (no message) ─────────────────────────────
 
   /** The element's bytes as last committed, or `undefined` if there is none. */
-  async read(seid: bigint): Promise<Uint8Array | undefined> {
-    this.assertOpen();
+  read(seid: bigint): Promise<Uint8Array | undefined> {
+    try {
+      this.assertOpen();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.reader.read(seid);
   }
 

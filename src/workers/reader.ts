@@ -172,10 +172,22 @@ export class WorkerReader {
     }
   }
 
-  /** The element's committed bytes, or undefined. */
-  async read(seid: bigint): Promise<Uint8Array | undefined> {
-    const now = this.readNow(seid);
-    if (now !== SLOW) return now;
+  /**
+   * The element's committed bytes, or undefined. Not an async function: a read answered at once
+   * ({@link readNow}) costs one resolved promise, not an async frame and its promise as well.
+   */
+  read(seid: bigint): Promise<Uint8Array | undefined> {
+    let now: Uint8Array | undefined | typeof SLOW;
+    try {
+      now = this.readNow(seid);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return now === SLOW ? this.readSlowly(seid) : Promise.resolve(now);
+  }
+
+  /** {@link read} when {@link readNow} could not answer. */
+  private async readSlowly(seid: bigint): Promise<Uint8Array | undefined> {
     for (let attempt = 0; ; attempt++) {
       const { location } = this.mapping.lookup(seid);
       if (location === undefined) return undefined;
