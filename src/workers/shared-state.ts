@@ -323,6 +323,8 @@ export class SharedSegments {
 
 /** Concurrent pins across all Workers at most; a reader past it waits for a free one (no error). */
 export const PIN_ENTRIES = 16384;
+/** Entries between two attachments' first choices (~4 KiB of the table apart). */
+const PIN_REGION_ENTRIES = 341;
 /** A pin entry being filled in (its seq words are not valid yet). */
 const PIN_FILLING = -2;
 
@@ -330,8 +332,13 @@ const PIN_FILLING = -2;
 export class SharedPins {
   readonly shared: SharedArrayBuffer;
   private readonly words: Int32Array;
-  /** Where this thread looks for a free entry first (spreads threads over the table). */
-  private hint = 0;
+  /**
+   * Where this thread looks for a free entry first: its last entry (free again once unpinned), in
+   * a region of the table of its own (by attachment id). Why: every thread starting at entry 0 and
+   * moving on after each pin had two reading Workers pinning in the same cache lines, each pin a
+   * compare-and-swap on a line the other core had just written.
+   */
+  private hint = -1;
 
   constructor(shared?: SharedArrayBuffer) {
     this.shared = shared ?? new SharedArrayBuffer(PIN_ENTRIES * 3 * 4);
@@ -340,13 +347,14 @@ export class SharedPins {
 
   /** Pin `seq` for attachment `id`: an entry index to unpin with, or -1 when the table is full. */
   tryPin(id: number, seq: number): number {
+    if (this.hint < 0) this.hint = (Math.abs(id) * PIN_REGION_ENTRIES) % PIN_ENTRIES;
     for (let i = 0; i < PIN_ENTRIES; i++) {
       const entry = (this.hint + i) % PIN_ENTRIES;
       if (Atomics.compareExchange(this.words, entry * 3, 0, PIN_FILLING) !== 0) continue;
       Atomics.store(this.words, entry * 3 + 1, seq >>> 0);
       Atomics.store(this.words, entry * 3 + 2, Math.floor(seq / TWO_POW_32));
       Atomics.store(this.words, entry * 3, id);
-      this.hint = (entry + 1) % PIN_ENTRIES;
+      this.hint = entry;
       return entry;
     }
     return -1;
