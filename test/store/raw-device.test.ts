@@ -31,6 +31,8 @@ import {
   type LssError,
 } from "../../src/index.ts";
 import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
+import { valueFor } from "../workers/model.ts";
+import { startJob, withTimeout } from "../workers/util.ts";
 
 const DEVICE_BYTES = 32 << 20;
 /** The devices the fill-up tests fill: smaller, so filling them is quick. */
@@ -257,7 +259,23 @@ describe.skipIf(noLoops)("a raw block device as a store", () => {
       await expectModel(store, model, sizeOf, everWritten);
       for (const [seid, s] of [...model].slice(0, 50)) expect(Buffer.from(store.readSync(seid) as Uint8Array)).toEqual(Buffer.from(value(s, sizeOf(s))));
       expect(store.stats().elements).toBe(model.size);
-      await store.close();
+      // A Worker reads the device through a mapping of it (io/mapped-file.ts sizes a device by
+      // ioctl, not fstat): every value byte-exact, before and after the owner overwrites them.
+      const tagged = Array.from({ length: 40 }, (_, i) => BigInt(10_000 + i));
+      for (const round of [1, 2]) {
+        await store.transaction((tx) => {
+          for (const seid of tagged) tx.write(seid, valueFor(round * 1_000 + Number(seid), seid));
+        });
+        await store.flush();
+        const job = startJob<{ tags: Array<number | null> }>(store.share(), { kind: "tags", keys: tagged });
+        try {
+          const { tags } = await withTimeout(job.result, 60_000, "a Worker's reads of the device");
+          expect(tags).toEqual(tagged.map((seid) => round * 1_000 + Number(seid)));
+        } finally {
+          job.worker.terminate();
+        }
+      }
+      await store.close({ detachWorkers: true });
     }, 180_000);
 
     test(`${io}: a store that fills its device gets NoSpaceError, keeps every acknowledged transaction, and makes room by deleting and compacting`, async () => {
