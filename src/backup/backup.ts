@@ -443,6 +443,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
     const copyIn = job.options.copyIn ?? "auto";
     const spec = job.options.targetSpec;
     let copied: BaseResult | undefined;
+    const commitGate = job.limits.yieldToCommits ? log.commitGate : undefined;
     if (copyIn !== "caller" && spec !== undefined && (copyIn === "worker" || point.liveRecordBytes >= WORKER_MIN_BYTES)) {
       const indexes = new Map<number, number>();
       for (const s of point.pinned) {
@@ -460,7 +461,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
           targetOptions: spec.options,
           background: job.limits.yieldToCommits,
         },
-        () => ({ header, map: point.map.detach(), parts, pinned: point.pinned, maxBytesPerSecond: job.limits.maxBytesPerSecond, commitGate: job.limits.yieldToCommits ? log.commitGate.shared : undefined }),
+        () => ({ header, map: point.map.detach(), parts, pinned: point.pinned, maxBytesPerSecond: job.limits.maxBytesPerSecond, commitGate: commitGate?.shared }),
         { planned: (bytes) => (total = bytes), progress, release },
         () => log.closed,
       );
@@ -472,10 +473,7 @@ async function fullBackup(job: Job, previous: BackupManifest | undefined, reason
       total = plan.totalBytes;
       const uses = new SegmentUses(plan, point.pinned);
       release(uses.unused());
-      copied = await copyBase(plan, log, job.target, { progress, release: (seqs) => release(uses.release(seqs)) }, {
-        maxBytesPerSecond: job.limits.maxBytesPerSecond,
-        commitGate: job.limits.yieldToCommits ? log.commitGate : undefined,
-      });
+      copied = await copyBase(plan, log, job.target, { progress, release: (seqs) => release(uses.release(seqs)) }, { maxBytesPerSecond: job.limits.maxBytesPerSecond, commitGate });
     }
     job.stats.bytes += copied.storedBytes;
     job.stats.objects += copied.objects;

@@ -14,7 +14,7 @@
  */
 import { UNIT_HEADER_BYTES } from "../log/format.ts";
 import type { StepGate } from "../log/walk.ts";
-import { CommitGate } from "../io/commit-gate.ts";
+import type { CommitGate } from "../io/commit-gate.ts";
 import type { HeldBytes } from "../log/reader.ts";
 import { FLAG_PART } from "../store/format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, scanRecords, verifyRecord } from "../store/format/records.ts";
@@ -150,15 +150,12 @@ export async function copyBase(plan: BasePlan, source: BaseSource, target: Backu
   const puts: Array<Promise<void>> = [];
   const commitGate = options.commitGate;
   let yieldedMs = 0;
-  const yieldToCommits = async (): Promise<void> => {
-    yieldedMs += await (commitGate as CommitGate).yieldTo(COMMIT_YIELD_MS);
-  };
   let commitsSeen = commitGate?.entered ?? 0;
   const beforeWrite =
     commitGate === undefined
       ? undefined
       : async (): Promise<number> => {
-          await yieldToCommits();
+          yieldedMs += await commitGate.yieldTo(COMMIT_YIELD_MS);
           const entered = commitGate.entered;
           const quiet = entered === commitsSeen;
           commitsSeen = entered;
@@ -189,7 +186,7 @@ export async function copyBase(plan: BasePlan, source: BaseSource, target: Backu
         ? limit?.take
         : async (bytes) => {
             if (limit !== undefined) await limit.take(bytes);
-            await yieldToCommits();
+            yieldedMs += await commitGate.yieldTo(COMMIT_YIELD_MS);
           };
     const copy: Copy = { source, writer, hooks, pacer: new Pacer(), gate };
     writer.spaces(plan.spaces);

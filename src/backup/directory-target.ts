@@ -100,7 +100,6 @@ function fsError(error: unknown, what: string): unknown {
  */
 const WRITEBACK_EVERY_BYTES = 1 << 20;
 
-
 /** Starts writeback of a file's freshly written bytes in steps (advisory: a failure turns it off). */
 class Writeback {
   #fd: number;

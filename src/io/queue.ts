@@ -69,12 +69,13 @@ export class IoQueue {
   /** Lone chains waiting for their turn of the event loop (writeThenSyncNext). */
   private deferred = 0;
 
-  /** Counts awaited write + datasync chains on the device (see commit-gate.ts). */
-  gate: CommitGate | undefined;
+  /** Counts awaited write + datasync chains on the device (see commit-gate.ts); the log's queue has one. */
+  readonly gate: CommitGate | undefined;
 
-  constructor(backend: IoBackend, options: { loneChainBlockUs?: number } = {}) {
+  constructor(backend: IoBackend, options: { loneChainBlockUs?: number; gate?: CommitGate } = {}) {
     this.backend = backend;
     this.loneChainBlockUs = options.loneChainBlockUs ?? 0;
+    this.gate = options.gate;
   }
 
   /** Operations issued and not yet finished (including those waiting for queue room). */
@@ -125,14 +126,15 @@ export class IoQueue {
     if (!awaited) return this.writeThenSyncQueued(write);
     if (this.slowChainsLeft > 0) this.slowChainsLeft -= 1;
     else if (this.mayCallNow()) return this.writeThenSyncNext(write);
+    return this.awaitedThroughQueue(write);
+  }
+
+  /** An awaited chain through the queue, counted on the commit gate until its datasync ends. */
+  private awaitedThroughQueue(write: WriteArgs): { written: Promise<void>; synced: Promise<void> } {
     const gate = this.gate;
-    if (gate === undefined) return this.writeThenSyncQueued(write);
-    gate.enter();
+    gate?.enter();
     const chain = this.writeThenSyncQueued(write);
-    chain.synced.then(
-      () => gate.leave(),
-      () => gate.leave(),
-    );
+    if (gate !== undefined) chain.synced.then(() => gate.leave(), () => gate.leave());
     return chain;
   }
 
@@ -192,7 +194,7 @@ export class IoQueue {
     setImmediate(() => {
       this.deferred -= 1;
       if (!this.mayCallNow()) {
-        const queued = this.writeThenSyncQueued(write);
+        const queued = this.awaitedThroughQueue(write);
         settleWritten(queued.written);
         settleSynced(queued.synced);
         return;

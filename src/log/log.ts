@@ -363,8 +363,7 @@ export class LogStructuredStore {
       await backend.lockFile(file);
       // A device is written to only while held exclusively: never while mounted or used by others.
       if (file.deviceBytes !== undefined && options.readOnly !== true) claim = claimDevice(file);
-      const queue = new IoQueue(backend, { loneChainBlockUs: options.commitWaitBlockUs ?? 0 });
-      queue.gate = new CommitGate();
+      const queue = new IoQueue(backend, { loneChainBlockUs: options.commitWaitBlockUs ?? 0, gate: new CommitGate() });
       root = await RootBlocks.loadOrCreate(queue, file, options, bufferSize);
       const segmentSize = root.current.segmentSize;
       // An existing file keeps its segment size; an unspecified buffer size fits inside it.
@@ -524,16 +523,16 @@ export class LogStructuredStore {
     }
   }
 
+  /** Durable commits on the device now, for background I/O to yield to (commit-gate.ts). */
+  get commitGate(): CommitGate {
+    return this.queue.gate as CommitGate; // the log's queue is made with one (open)
+  }
+
   /**
    * How long a lone commit may block the thread waiting for its write and datasync, µs (0:
    * never). The store turns it to 0 while this thread has messages to answer as commits are in
    * flight (Workers attached, standbys served).
    */
-  /** Durable commits on the device now, for background I/O to yield to (commit-gate.ts). */
-  get commitGate(): CommitGate {
-    return this.queue.gate as CommitGate;
-  }
-
   get commitWaitBlockUs(): number {
     return this.queue.loneChainBlockUs;
   }

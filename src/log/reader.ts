@@ -234,20 +234,28 @@ export class LogReader {
     const caching = this.cache.enabled && lengthBytes <= CACHE_FILL_MAX_BYTES;
     const viaPageCache = mayUsePageCache && lengthBytes <= CACHE_FILL_MAX_BYTES ? this.bufferedFile() : undefined;
     const around = caching && (viaPageCache === undefined || this.readAroundPays());
-    if (viaPageCache !== undefined && !around) return this.readExact(viaPageCache, index, address, lengthBytes, caching);
-    const from = around ? Math.max(geometry.segmentStart(seq), Math.floor(address / BLOCK_BYTES) * BLOCK_BYTES) : alignDown(address);
+    // Through the page cache and not around: exactly the record's bytes (a buffered descriptor
+    // needs no alignment), and nothing for the block cache, which holds aligned blocks. Why: for a
+    // 1 KiB record the 4 KiB pages around it were a 4–8 KiB copy out of the page cache and another
+    // into the block cache, for neighbours this mode has found are not read (readAroundPays).
+    // Measured, bench/store.ts (i) (Zipf reads of 1 KiB values, data 4× the caches), two
+    // alternating runs each: 510 k and 428 k → 588 k and 548 k reads/s.
+    const exact = viaPageCache !== undefined && !around;
+    const from = exact ? address : around ? Math.max(geometry.segmentStart(seq), Math.floor(address / BLOCK_BYTES) * BLOCK_BYTES) : alignDown(address);
     // A block read stops where the file ends too: it grows a piece at a time, so the block around
     // a record may reach past what the file holds (space.ts knows; no fstat per read).
     const heldEnd = geometry.segmentStart(seq) + this.space.allocatedIn(index);
     // Through the page cache, a block read stops at the durable end: past it units are being
     // written (O_DIRECT), and pages read in beside such a write could keep what it replaces.
     const blockEnd = viaPageCache === undefined ? Infinity : Math.max(alignUp(address + lengthBytes), alignDown(this.stableAddress()));
-    const to = around
+    const to = exact
+      ? address + lengthBytes
+      : around
       ? Math.max(alignUp(address + lengthBytes), Math.min(segmentEnd, heldEnd, blockEnd, Math.ceil((address + lengthBytes) / BLOCK_BYTES) * BLOCK_BYTES))
       : alignUp(address + lengthBytes);
     // Only bytes that can no longer change on disk are kept: a block may reach past the log's
     // written end into bytes a unit being written will replace (that unit goes in when written).
-    const keepEnd = Math.min(to, alignDown(this.stableAddress()));
+    const keepEnd = exact ? from : Math.min(to, alignDown(this.stableAddress()));
     const physical = geometry.physicalOffset(index, from);
     const scratch = this.borrow(to - from);
     try {
@@ -263,29 +271,6 @@ export class LogReader {
       throw error;
     }
     return { scratch, start: address - from };
-  }
-
-  /**
-   * A miss through the page cache that does not read around: exactly its bytes, not the 4 KiB
-   * pages around them (a buffered descriptor needs no alignment), and nothing for the block cache
-   * (which holds aligned blocks). Why: for a 1 KiB record the pages were a 4–8 KiB copy out of
-   * the page cache and another into the block cache, for neighbours this reading mode has found
-   * are not read (readAroundPays). Measured, bench/store.ts (i) (Zipf reads of 1 KiB values, data
-   * 4× the caches), two alternating runs each: 510 k and 428 k → 588 k and 548 k reads/s.
-   */
-  private async readExact(file: FileHandle, index: number, address: number, lengthBytes: number, caching: boolean): Promise<{ scratch: NativeBuffer; start: number }> {
-    const physical = this.geometry.physicalOffset(index, address);
-    const scratch = this.borrow(lengthBytes);
-    try {
-      if (caching) this.cache.noteMiss();
-      this.bufferedReads += 1;
-      if (readNoWait(file.fd, scratch, 0, lengthBytes, physical)) this.noWaitReads += 1;
-      else await this.queue.read(file, scratch, 0, lengthBytes, physical);
-    } catch (error) {
-      this.giveBack(scratch);
-      throw error;
-    }
-    return { scratch, start: 0 };
   }
 
   /**

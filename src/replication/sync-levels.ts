@@ -173,44 +173,39 @@ export class SyncWaiters {
     this.timer = undefined;
   }
 
-  /** The timer fired: time out the first waiter past its deadline, if any; re-arm for the rest. */
+  /**
+   * The timer fired: the waiters past their deadline time out, and it is armed again for the next
+   * one. Deadlines follow the order waiters arrived in (each is its arrival plus `timeoutMs`), and
+   * `waiters` keeps that order, so the late ones are a prefix and the next deadline is the first.
+   */
   private expire(): void {
     this.timer = undefined;
     const now = performance.now();
-    const late = this.waiters.find((w) => w.deadline <= now);
-    if (late !== undefined) this.timedOut(late);
-    if (this.waiters.length === 0) return;
-    let next = Number.POSITIVE_INFINITY;
-    for (const w of this.waiters) next = Math.min(next, w.deadline);
-    this.timer = setTimeout(() => this.expire(), Math.max(0, next - now));
+    if ((this.waiters[0]?.deadline ?? Infinity) <= now) this.timedOut(now);
+    const next = this.waiters[0];
+    if (next !== undefined) this.timer = setTimeout(() => this.expire(), Math.max(0, next.deadline - now));
   }
 
-  private timedOut(waiter: Waiter): void {
-    const index = this.waiters.indexOf(waiter);
-    if (index < 0) return;
-    this.counters.timeouts += 1;
+  private timedOut(now: number): void {
     if (this.policy === "fail") {
-      // Every waiter past its deadline fails (each its own timeout, as its own timer did).
-      const now = performance.now();
-      const keep: Waiter[] = [];
-      for (const w of this.waiters) {
-        if (w === waiter || w.deadline <= now) {
-          if (w !== waiter) this.counters.timeouts += 1;
-          w.reject(new ReplicationTimeoutError(`no standby confirmed "${w.level}" within ${this.timeoutMs} ms (the transaction is committed on the primary only)`));
-        } else keep.push(w);
+      // Each waiter past its deadline fails (as its own timer would have).
+      let late = 0;
+      while (late < this.waiters.length && (this.waiters[late] as Waiter).deadline <= now) late += 1;
+      const failed = this.waiters.splice(0, late);
+      this.counters.timeouts += failed.length;
+      for (const w of failed) {
+        w.reject(new ReplicationTimeoutError(`no standby confirmed "${w.level}" within ${this.timeoutMs} ms (the transaction is committed on the primary only)`));
       }
-      this.waiters = keep;
       return;
     }
-    // degrade: this commit and every other waiting one go on as async.
+    // degrade: the first late commit and every other waiting one go on as async.
+    this.counters.timeouts += 1;
     this.degraded = true;
     const all = this.waiters;
     this.waiters = [];
     this.stopTimer();
-    for (const w of all) {
-      if (w !== waiter) this.counters.degradedCommits += 1;
-      w.resolve();
-    }
+    this.counters.degradedCommits += all.length - 1;
+    for (const w of all) w.resolve();
     this.emit("degraded", `no standby confirmed within ${this.timeoutMs} ms: replication degraded to async`);
   }
 

@@ -45,9 +45,8 @@ export class SyncLogReader {
   private readonly geometry: LogGeometry;
   private fd: number | undefined;
   private buffer: NativeBuffer | undefined;
-  /** The log's buffered descriptor mapped read-only, and that descriptor. */
+  /** The log's buffered descriptor mapped read-only. */
   private mapped: MappedFile | undefined;
-  private mappedFd: number | undefined;
   /** Reads that went through the page cache (for tests). */
   bufferedReads = 0;
   /** seq → physical segment index, copied from the log's segment table on a miss. */
@@ -81,11 +80,8 @@ export class SyncLogReader {
     const buffered = direct || lengthBytes > KEPT_BUFFER_BYTES ? undefined : this.log.pageCacheDescriptor();
     if (buffered !== undefined) {
       // A copy from the mapping of the same descriptor: no system call (io/mapped-file.ts).
-      if (this.mapped === undefined || this.mappedFd !== buffered) {
-        this.mapped?.close();
-        this.mapped = new MappedFile(buffered);
-        this.mappedFd = buffered;
-      }
+      // The log opens its buffered descriptor once and keeps it until it closes.
+      this.mapped ??= new MappedFile(buffered);
       const view = this.mapped.bytes(physical, lengthBytes);
       if (view !== undefined) {
         this.bufferedReads += 1;

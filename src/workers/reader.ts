@@ -359,22 +359,18 @@ export class WorkerReader {
     const index = this.segments.indexOf(seq);
     if (index === undefined) throw new Retry(`segment ${seq} is not in the published segment index`);
     const physical = this.geometry.physicalOffset(index, address);
-    // Up to SYNC_READ_BYTES a synchronous pread: from the page cache it costs a few µs, where a
+    // Up to SYNC_READ_BYTES synchronous (fileAt): from the page cache a few µs, where a
     // read through the thread pool cost ~35 µs of hops (20 000 values of 16 B–3 KB, 2× a Worker's
     // cache: 23 k reads/s through the pool, BENCH_WORKERS_PARTS=peers bun bench/workers.ts). A
     // page the kernel must fetch holds this Worker's event loop for one disk read, as lmdb's do.
-    const sync = length <= SYNC_READ_BYTES;
     const out = new Uint8Array(length);
-    if (sync) {
-      const mapped = this.mapped.bytes(physical, length);
-      if (mapped !== undefined) {
-        out.set(mapped);
-        return out;
-      }
+    if (length <= SYNC_READ_BYTES) {
+      if (!this.fileAt(physical, out)) throw new Retry(`log bytes at ${address} are past the end of the file`);
+      return out;
     }
     let done = 0;
     while (done < length) {
-      const got = sync ? fs.readSync(this.fd, out, done, length - done, physical + done) : await this.readOnPool(out, done, physical + done);
+      const got = await this.readOnPool(out, done, physical + done);
       if (got === 0) throw new Retry(`log bytes at ${address} are past the end of the file`);
       done += got;
     }
@@ -418,8 +414,11 @@ export class WorkerReader {
    */
   private fileInto(address: number, out: Uint8Array): boolean {
     const index = this.segments.indexOf(this.geometry.seqOf(address));
-    if (index === undefined) return false;
-    const physical = this.geometry.physicalOffset(index, address);
+    return index !== undefined && this.fileAt(this.geometry.physicalOffset(index, address), out);
+  }
+
+  /** All of `out` from the file at `physical`: a copy from the mapping, else `pread`s; false if the file came short. */
+  private fileAt(physical: number, out: Uint8Array): boolean {
     const mapped = this.mapped.bytes(physical, out.length);
     if (mapped !== undefined) {
       out.set(mapped);
