@@ -327,13 +327,7 @@ describe("IoQueue: a lone awaited write + datasync with system calls (writeThenS
     test(`${io}: a chain alone goes through system calls when blocking is allowed, else through the queue; the bytes land either way`, async () => {
       const backend = await openBackend({ io, queueDepth: 16 });
       const submitted: number[] = [];
-      const counting = new Proxy(backend, {
-        get(target, property) {
-          if (property === "submit") return (ops: readonly IoOp[]) => (submitted.push(ops.length), target.submit(ops));
-          const value = Reflect.get(target, property, target) as unknown;
-          return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-        },
-      });
+      const counting = recording(backend, (ops) => submitted.push(ops.length));
       const file = backend.openFile(path.join(dir, `s-${io}.bin`), { create: true, direct: true });
       const buffer = backend.alloc(4 * BLOCK);
       const back = backend.alloc(4 * BLOCK);
