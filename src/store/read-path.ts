@@ -165,17 +165,7 @@ export class ReadPath {
 
   /** Seids `entries()` visits, ascending: 8 bytes each, taken at once. */
   seidsIn(options: EntriesOptions): BigUint64Array {
-    const { space, from = 1n, to = MAX_SEID } = options;
-    if (space !== undefined) checkSpace(space);
-    if (typeof from !== "bigint" || typeof to !== "bigint") throw new InvalidArgumentError("from and to must be bigints");
-    const out: bigint[] = [];
-    const keep = (seid: bigint) => seid >= from && seid <= to;
-    if (space !== undefined) {
-      for (const seid of this.core.map.seidsOfSpace(space)) if (keep(seid)) out.push(seid);
-    } else {
-      for (const [seid] of this.core.map.entries()) if (keep(seid)) out.push(seid);
-    }
-    return BigUint64Array.from(out).sort();
+    return seidsIn(options, (space) => (space !== undefined ? this.core.map.seidsOfSpace(space) : this.core.map.keys()));
   }
 
   /** The element's committed bytes as a stream (see `Store.readStream`). */
@@ -225,21 +215,34 @@ function scratchOf(lengthBytes: number): Uint8Array {
   return scratchView;
 }
 
-function checkSpace(space: number): void {
+/**
+ * The seids `entries(options)` visits, ascending, from `listed(space)`: the seids of one space, or
+ * of every space when `space` is undefined (the owner's mapping table, or a Worker's shared one).
+ */
+export function seidsIn(options: EntriesOptions, listed: (space: number | undefined) => Iterable<bigint>): BigUint64Array {
+  const { space, from = 1n, to = MAX_SEID } = options;
+  if (space !== undefined) checkSpace(space);
+  if (typeof from !== "bigint" || typeof to !== "bigint") throw new InvalidArgumentError("from and to must be bigints");
+  const out: bigint[] = [];
+  for (const seid of listed(space)) if (seid >= from && seid <= to) out.push(seid);
+  return BigUint64Array.from(out).sort();
+}
+
+export function checkSpace(space: number): void {
   if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
     throw new InvalidArgumentError(`space must be an integer in [0, 4294967295], got ${space}`);
   }
 }
 
 /** Verify a single-part element's Data record; returns its body. */
-function checkSingle(record: Uint8Array, seid: bigint): Uint8Array {
+export function checkSingle(record: Uint8Array, seid: bigint): Uint8Array {
   const header = verifyRecord(record, { type: RecordType.Data, seid });
   if ((header.flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
   return record.subarray(RECORD_HEADER_BYTES);
 }
 
 /** Verify part `index` of a multipart element; returns its body. */
-function checkPart(record: Uint8Array, seid: bigint, index: number): Uint8Array {
+export function checkPart(record: Uint8Array, seid: bigint, index: number): Uint8Array {
   const header = verifyRecord(record, { type: RecordType.Data, seid });
   if ((header.flags & FLAG_PART) === 0 || header.aux !== index) {
     throw new CorruptionError(`seid ${seid}: part ${index} record is not the part expected (aux ${header.aux})`);
@@ -248,7 +251,7 @@ function checkPart(record: Uint8Array, seid: bigint, index: number): Uint8Array 
 }
 
 /** Copy part bodies, in order, into `out` at `offset`; returns the offset after them. */
-function copyParts(seid: bigint, out: Uint8Array, offset: number, bodies: readonly Uint8Array[]): number {
+export function copyParts(seid: bigint, out: Uint8Array, offset: number, bodies: readonly Uint8Array[]): number {
   for (const body of bodies) {
     if (offset + body.length > out.length) throw new CorruptionError(`seid ${seid}: parts add up to more than its size`);
     out.set(body, offset);
@@ -258,7 +261,7 @@ function copyParts(seid: bigint, out: Uint8Array, offset: number, bodies: readon
 }
 
 /** The parts copied must fill the element exactly. */
-function checkFilled(seid: bigint, out: Uint8Array, offset: number): Uint8Array {
+export function checkFilled(seid: bigint, out: Uint8Array, offset: number): Uint8Array {
   if (offset !== out.length) throw new CorruptionError(`seid ${seid}: parts add up to ${offset} bytes, expected ${out.length}`);
   return out;
 }

@@ -489,11 +489,13 @@ export class Store {
   /**
    * The element's bytes as last committed, or `undefined` if there is none, without a promise.
    *
-   * A cache hit is a copy from memory. A miss reads the record synchronously, blocking the thread
-   * for one disk read (about 0.1 ms on an SSD): from a flush buffer if it is still in memory,
-   * else with `fs.readSync` on a file descriptor the store opens for this (O_DIRECT like its
-   * own, into aligned memory). Every byte is verified as `read()` verifies it, and the value goes
-   * to the cache. Use `read()` where you can await: it does not block the thread.
+   * A cache hit is a copy from memory. A miss reads the record synchronously: from a flush buffer
+   * if it is still in memory; a small one (≤ 64 KiB) as a copy from the kernel's page cache
+   * through a read-only mapping of the file, blocking the thread for one disk read (about 0.1 ms
+   * on an SSD) when the page is not there; a larger one with O_DIRECT (store/sync-read.ts). Every
+   * byte is verified as `read()` verifies it (a small record that fails its check is read again
+   * with O_DIRECT), and the value goes to the cache. Use `read()` where you can await: it does
+   * not block the thread.
    * @throws InvalidArgumentError when the element is larger than `maxReadBytes`.
    */
   readSync(seid: bigint): Uint8Array | undefined {

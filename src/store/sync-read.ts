@@ -8,14 +8,9 @@
  *   descriptor (the one its own small reads use; see {@link SyncLogReader.read}), as a copy from
  *   a read-only mapping of it (io/mapped-file.ts; a `pread` where it cannot map); its caller
  *   verifies the record and, if it fails, reads it again directly;
- * - anything else is read with `fs.readSync` from the store's file through a file descriptor of
- *   its own, opened with O_DIRECT like the backends' (so it sees exactly what their O_DIRECT
- *   writes put on the device, never a stale page-cache copy), into aligned native memory from the
- *   backend (O_DIRECT needs 4 KiB-aligned buffers, and JS memory is not reliably aligned).
- *   Where O_DIRECT is refused (tmpfs), the backends use buffered I/O too, and so does this.
- *
- * The second descriptor takes no lock: the store's lock is a flock on the backend's descriptor,
- * which a second open of the file neither needs nor disturbs.
+ * - anything else is read with O_DIRECT like the backends' reads (so it sees exactly what their
+ *   O_DIRECT writes put on the device, never a stale page-cache copy), through a descriptor of
+ *   its own into the backend's aligned memory (io/direct-read.ts).
  *
  * Which physical segment holds a sequence number is the log's segment table; it is copied here
  * on a miss and kept, because a sequence number never moves while it lives (a reused segment gets
@@ -27,24 +22,21 @@
  *
  * @module
  */
-import fs from "node:fs";
-import type { NativeBuffer } from "../io/backend.ts";
-import { alignDown, alignUp, LogGeometry } from "../log/address.ts";
+import { LogGeometry } from "../log/address.ts";
 import type { LogStructuredStore } from "../log/log.ts";
-import { errorFromErrno, InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError } from "../errors.ts";
+import { DirectReader, readAt } from "../io/direct-read.ts";
 import { MappedFile } from "../io/mapped-file.ts";
 
-const O_DIRECT = fs.constants.O_DIRECT ?? 0o40000;
-/** Reads up to this size reuse one kept buffer; larger ones allocate and free their own. */
-const KEPT_BUFFER_BYTES = 64 << 10;
+/** Reads up to this size go through the page cache (see {@link SyncLogReader.read}). */
+const BUFFERED_READ_BYTES = 64 << 10;
 
 /** Synchronous positional reads of one store's log. */
 export class SyncLogReader {
   private readonly log: LogStructuredStore;
-  private readonly path: string;
   private readonly geometry: LogGeometry;
-  private fd: number | undefined;
-  private buffer: NativeBuffer | undefined;
+  /** Larger reads, and small ones read again when their record failed its check. */
+  private readonly direct: DirectReader;
   /** The log's buffered descriptor mapped read-only. */
   private mapped: MappedFile | undefined;
   /** Reads that went through the page cache (for tests). */
@@ -54,7 +46,7 @@ export class SyncLogReader {
 
   constructor(log: LogStructuredStore, path: string) {
     this.log = log;
-    this.path = path;
+    this.direct = new DirectReader(path, log.backend);
     this.geometry = new LogGeometry(log.segmentSize);
   }
 
@@ -77,7 +69,7 @@ export class SyncLogReader {
       throw new InvalidArgumentError(`log range [${address}, +${lengthBytes}) is not in a live segment`);
     }
     const physical = this.geometry.physicalOffset(this.segmentIndex(seq), address);
-    const buffered = direct || lengthBytes > KEPT_BUFFER_BYTES ? undefined : this.log.pageCacheDescriptor();
+    const buffered = direct || lengthBytes > BUFFERED_READ_BYTES ? undefined : this.log.pageCacheDescriptor();
     if (buffered !== undefined) {
       // A copy from the mapping of the same descriptor: no system call (io/mapped-file.ts).
       // The log opens its buffered descriptor once and keeps it until it closes.
@@ -97,31 +89,14 @@ export class SyncLogReader {
       this.bufferedReads += 1;
       return done === lengthBytes ? out : out.subarray(0, done);
     }
-    const alignedStart = alignDown(physical);
-    const alignedBytes = alignUp(physical + lengthBytes) - alignedStart;
-    const fd = this.open(); // node:fs opens with O_CLOEXEC (libuv always adds it)
-    const scratch = alignedBytes <= KEPT_BUFFER_BYTES ? (this.buffer ??= this.log.backend.alloc(KEPT_BUFFER_BYTES)) : this.log.backend.alloc(alignedBytes);
-    try {
-      let done = 0;
-      while (done < alignedBytes) {
-        const n = readAt(fd, scratch.bytes.subarray(done, alignedBytes), alignedStart + done);
-        if (n === 0) break; // end of file: the checksum check below the caller fails
-        done += n;
-      }
-      return scratch.bytes.slice(physical - alignedStart, Math.min(done, physical - alignedStart + lengthBytes));
-    } finally {
-      if (scratch !== this.buffer) this.log.backend.free(scratch);
-    }
+    return this.direct.read(physical, lengthBytes);
   }
 
-  /** Close the descriptor and free the buffer (at store close). */
+  /** Unmap, close the direct descriptor and free its buffer (at store close). */
   close(): void {
     this.mapped?.close();
     this.mapped = undefined;
-    if (this.fd !== undefined) fs.closeSync(this.fd);
-    this.fd = undefined;
-    if (this.buffer !== undefined) this.log.backend.free(this.buffer);
-    this.buffer = undefined;
+    this.direct.close();
   }
 
   private segmentIndex(seq: number): number {
@@ -134,29 +109,4 @@ export class SyncLogReader {
     }
     return index;
   }
-
-  private open(): number {
-    if (this.fd !== undefined) return this.fd;
-    try {
-      this.fd = fs.openSync(this.path, fs.constants.O_RDONLY | O_DIRECT);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EINVAL") throw asIoError(error);
-      this.fd = fs.openSync(this.path, fs.constants.O_RDONLY);
-    }
-    return this.fd;
-  }
-}
-
-/** `fs.readSync` at `position`, its failures as the store's typed errors. */
-function readAt(fd: number, into: Uint8Array, position: number): number {
-  try {
-    return fs.readSync(fd, into, 0, into.length, position);
-  } catch (error) {
-    throw asIoError(error);
-  }
-}
-
-function asIoError(error: unknown): Error {
-  const errno = (error as NodeJS.ErrnoException).errno;
-  return typeof errno === "number" ? errorFromErrno(-Math.abs(errno), "synchronous read") : (error as Error);
 }

@@ -28,6 +28,7 @@ import { levelCode, SEID_LEASE } from "./host.ts";
 import { checkLevel, type ReplicationLevel } from "../replication/sync-levels.ts";
 import type { TransactionOptions } from "../store/store.ts";
 import { WorkerReader } from "./reader.ts";
+import type { EntriesOptions } from "../store/read-path.ts";
 import { StatsBoard } from "./shared-state.ts";
 import { CLAIMS, TurnLock } from "./turn.ts";
 import type { BackupInfo, BackupOptions, BackupProgress } from "../backup/backup.ts";
@@ -575,6 +576,33 @@ export class AttachedStore {
     return this.reader.read(seid);
   }
 
+  /**
+   * {@link read} without a promise (see `Store.readSync`): a hit in this Worker's cache or a small
+   * value is a copy from memory or from the kernel's page cache through a read-only mapping of the
+   * file; anything else is read with the thread blocked for the disk reads it needs. Every record
+   * verified. Waits at most 1 s for a pin when all the store's pins are held (open read streams),
+   * then throws `InvalidArgumentError`: prefer `read()`, which waits without blocking.
+   * @throws InvalidArgumentError when the element is larger than `maxReadBytes`.
+   */
+  readSync(seid: bigint): Uint8Array | undefined {
+    this.assertOpen();
+    return this.reader.readSync(seid);
+  }
+
+  /**
+   * Every element, or those of one space or seid range, as `[seid, bytes]` in ascending seid
+   * order, read lazily (see `Store.entries`): the seids are taken when iteration starts, an
+   * element deleted before it is reached is skipped.
+   */
+  async *entries(options: EntriesOptions = {}): AsyncGenerator<[bigint, Uint8Array], void, undefined> {
+    this.assertOpen();
+    for (const seid of this.reader.seidsIn(options)) {
+      this.assertOpen();
+      const value = await this.reader.read(seid);
+      if (value !== undefined) yield [seid, value];
+    }
+  }
+
   /** The element's committed bytes as a stream (see `Store.readStream`). */
   readStream(seid: bigint): ReadableStream<Uint8Array> {
     this.assertOpen();
@@ -640,11 +668,11 @@ export class AttachedStore {
    * The owner's counters as last published (refreshed every 100 ms while Workers are attached),
    * with this Worker's own cache counters.
    */
-  stats(): Record<string, unknown> & { worker: { attachmentId: number; cacheHits: number; cacheMisses: number } } {
+  stats(): Record<string, unknown> & { worker: { attachmentId: number; cacheHits: number; cacheMisses: number; directRetries: number } } {
     this.assertOpen();
     const text = this.board.read();
     const owner = text === "" ? {} : (JSON.parse(text) as Record<string, unknown>);
-    return { ...owner, worker: { attachmentId: this.attachmentId, cacheHits: this.reader.cacheHits, cacheMisses: this.reader.cacheMisses } };
+    return { ...owner, worker: { attachmentId: this.attachmentId, cacheHits: this.reader.cacheHits, cacheMisses: this.reader.cacheMisses, directRetries: this.reader.directRetries } };
   }
 
   /** A handle for another Worker (the same one the owner gave out). */

@@ -9,7 +9,12 @@
  *
  * The common read — one part, at most 64 KiB, its segment pinned at the first try — is
  * synchronous ({@link WorkerReader.readNow}): into a scratch buffer, checked in place, one copy
- * out (docs/WORKERS.md has the figures).
+ * out (docs/WORKERS.md has the figures). The rest of the path is written once, as steps that a
+ * synchronous driver runs for `readSync` and an asynchronous one for `read` and streams.
+ *
+ * A record that fails its check is read again from the map; from the second try on with O_DIRECT
+ * (io/direct-read.ts), because a page cached before an O_DIRECT write replaced the bytes beneath
+ * it can outlive the write when the two raced, and re-reading that page would fail every time.
  *
  * Why the second look makes the pin safe: the cleaner gives a segment back only after a commit
  * moved every live element out of it, and only if no pin names it. A pin written before that
@@ -36,13 +41,15 @@ import { ElementCache } from "../store/cache.ts";
 import { decodeExtents, FLAG_EXTENTS_INDIRECT, FLAG_PART, type Part } from "../store/format/extents.ts";
 import { RECORD_HEADER_BYTES, RecordType, verifyDataRecordIn, verifyRecord } from "../store/format/records.ts";
 import { seidHalves } from "../store/state/mapping.ts";
-import { assembleParts } from "../store/read-path.ts";
+import { checkFilled, checkPart, checkSingle, checkSpace, copyParts, seidsIn, type EntriesOptions } from "../store/read-path.ts";
 import { partsByteStream } from "../store/streams.ts";
 import { ownedBytes } from "../log/reader.ts";
 import type { Location } from "../store/state/mapping.ts";
 import { checkSeid } from "../store/state/seids.ts";
 import type { StoreHandle } from "./handle.ts";
-import { SharedMapping, SharedPins, SharedSegments } from "./shared-state.ts";
+import { PIN_ENTRIES, SharedMapping, SharedPins, SharedSegments } from "./shared-state.ts";
+import { DirectReader } from "../io/direct-read.ts";
+import { allocAligned, freeAligned } from "../io/libc.ts";
 import { MappedFile } from "../io/mapped-file.ts";
 
 /** Attempts of one read before a persistent mismatch is reported as corruption. */
@@ -51,9 +58,23 @@ const READ_ATTEMPTS = 8;
 const READ_AHEAD_PARTS = 4;
 /** Reads up to this size are synchronous preads (see readBytes); larger ones go through the thread pool. */
 const SYNC_READ_BYTES = 64 << 10;
+/** Parts of a multipart element read at once (the thread pool overlaps them). */
+const PARTS_AT_ONCE = 4;
+/** How long `readSync` waits for a free entry of a full pin table (see {@link WorkerReader.pinSync}). */
+const SYNC_PIN_WAIT_MS = 1000;
 
-/** A read that lost a race (buffer reused, segment index stale): try again from the map. */
-class Retry extends Error {}
+/**
+ * A read that lost a race (buffer reused, segment index stale), or whose record failed its check
+ * (`failedCheck`: a race, a stale page, or damage): try again from the map.
+ */
+class Retry extends Error {
+  constructor(
+    message: string,
+    readonly failedCheck = false,
+  ) {
+    super(message);
+  }
+}
 
 /** {@link WorkerReader.readNow} could not answer at once: take the asynchronous path. */
 export const SLOW: unique symbol = Symbol("slow");
@@ -84,10 +105,15 @@ export class WorkerReader {
   /** Where {@link readNow} reads a record and checks it (no allocation), and its u32 view. */
   private readonly scratch = new Uint8Array(new ArrayBuffer(SYNC_READ_BYTES));
   private readonly scratchWords = new Uint32Array(this.scratch.buffer);
+  /** O_DIRECT reads of records that failed their check through the page cache, opened on the first. */
+  private direct: DirectReader | undefined;
+  private readonly path: string;
   private openStreams = 0;
   private closed = false;
   cacheHits = 0;
   cacheMisses = 0;
+  /** Reads that went on with O_DIRECT after a record failed its check through the page cache. */
+  directRetries = 0;
 
   private constructor(id: number, handle: StoreHandle, fd: number, cacheBytes: number) {
     this.id = id;
@@ -97,6 +123,7 @@ export class WorkerReader {
     this.ring = new ReaderRing(handle.ring as RingDescriptor);
     this.geometry = new LogGeometry(handle.segmentSize);
     this.fd = fd;
+    this.path = handle.path;
     this.mapped = new MappedFile(fd);
     this.cache = new ElementCache(cacheBytes);
     this.maxReadBytes = handle.maxReadBytes;
@@ -128,10 +155,13 @@ export class WorkerReader {
   }
 
   seids(space: number): bigint[] {
-    if (!Number.isInteger(space) || space < 0 || space > 0xffffffff) {
-      throw new InvalidArgumentError(`space must be an integer in [0, 4294967295], got ${space}`);
-    }
-    return this.mapping.seidsOfSpace(space).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    checkSpace(space);
+    return this.mapping.seids(space).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** Seids `entries(options)` visits, ascending, taken at once (see `Store.entries`). */
+  seidsIn(options: EntriesOptions): BigUint64Array {
+    return seidsIn(options, (space) => this.mapping.seids(space));
   }
 
   /**
@@ -183,37 +213,16 @@ export class WorkerReader {
     } catch (error) {
       return Promise.reject(error);
     }
-    return now === SLOW ? this.readSlowly(seid) : Promise.resolve(now);
+    return now === SLOW ? this.runAsync(this.element(seid)) : Promise.resolve(now);
   }
 
-  /** {@link read} when {@link readNow} could not answer. */
-  private async readSlowly(seid: bigint): Promise<Uint8Array | undefined> {
-    for (let attempt = 0; ; attempt++) {
-      const { location } = this.mapping.lookup(seid);
-      if (location === undefined) return undefined;
-      if (location.sizeBytes > this.maxReadBytes) {
-        throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
-      }
-      const cached = this.cache.getTagged(seid, location.address);
-      if (cached !== undefined) {
-        this.cacheHits += 1;
-        return cached;
-      }
-      this.cacheMisses += 1;
-      try {
-        const value = await this.pinned(seid, location, async (parts) => {
-          if (parts === undefined) return this.readSingle(seid, location);
-          return assembleParts(seid, location.sizeBytes, parts, async (part, index) => ownedBytes(await this.readPart(seid, part, index)));
-        });
-        if (value === undefined) continue; // moved while we pinned: look again
-        // As the owner's reads do: once full, a first read is only remembered (scan resistance).
-        if (value.length <= this.cache.chunkBytes / 4) this.cache.admitTagged(seid, location.address, value);
-        return value;
-      } catch (error) {
-        if (error instanceof Retry && attempt < READ_ATTEMPTS) continue;
-        throw error instanceof Retry ? new CorruptionError(`seid ${seid}: its record could not be read consistently (${error.message})`) : error;
-      }
-    }
+  /**
+   * {@link read} without a promise: what {@link readNow} cannot answer is read synchronously too
+   * (the same steps, {@link runSync}), blocking this thread for the disk reads it needs.
+   */
+  readSync(seid: bigint): Uint8Array | undefined {
+    const now = this.readNow(seid);
+    return now === SLOW ? this.runSync(this.element(seid)) : now;
   }
 
   /**
@@ -232,11 +241,11 @@ export class WorkerReader {
       for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         const now = this.mapping.lookup(seid).location;
         if (now === undefined || !sameLocation(now, location)) throw new InvalidArgumentError(`seid ${seid} changed before its stream started`);
-        const held = await this.pinSeqs([this.geometry.seqOf(location.address)]);
+        const held = await this.pinAsync([this.geometry.seqOf(location.address)]);
         try {
           if (!sameLocation(this.mapping.lookup(seid).location, location)) throw new Retry("moved");
-          parts = location.multipart ? await this.partsOf(seid, location.address, held) : undefined;
-          if (parts !== undefined) held.push(...(await this.pinSeqs(parts.map((part) => this.geometry.seqOf(part.address)))));
+          parts = location.multipart ? await this.runAsync(this.partsOf(seid, location.address, held, false)) : undefined;
+          if (parts !== undefined) held.push(...(await this.pinAsync(parts.map((part) => this.geometry.seqOf(part.address)))));
           if (!sameLocation(this.mapping.lookup(seid).location, location)) throw new Retry("moved");
           entries = held;
           return;
@@ -247,7 +256,11 @@ export class WorkerReader {
       }
       throw new InvalidArgumentError(`seid ${seid} kept moving while its stream started`);
     };
-    // Reads here copy into a JS array already (readBytes): each is handed over as the caller's own.
+    // Each part is read into a JS array of its own (readBytes): handed over as the caller's own.
+    const partAt = (index: number): Steps<Uint8Array> =>
+      parts === undefined
+        ? this.recordBody(seid, location.address, location.sizeBytes, undefined, false)
+        : this.recordBody(seid, (parts[index] as Part).address, (parts[index] as Part).bodyBytes, index, false);
     return partsByteStream(
       seid,
       location.sizeBytes,
@@ -255,7 +268,7 @@ export class WorkerReader {
         start,
         // A single-part element streams as one part.
         count: () => (parts === undefined ? 1 : parts.length),
-        read: async (index) => ownedBytes(parts === undefined ? await this.readSingle(seid, location) : await this.readPart(seid, parts[index] as Part, index)),
+        read: async (index) => ownedBytes(await this.runAsync(partAt(index))),
         finish: () => {
           this.openStreams -= 1;
           for (const entry of entries) this.pins.unpin(entry);
@@ -267,28 +280,138 @@ export class WorkerReader {
     );
   }
 
-  /**
-   * Pin the element's segments (and for a multipart element, its parts' segments), check the
-   * location did not move meanwhile, run `body`, unpin. Undefined when it moved: look again.
-   */
-  private async pinned<T>(seid: bigint, location: Location, body: (parts: readonly Part[] | undefined) => Promise<T>): Promise<T | undefined> {
-    const held = await this.pinSeqs([this.geometry.seqOf(location.address)]);
+  // ───────────────────────── the read's steps, written once ─────────────────────────
+  //
+  // What {@link readNow} cannot answer (a multipart element, a value over 64 KiB, a segment that
+  // could not be pinned at once, a lost race) is written once, as generators that yield what they
+  // need — log bytes, or pins — and run by one of two drivers: {@link runAsync} for `read()` and
+  // streams, {@link runSync} for `readSync()`. Pins are released in the generators' `finally`,
+  // which runs whichever way a read ends (a driver hands its failures back with `throw`).
+
+  /** The element's committed bytes, or undefined: looked up, pinned, read, verified, retried. */
+  private *element(seid: bigint): Steps<Uint8Array | undefined> {
+    let direct = false;
+    for (let attempt = 0; ; attempt++) {
+      const { location } = this.mapping.lookup(seid);
+      if (location === undefined) return undefined;
+      if (location.sizeBytes > this.maxReadBytes) {
+        throw new InvalidArgumentError(`seid ${seid} holds ${location.sizeBytes} bytes, over maxReadBytes ${this.maxReadBytes}: use readStream()`);
+      }
+      const cached = this.cache.getTagged(seid, location.address);
+      if (cached !== undefined) {
+        this.cacheHits += 1;
+        return cached;
+      }
+      this.cacheMisses += 1;
+      try {
+        const value = yield* this.version(seid, location, direct);
+        if (value === undefined) continue; // moved while we pinned: look again
+        // As the owner's reads do: once full, a first read is only remembered (scan resistance).
+        if (value.length <= this.cache.chunkBytes / 4) this.cache.admitTagged(seid, location.address, value);
+        return value;
+      } catch (error) {
+        if (!(error instanceof Retry)) throw error;
+        if (attempt >= READ_ATTEMPTS) throw new CorruptionError(`seid ${seid}: its record could not be read consistently (${error.message})`);
+        // The page cache can keep what an O_DIRECT write replaced while the two raced (a segment
+        // reused since this Worker last read it): from now on the device decides, as for the
+        // owner's reads. A lost race (moved, not yet published) just looks again.
+        if (error.failedCheck && !direct) {
+          direct = true;
+          this.directRetries += 1;
+        }
+      }
+    }
+  }
+
+  /** The version of the element at `location`, pinned while read; undefined if it moved meanwhile. */
+  private *version(seid: bigint, location: Location, direct: boolean): Steps<Uint8Array | undefined> {
+    const held = yield* pins([this.geometry.seqOf(location.address)]);
     try {
       if (!sameLocation(this.mapping.lookup(seid).location, location)) return undefined;
-      let parts: readonly Part[] | undefined;
-      if (location.multipart) {
-        parts = await this.partsOf(seid, location.address, held);
-        held.push(...(await this.pinSeqs(parts.map((part) => this.geometry.seqOf(part.address)))));
-        if (!sameLocation(this.mapping.lookup(seid).location, location)) return undefined;
+      if (!location.multipart) return yield* this.recordBody(seid, location.address, location.sizeBytes, undefined, direct);
+      const parts = yield* this.partsOf(seid, location.address, held, direct);
+      held.push(...(yield* pins(parts.map((part) => this.geometry.seqOf(part.address)))));
+      if (!sameLocation(this.mapping.lookup(seid).location, location)) return undefined;
+      const out = new Uint8Array(location.sizeBytes);
+      let offset = 0;
+      // A few parts at a time: the asynchronous driver reads them at once.
+      for (let first = 0; first < parts.length; first += PARTS_AT_ONCE) {
+        const batch = parts.slice(first, first + PARTS_AT_ONCE);
+        const records = yield* bytes(batch.map((part) => [part.address, RECORD_HEADER_BYTES + part.bodyBytes] as const), direct);
+        offset = copyParts(seid, out, offset, records.map((record, i) => checked(() => checkPart(record, seid, first + i))));
       }
-      return await body(parts);
+      return checkFilled(seid, out, offset);
     } finally {
       for (const entry of held) this.pins.unpin(entry);
     }
   }
 
+  /** The body of the Data record at `address` (part `index` of its element, or its whole value), verified. */
+  private *recordBody(seid: bigint, address: number, bodyBytes: number, index: number | undefined, direct: boolean): Steps<Uint8Array> {
+    const [record] = yield* bytes([[address, RECORD_HEADER_BYTES + bodyBytes]], direct);
+    return checked(() => (index === undefined ? checkSingle(record as Uint8Array, seid) : checkPart(record as Uint8Array, seid, index)));
+  }
+
+  /** The part list of a multipart element, from its Extents record(s), every one verified. */
+  private *partsOf(seid: bigint, address: number, held: number[], direct: boolean): Steps<Part[]> {
+    const [head] = yield* bytes([[address, RECORD_HEADER_BYTES]], direct);
+    const recordBytes = new DataView((head as Uint8Array).buffer, (head as Uint8Array).byteOffset, 4).getUint32(0, true);
+    if (recordBytes < RECORD_HEADER_BYTES || recordBytes > this.ring.maxReservationBytes) throw new Retry(`record at ${address} claims ${recordBytes} bytes`, true);
+    const [root] = yield* bytes([[address, recordBytes]], direct);
+    const header = checked(() => verifyRecord(root as Uint8Array, { type: RecordType.Extents, seid }));
+    const entries = decodeExtents((root as Uint8Array).subarray(RECORD_HEADER_BYTES));
+    if ((header.flags & FLAG_EXTENTS_INDIRECT) === 0) return entries;
+    held.push(...(yield* pins(entries.map((chunk) => this.geometry.seqOf(chunk.address)))));
+    const chunks = yield* bytes(entries.map((chunk) => [chunk.address, RECORD_HEADER_BYTES + chunk.bodyBytes] as const), direct);
+    return chunks.flatMap((record) => {
+      checked(() => verifyRecord(record, { type: RecordType.Extents, seid }));
+      return decodeExtents(record.subarray(RECORD_HEADER_BYTES));
+    });
+  }
+
+  /** Run a read's steps to the end on this thread (readSync). */
+  private runSync<T>(steps: Steps<T>): T {
+    let next = steps.next();
+    while (!next.done) {
+      const need = next.value;
+      let answer: Uint8Array[] | number[];
+      try {
+        answer = need.kind === "pins" ? this.pinSync(need.seqs) : need.ranges.map(([address, length]) => this.bytesSync(address, length, need.direct));
+      } catch (error) {
+        next = steps.throw(error);
+        continue;
+      }
+      next = steps.next(answer);
+    }
+    return next.value;
+  }
+
+  /** Run a read's steps, waiting for what they need without blocking this thread (read, streams). */
+  private async runAsync<T>(steps: Steps<T>): Promise<T> {
+    let next = steps.next();
+    while (!next.done) {
+      const need = next.value;
+      let answer: Uint8Array[] | number[];
+      try {
+        if (need.kind === "pins") answer = await this.pinAsync(need.seqs);
+        else {
+          // allSettled, not all: no step goes on (and unpins) while a read of it is in flight.
+          const settled = await Promise.allSettled(need.ranges.map(([address, length]) => this.readBytes(address, length, need.direct)));
+          const failed = settled.find((result) => result.status === "rejected");
+          if (failed !== undefined) throw failed.reason;
+          answer = settled.map((result) => (result as PromiseFulfilledResult<Uint8Array>).value);
+        }
+      } catch (error) {
+        next = steps.throw(error);
+        continue;
+      }
+      next = steps.next(answer);
+    }
+    return next.value;
+  }
+
   /** Pin each distinct seq; waits (never errors) while the shared pin table is full. */
-  private async pinSeqs(seqs: readonly number[]): Promise<number[]> {
+  private async pinAsync(seqs: readonly number[]): Promise<number[]> {
     const entries: number[] = [];
     for (const seq of new Set(seqs)) {
       for (;;) {
@@ -303,77 +426,84 @@ export class WorkerReader {
     return entries;
   }
 
-  /** The part list of a multipart element, from its Extents record(s), every one verified. */
-  private async partsOf(seid: bigint, address: number, held: number[]): Promise<Part[]> {
-    const root = await this.readRecordAt(address, RecordType.Extents, seid);
-    const entries = decodeExtents(root.body);
-    if ((root.flags & FLAG_EXTENTS_INDIRECT) === 0) return entries;
-    held.push(...(await this.pinSeqs(entries.map((chunk) => this.geometry.seqOf(chunk.address)))));
-    const parts: Part[] = [];
-    for (const chunk of entries) {
-      const record = await this.readBytes(chunk.address, RECORD_HEADER_BYTES + chunk.bodyBytes);
-      verifyRecord(record, { type: RecordType.Extents, seid });
-      parts.push(...decodeExtents(record.subarray(RECORD_HEADER_BYTES)));
-    }
-    return parts;
-  }
-
-  /** A record whose length is not known: its header first, then the whole record. */
-  private async readRecordAt(address: number, type: RecordType, seid: bigint): Promise<{ flags: number; body: Uint8Array }> {
-    const head = await this.readBytes(address, RECORD_HEADER_BYTES);
-    const recordBytes = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
-    if (recordBytes < RECORD_HEADER_BYTES || recordBytes > this.ring.maxReservationBytes) throw new Retry(`record at ${address} claims ${recordBytes} bytes`);
-    const record = await this.readBytes(address, recordBytes);
-    let header;
+  /**
+   * Pin each distinct seq, sleeping this thread while the table is full, for at most
+   * {@link SYNC_PIN_WAIT_MS}: the pins may be this thread's own (its open read streams), which no
+   * amount of sleeping frees.
+   */
+  private pinSync(seqs: readonly number[]): number[] {
+    const entries: number[] = [];
+    const deadline = performance.now() + SYNC_PIN_WAIT_MS;
     try {
-      header = verifyRecord(record, { type, seid });
+      for (const seq of new Set(seqs)) {
+        for (;;) {
+          const entry = this.pins.tryPin(this.id, seq);
+          if (entry >= 0) {
+            entries.push(entry);
+            break;
+          }
+          if (performance.now() > deadline) {
+            throw new InvalidArgumentError(
+              `readSync could not pin segment ${seq} within ${SYNC_PIN_WAIT_MS} ms: all ${PIN_ENTRIES} pins of the store are held (${this.openStreams} read stream(s) open in this Worker); use read(), which waits, or end some streams`,
+            );
+          }
+          Bun.sleepSync(1);
+        }
+      }
     } catch (error) {
-      throw new Retry(error instanceof Error ? error.message : String(error));
+      for (const entry of entries) this.pins.unpin(entry);
+      throw error;
     }
-    return { flags: header.flags, body: record.subarray(RECORD_HEADER_BYTES) };
-  }
-
-  private async readSingle(seid: bigint, location: Location): Promise<Uint8Array> {
-    const record = await this.readBytes(location.address, RECORD_HEADER_BYTES + location.sizeBytes);
-    const header = verifyOrRetry(record, seid);
-    if ((header.flags & FLAG_PART) !== 0) throw new CorruptionError(`seid ${seid}: a part record where a whole element was expected`);
-    return record.subarray(RECORD_HEADER_BYTES);
-  }
-
-  private async readPart(seid: bigint, part: Part, index: number): Promise<Uint8Array> {
-    const record = await this.readBytes(part.address, RECORD_HEADER_BYTES + part.bodyBytes);
-    const header = verifyOrRetry(record, seid);
-    if ((header.flags & FLAG_PART) === 0 || header.aux !== index) {
-      throw new CorruptionError(`seid ${seid}: part ${index} record is not the part expected (aux ${header.aux})`);
-    }
-    return record.subarray(RECORD_HEADER_BYTES);
+    return entries;
   }
 
   // ───────────────────────────── log bytes ─────────────────────────────
 
-  /** `length` log bytes at `address`: from a flush buffer while there, else from the file. */
-  private async readBytes(address: number, length: number): Promise<Uint8Array> {
+  /** `length` log bytes at `address`, synchronously: from a flush buffer while there, else from the file. */
+  private bytesSync(address: number, length: number, direct: boolean): Uint8Array {
     const fromMemory = this.readFromBuffers(address, length);
     if (fromMemory !== undefined) return fromMemory;
-    const seq = this.geometry.seqOf(address);
-    const index = this.segments.indexOf(seq);
-    if (index === undefined) throw new Retry(`segment ${seq} is not in the published segment index`);
-    const physical = this.geometry.physicalOffset(index, address);
-    // Up to SYNC_READ_BYTES synchronous (fileAt): from the page cache a few µs, where a
-    // read through the thread pool cost ~35 µs of hops (20 000 values of 16 B–3 KB, 2× a Worker's
-    // cache: 23 k reads/s through the pool, BENCH_WORKERS_PARTS=peers bun bench/workers.ts). A
-    // page the kernel must fetch holds this Worker's event loop for one disk read, as lmdb's do.
+    const physical = this.physicalOf(address);
+    if (direct) return this.directAt(address, physical, length);
     const out = new Uint8Array(length);
-    if (length <= SYNC_READ_BYTES) {
-      if (!this.fileAt(physical, out)) throw new Retry(`log bytes at ${address} are past the end of the file`);
-      return out;
-    }
+    if (!this.fileAt(physical, out)) throw new Retry(`log bytes at ${address} are past the end of the file`);
+    return out;
+  }
+
+  /** `length` log bytes at `address`: from a flush buffer while there, else from the file. */
+  private async readBytes(address: number, length: number, direct: boolean): Promise<Uint8Array> {
+    // Up to SYNC_READ_BYTES synchronous (fileAt): from the page cache a few µs, where a read
+    // through the thread pool cost ~35 µs of hops (20 000 values of 16 B–3 KB, 2× a Worker's
+    // cache: 23 k reads/s through the pool, BENCH_WORKERS_PARTS=peers bun bench/workers.ts). A
+    // page the kernel must fetch holds this Worker's event loop for one disk read, as lmdb's do;
+    // so does a direct read (only ever a record that failed its check: rare).
+    if (direct || length <= SYNC_READ_BYTES) return this.bytesSync(address, length, direct);
+    const fromMemory = this.readFromBuffers(address, length);
+    if (fromMemory !== undefined) return fromMemory;
+    const physical = this.physicalOf(address);
+    const out = new Uint8Array(length);
     let done = 0;
     while (done < length) {
       const got = await this.readOnPool(out, done, physical + done);
       if (got === 0) throw new Retry(`log bytes at ${address} are past the end of the file`);
       done += got;
     }
+    return out;
+  }
+
+  /** Where log `address` is in the file, by the published segment index. */
+  private physicalOf(address: number): number {
+    const seq = this.geometry.seqOf(address);
+    const index = this.segments.indexOf(seq);
+    if (index === undefined) throw new Retry(`segment ${seq} is not in the published segment index`);
+    return this.geometry.physicalOffset(index, address);
+  }
+
+  /** `length` bytes at `physical` with O_DIRECT (io/direct-read.ts), all of them or a {@link Retry}. */
+  private directAt(address: number, physical: number, length: number): Uint8Array {
+    this.direct ??= new DirectReader(this.path, { alloc: allocAligned, free: freeAligned });
+    const out = this.direct.read(physical, length);
+    if (out.length !== length) throw new Retry(`log bytes at ${address} are past the end of the file`);
     return out;
   }
 
@@ -445,6 +575,7 @@ export class WorkerReader {
     this.closed = true;
     while (this.reading.size > 0) await Promise.allSettled([...this.reading]);
     this.mapped.close();
+    this.direct?.close();
     fs.closeSync(this.fd);
     this.cache.clear();
   }
@@ -454,11 +585,29 @@ function sameLocation(a: Location | undefined, b: Location): boolean {
   return a !== undefined && a.address === b.address && a.sizeBytes === b.sizeBytes && a.multipart === b.multipart;
 }
 
-/** Verify a Data record; a mismatch is first treated as a lost race (retried), then corruption. */
-function verifyOrRetry(record: Uint8Array, seid: bigint): { flags: number; aux: number } {
+/** `check()`'s result; a record that fails it is first taken for a lost race or a stale page (retried), then corruption. */
+function checked<T>(check: () => T): T {
   try {
-    return verifyRecord(record, { type: RecordType.Data, seid });
+    return check();
   } catch (error) {
-    throw new Retry(error instanceof Error ? error.message : String(error));
+    throw new Retry(error instanceof Error ? error.message : String(error), true);
   }
+}
+
+/** What a step of a read asks its driver for: log bytes (several ranges at once), or pins. */
+type Need =
+  | { readonly kind: "bytes"; readonly ranges: ReadonlyArray<readonly [address: number, length: number]>; readonly direct: boolean }
+  | { readonly kind: "pins"; readonly seqs: readonly number[] };
+
+/** A read written once as steps (see the section "the read's steps" of {@link WorkerReader}). */
+type Steps<T> = Generator<Need, T, unknown>;
+
+/** The bytes of each range, from the driver (with O_DIRECT if `direct` and not in a flush buffer). */
+function* bytes(ranges: ReadonlyArray<readonly [address: number, length: number]>, direct: boolean): Steps<Uint8Array[]> {
+  return (yield { kind: "bytes", ranges, direct }) as Uint8Array[];
+}
+
+/** Pin entries for each distinct seq, from the driver (the caller unpins them). */
+function* pins(seqs: readonly number[]): Steps<number[]> {
+  return (yield { kind: "pins", seqs }) as number[];
 }

@@ -236,8 +236,8 @@ export class SharedMapping {
     return undefined;
   }
 
-  /** Seids whose high half is `space` (one consistent snapshot). */
-  seidsOfSpace(space: number): bigint[] {
+  /** Seids whose high half is `space`, or every seid when `space` is undefined (one consistent snapshot). */
+  seids(space?: number): bigint[] {
     for (;;) {
       const before = Atomics.load(this.meta, SEQ);
       if ((before & 1) !== 0) {
@@ -248,10 +248,11 @@ export class SharedMapping {
       const out: bigint[] = [];
       const slots = this.slots;
       for (let slot = 0; slot < capacity && slot * STRIDE < slots.length; slot++) {
-        if (slots[slot * STRIDE + KEY_HI] !== space) continue;
+        const hi = slots[slot * STRIDE + KEY_HI] as number;
+        if (space !== undefined && hi !== space) continue;
         const lo = slots[slot * STRIDE + KEY_LO] as number;
-        if (lo === 0 && space === 0) continue;
-        out.push((BigInt(space) << 32n) | BigInt(lo));
+        if (lo === 0 && hi === 0) continue;
+        out.push((BigInt(hi) << 32n) | BigInt(lo));
       }
       if (Atomics.load(this.meta, SEQ) === before) return out;
     }

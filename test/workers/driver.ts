@@ -62,8 +62,10 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       const deadline = Date.now() + job.ms;
       while (Date.now() < deadline) {
         let previous = -1;
+        // Every other scan with readSync when asked: its steps must see whole commits as well.
+        const sync = job.sync === true && scans % 2 === 1;
         for (const seid of job.keys) {
-          const tag = decodeValue(await store.read(seid)) ?? -1;
+          const tag = decodeValue(sync ? store.readSync(seid) : await store.read(seid)) ?? -1;
           const size = store.sizeOf(seid) ?? -1;
           if (tag < previous) violations += 1;
           if (tag >= 0 && size < 0) violations += 1;
@@ -76,8 +78,32 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
     case "tags": {
       // The tag of every key (each value checked byte for byte by decodeValue).
       const tags: Array<number | null> = [];
-      for (const seid of job.keys) tags.push(decodeValue(await store.read(seid)));
+      for (const seid of job.keys) tags.push(decodeValue(job.sync === true ? store.readSync(seid) : await store.read(seid)));
       return { tags, hits: store.stats().worker.cacheHits };
+    }
+    case "both-ways": {
+      // Each key read with read() and with readSync(): a sha-256 of the bytes, "none", or the error's name.
+      const outcome = async (read: () => Uint8Array | undefined | Promise<Uint8Array | undefined>): Promise<string> => {
+        try {
+          const value = await read();
+          return value === undefined ? "none" : new Bun.CryptoHasher("sha256").update(value).digest("hex");
+        } catch (error) {
+          return (error as Error).name;
+        }
+      };
+      const results: Array<{ read: string; readSync: string }> = [];
+      for (const seid of job.keys) results.push({ readSync: await outcome(() => store.readSync(seid)), read: await outcome(() => store.read(seid)) });
+      return { results, directRetries: store.stats().worker.directRetries };
+    }
+    case "entries": {
+      // What entries() visits for each option: [seid, sha-256 of the bytes].
+      const lists: Array<Array<[string, string]>> = [];
+      for (const options of job.options) {
+        const list: Array<[string, string]> = [];
+        for await (const [seid, bytes] of store.entries(options)) list.push([String(seid), new Bun.CryptoHasher("sha256").update(bytes).digest("hex")]);
+        lists.push(list);
+      }
+      return { lists };
     }
     case "misuse": {
       // Each call that waits for the turn, awaited inside this Worker's own transaction callback;
@@ -151,6 +177,8 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       const calls: Record<string, () => unknown> = {
         read: () => store.read(job.seid),
         readStream: () => store.readStream(job.seid),
+        readSync: () => store.readSync(job.seid),
+        entries: () => store.entries().next(),
         has: () => store.has(job.seid),
         sizeOf: () => store.sizeOf(job.seid),
         seids: () => store.seids(),

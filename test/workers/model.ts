@@ -10,8 +10,10 @@ export type DriverJob =
   | { kind: "hold"; keys: bigint[]; streamSeid: bigint }
   | { kind: "queue"; keys: bigint[] }
   | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean; base?: number }
-  | { kind: "scan"; keys: bigint[]; ms: number }
-  | { kind: "tags"; keys: bigint[] }
+  | { kind: "scan"; keys: bigint[]; ms: number; sync?: boolean }
+  | { kind: "tags"; keys: bigint[]; sync?: boolean }
+  | { kind: "both-ways"; keys: bigint[] }
+  | { kind: "entries"; options: Array<{ space?: number; from?: bigint; to?: bigint }> }
   | { kind: "misuse"; seid: bigint }
   | { kind: "alloc"; byHand: bigint[]; count: number }
   | { kind: "flush" }

@@ -4,6 +4,7 @@
  * and the closing rule. Every wait has a deadline; every value is checked byte for byte.
  */
 import { describe, expect, test } from "bun:test";
+import fs from "node:fs";
 import path from "node:path";
 import { Store, StoreClosedError } from "../../src/index.ts";
 import { SEID_LEASE } from "../../src/workers/host.ts";
@@ -170,13 +171,13 @@ describe("workers", () => {
     });
   }, 60_000);
 
-  test("a reader Worker never sees part of a transaction while the main thread and a Worker commit", async () => {
+  test("a reader Worker never sees part of a transaction while the main thread and a Worker commit (read and readSync)", async () => {
     await inScene("workers-atomic", async ({ file, running }) => {
       // Small buffers and segments: commits rotate buffers and segments while the reader reads.
       const store = await Store.open(file, { segmentSize: 128 << 10, bufferSize: 32 << 10, durability: "relaxed", cacheBytes: 1 << 20 });
       const keys = Array.from({ length: 8 }, () => store.allocateSeid());
       const handle = store.share();
-      const reader = startJob<{ scans: number; violations: number }>(handle, { kind: "scan", keys, ms: 2_000 });
+      const reader = startJob<{ scans: number; violations: number }>(handle, { kind: "scan", keys, ms: 2_000, sync: true });
       const writer = startJob<{ commits: number }>(handle, { kind: "stripe", keys, ms: 2_000 });
       running.push(reader, writer);
       let mine = 0;
@@ -202,21 +203,31 @@ describe("workers", () => {
       // the kernel's page cache, which the owner's O_DIRECT writes must keep coherent).
       const store = await Store.open(file, { segmentSize: 128 << 10, bufferSize: 32 << 10, cacheBytes: 0 });
       const keys = Array.from({ length: 96 }, () => store.allocateSeid());
+      // Over 64 KiB, one multipart (over a 32 KiB buffer): what the synchronous fast path leaves
+      // to the read's steps, run by both drivers (read and readSync).
+      const large = [store.allocateSeid(), store.allocateSeid()];
+      const largeValue = (round: number, i: number) => bigValue(100_003 + 50_000 * i, round * 10 + i);
+      const sha = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
       const handle = store.share();
       let cleaned = 0;
       const ROUNDS = 12;
       for (let round = 1; round <= ROUNDS; round++) {
         await store.transaction((tx) => {
           for (const seid of keys) tx.write(seid, valueFor(round, seid));
+          large.forEach((seid, i) => tx.write(seid, largeValue(round, i)));
         });
         await store.flush();
         // Earlier rounds' segments are all garbage now: cleaning gives them back for reuse.
         cleaned += (await store.compact()).segmentsCleaned;
-        const reader = startJob<{ tags: Array<number | null>; hits: number }>(handle, { kind: "tags", keys });
-        running.push(reader);
+        const sync = round % 2 === 0;
+        const reader = startJob<{ tags: Array<number | null>; hits: number }>(handle, { kind: "tags", keys, sync });
+        const both = startJob<{ results: Array<{ read: string; readSync: string }> }>(handle, { kind: "both-ways", keys: large });
+        running.push(reader, both);
         const { tags, hits } = await withTimeout(reader.result, 30_000, `round ${round} reads`);
         expect(hits).toBe(0);
         expect(tags).toEqual(keys.map(() => round));
+        const { results } = await withTimeout(both.result, 30_000, `round ${round} large reads`);
+        expect(results).toEqual(large.map((_, i) => ({ read: sha(largeValue(round, i)), readSync: sha(largeValue(round, i)) })));
       }
       // Segments were given back and written again: the log written is well past the file's size
       // (so later rounds' Workers read offsets that earlier rounds' Workers had read).
@@ -256,7 +267,7 @@ describe("workers", () => {
     const { dir, cleanup } = scratchDir("workers-big");
     const file = path.join(dir, "a.lss");
     type Result = { wholeHash: string; streamedHash: string; byob: string; byobSmall: string; size: number };
-    const running: Array<Running<Result>> = [];
+    const running: Array<Running<unknown>> = [];
     try {
       const store = await Store.open(file, { segmentSize: 4 << 20, bufferSize: 1 << 20 });
       const [read, small, streamed, whole] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
@@ -270,12 +281,20 @@ describe("workers", () => {
       const job = startJob<Result>(handle, { kind: "big", read, small, streamed, whole, sizes: [6_000_007, 20 << 20] });
       running.push(job);
       const result = await withTimeout(job.result, 60_000, "big");
+      // readSync in a Worker: the multipart element and the single part over 64 KiB, exact.
+      const both = startJob<{ results: Array<{ read: string; readSync: string }> }>(handle, { kind: "both-ways", keys: [read, small] });
+      running.push(both);
+      const { results } = await withTimeout(both.result, 60_000, "both ways");
       expect(result.size).toBe(big.length);
       expect(result.wholeHash).toBe(Bun.hash(big).toString());
       expect(result.streamedHash).toBe(Bun.hash(big).toString());
       const sha = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
       expect(result.byob).toBe(sha(big));
       expect(result.byobSmall).toBe(sha(little));
+      expect(results).toEqual([
+        { read: sha(big), readSync: sha(big) },
+        { read: sha(little), readSync: sha(little) },
+      ]);
       expect(Buffer.compare(Buffer.from((await store.read(streamed)) as Uint8Array), Buffer.from(bigValue(6_000_007, 11)))).toBe(0);
       expect(Buffer.compare(Buffer.from((await store.read(whole)) as Uint8Array), Buffer.from(bigValue(20 << 20, 12)))).toBe(0);
       await withTimeout(store.close(), 20_000, "close");
@@ -284,6 +303,84 @@ describe("workers", () => {
       cleanup();
     }
   }, 90_000);
+
+  test("a damaged element in a Worker: read and readSync throw CorruptionError after reading it again with O_DIRECT; the others read exactly", async () => {
+    await inScene("workers-damaged", async ({ file, running }) => {
+      const store = await Store.open(file, { segmentSize: 256 << 10, bufferSize: 64 << 10, cacheBytes: 0 });
+      const [good, damaged, multipart] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
+      const marker = new Uint8Array(3000).fill(0x5a);
+      const partBytes = new Uint8Array(600 << 10).fill(3);
+      await store.transaction((tx) => {
+        tx.write(good, valueFor(1, good));
+        tx.write(damaged, marker);
+        tx.write(multipart, partBytes);
+      });
+      // Enough after them that no flush buffer still holds their bytes: reads go to the file.
+      for (let i = 0; i < 16; i++) {
+        await store.transaction((tx) => {
+          for (let j = 0; j < 40; j++) tx.write(store.allocateSeid(), valueFor(100 + j, BigInt(j)));
+        });
+      }
+      await store.flush();
+      // Damage both on disk (written through the page cache and synced: an O_DIRECT read sees it too).
+      const fd = fs.openSync(file, "r+");
+      try {
+        const bytes = fs.readFileSync(file);
+        const at = bytes.indexOf(Buffer.from(marker));
+        const part = bytes.indexOf(Buffer.alloc(4096, 3));
+        expect(at).toBeGreaterThan(0);
+        expect(part).toBeGreaterThan(0);
+        fs.writeSync(fd, Buffer.from([0x5b]), 0, 1, at + 1500);
+        fs.writeSync(fd, Buffer.from([0]), 0, 1, part + 10);
+        fs.fsyncSync(fd);
+      } finally {
+        fs.closeSync(fd);
+      }
+      const job = startJob<{ results: Array<{ read: string; readSync: string }>; directRetries: number }>(store.share(), { kind: "both-ways", keys: [good, damaged, multipart] });
+      running.push(job);
+      const { results, directRetries } = await withTimeout(job.result, 30_000, "damaged reads");
+      const sha = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+      expect(results).toEqual([
+        { read: sha(valueFor(1, good)), readSync: sha(valueFor(1, good)) },
+        { read: "CorruptionError", readSync: "CorruptionError" },
+        { read: "CorruptionError", readSync: "CorruptionError" },
+      ]);
+      // Each of the four failing reads went on with O_DIRECT once before giving up.
+      expect(directRetries).toBe(4);
+      await withTimeout(store.close(), 20_000, "close");
+    });
+  }, 60_000);
+
+  test("entries() in a Worker visits what the owner's does: every space, one space, a seid range", async () => {
+    await inScene("workers-entries", async ({ file, running }) => {
+      const store = await Store.open(file);
+      const space = store.createSeidSpace();
+      const inDefault = Array.from({ length: 30 }, () => store.allocateSeid());
+      const inSpace = Array.from({ length: 20 }, () => store.allocateSeid(space));
+      await store.transaction((tx) => {
+        for (const seid of [...inDefault, ...inSpace]) tx.write(seid, valueFor(Number(seid % 1000n), seid));
+        tx.write(inSpace[5] as bigint, bigValue(200_000, 5)); // one multipart among them
+      });
+      await store.transaction((tx) => {
+        tx.delete(inDefault[3] as bigint);
+        tx.delete(inSpace[7] as bigint);
+      });
+      const options = [{}, { space }, { space, from: inSpace[2], to: inSpace[9] }, { from: inDefault[10], to: inSpace[1] }];
+      const sha = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
+      const expected: Array<Array<[string, string]>> = [];
+      for (const option of options) {
+        const list: Array<[string, string]> = [];
+        for await (const [seid, bytes] of store.entries(option)) list.push([String(seid), sha(bytes)]);
+        expected.push(list);
+      }
+      expect(expected.map((list) => list.length)).toEqual([48, 19, 7, 22]);
+      const job = startJob<{ lists: Array<Array<[string, string]>> }>(store.share(), { kind: "entries", options });
+      running.push(job);
+      const { lists } = await withTimeout(job.result, 30_000, "entries");
+      expect(lists).toEqual(expected);
+      await withTimeout(store.close(), 20_000, "close");
+    });
+  }, 60_000);
 
   test("a Worker's transaction waits for the standbys as its replication level asks, as the owner's does; a bad level is refused before anything is applied", async () => {
     await inScene("workers-levels", async ({ dir, running }) => {
@@ -423,7 +520,7 @@ describe("workers", () => {
       const job = startJob<{ outcomes: Record<string, string> }>(store.share(), { kind: "closed", seid }, { close: false });
       running.push(job);
       const { outcomes } = await withTimeout(job.result, 20_000, "a closed Worker store");
-      expect(Object.keys(outcomes).length).toBe(15);
+      expect(Object.keys(outcomes).length).toBe(17);
       for (const [name, outcome] of Object.entries(outcomes)) expect({ name, outcome }).toEqual({ name, outcome: "StoreClosedError" });
       // The owner's store is not closed by it.
       expect(decodeValue(await store.read(seid))).toBe(1);

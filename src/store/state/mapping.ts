@@ -240,6 +240,16 @@ export class MappingTable {
     }
   }
 
+  /** Every seid, in table order. */
+  *keys(): Generator<bigint> {
+    for (let slot = 0; slot < this.capacity; slot++) {
+      const lo = this.slots[slot * STRIDE + KEY_LO] as number;
+      const hi = this.slots[slot * STRIDE + KEY_HI] as number;
+      if (lo === EMPTY && hi === EMPTY) continue;
+      yield seidFromHalves(lo, hi);
+    }
+  }
+
   /** Seids whose high half is `space`. */
   *seidsOfSpace(space: number): Generator<bigint> {
     for (let slot = 0; slot < this.capacity; slot++) {
