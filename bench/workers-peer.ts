@@ -16,7 +16,8 @@ declare const self: Worker;
 
 /** What one Worker runs. */
 export interface PeerJob {
-  engine: "bloom" | "sqlite" | "lmdb";
+  /** `bloomSync`: bloom-lss read with `readSync` (as lmdb-js's `get` and bun:sqlite's are). */
+  engine: "bloom" | "bloomSync" | "sqlite" | "lmdb";
   /** `reads`: reads only; `mixed`: each op a write transaction with probability `writeShare`, else a read. */
   mode: "reads" | "mixed";
   /** bloom-lss: the owner's handle; the peers: the database path. */
@@ -49,11 +50,11 @@ interface Engine {
 }
 
 async function openEngine(job: PeerJob): Promise<Engine> {
-  if (job.engine === "bloom") {
+  if (job.engine === "bloom" || job.engine === "bloomSync") {
     const store = await Store.attach(job.handle as StoreHandle);
     const seids = job.seids as bigint[];
     return {
-      read: (i) => store.read(seids[i] as bigint),
+      read: job.engine === "bloom" ? (i) => store.read(seids[i] as bigint) : (i) => store.readSync(seids[i] as bigint),
       write: (i, value) => store.transaction((tx) => tx.write(seids[i] as bigint, value)),
       close: () => store.close(),
     };

@@ -11,7 +11,8 @@
  * `synchronous=FULL`, one connection per Worker with `busy_timeout`) and lmdb-js (one environment,
  * opened in each Worker; writes `put` then `flushed`), and measures in Workers, interleaved,
  * medians of BENCH_REPS: reads with 1 and 2 Workers (and the scaling from 1 to 2), and 2 Workers
- * each doing 90 % reads and 10 % durable one-write transactions.
+ * each doing 90 % reads and 10 % durable one-write transactions. bloom-lss is measured twice:
+ * with `read` and with `readSync` (lmdb-js's `get` and bun:sqlite's are synchronous too).
  */
 import path from "node:path";
 import { Store } from "../src/index.ts";
@@ -100,10 +101,11 @@ try {
     const store = await Store.open(path.join(dir, "commits.lss"));
     const keys = Array.from({ length: 4 }, () => store.allocateSeid());
     const handle = store.share();
-    const COUNT = 300;
-    const jobs = keys.map((seid) => startJob<unknown>(handle, { kind: "commit-loop", keys: [seid], count: COUNT, ack: true }));
+    const COUNT = 2000;
+    const jobs = keys.map((seid) => startJob<unknown>(handle, { kind: "commit-loop", keys: [seid], count: COUNT, ack: "first" }));
     // Timed from the moment every Worker has committed once: starting a Worker (its module load,
-    // attach, JIT) is not a commit's cost, and it took most of a 100-commit run.
+    // attach, JIT) is not a commit's cost, and it took most of a 100-commit run. Only the first
+    // commit is reported (a message per commit was the owner's to handle, on the clock).
     await withTimeout(Promise.all(jobs.map((j) => j.message((data) => data.ack === 1))), 60_000, "worker commits start");
     let before = store.stats();
     let started = performance.now();
@@ -175,7 +177,7 @@ try {
     });
     await lmdb.flushed;
     const handle = store.share();
-    const engines = (process.env.PEER_ENGINES ?? "bloom,sqlite,lmdb").split(",") as Array<"bloom" | "sqlite" | "lmdb">;
+    const engines = ["bloom", "bloomSync", "sqlite", "lmdb"] as const;
     const runs = [
       { label: "reads, 1 Worker", mode: "reads", workers: 1 },
       { label: "reads, 2 Workers", mode: "reads", workers: 2 },
@@ -190,9 +192,9 @@ try {
               runPeer({
                 engine,
                 mode: run.mode,
-                handle: engine === "bloom" ? handle : undefined,
+                handle: engine.startsWith("bloom") ? handle : undefined,
                 path: engine === "sqlite" ? sqlitePath : engine === "lmdb" ? lmdbPath : undefined,
-                seids: engine === "bloom" ? seids : undefined,
+                seids: engine.startsWith("bloom") ? seids : undefined,
                 count,
                 ms: PEER_MS,
                 seed: rep * 100 + w + 1,
@@ -207,12 +209,13 @@ try {
       }
     }
     console.log(`\nside by side in Workers (${count} values of 16 B–3 KB; medians of ${PEER_REPS} interleaved reps of ${PEER_MS / 1000} s):`);
-    console.log("| workload | bloom-lss ops/s | bun:sqlite ops/s | lmdb-js ops/s | bloom ÷ sqlite | bloom ÷ lmdb |");
-    console.log("|---|---:|---:|---:|---:|---:|");
+    console.log("| workload | bloom-lss `read` ops/s | bloom-lss `readSync` ops/s | bun:sqlite ops/s | lmdb-js ops/s | bloom ÷ sqlite | bloom ÷ lmdb | readSync ÷ lmdb |");
+    console.log("|---|---:|---:|---:|---:|---:|---:|---:|");
     const at = (label: string, engine: string) => median(figures.get(`${label}|${engine}`) ?? [0]);
+    const ops = (n: number) => Math.round(n).toLocaleString();
     for (const run of runs) {
-      const [b, q, l] = engines.map((engine) => at(run.label, engine)) as [number, number, number];
-      console.log(`| ${run.label} | ${Math.round(b).toLocaleString()} | ${Math.round(q).toLocaleString()} | ${Math.round(l).toLocaleString()} | ${(b / q).toFixed(2)}× | ${(b / l).toFixed(2)}× |`);
+      const [b, s, q, l] = engines.map((engine) => at(run.label, engine)) as [number, number, number, number];
+      console.log(`| ${run.label} | ${ops(b)} | ${ops(s)} | ${ops(q)} | ${ops(l)} | ${(b / q).toFixed(2)}× | ${(b / l).toFixed(2)}× | ${(s / l).toFixed(2)}× |`);
     }
     const scaling = engines.map((engine) => `${engine} ${(at(runs[1].label, engine) / at(runs[0].label, engine)).toFixed(2)}×`).join(", ");
     console.log(`read scaling from 1 to 2 Workers (goal ≥ 1.7×): ${scaling}`);

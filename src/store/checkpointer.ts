@@ -140,9 +140,12 @@ export class Checkpointer {
    */
   private releaseEmptySegments(checkpointSeq: number): void {
     const { log, sut } = this.core;
+    const empty: number[] = [];
     for (const seq of log.liveSegmentSeqs()) {
       if (seq >= checkpointSeq) break;
-      if (sut.liveBytesOf(seq) === 0 && !this.pins.isPinned(seq)) log.releaseSegment(seq);
+      if (sut.liveBytesOf(seq) === 0) empty.push(seq);
     }
+    const pinned = this.pins.pinnedAmong(empty);
+    for (const seq of empty) if (!pinned.has(seq)) log.releaseSegment(seq);
   }
 }

@@ -13,8 +13,8 @@ import type { Location } from "./state/mapping.ts";
 /** Counts of readers per segment seq: pinned segments are not released. */
 export class SegmentPins {
   private readonly counts = new Map<number, number>();
-  /** Pins held in other threads (src/workers: Workers' reads), consulted by {@link isPinned}. */
-  external: ((seq: number) => boolean) | undefined;
+  /** Pins held in other threads (src/workers: Workers' reads): which of the seqs given are pinned there. */
+  external: ((seqs: readonly number[]) => Set<number>) | undefined;
 
   pin(seqs: Iterable<number>): void {
     for (const seq of seqs) this.counts.set(seq, (this.counts.get(seq) ?? 0) + 1);
@@ -29,7 +29,16 @@ export class SegmentPins {
   }
 
   isPinned(seq: number): boolean {
-    return this.counts.has(seq) || (this.external !== undefined && this.external(seq));
+    return this.counts.has(seq) || (this.external !== undefined && this.external([seq]).size > 0);
+  }
+
+  /** Which of `seqs` are pinned, here or in another thread (one look at the other threads' pins). */
+  pinnedAmong(seqs: readonly number[]): Set<number> {
+    const pinned = new Set<number>();
+    if (seqs.length === 0) return pinned;
+    for (const seq of seqs) if (this.counts.has(seq)) pinned.add(seq);
+    if (this.external !== undefined) for (const seq of this.external(seqs)) pinned.add(seq);
+    return pinned;
   }
 }
 

@@ -737,7 +737,7 @@ export class Store {
     }));
     if (this.pins.external === undefined) {
       const host = this.host;
-      this.pins.external = (seq) => host.isPinned(seq);
+      this.pins.external = (seqs) => host.pinnedAmong(seqs);
     }
     return this.host.handle(this.log.ringDescriptor, this.log.segmentSize);
   }

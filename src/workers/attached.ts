@@ -533,7 +533,7 @@ export class AttachedStore {
   private async runTransaction<T>(ticket: number | undefined, fn: (tx: Transaction) => T | Promise<T>, level: ReplicationLevel | undefined): Promise<T> {
     // A ticket the owner skipped as orphaned (see turn.ts) is retaken; in practice never.
     while (ticket === undefined) ticket = await this.lock.take(this.attachmentId);
-    await this.lock.waitFor(ticket, () => this.ownerGone);
+    await this.lock.waitFor(ticket, this.attachmentId, () => this.ownerGone);
     // The turn is ours: nobody else hands out transaction ids until we pass it on.
     const txId = (this.lock.txIds[0] as number) + 1;
     this.lock.txIds[0] = txId;

@@ -189,9 +189,9 @@ export class WorkerHost implements CommitObserver {
     return Math.max(0, this.lock.outstanding - 1);
   }
 
-  /** Is `seq` pinned by a Worker's read? (The cleaner and checkpointer ask through SegmentPins.) */
-  isPinned(seq: number): boolean {
-    return this.pins.isPinned(seq);
+  /** Which of `seqs` a Worker's read has pinned (the cleaner and checkpointer ask through SegmentPins). */
+  pinnedAmong(seqs: readonly number[]): Set<number> {
+    return this.pins.pinnedAmong(seqs);
   }
 
   // ───────────────────────────── commit observer ─────────────────────────────

@@ -365,15 +365,17 @@ export class SharedPins {
     Atomics.store(this.words, entry * 3, 0);
   }
 
-  /** Owner: is `seq` pinned by any Worker? */
-  isPinned(seq: number): boolean {
-    const lo = seq >>> 0;
-    const hi = Math.floor(seq / TWO_POW_32);
+  /** Owner: which of `seqs` some Worker has pinned (one pass over the table). */
+  pinnedAmong(seqs: readonly number[]): Set<number> {
+    const pinned = new Set<number>();
+    if (seqs.length === 0) return pinned;
+    const wanted = new Set(seqs);
     for (let entry = 0; entry < PIN_ENTRIES; entry++) {
       if (Atomics.load(this.words, entry * 3) <= 0) continue;
-      if (Atomics.load(this.words, entry * 3 + 1) >>> 0 === lo && Atomics.load(this.words, entry * 3 + 2) === hi) return true;
+      const seq = Atomics.load(this.words, entry * 3 + 2) * TWO_POW_32 + (Atomics.load(this.words, entry * 3 + 1) >>> 0);
+      if (wanted.has(seq)) pinned.add(seq);
     }
-    return false;
+    return pinned;
   }
 
   /** Owner: drop every pin of attachment `id` (it died). Returns how many. */

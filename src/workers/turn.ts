@@ -12,8 +12,16 @@
  *
  * Layout (Int32 words): NEXT, SERVING, CLOSED, then {@link CLAIMS} claim words (the holder's
  * attachment id at `ticket mod CLAIMS`, 0 while the taker has not written it yet, or
- * {@link SKIPPED}), then one Float64: the last transaction id handed out (the turn holder
- * increments it, so a Worker knows its transaction's id without asking anyone).
+ * {@link SKIPPED}), then {@link WAKES} wake words, then one Float64: the last transaction id
+ * handed out (the turn holder increments it, so a Worker knows its transaction's id without
+ * asking anyone).
+ *
+ * Wake words: a Worker waits on the wake word of its attachment id (`id mod WAKES`), and the
+ * owner, serving a ticket, bumps and notifies the word of that ticket's holder only. Why not all
+ * waiters on SERVING: every hand-off then woke every waiting Worker, each a futex wake the owner
+ * pays for and a thread that preempts it on a 2-core machine only to wait again (with 4 Workers
+ * committing: 3 wasted wake-ups per turn). The waiter reads its wake word before it checks
+ * SERVING, and the owner bumps it after it stores SERVING, so no serving is missed.
  *
  * Orphans: a thread killed between its `Atomics.add` and its claim leaves a ticket with no claim.
  * The owner, reaching such a ticket, gives its taker {@link ORPHAN_GRACE_MS} (two synchronous
@@ -35,11 +43,15 @@ export const ORPHAN_GRACE_MS = 1000;
 /** Longest single `waitAsync`; between steps a waiter checks whether the store closed. */
 const WAIT_STEP_MS = 250;
 
+/** Wake words (see the module doc): attachments whose ids agree modulo this share one. */
+const WAKES = 256;
+
 const NEXT = 0;
 const SERVING = 1;
 const CLOSED = 2;
 const CLAIM_BASE = 4;
-const HEADER_WORDS = CLAIM_BASE + CLAIMS;
+const WAKE_BASE = CLAIM_BASE + CLAIMS;
+const HEADER_WORDS = WAKE_BASE + WAKES;
 /** Byte offset of the Float64 last-tx-id word (8-aligned). */
 const TXID_BYTE = HEADER_WORDS * 4;
 
@@ -105,18 +117,23 @@ export class TurnLock {
   }
 
   /**
-   * Wait (event loop running) until `ticket` is served. Throws `StoreClosedError` if the store
-   * closes first, if `gone()` says the owner is unreachable, or if the owner passed the ticket
-   * over (it declared the holder gone).
+   * Wait (event loop running) until `ticket`, taken by attachment `id`, is served. Throws
+   * `StoreClosedError` if the store closes first, if `gone()` says the owner is unreachable, or if
+   * the owner passed the ticket over (it declared the holder gone).
    */
-  async waitFor(ticket: number, gone?: () => boolean): Promise<void> {
+  async waitFor(ticket: number, id: number, gone?: () => boolean): Promise<void> {
+    const wake = WAKE_BASE + (id & (WAKES - 1));
     for (;;) {
       if (gone?.() === true) throw new StoreClosedError("the store's owner thread is gone");
+      // The wake word first, then SERVING: a serving stored after this load bumps the word, so
+      // the wait below returns at once instead of sleeping through it.
+      const seen = Atomics.load(this.words, wake);
       const serving = Atomics.load(this.words, SERVING);
       if (serving === ticket) return;
       if (diff(serving, ticket) > 0) throw new StoreClosedError("the store's owner passed this transaction's turn over (the store closed or detached this thread)");
       if (this.closed) throw new StoreClosedError("the store is closed");
-      await this.waitServingChange(serving);
+      const result = Atomics.waitAsync(this.words, wake, seen, WAIT_STEP_MS);
+      if (result.async) await result.value;
     }
   }
 
@@ -130,11 +147,23 @@ export class TurnLock {
   /** Owner: the served ticket is done; clear its claim and serve the next. Returns the new SERVING. */
   advance(): number {
     const serving = Atomics.load(this.words, SERVING);
+    const crowded = diff(Atomics.load(this.words, NEXT), serving) >= CLAIMS / 2;
     Atomics.store(this.words, CLAIM_BASE + (serving & (CLAIMS - 1)), 0);
     const next = (serving + 1) | 0;
     Atomics.store(this.words, SERVING, next);
-    Atomics.notify(this.words, SERVING);
+    // Wake only the next holder (a claim not written yet: its taker checks SERVING before it
+    // waits; the owner's own turns resolve without a wake-up).
+    const claim = Atomics.load(this.words, CLAIM_BASE + (next & (CLAIMS - 1)));
+    if (claim > OWNER_ID) this.wake(claim);
+    // Takers waiting for room in the claim ring wait on SERVING (see take).
+    if (crowded) Atomics.notify(this.words, SERVING);
     return next;
+  }
+
+  private wake(id: number): void {
+    const word = WAKE_BASE + (id & (WAKES - 1));
+    Atomics.add(this.words, word, 1);
+    Atomics.notify(this.words, word);
   }
 
   /** Owner: skip an orphaned ticket (claim still 0). True if it was skipped. */
@@ -151,6 +180,7 @@ export class TurnLock {
   close(): void {
     Atomics.store(this.words, CLOSED, 1);
     Atomics.notify(this.words, SERVING);
+    for (let id = 0; id < WAKES; id++) this.wake(id);
   }
 }
 

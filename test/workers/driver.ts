@@ -47,10 +47,11 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       return undefined;
     }
     case "commit-loop": {
-      // Commit `count` transactions as fast as the turn allows (for group commit and SIGKILL).
+      // Commit `count` transactions as fast as the turn allows (for group commit and SIGKILL),
+      // saying so after each (SIGKILL: what was acknowledged), after the first, or never.
       for (let i = 1; i <= job.count; i++) {
         await store.transaction((tx) => tx.write(job.keys[0] as bigint, valueFor((job.base ?? 0) + i, job.keys[0] as bigint)));
-        if (job.ack) self.postMessage({ ack: i });
+        if (job.ack === true || (job.ack === "first" && i === 1)) self.postMessage({ ack: i });
       }
       return undefined;
     }

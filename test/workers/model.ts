@@ -9,7 +9,7 @@ export type DriverJob =
   | { kind: "stripe"; keys: bigint[]; ms: number }
   | { kind: "hold"; keys: bigint[]; streamSeid: bigint }
   | { kind: "queue"; keys: bigint[] }
-  | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean; base?: number }
+  | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean | "first"; base?: number }
   | { kind: "scan"; keys: bigint[]; ms: number; sync?: boolean }
   | { kind: "tags"; keys: bigint[]; sync?: boolean }
   | { kind: "both-ways"; keys: bigint[] }
