@@ -1,7 +1,15 @@
 /**
  * Streams benchmark: MiB/s writing and reading one big element through `tx.writeStream` and
- * `store.readStream`, and 1 MiB values through `tx.write` / `store.read`, beside the raw
- * sequential write figure of the I/O bench measured in the same run.
+ * `store.readStream`, and 1 MiB values through `tx.write` / `store.read`, beside raw O_DIRECT
+ * figures of the same device measured in the same run (1 MiB, QD16, io_uring).
+ *
+ * Which raw figure each is held against: writes against sequential writes into fresh space (a
+ * file grown with fallocate ahead of them), because the store's writes here go into fresh space
+ * too — its file grows — and on this VM's ext4 that costs half the bandwidth of writing over
+ * written blocks (~2.0 against ~3.9 GB/s: each write converts an unwritten extent); reads against
+ * sequential reads (the device reads at ~1.1 GB/s, a third of its write rate). Until 2026-12-01
+ * every figure was held against writes over written blocks, which no store growing its file can
+ * reach and which reads have nothing to do with; that figure is still reported.
  *
  *   bun bench/streams.ts                       (4 GiB; BENCH_STREAM_GIB=64 for the long run)
  *
@@ -14,7 +22,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { Store } from "../src/index.ts";
 import { Report, REPS, Reps } from "./common.ts";
-import { measureRawSequentialMiBps } from "./io.ts";
+import { measureRawFreshWriteMiBps, measureRawSequentialMiBps, measureRawSequentialReadMiBps } from "./io.ts";
 
 const GIB = Number(process.env.BENCH_STREAM_GIB ?? "4");
 const CHUNK_BYTES = 1 << 20;
@@ -106,6 +114,8 @@ export async function runStreamsBench(report: Report, gib = GIB): Promise<void> 
   try {
     for (let rep = 0; rep < REPS; rep++) {
       reps.push("raw", await measureRawSequentialMiBps("uring"));
+      reps.push("rawFresh", await measureRawFreshWriteMiBps("uring"));
+      reps.push("rawRead", await measureRawSequentialReadMiBps("uring"));
       const file = path.join(dir, `streams-${rep}.lss`);
       const store = await Store.open(file, { cacheBytes: 0 });
       try {
@@ -123,22 +133,24 @@ export async function runStreamsBench(report: Report, gib = GIB): Promise<void> 
         fs.rmSync(file, { force: true });
       }
     }
-    const raw = report.figure(SECTION, "raw sequential write (uring, 1 MiB O_DIRECT, QD16)", reps.get("raw"), "MiB/s").value;
-    const ratioToRaw = (mibps: number | undefined) => (mibps === undefined || raw === undefined ? undefined : mibps / raw);
+    report.figure(SECTION, "raw sequential write over written blocks (uring, 1 MiB O_DIRECT, QD16)", reps.get("raw"), "MiB/s");
+    const rawWrite = report.figure(SECTION, "raw sequential write into fresh space (fallocated ahead; uring, 1 MiB O_DIRECT, QD16)", reps.get("rawFresh"), "MiB/s").value;
+    const rawRead = report.figure(SECTION, "raw sequential read (uring, 1 MiB O_DIRECT, QD16)", reps.get("rawRead"), "MiB/s").value;
+    const ratio = (mibps: number | undefined, raw: number | undefined) => (mibps === undefined || raw === undefined ? undefined : mibps / raw);
     for (const width of [1, VALUES_IN_FLIGHT]) {
       const how = width === 1 ? "serial" : `${width} in flight`;
       const write = report.figure(SECTION, `1 MiB values, one durable transaction each, ${how}: write`, reps.get(`values${width}Write`), "MiB/s").value;
       const read = report.figure(SECTION, `1 MiB values, ${how}: read (cache off)`, reps.get(`values${width}Read`), "MiB/s").value;
-      const target = width === 1 ? undefined : 0.6;
-      report.ratio(SECTION, `1 MiB values ${how}: write ÷ raw sequential`, ratioToRaw(write), target);
-      report.ratio(SECTION, `1 MiB values ${how}: read ÷ raw sequential`, ratioToRaw(read), target);
+      const target = width === 1 ? undefined : 0.7;
+      report.ratio(SECTION, `1 MiB values ${how}: write ÷ raw write into fresh space`, ratio(write, rawWrite), target);
+      report.ratio(SECTION, `1 MiB values ${how}: read ÷ raw sequential read`, ratio(read, rawRead), target);
     }
     const write = report.figure(SECTION, `writeStream of one ${gib} GiB element`, reps.get("streamWrite"), "MiB/s").value;
     const read = report.figure(SECTION, `readStream of one ${gib} GiB element`, reps.get("streamRead"), "MiB/s").value;
-    report.ratio(SECTION, `${gib} GiB writeStream ÷ raw sequential`, ratioToRaw(write), 0.6);
+    report.ratio(SECTION, `${gib} GiB writeStream ÷ raw write into fresh space`, ratio(write, rawWrite), 0.8);
     const byob = report.figure(SECTION, `readStream of one ${gib} GiB element, BYOB reader`, reps.get("streamByob"), "MiB/s").value;
-    report.ratio(SECTION, `${gib} GiB readStream ÷ raw sequential`, ratioToRaw(read), 0.6);
-    report.ratio(SECTION, `${gib} GiB readStream (BYOB) ÷ raw sequential`, ratioToRaw(byob), 0.6);
+    report.ratio(SECTION, `${gib} GiB readStream ÷ raw sequential read`, ratio(read, rawRead), 0.8);
+    report.ratio(SECTION, `${gib} GiB readStream (BYOB) ÷ raw sequential read`, ratio(byob, rawRead), 0.8);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
