@@ -127,40 +127,27 @@ export interface Throughput {
 }
 
 /** 1 MiB sequential writes at queue depth `qd` over the first {@link REGION_BYTES} of `path`. */
-export async function measureSeqWrite(backend: IoBackend, path: string, qd: number, durationMs = PATTERN_MS): Promise<Throughput> {
-  const file = openDirect(backend, path);
-  const buffer = backend.alloc(MiB);
-  buffer.bytes.set(randomBytes(MiB, 3));
-  const blocks = REGION_BYTES / MiB;
-  try {
-    const r = await drive(backend, qd, durationMs, MiB, (seq, slot) => ({
-      op: "write",
-      fd: file.fd,
-      buffer,
-      bufferOffset: 0,
-      lengthBytes: MiB,
-      fileOffset: (seq % blocks) * MiB,
-      userData: slot,
-    }));
-    const seconds = r.elapsedMs / 1000;
-    return { mibps: r.ops / seconds, iops: r.ops / seconds };
-  } finally {
-    backend.free(buffer);
-    backend.closeFile(file);
-  }
+export function measureSeqWrite(backend: IoBackend, path: string, qd: number, durationMs = PATTERN_MS): Promise<Throughput> {
+  return measureSeq(backend, path, qd, "write", durationMs);
 }
 
 /** 1 MiB sequential reads at queue depth `qd` over the first {@link REGION_BYTES} of `path`. */
-export async function measureSeqRead(backend: IoBackend, path: string, qd: number, durationMs = PATTERN_MS): Promise<Throughput> {
+export function measureSeqRead(backend: IoBackend, path: string, qd: number, durationMs = PATTERN_MS): Promise<Throughput> {
+  return measureSeq(backend, path, qd, "read", durationMs);
+}
+
+/** 1 MiB sequential `op`s at queue depth `qd` over the first {@link REGION_BYTES} of `path` (writes share one buffer of random bytes). */
+async function measureSeq(backend: IoBackend, path: string, qd: number, op: "read" | "write", durationMs: number): Promise<Throughput> {
   const file = openDirect(backend, path);
   const buffers: NativeBuffer[] = [];
-  for (let i = 0; i < qd; i++) buffers.push(backend.alloc(MiB));
+  for (let i = 0; i < (op === "read" ? qd : 1); i++) buffers.push(backend.alloc(MiB));
+  if (op === "write") (buffers[0] as NativeBuffer).bytes.set(randomBytes(MiB, 3));
   const blocks = REGION_BYTES / MiB;
   try {
     const r = await drive(backend, qd, durationMs, MiB, (seq, slot) => ({
-      op: "read",
+      op,
       fd: file.fd,
-      buffer: buffers[slot] as NativeBuffer,
+      buffer: buffers[op === "read" ? slot : 0] as NativeBuffer,
       bufferOffset: 0,
       lengthBytes: MiB,
       fileOffset: (seq % blocks) * MiB,
@@ -305,33 +292,25 @@ export async function measureWriteDatasync(backend: IoBackend, path: string, dur
  * figure other benchmarks compare against.
  */
 export async function measureRawSequentialMiBps(io: BenchIo = "uring", qd = 16, durationMs = PATTERN_MS): Promise<number> {
-  const path = dataPath(`raw-seq-${io}-${process.pid}.dat`);
-  try {
-    prefillFile(path, REGION_BYTES);
-    return await withBackend(io, async (backend) => (await measureSeqWrite(backend, path, qd, durationMs)).mibps);
-  } finally {
-    removeData(`raw-seq-${io}-${process.pid}.dat`);
-  }
+  return onScratchFile(`raw-seq-${io}-${process.pid}.dat`, io, (path) => prefillFile(path, REGION_BYTES), (backend, path) => measureSeqWrite(backend, path, qd, durationMs));
 }
 
 /** Raw 1 MiB sequential O_DIRECT reads at queue depth `qd` (io_uring), MiB/s (scratch file, removed). */
 export async function measureRawSequentialReadMiBps(io: BenchIo = "uring", qd = 16, durationMs = PATTERN_MS): Promise<number> {
-  const path = dataPath(`raw-seqr-${io}-${process.pid}.dat`);
-  try {
-    prefillFile(path, REGION_BYTES);
-    return await withBackend(io, async (backend) => (await measureSeqRead(backend, path, qd, durationMs)).mibps);
-  } finally {
-    removeData(`raw-seqr-${io}-${process.pid}.dat`);
-  }
+  return onScratchFile(`raw-seqr-${io}-${process.pid}.dat`, io, (path) => prefillFile(path, REGION_BYTES), (backend, path) => measureSeqRead(backend, path, qd, durationMs));
 }
 
 /** Raw 1 MiB sequential O_DIRECT writes into fresh (fallocated) space at queue depth `qd`, MiB/s (scratch file, removed). */
 export async function measureRawFreshWriteMiBps(io: BenchIo = "uring", qd = 16, durationMs = PATTERN_MS): Promise<number> {
-  const name = `raw-fresh-${io}-${process.pid}.dat`;
+  return onScratchFile(`raw-fresh-${io}-${process.pid}.dat`, io, (path) => closeSync(openSync(path, "w")), (backend, path) => measureFreshWrite(backend, path, qd, durationMs));
+}
+
+/** MiB/s of `measure` on scratch file `name` under bench/.data, made by `prepare` and removed after. */
+async function onScratchFile(name: string, io: BenchIo, prepare: (path: string) => void, measure: (backend: IoBackend, path: string) => Promise<Throughput>): Promise<number> {
   const path = dataPath(name);
   try {
-    closeSync(openSync(path, "w"));
-    return await withBackend(io, async (backend) => (await measureFreshWrite(backend, path, qd, durationMs)).mibps);
+    prepare(path);
+    return await withBackend(io, async (backend) => (await measure(backend, path)).mibps);
   } finally {
     removeData(name);
   }

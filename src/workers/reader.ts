@@ -412,17 +412,9 @@ export class WorkerReader {
 
   /** Pin each distinct seq; waits (never errors) while the shared pin table is full. */
   private async pinAsync(seqs: readonly number[]): Promise<number[]> {
+    const distinct = [...new Set(seqs)];
     const entries: number[] = [];
-    for (const seq of new Set(seqs)) {
-      for (;;) {
-        const entry = this.pins.tryPin(this.id, seq);
-        if (entry >= 0) {
-          entries.push(entry);
-          break;
-        }
-        await Bun.sleep(1);
-      }
-    }
+    while (!this.pinRest(distinct, entries)) await Bun.sleep(1);
     return entries;
   }
 
@@ -432,29 +424,29 @@ export class WorkerReader {
    * amount of sleeping frees.
    */
   private pinSync(seqs: readonly number[]): number[] {
+    const distinct = [...new Set(seqs)];
     const entries: number[] = [];
     const deadline = performance.now() + SYNC_PIN_WAIT_MS;
-    try {
-      for (const seq of new Set(seqs)) {
-        for (;;) {
-          const entry = this.pins.tryPin(this.id, seq);
-          if (entry >= 0) {
-            entries.push(entry);
-            break;
-          }
-          if (performance.now() > deadline) {
-            throw new InvalidArgumentError(
-              `readSync could not pin segment ${seq} within ${SYNC_PIN_WAIT_MS} ms: all ${PIN_ENTRIES} pins of the store are held (${this.openStreams} read stream(s) open in this Worker); use read(), which waits, or end some streams`,
-            );
-          }
-          Bun.sleepSync(1);
-        }
+    while (!this.pinRest(distinct, entries)) {
+      if (performance.now() > deadline) {
+        for (const entry of entries) this.pins.unpin(entry);
+        throw new InvalidArgumentError(
+          `readSync could not pin segment ${distinct[entries.length]} within ${SYNC_PIN_WAIT_MS} ms: all ${PIN_ENTRIES} pins of the store are held (${this.openStreams} read stream(s) open in this Worker); use read(), which waits, or end some streams`,
+        );
       }
-    } catch (error) {
-      for (const entry of entries) this.pins.unpin(entry);
-      throw error;
+      Bun.sleepSync(1);
     }
     return entries;
+  }
+
+  /** Pin `seqs` from the first without an entry in `entries` on: false when the table is full. */
+  private pinRest(seqs: readonly number[], entries: number[]): boolean {
+    while (entries.length < seqs.length) {
+      const entry = this.pins.tryPin(this.id, seqs[entries.length] as number);
+      if (entry < 0) return false;
+      entries.push(entry);
+    }
+    return true;
   }
 
   // ───────────────────────────── log bytes ─────────────────────────────
