@@ -96,6 +96,22 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
       for (const seid of job.keys) results.push({ readSync: await outcome(() => store.readSync(seid)), read: await outcome(() => store.read(seid)) });
       return { results, directRetries: store.stats().worker.directRetries };
     }
+    case "pins-full": {
+      // Every pin of the store is held (by the test): readSync gives up with a typed error after
+      // its bound; read() waits, saying so, until the pins are released.
+      const started = performance.now();
+      let syncError = "none";
+      try {
+        store.readSync(job.seid);
+      } catch (error) {
+        syncError = (error as Error).name;
+      }
+      const syncMs = performance.now() - started;
+      const reading = store.read(job.seid);
+      self.postMessage({ waiting: true });
+      const value = await reading;
+      return { syncError, syncMs, readBytes: value?.length ?? -1 };
+    }
     case "entries": {
       // What entries() visits for each option: [seid, sha-256 of the bytes].
       const lists: Array<Array<[string, string]>> = [];

@@ -13,6 +13,7 @@ export type DriverJob =
   | { kind: "scan"; keys: bigint[]; ms: number; sync?: boolean }
   | { kind: "tags"; keys: bigint[]; sync?: boolean }
   | { kind: "both-ways"; keys: bigint[] }
+  | { kind: "pins-full"; seid: bigint }
   | { kind: "entries"; options: Array<{ space?: number; from?: bigint; to?: bigint }> }
   | { kind: "misuse"; seid: bigint }
   | { kind: "alloc"; byHand: bigint[]; count: number }

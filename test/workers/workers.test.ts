@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { Store, StoreClosedError } from "../../src/index.ts";
 import { SEID_LEASE } from "../../src/workers/host.ts";
+import { PIN_ENTRIES, SharedPins } from "../../src/workers/shared-state.ts";
 import { openStore, storeInternals } from "../../src/store/store.ts";
 import { openBackend } from "../../src/io/open.ts";
 import { ShufflingBackend } from "../../testing/shuffling-backend.ts";
@@ -347,6 +348,33 @@ describe("workers", () => {
       ]);
       // Each of the four failing reads went on with O_DIRECT once before giving up.
       expect(directRetries).toBe(4);
+      await withTimeout(store.close(), 20_000, "close");
+    });
+  }, 60_000);
+
+  test("a full pin table: a Worker's readSync throws InvalidArgumentError after its 1 s bound, read() waits for a pin and then reads exactly", async () => {
+    await inScene("workers-pins-full", async ({ file, running }) => {
+      const store = await Store.open(file, { cacheBytes: 0 });
+      const seid = store.allocateSeid();
+      const value = bigValue(100_003, 21); // over 64 KiB: never the synchronous fast path
+      await store.transaction((tx) => tx.write(seid, value));
+      const handle = store.share();
+      // Hold every entry of the shared pin table, as 16 k open streams would.
+      const pins = new SharedPins(handle.pins);
+      const held: number[] = [];
+      for (let entry = pins.tryPin(9_999, 1); entry >= 0; entry = pins.tryPin(9_999, 1)) held.push(entry);
+      expect(held.length).toBe(PIN_ENTRIES);
+      const job = startJob<{ syncError: string; syncMs: number; readBytes: number }>(handle, { kind: "pins-full", seid });
+      running.push(job);
+      await withTimeout(job.message((data) => data.waiting === true), 30_000, "readSync gave up, read() waits");
+      await Bun.sleep(50);
+      expect(job.messages.some((data) => data.done === true)).toBe(false); // still waiting
+      for (const entry of held) pins.unpin(entry);
+      const result = await withTimeout(job.result, 30_000, "read() after the pins were released");
+      expect(result.syncError).toBe("InvalidArgumentError");
+      expect(result.syncMs).toBeGreaterThanOrEqual(900);
+      expect(result.readBytes).toBe(value.length);
+      expect(Buffer.compare(Buffer.from((await store.read(seid)) as Uint8Array), Buffer.from(value))).toBe(0);
       await withTimeout(store.close(), 20_000, "close");
     });
   }, 60_000);
