@@ -10,7 +10,8 @@
  * commit); (c) one transaction of 1 M writes; (d) hot random point reads over 1 M keys;
  * (e) open time after a crash (copy of an open store) with and without a recent checkpoint;
  * (f) RAM per seid at 1 M seids; (g) reading back what was just written (await read and readSync); (h) an empty store's
- * size on disk (file size and blocks allocated). Figures are medians of {@link REPS} interleaved reps.
+ * size on disk (file size and blocks allocated); (j) bytes on disk after steady overwrite churn with default
+ * settings. Figures are medians of {@link REPS} interleaved reps.
  *
  * Run alone: `bun bench/store.ts` (`BENCH_STORE_SECTIONS=h` for some sections only).
  *
@@ -63,6 +64,7 @@ const SECTION_F = "f. RAM per seid";
 const SECTION_G = "g. read what was just written";
 const SECTION_H = "h. empty store on disk";
 const SECTION_I = "i. skewed reads, data 4× the cache";
+const SECTION_J = "j. overwrite churn, default settings";
 /** Elements bulk-written then read back in (g). */
 const RAW_WRITES = scaled(200_000, 1000);
 /** (i): 1 KiB values, 4× as many bytes as bloom-lss's cache and sqlite's page cache hold. */
@@ -72,6 +74,11 @@ const SKEW_CACHE_BYTES = Math.floor((SKEW_VALUES * SKEW_VALUE_BYTES) / 4);
 const SKEW_READS = scaled(100_000, 2000);
 /** Zipf exponent of the key popularity (YCSB's default). */
 const SKEW_THETA = 0.99;
+/** (j) Live data of 1000 B values, overwritten CHURN_PASSES times at random in durable transactions of CHURN_BATCH writes. */
+const CHURN_LIVE_BYTES = scaled(64 << 20, 256 << 10);
+const CHURN_VALUE_BYTES = 1000;
+const CHURN_PASSES = 5;
+const CHURN_BATCH = 50;
 
 // ─────────────────────────────── engines ───────────────────────────────
 
@@ -878,9 +885,113 @@ export async function skewedReads(report: Report): Promise<void> {
   report.ratio(SECTION_I, "bloom-lss readSync ÷ lmdb", ratioOf(bs, l));
 }
 
+/**
+ * (j) What steady overwrite churn leaves on disk with default settings (no `maxFileBytes`, so no
+ * full disk ever presses the cleaner; 8 MiB segments): 64 MiB of 1000 B values, then every value
+ * overwritten 5 times on average, at random, in durable transactions of 50 writes — the same in
+ * the three engines. (Live data of a few segments cannot come to 1.5×: the segments being
+ * written and emptied are a floor; `bun bench/cleaner.ts --churn-only` runs 8 MiB × 20 in 1 MiB
+ * segments.) Each engine's bytes on disk at the end (the larger of file sizes and blocks allocated,
+ * sqlite's WAL and lmdb's lock file included) over the live value bytes; bloom-lss's own goal is
+ * its file over its live records (values with their 32-byte headers) ≤ 1.5, with the write
+ * amplification beside it. One run: sizes, not rates.
+ */
+async function overwriteChurn(report: Report): Promise<void> {
+  heading(`store: (j) ${fmt(CHURN_LIVE_BYTES / 2 ** 20)} MiB of ${CHURN_VALUE_BYTES} B values overwritten ${CHURN_PASSES}× in durable transactions of ${CHURN_BATCH}`);
+  const recordBytes = Math.ceil((32 + CHURN_VALUE_BYTES) / 8) * 8;
+  const keys = Math.floor(CHURN_LIVE_BYTES / recordBytes);
+  const liveValueBytes = keys * CHURN_VALUE_BYTES;
+  const value = new Uint8Array(CHURN_VALUE_BYTES).fill(9);
+  const batches = Math.ceil((CHURN_PASSES * keys) / CHURN_BATCH);
+  const picks = (seed: number) => {
+    const next = prng(seed);
+    return () => 1 + Math.floor(next() * keys);
+  };
+  const onDisk = (path: string) => {
+    const bytes = diskBytes(path);
+    return Math.max(bytes.apparent, bytes.allocated);
+  };
+  const rates = new Map<string, number>();
+  const sizes = new Map<string, number>();
+  await attempt(report, "j: bloom-lss", async () => {
+    const bloom = await openBloom("j-bloom.lss");
+    try {
+      for (let first = 1; first <= keys; first += 500) {
+        await bloom.store.transaction((tx) => {
+          for (let k = first; k < Math.min(keys + 1, first + 500); k++) tx.write(BigInt(k), value);
+        });
+      }
+      const before = bloom.store.stats();
+      const pick = picks(31);
+      const start = performance.now();
+      for (let b = 0; b < batches; b++) {
+        await bloom.store.transaction((tx) => {
+          for (let j = 0; j < CHURN_BATCH; j++) tx.write(BigInt(pick()), value);
+        });
+      }
+      rates.set("bloom", batches / ((performance.now() - start) / 1000));
+      const after = bloom.store.stats();
+      sizes.set("bloom", onDisk(bloom.path));
+      report.figure(SECTION_J, "bloom-lss write amplification (log bytes written ÷ value bytes committed)", (after.bytesWritten - before.bytesWritten) / (after.userBytesWritten - before.userBytesWritten), "×");
+      report.ratio(SECTION_J, "bloom-lss file ÷ live records", ratioOf(after.fileBytes, keys * recordBytes), 1.5, {
+        atMost: true,
+        note: `file ${after.fileBytes.toLocaleString("en-US")} B (whole ${fmt(bloom.store.stats().segmentSize / 2 ** 20)} MiB segments and 8 KiB of root blocks), live records ${(keys * recordBytes).toLocaleString("en-US")} B`,
+      });
+    } finally {
+      await closeBloom(bloom);
+    }
+  });
+  await attempt(report, "j: sqlite", async () => {
+    const sqlite = openSqlite("j-sqlite.db", "FULL");
+    try {
+      sqlite.db.transaction(() => {
+        for (let k = 1; k <= keys; k++) sqlite.insert.run(k, value);
+      })();
+      const pick = picks(31);
+      const write = sqlite.db.transaction(() => {
+        for (let j = 0; j < CHURN_BATCH; j++) sqlite.insert.run(pick(), value);
+      });
+      const start = performance.now();
+      for (let b = 0; b < batches; b++) write();
+      rates.set("sqlite", batches / ((performance.now() - start) / 1000));
+      sizes.set("sqlite", onDisk(sqlite.path));
+    } finally {
+      closeSqlite(sqlite);
+    }
+  });
+  await attempt(report, "j: lmdb", async () => {
+    const lmdb = openLmdbAt("j-lmdb.mdb", { overlappingSync: false });
+    try {
+      lmdb.db.transactionSync(() => {
+        for (let k = 1; k <= keys; k++) lmdb.db.putSync(k, value);
+      });
+      const pick = picks(31);
+      const start = performance.now();
+      for (let b = 0; b < batches; b++) {
+        lmdb.db.transactionSync(() => {
+          for (let j = 0; j < CHURN_BATCH; j++) lmdb.db.putSync(pick(), value);
+        });
+      }
+      rates.set("lmdb", batches / ((performance.now() - start) / 1000));
+      sizes.set("lmdb", onDisk(lmdb.path));
+    } finally {
+      await closeLmdb(lmdb);
+    }
+  });
+  const labels: Record<string, string> = { bloom: "bloom-lss sync", sqlite: "sqlite WAL FULL", lmdb: "lmdb overlappingSync:false transactionSync" };
+  for (const engine of ["bloom", "sqlite", "lmdb"]) {
+    report.figure(SECTION_J, `${labels[engine]}: durable transactions of ${CHURN_BATCH} overwrites`, rates.get(engine), "tx/s");
+    report.figure(SECTION_J, `${labels[engine]}: on disk at the end ÷ live value bytes`, ratioOf(sizes.get(engine), liveValueBytes), "×");
+  }
+  report.ratio(SECTION_J, "bloom-lss ÷ sqlite, bytes on disk", ratioOf(sizes.get("bloom"), sizes.get("sqlite")), undefined, { atMost: true });
+  report.ratio(SECTION_J, "bloom-lss ÷ lmdb, bytes on disk", ratioOf(sizes.get("bloom"), sizes.get("lmdb")), undefined, { atMost: true });
+  report.ratio(SECTION_J, "bloom-lss ÷ sqlite, churn transactions/s", ratioOf(rates.get("bloom"), rates.get("sqlite")));
+  report.ratio(SECTION_J, "bloom-lss ÷ lmdb, churn transactions/s", ratioOf(rates.get("bloom"), rates.get("lmdb")));
+}
+
 export async function runStoreBench(report: Report): Promise<void> {
   // `BENCH_STORE_SECTIONS=g,h` runs only those sections (default: all).
-  const sections = new Set((process.env.BENCH_STORE_SECTIONS ?? "a,b,c,d,e,f,g,h,i").split(",").map((s) => s.trim()));
+  const sections = new Set((process.env.BENCH_STORE_SECTIONS ?? "a,b,c,d,e,f,g,h,i,j").split(",").map((s) => s.trim()));
   const wanted = (...names: string[]) => names.some((name) => sections.has(name));
   const probe = await openBloom("probe.lss");
   report.note(`bloom-lss I/O backend in use: ${probe.store.io}${probe.store.stats().ioFallbackReason ? ` (${probe.store.stats().ioFallbackReason})` : ""}`);
@@ -894,6 +1005,8 @@ export async function runStoreBench(report: Report): Promise<void> {
   if (wanted("h")) await attempt(report, "store (h)", () => emptyStoreSize(report));
   fullGc();
   if (wanted("i")) await attempt(report, "store (i)", () => skewedReads(report));
+  fullGc();
+  if (wanted("j")) await attempt(report, "store (j)", () => overwriteChurn(report));
 }
 
 if (import.meta.main && process.argv[2] === "--open-child") {

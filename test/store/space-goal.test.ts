@@ -14,6 +14,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import path from "node:path";
 import { InvalidArgumentError, Store } from "../../src/index.ts";
+import { storeInternals } from "../../src/store/store.ts";
 import { seededRandom } from "../../testing/prng.ts";
 import { BACKENDS, fillPattern, scratchDir } from "../helpers.ts";
 
@@ -124,6 +125,41 @@ for (const io of BACKENDS) {
 }
 
 describe("the cleaner's space goal", () => {
+  test("the default 8 MiB segments, 8 MiB of live records overwritten 12 times: emptied segments are freed by a checkpoint, not left for the periodic one while the file grows (regression: 14.9x)", async () => {
+    const file = path.join(scratch.dir, "pending.lss");
+    const store = await Store.open(file); // every setting its default: 8 MiB segments
+    const segment = store.stats().segmentSize;
+    expect(segment).toBe(8 << 20);
+    const keys = Math.floor((8 << 20) / RECORD_BYTES);
+    const liveBytes = keys * RECORD_BYTES;
+    const versions = new Map<number, number>();
+    let largest = 0;
+    let mostPending = 0;
+    let transactions = 0;
+    try {
+      await churn(store, keys, 12, versions, 29, () => {
+        if (++transactions * 50 <= keys) return; // the first pass fills the file
+        largest = Math.max(largest, store.stats().fileBytes);
+        mostPending = Math.max(mostPending, storeInternals(store).core.log.stats().segmentsPending);
+      });
+      const stats = store.stats();
+      console.log(
+        `pending segments (default settings): file ${(stats.fileBytes / liveBytes).toFixed(2)}x the live records at the end, ${(largest / liveBytes).toFixed(2)}x at most; ` +
+          `${mostPending} segments pending at most; ${stats.cleaner.segmentsCleaned} cleaned`,
+      );
+      expect(stats.cleaner.segmentsCleaned).toBeGreaterThan(0);
+      // With 8 MiB of live records in 8 MiB segments the goal's floor rules: the live records,
+      // the reserve and the segments being written and emptied. Before, emptied segments waited
+      // for a checkpoint 16 segments of log later: 11 pending, the file 14.9x the live records.
+      expect(mostPending).toBeLessThanOrEqual(3);
+      expect(largest).toBeLessThanOrEqual(liveBytes + 6 * segment);
+      await expectValues(store, versions);
+    } finally {
+      await store.close();
+    }
+    fs.rmSync(file);
+  }, 60_000);
+
   test("live data deleted: the cleaner gives the room back to the filesystem by itself, no compact()", async () => {
     const file = path.join(scratch.dir, "shrink.lss");
     const store = await Store.open(file, { segmentSize: SEGMENT });
