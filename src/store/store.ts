@@ -718,6 +718,7 @@ export class Store {
       maxReadBytes: this.options.maxReadBytes,
       durability: this.options.durability,
       readOnly: this.options.readOnly,
+      io: this.io,
       readCommitted: (seid) => this.reads.read(seid),
       assertWritable: () => this.assertWritable(),
       throttle: () => this.cleaner.throttle(),

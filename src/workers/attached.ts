@@ -28,6 +28,7 @@ import { levelCode, SEID_LEASE } from "./host.ts";
 import { checkLevel, type ReplicationLevel } from "../replication/sync-levels.ts";
 import type { TransactionOptions } from "../store/store.ts";
 import { WorkerReader } from "./reader.ts";
+import type { IoKind } from "../io/backend.ts";
 import type { EntriesOptions } from "../store/read-path.ts";
 import { StatsBoard } from "./shared-state.ts";
 import { CLAIMS, TurnLock } from "./turn.ts";
@@ -211,6 +212,8 @@ export class AttachedStore {
   /** This attachment's id (the owner thread is 1). */
   readonly attachmentId: number;
   private readonly handle: StoreHandle;
+  /** The owner's seid space count (handle.spaces). */
+  private readonly spaceCount: Int32Array;
   private readonly lock: TurnLock;
   private readonly reader: WorkerReader;
   private readonly board: StatsBoard;
@@ -231,6 +234,7 @@ export class AttachedStore {
 
   private constructor(init: { handle: StoreHandle; id: number; reader: WorkerReader; socket: Socket<undefined>; sender: FrameSender }) {
     this.handle = init.handle;
+    this.spaceCount = new Int32Array(init.handle.spaces);
     this.path = init.handle.path;
     this.attachmentId = init.id;
     this.lock = new TurnLock(init.handle.turn);
@@ -619,6 +623,17 @@ export class AttachedStore {
   sizeOf(seid: bigint): number | undefined {
     this.assertOpen();
     return this.reader.sizeOf(seid);
+  }
+
+  /** Every seid space that exists, ascending, as `Store.spaces()` says on the owner (0, 1 and each one created). */
+  spaces(): number[] {
+    this.assertOpen();
+    return Array.from({ length: Atomics.load(this.spaceCount, 0) }, (_, space) => space);
+  }
+
+  /** `"io_uring"` or `"portable"`: the I/O backend the owner thread uses. */
+  get io(): IoKind {
+    return this.handle.io;
   }
 
   /** Seids present in `space` (default 1), ascending. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { IoKind } from "../io/backend.ts";
 import type { RingDescriptor } from "../log/ring.ts";
 import type { SharedMappingBuffers } from "./shared-state.ts";
 
@@ -31,6 +32,10 @@ export interface StoreHandle {
   readonly cacheBytes: number;
   readonly durability: "sync" | "relaxed";
   readonly readOnly: boolean;
+  /** The owner's I/O backend (`store.io`). */
+  readonly io: IoKind;
+  /** Int32 [0]: the number of seid spaces (they are 0 … n − 1), kept current by the owner. */
+  readonly spaces: SharedArrayBuffer;
 }
 
 /** Throws unless `value` looks like a {@link StoreHandle}. */
@@ -45,6 +50,7 @@ export function isStoreHandle(value: unknown): value is StoreHandle {
     handle.turn instanceof SharedArrayBuffer &&
     handle.segments instanceof SharedArrayBuffer &&
     handle.pins instanceof SharedArrayBuffer &&
+    handle.spaces instanceof SharedArrayBuffer &&
     typeof handle.ring === "object" &&
     handle.ring !== null
   );

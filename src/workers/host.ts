@@ -15,6 +15,7 @@
  *
  * @module
  */
+import type { IoKind } from "../io/backend.ts";
 import { randomBytes } from "node:crypto";
 import type { Socket, UnixSocketListener } from "bun";
 import type { BackupInfo, BackupOptions } from "../backup/backup.ts";
@@ -47,6 +48,8 @@ export interface HostServices {
   readonly maxReadBytes: number;
   readonly durability: "sync" | "relaxed";
   readonly readOnly: boolean;
+  /** The I/O backend in use (`store.io`). */
+  readonly io: IoKind;
   /** The committed value of `seid` (the store's read path): what a transaction reads of what it has not written. */
   readCommitted(seid: bigint): Promise<Uint8Array | undefined>;
   /** Throws the store's error when it cannot take writes. */
@@ -101,6 +104,8 @@ export class WorkerHost implements CommitObserver {
   readonly segments: SharedSegments;
   readonly pins: SharedPins;
   readonly statsBoard: StatsBoard;
+  /** Int32 [0]: the store's seid space count, for `spaces()` in Workers. */
+  private readonly spaceCount = new Int32Array(new SharedArrayBuffer(4));
   private readonly services: HostServices;
   private readonly secret = randomBytes(32).toString("hex");
   private readonly socketName = `\0bloom-lss-${process.pid}-${randomBytes(8).toString("hex")}`;
@@ -128,6 +133,8 @@ export class WorkerHost implements CommitObserver {
     for (const [seid, location] of core.map.entries()) this.mapping.set(seid, location);
     this.mapping.endWrite();
     this.publishSegments(true);
+    Atomics.store(this.spaceCount, 0, core.spaces.spaceCount);
+    core.spaces.onSpaceCount = (count) => Atomics.store(this.spaceCount, 0, count);
     core.observer = this;
     commits.shareTurns(this.turns, this.lock.txIds);
     this.server = Bun.listen<Connection>({
@@ -174,6 +181,8 @@ export class WorkerHost implements CommitObserver {
       cacheBytes: services.cacheBytes,
       durability: services.durability,
       readOnly: services.readOnly,
+      io: services.io,
+      spaces: this.spaceCount.buffer as SharedArrayBuffer,
     };
   }
 
@@ -523,6 +532,7 @@ export class WorkerHost implements CommitObserver {
     this.turns.close();
     this.server.stop(true);
     this.services.core.observer = undefined;
+    this.services.core.spaces.onSpaceCount = undefined;
     this.services.commits.unshareTurns();
   }
 }

@@ -120,7 +120,10 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
         for await (const [seid, bytes] of store.entries(options)) list.push([String(seid), new Bun.CryptoHasher("sha256").update(bytes).digest("hex")]);
         lists.push(list);
       }
-      return { lists };
+      // The store's seid spaces as this Worker sees them, before and after it creates one.
+      const spacesBefore = store.spaces();
+      const created = await store.createSeidSpaceAsync();
+      return { lists, spacesBefore, created, spacesAfter: store.spaces(), io: store.io };
     }
     case "misuse": {
       // Each call that waits for the turn, awaited inside this Worker's own transaction callback;
@@ -196,6 +199,7 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
         readStream: () => store.readStream(job.seid),
         readSync: () => store.readSync(job.seid),
         entries: () => store.entries().next(),
+        spaces: () => store.spaces(),
         has: () => store.has(job.seid),
         sizeOf: () => store.sizeOf(job.seid),
         seids: () => store.seids(),

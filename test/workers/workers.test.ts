@@ -379,7 +379,7 @@ describe("workers", () => {
     });
   }, 60_000);
 
-  test("entries() in a Worker visits what the owner's does: every space, one space, a seid range", async () => {
+  test("entries() in a Worker visits what the owner's does: every space, one space, a seid range; spaces() and io are the owner's", async () => {
     await inScene("workers-entries", async ({ file, running }) => {
       const store = await Store.open(file);
       const space = store.createSeidSpace();
@@ -402,10 +402,15 @@ describe("workers", () => {
         expected.push(list);
       }
       expect(expected.map((list) => list.length)).toEqual([48, 19, 7, 22]);
-      const job = startJob<{ lists: Array<Array<[string, string]>> }>(store.share(), { kind: "entries", options });
+      const job = startJob<{ lists: Array<Array<[string, string]>>; spacesBefore: number[]; created: number; spacesAfter: number[]; io: string }>(store.share(), { kind: "entries", options });
       running.push(job);
-      const { lists } = await withTimeout(job.result, 30_000, "entries");
+      const { lists, spacesBefore, created, spacesAfter, io } = await withTimeout(job.result, 30_000, "entries");
       expect(lists).toEqual(expected);
+      // spaces() and io as the owner has them; a space the Worker created is in both lists at once.
+      expect(spacesBefore).toEqual([0, 1, space]);
+      expect(spacesAfter).toEqual([0, 1, space, created]);
+      expect(store.spaces()).toEqual(spacesAfter);
+      expect(io).toBe(store.io);
       await withTimeout(store.close(), 20_000, "close");
     });
   }, 60_000);
@@ -548,7 +553,7 @@ describe("workers", () => {
       const job = startJob<{ outcomes: Record<string, string> }>(store.share(), { kind: "closed", seid }, { close: false });
       running.push(job);
       const { outcomes } = await withTimeout(job.result, 20_000, "a closed Worker store");
-      expect(Object.keys(outcomes).length).toBe(17);
+      expect(Object.keys(outcomes).length).toBe(18);
       for (const [name, outcome] of Object.entries(outcomes)) expect({ name, outcome }).toEqual({ name, outcome: "StoreClosedError" });
       // The owner's store is not closed by it.
       expect(decodeValue(await store.read(seid))).toBe(1);

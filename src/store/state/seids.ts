@@ -46,6 +46,8 @@ export class SeidSpaces {
   /** space → next low half to hand out (starts at 1). */
   private readonly next = new Map<number, number>([[DEFAULT_SPACE, 1]]);
   private nextSpace = DEFAULT_SPACE + 1;
+  /** Told the space count each time it grows (src/workers publishes it for `spaces()` in Workers). */
+  onSpaceCount: ((count: number) => void) | undefined;
   /** Spaces whose counter moved since the last Alloc record / checkpoint. */
   private readonly dirty = new Set<number>();
   /**
@@ -64,6 +66,7 @@ export class SeidSpaces {
     const space = this.nextSpace++;
     this.next.set(space, 1);
     this.dirty.add(space);
+    this.onSpaceCount?.(this.nextSpace);
     return space;
   }
 
@@ -120,6 +123,7 @@ export class SeidSpaces {
     for (const [space, value] of entries) {
       if (space === 0) {
         this.nextSpace = Math.max(this.nextSpace, value);
+        this.onSpaceCount?.(this.nextSpace);
         // Any dirty space makes the next Alloc record carry the space counter too.
         if (log) this.dirty.add(DEFAULT_SPACE);
         continue;
@@ -127,6 +131,14 @@ export class SeidSpaces {
       this.next.set(space, Math.max(this.next.get(space) ?? 1, value));
       if (log) this.dirty.add(space);
     }
+  }
+
+  /**
+   * Spaces are numbered in the order they are created, so the spaces are 0 … `spaceCount − 1`
+   * (Alloc records and checkpoints carry the count with every created space's counter).
+   */
+  get spaceCount(): number {
+    return this.nextSpace;
   }
 
   /** Every space that exists, ascending: 0 (fixed seids), 1 and each one created. */
