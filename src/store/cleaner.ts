@@ -751,16 +751,33 @@ export class Cleaner {
    */
   private pendingWorthCheckpoint(): boolean {
     const log = this.log;
-    if (log.pendingSegments === 0 || !this.atSpaceGoal()) return false;
+    const pending = log.pendingSegments;
+    // Freed since (by another checkpoint): what stays pending is only what that one left.
+    if (pending < this.pendingKept) this.pendingKept = pending;
+    if (pending === this.pendingKept || !this.atSpaceGoal()) return false;
     if (log.roomBytes >= this.reserveBytes() + 2 * this.slackBytes()) return false;
-    return log.pendingSegments * log.segmentSize >= 2 * this.checkpointEstimate();
+    return (pending - this.pendingKept) * log.segmentSize >= 2 * this.checkpointEstimate();
+  }
+
+  /**
+   * Segments a checkpoint taken for pending segments left pending: a tail reader (a standby, an
+   * archive, a backup) or a retention handle still needs them (src/log/segments.ts). Only
+   * segments emptied since count towards the next such checkpoint, so one that cannot free them
+   * is not taken again after every commit.
+   */
+  private pendingKept = 0;
+
+  /** {@link checkpointLocked} for the pending segments (see {@link pendingWorthCheckpoint}); the turn is held. */
+  private async checkpointForPending(): Promise<void> {
+    await this.checkpointLocked();
+    this.pendingKept = this.log.pendingSegments;
   }
 
   /** A checkpoint in the background, holding the turn (see {@link pendingWorthCheckpoint}). */
   private startCheckpoint(): void {
     this.running = this.host.commits
       .exclusive(async () => {
-        await this.checkpointLocked();
+        await this.checkpointForPending();
         this.counters.bytesShrunk += this.shrinkIfRoomy();
       })
       .catch(() => {
@@ -811,7 +828,8 @@ export class Cleaner {
             : this.wantsSpaceCleaning()
               ? Math.max(1, Math.ceil(this.checkpointEstimate() / (2 * log.segmentSize)))
               : Number.POSITIVE_INFINITY;
-          if (log.pendingSegments >= checkpointAt || (!bounded && this.pendingWorthCheckpoint())) await this.host.commits.exclusive(() => this.checkpointLocked());
+          if (log.pendingSegments >= checkpointAt) await this.host.commits.exclusive(() => this.checkpointLocked());
+          else if (!bounded && this.pendingWorthCheckpoint()) await this.host.commits.exclusive(() => this.checkpointForPending());
         } finally {
           this.returnLent();
         }
