@@ -238,13 +238,14 @@ export class WorkerReader {
     this.openStreams += 1;
     const start = async () => {
       // Pin everything the version being streamed touches, once, for the stream's whole life.
+      let direct = false;
       for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         const now = this.mapping.lookup(seid).location;
         if (now === undefined || !sameLocation(now, location)) throw new InvalidArgumentError(`seid ${seid} changed before its stream started`);
         const held = await this.pinAsync([this.geometry.seqOf(location.address)]);
         try {
           if (!sameLocation(this.mapping.lookup(seid).location, location)) throw new Retry("moved");
-          parts = location.multipart ? await this.runAsync(this.partsOf(seid, location.address, held, false)) : undefined;
+          parts = location.multipart ? await this.runAsync(this.partsOf(seid, location.address, held, direct)) : undefined;
           if (parts !== undefined) held.push(...(await this.pinAsync(parts.map((part) => this.geometry.seqOf(part.address)))));
           if (!sameLocation(this.mapping.lookup(seid).location, location)) throw new Retry("moved");
           entries = held;
@@ -252,15 +253,30 @@ export class WorkerReader {
         } catch (error) {
           for (const entry of held) this.pins.unpin(entry);
           if (!(error instanceof Retry)) throw error;
+          if (error.failedCheck && !direct) {
+            direct = true; // as in element(): the device decides from now on
+            this.directRetries += 1;
+          }
         }
       }
       throw new InvalidArgumentError(`seid ${seid} kept moving while its stream started`);
     };
     // Each part is read into a JS array of its own (readBytes): handed over as the caller's own.
-    const partAt = (index: number): Steps<Uint8Array> =>
+    const partAt = (index: number, direct: boolean): Steps<Uint8Array> =>
       parts === undefined
-        ? this.recordBody(seid, location.address, location.sizeBytes, undefined, false)
-        : this.recordBody(seid, (parts[index] as Part).address, (parts[index] as Part).bodyBytes, index, false);
+        ? this.recordBody(seid, location.address, location.sizeBytes, undefined, direct)
+        : this.recordBody(seid, (parts[index] as Part).address, (parts[index] as Part).bodyBytes, index, direct);
+    // The parts are pinned for the stream's life, so a part that fails its check through the page
+    // cache is read once more with O_DIRECT, and that read decides (see element()).
+    const readPart = async (index: number): Promise<Uint8Array> => {
+      try {
+        return await this.runAsync(partAt(index, false));
+      } catch (error) {
+        if (!(error instanceof Retry) || !error.failedCheck) throw error;
+        this.directRetries += 1;
+        return await this.runAsync(partAt(index, true));
+      }
+    };
     return partsByteStream(
       seid,
       location.sizeBytes,
@@ -268,7 +284,7 @@ export class WorkerReader {
         start,
         // A single-part element streams as one part.
         count: () => (parts === undefined ? 1 : parts.length),
-        read: async (index) => ownedBytes(await this.runAsync(partAt(index))),
+        read: async (index) => ownedBytes(await readPart(index)),
         finish: () => {
           this.openStreams -= 1;
           for (const entry of entries) this.pins.unpin(entry);

@@ -92,8 +92,21 @@ async function run(job: DriverJob, store: AttachedStore): Promise<unknown> {
           return (error as Error).name;
         }
       };
-      const results: Array<{ read: string; readSync: string }> = [];
-      for (const seid of job.keys) results.push({ readSync: await outcome(() => store.readSync(seid)), read: await outcome(() => store.read(seid)) });
+      const streamed = async (seid: bigint): Promise<string> => {
+        try {
+          const hasher = new Bun.CryptoHasher("sha256");
+          for await (const chunk of store.readStream(seid)) hasher.update(chunk);
+          return hasher.digest("hex");
+        } catch (error) {
+          return (error as Error).name;
+        }
+      };
+      const results: Array<{ read: string; readSync: string; stream?: string }> = [];
+      for (const seid of job.keys) {
+        const result: { read: string; readSync: string; stream?: string } = { readSync: await outcome(() => store.readSync(seid)), read: await outcome(() => store.read(seid)) };
+        if (job.stream === true) result.stream = await streamed(seid);
+        results.push(result);
+      }
       return { results, directRetries: store.stats().worker.directRetries };
     }
     case "pins-full": {

@@ -12,7 +12,7 @@ export type DriverJob =
   | { kind: "commit-loop"; keys: bigint[]; count: number; ack: boolean | "first"; base?: number }
   | { kind: "scan"; keys: bigint[]; ms: number; sync?: boolean }
   | { kind: "tags"; keys: bigint[]; sync?: boolean }
-  | { kind: "both-ways"; keys: bigint[] }
+  | { kind: "both-ways"; keys: bigint[]; stream?: boolean }
   | { kind: "pins-full"; seid: bigint }
   | { kind: "entries"; options: Array<{ space?: number; from?: bigint; to?: bigint }> }
   | { kind: "misuse"; seid: bigint }

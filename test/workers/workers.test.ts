@@ -305,7 +305,7 @@ describe("workers", () => {
     }
   }, 90_000);
 
-  test("a damaged element in a Worker: read and readSync throw CorruptionError after reading it again with O_DIRECT; the others read exactly", async () => {
+  test("a damaged element in a Worker: read, readSync and readStream throw CorruptionError after reading it again with O_DIRECT; the others read exactly", async () => {
     await inScene("workers-damaged", async ({ file, running }) => {
       const store = await Store.open(file, { segmentSize: 256 << 10, bufferSize: 64 << 10, cacheBytes: 0 });
       const [good, damaged, multipart] = [store.allocateSeid(), store.allocateSeid(), store.allocateSeid()];
@@ -337,17 +337,22 @@ describe("workers", () => {
       } finally {
         fs.closeSync(fd);
       }
-      const job = startJob<{ results: Array<{ read: string; readSync: string }>; directRetries: number }>(store.share(), { kind: "both-ways", keys: [good, damaged, multipart] });
+      const job = startJob<{ results: Array<{ read: string; readSync: string; stream: string }>; directRetries: number }>(store.share(), {
+        kind: "both-ways",
+        keys: [good, damaged, multipart],
+        stream: true,
+      });
       running.push(job);
       const { results, directRetries } = await withTimeout(job.result, 30_000, "damaged reads");
       const sha = (bytes: Uint8Array) => new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
       expect(results).toEqual([
-        { read: sha(valueFor(1, good)), readSync: sha(valueFor(1, good)) },
-        { read: "CorruptionError", readSync: "CorruptionError" },
-        { read: "CorruptionError", readSync: "CorruptionError" },
+        { read: sha(valueFor(1, good)), readSync: sha(valueFor(1, good)), stream: sha(valueFor(1, good)) },
+        { read: "CorruptionError", readSync: "CorruptionError", stream: "CorruptionError" },
+        { read: "CorruptionError", readSync: "CorruptionError", stream: "CorruptionError" },
       ]);
-      // Each of the four failing reads went on with O_DIRECT once before giving up.
-      expect(directRetries).toBe(4);
+      // Each of the six failing reads (read, readSync and a stream, of two elements) went on with
+      // O_DIRECT once before giving up.
+      expect(directRetries).toBe(6);
       await withTimeout(store.close(), 20_000, "close");
     });
   }, 60_000);
