@@ -19,6 +19,7 @@
  * @module
  */
 import fs from "node:fs";
+import { readAt } from "./direct-read.ts";
 import { blockDeviceBytes, mapFileReadOnly, unmapFile } from "./libc.ts";
 
 /** A mapping is replaced at most this often when asked for bytes past it (a file that never grows is not re-stat'ed per read). */
@@ -50,6 +51,26 @@ export class MappedFile {
     const end = position + length;
     if (end > this.#size && !this.#grow(end)) return undefined;
     return (this.#view as Uint8Array).subarray(position, end);
+  }
+
+  /**
+   * Copy `out.length` bytes of the file at `position` into `out`: from the mapping, else with
+   * `pread`s on the same descriptor (a range past what could be mapped, a file that cannot be).
+   * @returns the bytes copied: fewer only where the file ends
+   */
+  readInto(position: number, out: Uint8Array): number {
+    const mapped = this.bytes(position, out.length);
+    if (mapped !== undefined) {
+      out.set(mapped);
+      return out.length;
+    }
+    let done = 0;
+    while (done < out.length) {
+      const got = readAt(this.#fd, out.subarray(done), position + done);
+      if (got === 0) break;
+      done += got;
+    }
+    return done;
   }
 
   /** Map the file again if it now holds `end` bytes. */

@@ -25,7 +25,7 @@
 import { LogGeometry } from "../log/address.ts";
 import type { LogStructuredStore } from "../log/log.ts";
 import { InvalidArgumentError } from "../errors.ts";
-import { DirectReader, readAt } from "../io/direct-read.ts";
+import { DirectReader } from "../io/direct-read.ts";
 import { MappedFile } from "../io/mapped-file.ts";
 
 /** Reads up to this size go through the page cache (see {@link SyncLogReader.read}). */
@@ -71,22 +71,13 @@ export class SyncLogReader {
     const physical = this.geometry.physicalOffset(this.segmentIndex(seq), address);
     const buffered = direct || lengthBytes > BUFFERED_READ_BYTES ? undefined : this.log.pageCacheDescriptor();
     if (buffered !== undefined) {
-      // A copy from the mapping of the same descriptor: no system call (io/mapped-file.ts).
-      // The log opens its buffered descriptor once and keeps it until it closes.
+      // A copy from the mapping of the same descriptor, no system call (io/mapped-file.ts), else
+      // `pread`. The log opens its buffered descriptor once and keeps it until it closes.
       this.mapped ??= new MappedFile(buffered);
-      const view = this.mapped.bytes(physical, lengthBytes);
-      if (view !== undefined) {
-        this.bufferedReads += 1;
-        return view.slice();
-      }
       const out = new Uint8Array(lengthBytes);
-      let done = 0;
-      while (done < lengthBytes) {
-        const n = readAt(buffered, out.subarray(done), physical + done);
-        if (n === 0) break; // end of file: the checksum check fails, and the caller reads again directly
-        done += n;
-      }
+      const done = this.mapped.readInto(physical, out);
       this.bufferedReads += 1;
+      // Short at the end of the file: the checksum check fails, and the caller reads again directly.
       return done === lengthBytes ? out : out.subarray(0, done);
     }
     return this.direct.read(physical, lengthBytes);

@@ -469,27 +469,26 @@ export class WorkerReader {
 
   /** `length` log bytes at `address`, synchronously: from a flush buffer while there, else from the file. */
   private bytesSync(address: number, length: number, direct: boolean): Uint8Array {
-    const fromMemory = this.readFromBuffers(address, length);
-    if (fromMemory !== undefined) return fromMemory;
-    const physical = this.physicalOf(address);
-    if (direct) return this.directAt(address, physical, length);
+    // One array: the copy from a flush buffer is tried into the one the file read fills after.
     const out = new Uint8Array(length);
-    if (!this.fileAt(physical, out)) throw new Retry(`log bytes at ${address} are past the end of the file`);
+    if (this.copyFromBuffers(address, out)) return out;
+    const physical = this.physicalOrRetry(address);
+    if (direct) return this.directAt(address, physical, length);
+    if (this.mapped.readInto(physical, out) !== length) throw new Retry(`log bytes at ${address} are past the end of the file`);
     return out;
   }
 
   /** `length` log bytes at `address`: from a flush buffer while there, else from the file. */
   private async readBytes(address: number, length: number, direct: boolean): Promise<Uint8Array> {
-    // Up to SYNC_READ_BYTES synchronous (fileAt): from the page cache a few µs, where a read
+    // Up to SYNC_READ_BYTES synchronous (bytesSync): from the page cache a few µs, where a read
     // through the thread pool cost ~35 µs of hops (20 000 values of 16 B–3 KB, 2× a Worker's
     // cache: 23 k reads/s through the pool, BENCH_WORKERS_PARTS=peers bun bench/workers.ts). A
     // page the kernel must fetch holds this Worker's event loop for one disk read, as lmdb's do;
     // so does a direct read (only ever a record that failed its check: rare).
     if (direct || length <= SYNC_READ_BYTES) return this.bytesSync(address, length, direct);
-    const fromMemory = this.readFromBuffers(address, length);
-    if (fromMemory !== undefined) return fromMemory;
-    const physical = this.physicalOf(address);
     const out = new Uint8Array(length);
+    if (this.copyFromBuffers(address, out)) return out;
+    const physical = this.physicalOrRetry(address);
     let done = 0;
     while (done < length) {
       const got = await this.readOnPool(out, done, physical + done);
@@ -499,12 +498,17 @@ export class WorkerReader {
     return out;
   }
 
-  /** Where log `address` is in the file, by the published segment index. */
-  private physicalOf(address: number): number {
-    const seq = this.geometry.seqOf(address);
-    const index = this.segments.indexOf(seq);
-    if (index === undefined) throw new Retry(`segment ${seq} is not in the published segment index`);
-    return this.geometry.physicalOffset(index, address);
+  /** Where log `address` is in the file, by the published segment index; undefined when its segment is not published. */
+  private physicalOf(address: number): number | undefined {
+    const index = this.segments.indexOf(this.geometry.seqOf(address));
+    return index === undefined ? undefined : this.geometry.physicalOffset(index, address);
+  }
+
+  /** {@link physicalOf}, a lost race ({@link Retry}) when the segment is not published. */
+  private physicalOrRetry(address: number): number {
+    const physical = this.physicalOf(address);
+    if (physical === undefined) throw new Retry(`segment ${this.geometry.seqOf(address)} is not in the published segment index`);
+    return physical;
   }
 
   /** `length` bytes at `physical` with O_DIRECT (io/direct-read.ts), all of them or a {@link Retry}. */
@@ -547,34 +551,12 @@ export class WorkerReader {
   }
 
   /**
-   * All of `out` from the log at `address`, synchronously: a copy from the mapping, else one
-   * `pread`; false if the segment is not published or the file came short.
+   * All of `out` from the log at `address`, synchronously: a copy from the mapping, else
+   * `pread`s; false if the segment is not published or the file came short.
    */
   private fileInto(address: number, out: Uint8Array): boolean {
-    const index = this.segments.indexOf(this.geometry.seqOf(address));
-    return index !== undefined && this.fileAt(this.geometry.physicalOffset(index, address), out);
-  }
-
-  /** All of `out` from the file at `physical`: a copy from the mapping, else `pread`s; false if the file came short. */
-  private fileAt(physical: number, out: Uint8Array): boolean {
-    const mapped = this.mapped.bytes(physical, out.length);
-    if (mapped !== undefined) {
-      out.set(mapped);
-      return true;
-    }
-    let done = 0;
-    while (done < out.length) {
-      const got = fs.readSync(this.fd, out, done, out.length - done, physical + done);
-      if (got === 0) return false;
-      done += got;
-    }
-    return true;
-  }
-
-  /** A copy of `[address, +length)` from a flush buffer, valid only if the slot was not reused meanwhile. */
-  private readFromBuffers(address: number, length: number): Uint8Array | undefined {
-    const out = new Uint8Array(length);
-    return this.copyFromBuffers(address, out) ? out : undefined;
+    const physical = this.physicalOf(address);
+    return physical !== undefined && this.mapped.readInto(physical, out) === out.length;
   }
 
   /** Close the descriptor once no read uses it (a descriptor number closed under a read may be reused). */

@@ -2,7 +2,8 @@
  * The read-only mapping (src/io/mapped-file.ts): it shows the file's bytes, and what an O_DIRECT
  * write put there afterwards (the store's owner writes that way while Workers read through a
  * mapping); it grows when the file did, never serves a range past the file's end, and serves
- * nothing after close.
+ * nothing after close; `readInto` copies the same bytes from the mapping or, without one, with
+ * `pread`.
  */
 import { afterAll, expect, test } from "bun:test";
 import fs from "node:fs";
@@ -44,9 +45,20 @@ for (const io of BACKENDS) {
       const grown = mapped.bytes(first.length, 2 * ALIGNMENT_BYTES);
       expect(grown !== undefined && Buffer.from(grown).equals(Buffer.from(buffer.bytes))).toBe(true);
       expect(mapped.mappedBytes).toBe(first.length + 2 * ALIGNMENT_BYTES);
+      // readInto: from the mapping, short only where the file ends.
+      const total = first.length + 2 * ALIGNMENT_BYTES;
+      const whole = new Uint8Array(total);
+      expect(mapped.readInto(0, whole)).toBe(total);
+      expect(Buffer.from(whole.subarray(8192, 8192 + ALIGNMENT_BYTES)).equals(Buffer.from(buffer.bytes.subarray(0, ALIGNMENT_BYTES)))).toBe(true);
+      expect(mapped.readInto(total - 100, new Uint8Array(300))).toBe(100);
       mapped.close();
       expect(mapped.bytes(0, 16)).toBeUndefined();
       expect(mapped.mappedBytes).toBe(0);
+      // Closed (or never mappable): readInto reads the same bytes with pread.
+      const again = new Uint8Array(total);
+      expect(mapped.readInto(0, again)).toBe(total);
+      expect(Buffer.from(again).equals(Buffer.from(whole))).toBe(true);
+      expect(mapped.readInto(total - 100, new Uint8Array(300))).toBe(100);
     } finally {
       mapped.close();
       backend.free(buffer);
