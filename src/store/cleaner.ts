@@ -727,11 +727,11 @@ export class Cleaner {
     if (!this.settings.autoClean || this.running !== undefined || !this.host.isOpen()) return;
     const bounded = this.host.maxFileBytes !== undefined;
     if (!bounded && this.pendingWorthCheckpoint()) {
-      this.startCheckpoint();
+      this.startUpkeep(true);
       return;
     }
     if (!this.wantsBackground() || !this.worthCleaning(bounded ? 2 : 1)) {
-      if (!bounded && this.roomy()) this.startShrink();
+      if (!bounded && this.roomy()) this.startUpkeep(false);
       return;
     }
     this.running = this.background().finally(() => {
@@ -773,29 +773,20 @@ export class Cleaner {
     this.pendingKept = this.log.pendingSegments;
   }
 
-  /** A checkpoint in the background, holding the turn (see {@link pendingWorthCheckpoint}). */
-  private startCheckpoint(): void {
+  /**
+   * Without `maxFileBytes`, in the background holding the turn: a checkpoint for the pending
+   * segments first when `checkpoint` ({@link pendingWorthCheckpoint}), then free room cut off the
+   * file's end.
+   */
+  private startUpkeep(checkpoint: boolean): void {
     this.running = this.host.commits
       .exclusive(async () => {
-        await this.checkpointForPending();
+        if (checkpoint) await this.checkpointForPending();
         this.counters.bytesShrunk += this.shrinkIfRoomy();
       })
       .catch(() => {
-        // As background cleaning: a closed or failed store; the previous checkpoint stays in force.
-      })
-      .finally(() => {
-        this.running = undefined;
-      });
-  }
-
-  /** Cut free room off the file's end in the background, holding the turn (without `maxFileBytes`). */
-  private startShrink(): void {
-    this.running = this.host.commits
-      .exclusive(async () => {
-        this.counters.bytesShrunk += this.shrinkIfRoomy();
-      })
-      .catch(() => {
-        // As background cleaning: a closed or failed store; nothing half-done.
+        // As background cleaning: a closed or failed store; nothing half-done (a checkpoint that
+        // failed leaves the previous one in force).
       })
       .finally(() => {
         this.running = undefined;

@@ -32,6 +32,8 @@ import {
 } from "../../src/index.ts";
 import { BACKENDS, fillPattern, rng, scratchDir } from "../helpers.ts";
 import { valueFor } from "../workers/model.ts";
+import { MappedFile } from "../../src/io/mapped-file.ts";
+import { blockDeviceBytes } from "../../src/io/libc.ts";
 import { startJob, withTimeout } from "../workers/util.ts";
 
 const DEVICE_BYTES = 32 << 20;
@@ -276,6 +278,17 @@ describe.skipIf(noLoops)("a raw block device as a store", () => {
         }
       }
       await store.close({ detachWorkers: true });
+      // And it was through the mapping: a device maps whole, sized by ioctl (fstat says 0).
+      const fd = fs.openSync(device, "r");
+      const mapped = new MappedFile(fd);
+      try {
+        expect(mapped.bytes(0, 4096)).toBeDefined();
+        expect(mapped.mappedBytes).toBe(blockDeviceBytes(fd));
+        expect(mapped.mappedBytes).toBeGreaterThan(0);
+      } finally {
+        mapped.close();
+        fs.closeSync(fd);
+      }
     }, 180_000);
 
     test(`${io}: a store that fills its device gets NoSpaceError, keeps every acknowledged transaction, and makes room by deleting and compacting`, async () => {
